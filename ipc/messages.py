@@ -1,0 +1,265 @@
+"""Every message that crosses a process boundary, declared once.
+
+Messages are dataclasses; `ipc.codec` turns them into msgpack arrays `[tag, *fields]`
+and back, checking each field's type. Audio never travels inside a message: a message
+carries an `ShmHandle` into a shared-memory pool, or (to clients) the audio rides in a
+separate frame beside the message.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+PROTOCOL_VERSION = 1
+
+
+@dataclass
+class ShmHandle:
+    """Where a tensor lives: pool, first slot, slot generation, and how to view it."""
+
+    TAG: ClassVar[int] = 1
+    pool: str
+    slot: int
+    generation: int
+    offset: int
+    nbytes: int
+    dtype: str
+    shape: list[int]
+
+
+@dataclass
+class SynthesisOptions:
+    """Per-request knobs; None means the voice's default."""
+
+    TAG: ClassVar[int] = 2
+    noise_scale: float | None = None
+    length_scale: float | None = None
+    noise_w: float | None = None
+    speaker_id: int = 0
+    seed: int | None = None
+    policy: str | None = None  # text cut policy
+    first_chunk: bool | None = None
+    engine_stream: bool = False  # within-sentence streaming where the engine supports it
+    engine: str | None = None  # runtime for the voice's family (onnx, torch, tensorrt); None: the daemon's
+
+
+# ---- client <-> frontend -------------------------------------------------------------
+
+@dataclass
+class Hello:
+    """First message of a client connection; the daemon answers Welcome or Error."""
+
+    TAG: ClassVar[int] = 10
+    protocol: int
+    client: str
+
+
+@dataclass
+class Welcome:
+    TAG: ClassVar[int] = 11
+    protocol: int
+    version: str
+    run_id: str
+
+
+@dataclass
+class SynthesisRequest:
+    TAG: ClassVar[int] = 12
+    request_id: str
+    text: str
+    voice: str
+    stream: bool
+    options: SynthesisOptions
+    timeout_s: float | None = None
+
+
+@dataclass
+class Cancel:
+    TAG: ClassVar[int] = 13
+    request_id: str
+
+
+@dataclass
+class StatusQuery:
+    TAG: ClassVar[int] = 14
+    query_id: str
+
+
+@dataclass
+class StatusReply:
+    TAG: ClassVar[int] = 15
+    query_id: str
+    status: dict
+
+
+@dataclass
+class Fragment:
+    """Audio for the next contiguous span of a request. To clients the int16 PCM samples
+    ride in the frame after this one; inside the daemon they sit in shared memory."""
+
+    TAG: ClassVar[int] = 16
+    request_id: str
+    index: int
+    sample_rate: int
+    samples: int
+    handle: ShmHandle | None = None
+    chunks_done: int = 0  # progress: chunks of the request merged so far
+    chunks: int = 0
+
+
+@dataclass
+class Result:
+    """Final message of a successful request: totals and per-stage timings (seconds)."""
+
+    TAG: ClassVar[int] = 17
+    request_id: str
+    sample_rate: int
+    samples: int
+    fragments: int
+    chunks: int
+    timings: dict
+
+
+@dataclass
+class Error:
+    TAG: ClassVar[int] = 18
+    request_id: str
+    code: str
+    message: str
+
+
+@dataclass
+class Ping:
+    TAG: ClassVar[int] = 19
+    nonce: int
+
+
+@dataclass
+class Pong:
+    TAG: ClassVar[int] = 20
+    nonce: int
+
+
+# ---- frontend -> worker -> merger -------------------------------------------------------
+
+@dataclass
+class Chunk:
+    """One piece of a request's text, ready to synthesize."""
+
+    TAG: ClassVar[int] = 30
+    request_id: str
+    seq: int
+    count: int
+    voice: str
+    text: str
+    phoneme_ids: list[int]
+    noise_scale: float
+    length_scale: float
+    noise_w: float
+    speaker_id: int
+    seed: int | None
+    stream: bool
+    deadline: float  # time.monotonic() seconds; CLOCK_MONOTONIC is shared by all processes
+    attempt: int = 0
+    submitted_at: float = 0.0
+    engine: str = ""  # "" = the worker's default engine
+
+
+@dataclass
+class ChunkAudio:
+    """A worker's audio for a chunk (or one window of it, with engine streaming)."""
+
+    TAG: ClassVar[int] = 31
+    request_id: str
+    seq: int
+    count: int
+    sample_rate: int
+    handle: ShmHandle
+    synth_s: float
+    queued_s: float
+    part: int = 0
+    last_part: bool = True
+    stream: bool = False
+    deadline: float = 0.0
+
+
+@dataclass
+class ChunkDone:
+    """Worker -> frontend: a chunk left the worker, freeing a credit; on failure the code
+    says whether another worker may retry it."""
+
+    TAG: ClassVar[int] = 33
+    request_id: str
+    seq: int
+    ok: bool
+    code: str = ""
+    message: str = ""
+
+
+@dataclass
+class WorkerState:
+    """Worker -> frontend on connect and after changes: what it holds and can take."""
+
+    TAG: ClassVar[int] = 34
+    worker: str
+    voices: list[str]
+    credits: int
+    ready: bool
+
+
+@dataclass
+class DropRequest:
+    """Frontend -> worker/merger: forget a request (cancelled, expired or failed)."""
+
+    TAG: ClassVar[int] = 35
+    request_id: str
+    reason: str
+
+
+# ---- merger -> frontend ------------------------------------------------------------------
+
+@dataclass
+class RequestFailed:
+    TAG: ClassVar[int] = 40
+    request_id: str
+    code: str
+    message: str
+
+
+# ---- stages <-> supervisor -----------------------------------------------------------------
+
+@dataclass
+class Heartbeat:
+    TAG: ClassVar[int] = 50
+    role: str
+    name: str
+    pid: int
+    ready: bool
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class Control:
+    """Supervisor -> stage commands: 'drain', 'stop', 'rescan', 'worker_lost'."""
+
+    TAG: ClassVar[int] = 51
+    command: str
+    args: dict = field(default_factory=dict)
+
+
+@dataclass
+class SupervisorReport:
+    """Supervisor -> frontend, every heartbeat period: the process table for status."""
+
+    TAG: ClassVar[int] = 52
+    ready: bool
+    draining: bool
+    processes: list
+    info: dict = field(default_factory=dict)
+
+
+ALL_MESSAGES: tuple[type, ...] = (
+    ShmHandle, SynthesisOptions, Hello, Welcome, SynthesisRequest, Cancel, StatusQuery,
+    StatusReply, Fragment, Result, Error, Ping, Pong, Chunk, ChunkAudio,
+    ChunkDone, WorkerState, DropRequest, RequestFailed, Heartbeat, Control, SupervisorReport,
+)
