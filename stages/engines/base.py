@@ -1,0 +1,74 @@
+"""The one interface every synthesis engine implements.
+
+The worker knows nothing else about an engine: it loads voices through it, hands it
+batches of phoneme-id sequences and gets float32 audio back, one array per item.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from stages.voices import VoiceSpec
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How an engine may use the machine; fixed for the life of a worker."""
+
+    device: str = "cpu"  # "cpu" or "cuda" (the worker's one visible GPU)
+    threads: int = 1  # intra-op threads on CPU
+    precision: str = "fp32"  # "fp32" | "fp16" | "bf16" | "int8" where an engine supports it
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SynthesisItem:
+    """One chunk to synthesize: phoneme ids plus the per-request sampling settings."""
+
+    phoneme_ids: np.ndarray  # int64, 1-D, already wrapped with BOS/EOS/pad ids
+    noise_scale: float
+    length_scale: float
+    noise_w: float
+    speaker_id: int = 0
+    seed: int | None = None
+
+
+@dataclass
+class LoadedVoice:
+    """A voice resident in one worker: its spec, the engine's model object, its size."""
+
+    spec: VoiceSpec
+    model: Any
+    nbytes: int
+
+
+class EngineError(Exception):
+    """An engine could not load a voice or run a batch; the message names the voice."""
+
+
+class Engine(abc.ABC):
+    """A synthesis runtime (onnxruntime, torch, TensorRT, ...)."""
+
+    name: ClassVar[str]
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+
+    @abc.abstractmethod
+    def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
+        """Load a voice's model; raise EngineError naming the voice on failure."""
+
+    @abc.abstractmethod
+    def synthesize(self, voice: LoadedVoice, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        """Synthesize a batch; returns one float32 mono array per item, trimmed exactly."""
+
+    def unload_voice(self, voice: LoadedVoice) -> None:
+        """Release what load_voice took (GPU memory, sessions). Default: drop references."""
+        voice.model = None
+
+    def memory_info(self) -> dict[str, int]:
+        """Free/total bytes the engine can still use, for batch budgets; empty if unknown."""
+        return {}

@@ -1,0 +1,105 @@
+"""Text to phoneme ids for a Piper voice, through piper's espeak-ng bridge.
+
+espeak-ng keeps global state (one voice at a time), so every call goes through one
+lock and sets the voice it needs.
+"""
+from __future__ import annotations
+
+import threading
+import unicodedata
+from functools import lru_cache
+
+import numpy as np
+
+from stages.voices import VoiceSpec
+
+BOS, EOS, PAD = "^", "$", "_"
+_LOCK = threading.Lock()
+_initialized = False
+
+
+class PhonemizeError(Exception):
+    """Text could not be phonemized for a voice (unsupported phoneme type, espeak failure)."""
+
+
+def _espeak():
+    global _initialized
+    from piper import espeakbridge
+    from piper.phonemize_espeak import ESPEAK_DATA_DIR
+
+    if not _initialized:
+        espeakbridge.initialize(str(ESPEAK_DATA_DIR))
+        _initialized = True
+    return espeakbridge
+
+
+def espeak_phonemes(espeak_voice: str, text: str) -> list[str]:
+    """All phonemes of `text` as codepoints (clause punctuation kept), in one list."""
+    with _LOCK:
+        bridge = _espeak()
+        bridge.set_voice(espeak_voice)
+        clauses = bridge.get_phonemes(text)
+    phonemes: list[str] = []
+    for index, (clause, terminator, end_of_sentence) in enumerate(clauses):
+        clause = _strip_language_flags(clause) + terminator
+        if terminator in (",", ":", ";") or (end_of_sentence and index < len(clauses) - 1):
+            clause += " "
+        phonemes.extend(unicodedata.normalize("NFD", clause))
+    while phonemes and phonemes[-1] == " ":
+        phonemes.pop()
+    return phonemes
+
+
+def _strip_language_flags(clause: str) -> str:
+    # espeak marks words of another language as "(en)...(fr)"; the flags are not phonemes.
+    out, depth = [], 0
+    for ch in clause:
+        if ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif not depth:
+            out.append(ch)
+    return "".join(out)
+
+
+class Phonemizer:
+    """Phonemizes text for one voice and maps phonemes to that voice's ids."""
+
+    def __init__(self, spec: VoiceSpec) -> None:
+        if spec.phoneme_type not in ("espeak", "text"):
+            raise PhonemizeError(f"voice {spec.name!r}: phoneme type {spec.phoneme_type!r} is not supported")
+        self.spec = spec
+        self._id_map = spec.phoneme_id_map
+        self._count = lru_cache(maxsize=4096)(self._count_uncached)
+
+    def phonemes(self, text: str) -> list[str]:
+        if self.spec.phoneme_type == "text":
+            return list(unicodedata.normalize("NFD", text))
+        try:
+            return espeak_phonemes(self.spec.espeak_voice, text)
+        except Exception as exc:  # the C bridge raises plain RuntimeError
+            raise PhonemizeError(f"voice {self.spec.name!r}: phonemizer failed: {exc}") from exc
+
+    def ids(self, phonemes: list[str]) -> np.ndarray:
+        """Phonemes to ids, wrapped as Piper models expect: BOS, pad after each, EOS."""
+        id_map, pad = self._id_map, self._id_map.get(PAD, [])
+        ids: list[int] = [*id_map.get(BOS, []), *pad]
+        for phoneme in phonemes:
+            mapped = id_map.get(phoneme)
+            if mapped is None:
+                continue  # unknown phonemes are dropped, as piper does
+            ids.extend(mapped)
+            ids.extend(pad)
+        ids.extend(id_map.get(EOS, []))
+        return np.asarray(ids, dtype=np.int64)
+
+    def text_to_ids(self, text: str) -> np.ndarray:
+        return self.ids(self.phonemes(text))
+
+    def count(self, text: str) -> int:
+        """Number of phonemes in `text` (memoized: the splitter asks about the same pieces)."""
+        return self._count(text)
+
+    def _count_uncached(self, text: str) -> int:
+        return len(self.phonemes(text))
