@@ -1,0 +1,283 @@
+"""Frontend: owns the client-facing socket. Validates requests, plans them into chunks,
+hands chunks to workers through the scheduler, and relays the merger's fragments and
+results back to each client. One loop, one handler per message type."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from daemon import __version__
+from ipc import codec, sockets
+from ipc.errors import ProtocolError
+from ipc.messages import (PROTOCOL_VERSION, Cancel, ChunkDone, Control, DropRequest, Error, Fragment, Hello,
+                          Ping, Pong, RequestFailed, Result, StatusQuery, StatusReply, SupervisorReport,
+                          SynthesisRequest, Welcome, WorkerState)
+from ipc.shm import PoolError, ShmPool
+from stages.planner import PlanError, Planner
+from stages.runtime import StageArgs, StageRuntime
+from stages.scheduler import Scheduler
+from stages.voices import VoiceCatalog, VoiceError
+
+MAX_REQUEST_ID = 64
+
+
+@dataclass
+class Active:
+    client: bytes
+    voice: str
+    chars: int
+    chunks: int
+    deadline: float
+    received: float
+    stream: bool
+    first_audio: float | None = None
+    attempts: dict[int, int] = field(default_factory=dict)
+
+
+class Frontend:
+    def __init__(self, args: StageArgs, runtime: StageRuntime) -> None:
+        cfg = self.config = args.config
+        self.args, self.rt = args, runtime
+        layout = args.layout
+        self.catalog = VoiceCatalog(cfg.voices_path())
+        self.planner = Planner(cfg, self.catalog)
+        self.scheduler = Scheduler(cfg.limits.max_queued_chunks)
+        self.fragment_pool = ShmPool.attach(layout.pools[layout.MERGER_POOL])
+        ctx = runtime.ctx
+        self.clients = sockets.make_socket(ctx, zmq.ROUTER, max_message=sockets.CLIENT_MAX_MESSAGE_BYTES)
+        self.clients.bind(layout.client_endpoint)
+        self.workers = sockets.make_socket(ctx, zmq.ROUTER)
+        self.workers.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker reuses its name
+        self.workers.bind(layout.workers_endpoint)
+        self.from_merger = sockets.make_socket(ctx, zmq.PULL)
+        self.from_merger.bind(layout.frontend_in_endpoint)
+        self.to_merger = sockets.make_socket(ctx, zmq.PUSH)
+        self.to_merger.connect(layout.merger_endpoint)
+        self.active: dict[str, Active] = {}
+        self.report = SupervisorReport(False, False, [])
+        self.draining = False
+        self.running = True
+        self.counts = {"accepted": 0, "completed": 0, "failed": 0, "rejected": 0, "bad_frames": 0}
+
+    # ---- loop ------------------------------------------------------------------------------
+    def run(self) -> None:
+        poller = zmq.Poller()
+        handlers = {self.clients: self._drain_clients, self.workers: self._drain_workers,
+                    self.from_merger: self._drain_merger, self.rt.control: self._drain_control}
+        for sock in handlers:
+            poller.register(sock, zmq.POLLIN)
+        while self.running:
+            for sock, _ in poller.poll(100):
+                handlers[sock]()
+            self._dispatch()
+            self._expire()
+            self.rt.stats = self._stats()
+
+    def _messages(self, sock: zmq.Socket, router: bool):
+        for _ in range(256):  # bounded per turn so no socket starves the others
+            try:
+                yield sockets.recv(sock, router=router)
+            except zmq.Again:
+                return
+            except ProtocolError:
+                self.counts["bad_frames"] += 1
+
+    # ---- clients ----------------------------------------------------------------------------
+    def _drain_clients(self) -> None:
+        for _ in range(256):
+            try:
+                frames = self.clients.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            client, body = frames[0], frames[1:]
+            if len(body) != 1:
+                self._reply_error(client, "", "bad_request", f"expected one message frame, got {len(body)}")
+                continue
+            try:
+                message = codec.decode(body[0], expect=(Hello, SynthesisRequest, Cancel, StatusQuery, Ping))
+            except ProtocolError as exc:
+                self.counts["bad_frames"] += 1
+                self._reply_error(client, "", "bad_request", str(exc))
+                continue
+            if isinstance(message, SynthesisRequest):
+                self._on_request(client, message)
+            elif isinstance(message, Cancel):
+                self._finish(message.request_id, Error(message.request_id, "cancelled", "cancelled by the client"))
+            elif isinstance(message, Hello):
+                self._on_hello(client, message)
+            elif isinstance(message, StatusQuery):
+                self._send_client(client, StatusReply(message.query_id, self.status()))
+            elif isinstance(message, Ping):
+                self._send_client(client, Pong(message.nonce))
+
+    def _on_hello(self, client: bytes, hello: Hello) -> None:
+        if hello.protocol != PROTOCOL_VERSION:
+            self._reply_error(client, "", "protocol_mismatch",
+                              f"client speaks protocol {hello.protocol}, the daemon speaks {PROTOCOL_VERSION}")
+        else:
+            self._send_client(client, Welcome(PROTOCOL_VERSION, __version__, self.args.layout.run_id))
+
+    def _on_request(self, client: bytes, request: SynthesisRequest) -> None:
+        rid = request.request_id
+        if not rid or len(rid) > MAX_REQUEST_ID:
+            return self._reply_error(client, rid[:MAX_REQUEST_ID], "bad_request", "request_id must be 1..64 characters")
+        if rid in self.active:
+            return self._reply_error(client, rid, "duplicate", f"request {rid} is already being served")
+        if self.draining:
+            return self._reply_error(client, rid, "busy", "the daemon is shutting down")
+        if len(self.active) >= self.config.limits.max_active_requests:
+            return self._reply_error(client, rid, "busy", f"{len(self.active)} requests in progress; try again later")
+        timeout = request.timeout_s if request.timeout_s and request.timeout_s > 0 else self.config.limits.request_timeout_s
+        now = time.monotonic()
+        deadline = now + min(timeout, self.config.limits.request_timeout_s)
+        try:
+            plan = self.planner.plan(request, deadline)
+        except (VoiceError, PlanError) as exc:
+            return self._reply_error(client, rid, exc.code, str(exc))
+        if not self.scheduler.has_room(len(plan.chunks)):
+            return self._reply_error(client, rid, "busy", "the synthesis queue is full; try again later")
+        self.active[rid] = Active(client, plan.spec.name, plan.text_chars, len(plan.chunks), deadline, now, request.stream)
+        self.scheduler.submit(plan.chunks)
+        self.counts["accepted"] += 1
+        self._dispatch()
+
+    def _reply_error(self, client: bytes, request_id: str, code: str, message: str) -> None:
+        self.counts["rejected"] += 1
+        self._send_client(client, Error(request_id, code, message))
+
+    def _send_client(self, client: bytes, message: object, *extra: bytes) -> bool:
+        try:
+            sockets.send(self.clients, message, *extra, identity=client, flags=zmq.NOBLOCK)
+            return True
+        except (zmq.Again, zmq.ZMQError):
+            return False  # unroutable (client gone) or its queue is full
+
+    # ---- workers ----------------------------------------------------------------------------
+    def _drain_workers(self) -> None:
+        for identity, message, _ in self._messages(self.workers, router=True):
+            worker = identity.decode(errors="replace")
+            if isinstance(message, ChunkDone):
+                self._on_chunk_done(worker, message)
+            elif isinstance(message, WorkerState):
+                self.scheduler.worker_state(worker, message.credits, message.voices, message.ready)
+
+    def _on_chunk_done(self, worker: str, done: ChunkDone) -> None:
+        chunk = self.scheduler.done(worker, done.request_id, done.seq)
+        active = self.active.get(done.request_id)
+        if done.ok or chunk is None or active is None or done.code == "cancelled":
+            return
+        attempts = active.attempts[done.seq] = active.attempts.get(done.seq, 0) + 1
+        if done.code in ("engine_error", "no_memory") and attempts < self.config.limits.max_chunk_attempts:
+            chunk.attempt = attempts
+            self.scheduler.submit([chunk])  # another worker (or a fresh start) may succeed
+        else:
+            code = "retries_exhausted" if done.code in ("engine_error", "no_memory") else done.code
+            self._finish(done.request_id, Error(done.request_id, code, done.message))
+
+    def _dispatch(self) -> None:
+        for worker, chunk in self.scheduler.dispatch():
+            try:
+                sockets.send(self.workers, chunk, identity=worker.encode(), flags=zmq.NOBLOCK)
+            except zmq.ZMQError:
+                # The worker vanished between its last message and now: put the chunk back.
+                self.scheduler.done(worker, chunk.request_id, chunk.seq)
+                self.scheduler.submit([chunk])
+                self.scheduler.worker_lost(worker)
+
+    # ---- merger ------------------------------------------------------------------------------
+    def _drain_merger(self) -> None:
+        for _, message, _ in self._messages(self.from_merger, router=False):
+            if isinstance(message, Fragment):
+                self._on_fragment(message)
+            elif isinstance(message, Result):
+                self._on_result(message)
+            elif isinstance(message, RequestFailed):
+                self._finish(message.request_id, Error(message.request_id, message.code, message.message))
+
+    def _on_fragment(self, fragment: Fragment) -> None:
+        active = self.active.get(fragment.request_id)
+        try:
+            pcm = self.fragment_pool.read(fragment.handle) if fragment.handle else None
+        except PoolError as exc:
+            return self._finish(fragment.request_id, Error(fragment.request_id, "internal", f"lost audio: {exc}"))
+        if active is None or pcm is None:
+            return
+        if active.first_audio is None:
+            active.first_audio = time.monotonic()
+        relay = Fragment(fragment.request_id, fragment.index, fragment.sample_rate, fragment.samples, None,
+                         fragment.chunks_done, fragment.chunks)
+        if not self._send_client(active.client, relay, pcm.tobytes()):
+            self._finish(fragment.request_id, None)  # the client is gone: stop working for it
+
+    def _on_result(self, result: Result) -> None:
+        active = self.active.get(result.request_id)
+        if active is None:
+            return
+        now = time.monotonic()
+        result.timings.update(first_audio_s=(active.first_audio or now) - active.received, total_s=now - active.received)
+        self.counts["completed"] += 1
+        self._finish(result.request_id, result, failed=False)
+
+    # ---- supervisor ----------------------------------------------------------------------------
+    def _drain_control(self) -> None:
+        for _, message, _ in self._messages(self.rt.control, router=False):
+            if isinstance(message, SupervisorReport):
+                self.report = message
+            elif isinstance(message, Control):
+                self._on_control(message)
+
+    def _on_control(self, control: Control) -> None:
+        if control.command == "worker_lost":
+            for chunk in self.scheduler.worker_lost(str(control.args.get("worker", ""))):
+                if chunk.request_id in self.active:
+                    chunk.attempt += 1
+                    self.scheduler.submit([chunk])
+        elif control.command == "drain":
+            self.draining = True
+        elif control.command == "rescan":
+            self.catalog.rescan()
+        elif control.command == "stop":
+            self.running = False
+
+    # ---- request end -----------------------------------------------------------------------------
+    def _finish(self, request_id: str, answer: Result | Error | None, failed: bool = True) -> None:
+        active = self.active.pop(request_id, None)
+        if active is None:
+            return
+        if failed:
+            self.counts["failed"] += 1
+            for worker in self.scheduler.drop(request_id):
+                sockets.send(self.workers, DropRequest(request_id, "request ended"), identity=worker.encode(),
+                             flags=zmq.NOBLOCK)
+            sockets.send(self.to_merger, DropRequest(request_id, "request ended"))
+        if answer is not None:
+            self._send_client(active.client, answer)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for rid in [rid for rid, a in self.active.items() if a.deadline < now]:
+            self._finish(rid, Error(rid, "timeout", "the request's deadline passed"))
+
+    def status(self) -> dict:
+        processes = list(self.report.processes) or [{"role": "frontend", "name": "frontend", "pid": os.getpid()}]
+        return {"ready": self.report.ready, "draining": self.draining or self.report.draining,
+                "run_id": self.args.layout.run_id, "version": __version__, "processes": processes,
+                "queues": self.scheduler.stats(), "active_requests": len(self.active),
+                "voices": self.catalog.names(), "unavailable_voices": self.catalog.broken(),
+                "counts": dict(self.counts), **self.report.info}
+
+    def _stats(self) -> dict:
+        return {"active": len(self.active), "queued": len(self.scheduler.queue), **self.counts}
+
+
+def main(args: StageArgs) -> None:
+    runtime = StageRuntime(args)
+    frontend = Frontend(args, runtime)
+    runtime.ready = True
+    try:
+        frontend.run()
+    finally:
+        runtime.close()

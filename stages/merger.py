@@ -1,0 +1,188 @@
+"""Merger: reorders each request's chunk audio, joins chunks with an equal-power
+crossfade and streams every contiguous prefix on to the frontend as a fragment."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+from ipc import sockets
+from ipc.errors import ProtocolError
+from ipc.messages import ChunkAudio, Control, DropRequest, Fragment, RequestFailed, Result
+from ipc.shm import PoolError, PoolFull, ShmPool, StaleHandle
+from stages.crossfade import CrossfadeJoiner, to_pcm16
+from stages.runtime import StageArgs, StageRuntime
+
+POOL_RETRY_S = 0.005
+FINISHED_MEMORY = 4096  # finished request ids remembered, to ignore late duplicate chunks
+
+
+@dataclass
+class MergeState:
+    count: int
+    sample_rate: int
+    stream: bool
+    deadline: float
+    joiner: CrossfadeJoiner
+    next_seq: int = 0
+    pending: dict[tuple[int, int], ChunkAudio] = field(default_factory=dict)
+    next_part: int = 0
+    fragments: int = 0
+    samples: int = 0
+    synth_s: float = 0.0
+    queued_s: float = 0.0
+    merge_s: float = 0.0
+    held: list[np.ndarray] = field(default_factory=list)  # non-streamed output so far
+
+
+class Merger:
+    def __init__(self, args: StageArgs, runtime: StageRuntime) -> None:
+        self.args, self.rt = args, runtime
+        layout = args.layout
+        self.crossfade_s = args.config.merger.crossfade_ms / 1000.0
+        self.out_pool = ShmPool.attach(layout.pools[layout.MERGER_POOL], producer=True)
+        self.in_pools = {name: ShmPool.attach(spec) for name, spec in layout.pools.items() if name != layout.MERGER_POOL}
+        self.inbox = sockets.make_socket(runtime.ctx, zmq.PULL)
+        self.inbox.bind(layout.merger_endpoint)
+        self.frontend = sockets.make_socket(runtime.ctx, zmq.PUSH)
+        self.frontend.connect(layout.frontend_in_endpoint)
+        self.requests: dict[str, MergeState] = {}
+        self.finished: dict[str, None] = {}
+        self.running = True
+        self.duplicates = 0
+
+    def run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.inbox, zmq.POLLIN)
+        poller.register(self.rt.control, zmq.POLLIN)
+        while self.running:
+            events = dict(poller.poll(250))
+            for sock in (self.inbox, self.rt.control):
+                if sock in events:
+                    self._drain(sock)
+            self._expire()
+            self.rt.stats = {"requests": len(self.requests), "duplicates": self.duplicates,
+                             "pool": self.out_pool.usage()}
+
+    def _drain(self, sock: zmq.Socket) -> None:
+        for _ in range(256):  # bounded, so the control socket is not starved
+            try:
+                _, message, _ = sockets.recv(sock)
+            except zmq.Again:
+                return
+            except ProtocolError:
+                continue
+            if isinstance(message, ChunkAudio):
+                self._on_audio(message)
+            elif isinstance(message, DropRequest):
+                self._drop(message.request_id)
+            elif isinstance(message, Control) and message.command == "stop":
+                self.running = False
+
+    def _on_audio(self, msg: ChunkAudio) -> None:
+        pool = self.in_pools.get(msg.handle.pool)
+        state = self.requests.get(msg.request_id)
+        if state is None and msg.request_id not in self.finished:
+            state = self.requests[msg.request_id] = MergeState(
+                msg.count, msg.sample_rate, msg.stream, msg.deadline,
+                CrossfadeJoiner(round(self.crossfade_s * msg.sample_rate)))
+        key = (msg.seq, msg.part)
+        if pool is None or state is None or key in state.pending or (msg.seq, msg.part) < (state.next_seq, state.next_part):
+            self.duplicates += 1  # a re-dispatched chunk whose first run did finish after all
+            self._release(pool, msg)
+            return
+        state.pending[key] = msg
+        self._advance(msg.request_id, state)
+
+    def _advance(self, request_id: str, state: MergeState) -> None:
+        started = time.perf_counter()
+        pieces = []
+        while (state.next_seq, state.next_part) in state.pending:
+            msg = state.pending.pop((state.next_seq, state.next_part))
+            try:
+                audio = self.in_pools[msg.handle.pool].read(msg.handle)
+            except StaleHandle as exc:
+                self._fail(request_id, "internal", f"lost audio of chunk {msg.seq}: {exc}")
+                return
+            first_of_chunk = msg.part == 0
+            final = msg.last_part and msg.seq == state.count - 1
+            pieces.append(state.joiner.push(audio, crossfade=first_of_chunk and msg.seq > 0, final=final))
+            state.synth_s += msg.synth_s
+            state.queued_s = max(state.queued_s, msg.queued_s)
+            if msg.last_part:
+                state.next_seq, state.next_part = state.next_seq + 1, 0
+            else:
+                state.next_part += 1
+        done = state.next_seq == state.count
+        state.merge_s += time.perf_counter() - started
+        if state.stream:
+            ready = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+            if len(ready) and not self._emit(request_id, state, ready):
+                return
+        else:
+            state.held.extend(pieces)
+            if done and not self._emit(request_id, state, np.concatenate(state.held)):
+                return
+        if done:
+            result = Result(request_id, state.sample_rate, state.samples, state.fragments, state.count,
+                            {"synth_s": state.synth_s, "queued_s": state.queued_s, "merge_s": state.merge_s})
+            sockets.send(self.frontend, result)
+            self._forget(request_id)
+
+    def _emit(self, request_id: str, state: MergeState, audio: np.ndarray) -> bool:
+        pcm = to_pcm16(audio)
+        while True:
+            try:
+                handle = self.out_pool.put(pcm, state.deadline)
+                break
+            except PoolFull as exc:
+                if time.monotonic() > state.deadline or pcm.nbytes > self.out_pool.spec.slots * self.out_pool.spec.slot_bytes:
+                    self._fail(request_id, "no_memory", str(exc))
+                    return False
+                time.sleep(POOL_RETRY_S)
+        sockets.send(self.frontend, Fragment(request_id, state.fragments, state.sample_rate, len(pcm), handle,
+                                             state.next_seq, state.count))
+        state.fragments += 1
+        state.samples += len(pcm)
+        return True
+
+    def _fail(self, request_id: str, code: str, message: str) -> None:
+        sockets.send(self.frontend, RequestFailed(request_id, code, message))
+        self._drop(request_id)
+
+    def _drop(self, request_id: str) -> None:
+        state = self.requests.get(request_id)
+        if state is not None:
+            for msg in state.pending.values():
+                self._release(self.in_pools.get(msg.handle.pool), msg)
+        self._forget(request_id)
+
+    def _forget(self, request_id: str) -> None:
+        self.requests.pop(request_id, None)
+        self.finished[request_id] = None
+        while len(self.finished) > FINISHED_MEMORY:
+            self.finished.pop(next(iter(self.finished)))
+
+    def _release(self, pool: ShmPool | None, msg: ChunkAudio) -> None:
+        if pool is not None:
+            try:
+                pool.release(msg.handle)
+            except PoolError:
+                pass
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for request_id in [r for r, s in self.requests.items() if s.deadline < now]:
+            self._drop(request_id)  # the frontend answers the client with `timeout`
+
+
+def main(args: StageArgs) -> None:
+    runtime = StageRuntime(args)
+    merger = Merger(args, runtime)
+    runtime.ready = True
+    try:
+        merger.run()
+    finally:
+        runtime.close()

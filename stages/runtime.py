@@ -1,0 +1,74 @@
+"""What every stage process has: its arguments, a control socket to the supervisor and
+a heartbeat thread.
+
+Heartbeats come from a thread with its own socket so a long engine call does not look
+like a hang; the main loop publishes `busy_since` before blocking work, and the
+supervisor judges a stage hung when heartbeats stop (a stopped process) or when it has
+been busy on one call for longer than the configured bound.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from daemon.config import Config
+from daemon.procutil import die_with_parent, ignore_interrupts, set_title
+from ipc import sockets
+from ipc.messages import Heartbeat
+from ipc.topology import RunLayout
+
+
+@dataclass
+class StageArgs:
+    role: str  # "frontend" | "worker" | "merger"
+    name: str  # unique: "frontend", "w0", "merger", ...
+    layout: RunLayout
+    config: Config
+    parent_pid: int
+    env: dict[str, str] = field(default_factory=dict)
+    device: str = "cpu"
+
+
+class StageRuntime:
+    def __init__(self, args: StageArgs) -> None:
+        die_with_parent(args.parent_pid)
+        set_title(f"voxpipe: {args.role} {args.name}" if args.name != args.role else f"voxpipe: {args.role}")
+        ignore_interrupts()
+        self.args = args
+        self.ctx = zmq.Context(io_threads=1)
+        self.control = sockets.make_socket(self.ctx, zmq.DEALER, identity=args.name.encode())
+        self.control.connect(args.layout.control_endpoint)
+        self.ready = False
+        self.stats: dict[str, Any] = {}
+        self.busy_since: float | None = None
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        self._beat.start()
+
+    def _heartbeat_loop(self) -> None:
+        sock = sockets.make_socket(self.ctx, zmq.PUSH, hwm=4)
+        sock.connect(self.args.layout.heartbeat_endpoint)
+        period = self.args.config.heartbeat_s
+        try:
+            while not self._stop.wait(period):
+                busy = self.busy_since
+                stats = dict(self.stats)
+                stats["busy_for"] = 0.0 if busy is None else time.monotonic() - busy
+                beat = Heartbeat(self.args.role, self.args.name, os.getpid(), self.ready, stats)
+                try:
+                    sockets.send(sock, beat, flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # the supervisor is behind; the next beat carries the same news
+        finally:
+            sock.close(0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._beat.join(timeout=2)
+        self.control.close()
+        self.ctx.term()
