@@ -1,0 +1,96 @@
+"""The `voxpipe` command: serve, say, submit, status, split, config check."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from daemon import __version__
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from daemon.config import ConfigError, load_config, validate
+    from daemon.supervisor import run_supervisor
+
+    try:
+        config = load_config(Path(args.config) if args.config else None)
+        if args.endpoint:
+            config.endpoint = args.endpoint
+        if args.engine:
+            config.worker.engine = args.engine
+        if args.workers is not None:
+            config.worker.count = args.workers
+        if args.voices_dir:
+            config.voices_dir = args.voices_dir
+        validate(config)
+    except ConfigError as exc:
+        print(f"voxpipe serve: config: {exc}", file=sys.stderr)
+        return 2
+    return run_supervisor(config)
+
+
+def _configure_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML config file")
+    parser.add_argument("--endpoint", help="client endpoint (ipc://PATH or tcp://HOST:PORT)")
+    parser.add_argument("--engine", choices=["onnx", "torch", "tensorrt"])
+    parser.add_argument("--workers", type=int, help="synthesis workers on CPU (default: cores / threads)")
+    parser.add_argument("--voices-dir", help="directory of extra voices (overrides the config)")
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from daemon.config import ConfigError, load_config
+
+    try:
+        load_config(Path(args.file))
+    except ConfigError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok")
+    return 0
+
+
+def _lazy(module: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
+    def configure(parser: argparse.ArgumentParser) -> None:
+        __import__(module, fromlist=["configure_parser"]).configure_parser(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        return __import__(module, fromlist=["run"]).run(args)
+    return configure, run
+
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; only the `selected` command's module is imported (start-up stays
+    fast and one command's optional dependencies never break another)."""
+    parser = argparse.ArgumentParser(prog="voxpipe", description="Text-to-speech serving daemon.")
+    parser.add_argument("--version", action="version", version=f"voxpipe {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, tuple[str, Callable, Callable]] = {
+        "serve": ("run the daemon", _configure_serve, _serve),
+        "say": ("synthesize text through the daemon", *_lazy("tools.say")),
+        "submit": ("synthesize every line of a file", *_lazy("tools.submit")),
+        "status": ("show the daemon's processes, queues and voices", *_lazy("tools.status")),
+        "split": ("show the chunks the frontend would make", *_lazy("tools.split_cli")),
+    }
+    for name, (help_text, configure, run) in commands.items():
+        command = sub.add_parser(name, help=help_text)
+        if name == selected:
+            configure(command)
+        command.set_defaults(handler=run)
+    config = sub.add_parser("config", help="configuration helpers")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    check = config_sub.add_parser("check", help="validate a config file")
+    check.add_argument("file")
+    check.set_defaults(handler=_config_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(selected).parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The daemon's configuration: one TOML file, every key typed and checked.
+
+Unknown keys and wrong types are errors that name the key, so a typo never silently
+falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used; the message names the key."""
+
+
+@dataclass
+class LimitsConfig:
+    max_text_chars: int = 20_000  # longer text is answered `too_long`
+    max_active_requests: int = 256  # requests being served at once; more get `busy`
+    max_queued_chunks: int = 4096  # chunks waiting for a worker; more get `busy`
+    request_timeout_s: float = 300.0  # default deadline when a client sets none
+    drain_timeout_s: float = 30.0  # SIGTERM: how long accepted requests may finish
+    max_chunk_attempts: int = 3  # a chunk that fails on this many workers fails its request
+
+
+@dataclass
+class FrontendConfig:
+    chunk_budget: int = 400  # phonemes per chunk
+    policy: str = "punctuation"
+    first_chunk: bool = True  # cut the first chunk short so first audio comes fast
+    first_chunk_words: int = 6
+
+
+@dataclass
+class WorkerConfig:
+    count: int = 0  # synthesis workers on CPU; 0 = cores / threads
+    threads: int = 1  # engine threads per CPU worker
+    engine: str = "onnx"
+    precision: str = "fp32"
+    credits: int = 2  # chunks a worker holds at once (one running, one ready)
+    voice_cache_mib: int = 2048  # LRU voice cache bound per worker
+    engine_stream_frames: int = 0  # >0: within-sentence streaming window (torch engine)
+
+
+@dataclass
+class GpuConfig:
+    enabled: bool = True  # use GPUs when present
+    memory_fraction: float = 0.9
+    alloc_conf: str = "expandable_segments:True"
+    tensorrt_workspace_mib: int = 2048
+
+
+@dataclass
+class MergerConfig:
+    crossfade_ms: float = 30.0
+
+
+@dataclass
+class ShmConfig:
+    worker_pool_mib: int = 64
+    merger_pool_mib: int = 64
+    slot_kib: int = 64
+
+
+@dataclass
+class SupervisorConfig:
+    start_timeout_s: float = 180.0  # every stage ready (voices preloaded) within this
+    hang_timeout_s: float = 3.0  # no heartbeat for this long: the stage is hung
+    max_busy_s: float = 120.0  # one engine call running longer than this: hung
+    restart_budget: int = 5  # restarts allowed within restart_window_s before giving up
+    restart_window_s: float = 60.0
+
+
+@dataclass
+class Config:
+    endpoint: str = ""  # empty: ipc socket in the runtime directory
+    voices_dir: str = ""  # adds Piper voices NAME/*.onnx(+.json); `joe` always exists
+    state_dir: str = ""  # usage state; empty: ~/.local/state/voxpipe
+    preload: list[str] = field(default_factory=lambda: ["joe"])
+    socket_group: str = ""  # group allowed to use the ipc socket (mode 0660)
+    heartbeat_s: float = 0.5
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    gpu: GpuConfig = field(default_factory=GpuConfig)
+    merger: MergerConfig = field(default_factory=MergerConfig)
+    shm: ShmConfig = field(default_factory=ShmConfig)
+    supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+
+    def voices_path(self) -> Path | None:
+        return Path(self.voices_dir).expanduser() if self.voices_dir else None
+
+    def state_path(self) -> Path:
+        if self.state_dir:
+            return Path(self.state_dir).expanduser()
+        base = os.environ.get("STATE_DIRECTORY") or os.environ.get("XDG_STATE_HOME")
+        return Path(base) / "voxpipe" if base else Path.home() / ".local" / "state" / "voxpipe"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: Path | None) -> Config:
+    if path is None:
+        return validate(Config())
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return validate(from_dict(Config, raw, ""))
+
+
+def from_dict(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]!r}; known keys: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
+        return from_dict(hint, value, f"{key}.")
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__}")
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float and type(value) in (int, float):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}")
+
+
+def validate(config: Config) -> Config:
+    """Range checks that types alone cannot express."""
+    checks: list[tuple[bool, str]] = [
+        (config.limits.max_text_chars > 0, "limits.max_text_chars must be > 0"),
+        (config.limits.max_active_requests > 0, "limits.max_active_requests must be > 0"),
+        (config.limits.max_queued_chunks > 0, "limits.max_queued_chunks must be > 0"),
+        (config.limits.request_timeout_s > 0, "limits.request_timeout_s must be > 0"),
+        (config.limits.drain_timeout_s >= 0, "limits.drain_timeout_s must be >= 0"),
+        (config.limits.max_chunk_attempts >= 1, "limits.max_chunk_attempts must be >= 1"),
+        (config.frontend.chunk_budget >= 16, "frontend.chunk_budget must be >= 16 phonemes"),
+        (config.frontend.first_chunk_words >= 1, "frontend.first_chunk_words must be >= 1"),
+        (config.worker.count >= 0, "worker.count must be >= 0"),
+        (config.worker.threads >= 1, "worker.threads must be >= 1"),
+        (config.worker.credits >= 1, "worker.credits must be >= 1"),
+        (config.worker.voice_cache_mib >= 1, "worker.voice_cache_mib must be >= 1"),
+        (0.0 < config.gpu.memory_fraction <= 1.0, "gpu.memory_fraction must be in (0, 1]"),
+        (0.0 <= config.merger.crossfade_ms <= 500.0, "merger.crossfade_ms must be in [0, 500]"),
+        (config.shm.worker_pool_mib >= 1, "shm.worker_pool_mib must be >= 1"),
+        (config.shm.merger_pool_mib >= 1, "shm.merger_pool_mib must be >= 1"),
+        (4 <= config.shm.slot_kib <= 16384, "shm.slot_kib must be in [4, 16384]"),
+        (config.heartbeat_s > 0, "heartbeat_s must be > 0"),
+        (config.supervisor.hang_timeout_s > 2 * config.heartbeat_s, "supervisor.hang_timeout_s must exceed two heartbeats"),
+        (config.supervisor.start_timeout_s > 0, "supervisor.start_timeout_s must be > 0"),
+        (config.supervisor.restart_budget >= 0, "supervisor.restart_budget must be >= 0"),
+        (config.worker.engine in ("onnx", "torch", "tensorrt"), f"worker.engine: unknown engine {config.worker.engine!r}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return config

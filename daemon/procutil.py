@@ -1,0 +1,46 @@
+"""Process plumbing shared by every stage: dying with the parent, titles, signals."""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(expected_parent: int) -> None:
+    """Ask the kernel to SIGKILL us when our parent dies; exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except OSError:
+            _watch_parent(expected_parent)
+    if os.getppid() != expected_parent:
+        os._exit(1)  # the parent died before the signal was armed
+
+
+def _watch_parent(expected_parent: int) -> None:
+    def watch() -> None:
+        import time
+        while os.getppid() == expected_parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def set_title(title: str) -> None:
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(title)
+    except ImportError:
+        pass
+
+
+def ignore_interrupts() -> None:
+    """Stages leave SIGINT (a terminal's ^C reaches the whole group) to the supervisor,
+    which drains and then stops them in order."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -1,0 +1,20 @@
+"""The target of every spawned stage process: import the stage's module, run its main."""
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+
+from stages.runtime import StageArgs
+
+STAGE_MODULES = {"frontend": "stages.frontend", "worker": "stages.worker", "merger": "stages.merger"}
+
+
+def run_stage(args: StageArgs) -> None:
+    try:
+        importlib.import_module(STAGE_MODULES[args.role]).main(args)
+    except Exception:
+        print(f"voxpipe {args.role} {args.name}: fatal error", file=sys.stderr)
+        traceback.print_exc()
+        sys.stderr.flush()
+        sys.exit(3)

@@ -1,0 +1,383 @@
+"""The supervisor: owns every resource that outlives one stage process (shared-memory
+pools, the socket directory), spawns the stages, watches their heartbeats, restarts
+what dies or hangs, and drains on SIGTERM."""
+from __future__ import annotations
+
+import collections
+import fcntl
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from daemon.config import Config
+from daemon.gpus import Gpu, discover_gpus
+from daemon.notify import Notifier
+from daemon.procutil import set_title
+from daemon.stage_entry import run_stage
+from ipc import sockets
+from ipc.errors import ProtocolError
+from ipc.messages import Control, Heartbeat, SupervisorReport
+from ipc.shm import PoolError, ShmPool, remove_stale_pools
+from ipc.topology import RunLayout, make_layout
+from stages.runtime import StageArgs
+
+
+class SupervisorError(Exception):
+    """The daemon cannot start or must stop; the message says why."""
+
+
+@dataclass
+class Stage:
+    args: StageArgs
+    process: Any = None  # multiprocessing Process
+    started: float = 0.0
+    last_beat: float = 0.0
+    ready: bool = False
+    restarts: int = 0
+    restart_at: float | None = None
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.args.name
+
+
+def log(message: str) -> None:
+    print(f"voxpipe: {message}", file=sys.stderr, flush=True)
+
+
+class Supervisor:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.endpoint = config.endpoint or sockets.default_endpoint()
+        self.notifier = Notifier()
+        self.mp = multiprocessing.get_context("spawn")
+        self.pools: list[ShmPool] = []
+        self.stages: dict[str, Stage] = {}
+        self.restart_times: collections.deque[float] = collections.deque()
+        self.ready = False
+        self.stop_requested = False
+        self.drain_deadline: float | None = None
+        self.drain_started = 0.0
+        self.rescan_requested = False
+        self.exit_reason: str | None = None
+        self._lock_fd = -1
+        self.layout: RunLayout | None = None
+
+    # ---- setup --------------------------------------------------------------------------
+    def _plan_workers(self) -> list[tuple[str, str, dict[str, str]]]:
+        """(name, device, env) per synthesis worker: one per GPU, else N on CPU."""
+        gpus: list[Gpu] = discover_gpus() if self.config.gpu.enabled else []
+        if gpus:
+            gpu_cfg = self.config.gpu
+            return [(f"w{i}", "cuda", {"CUDA_VISIBLE_DEVICES": str(gpu.index),
+                                       "PYTORCH_CUDA_ALLOC_CONF": gpu_cfg.alloc_conf,
+                                       "VOXPIPE_GPU_MEMORY_FRACTION": str(gpu_cfg.memory_fraction),
+                                       "VOXPIPE_TRT_WORKSPACE_MIB": str(gpu_cfg.tensorrt_workspace_mib),
+                                       "VOXPIPE_GPU_NAME": gpu.name})
+                    for i, gpu in enumerate(gpus)]
+        count = self.config.worker.count or max(1, (os.cpu_count() or 1) // self.config.worker.threads)
+        threads = str(self.config.worker.threads)
+        return [(f"w{i}", "cpu", {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads})
+                for i in range(count)]
+
+    def _claim_endpoint(self) -> Path:
+        """Lock the endpoint so a second daemon cannot steal a live socket; returns the
+        directory for this run's private sockets."""
+        path = sockets.ipc_path(self.endpoint)
+        base = path.parent if path else sockets.runtime_dir()
+        base.mkdir(parents=True, exist_ok=True, mode=0o770)
+        lock_path = (path.with_name(path.name + ".lock") if path else base / "tcp.lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SupervisorError(f"another voxpipe daemon is serving {self.endpoint}") from None
+        self._lock_fd = fd
+        for stale in base.glob("run-*"):
+            self._remove_stale_run_dir(stale)
+        return base
+
+    @staticmethod
+    def _remove_stale_run_dir(run_dir: Path) -> None:
+        lock = run_dir / "lock"
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(run_dir, ignore_errors=True)
+        except OSError:
+            pass  # a live daemon on another endpoint owns it
+        finally:
+            os.close(fd)
+
+    def setup(self) -> None:
+        removed = remove_stale_pools()
+        if removed:
+            log(f"removed {len(removed)} shared-memory segment(s) left by a daemon that is gone")
+        base = self._claim_endpoint()
+        workers = self._plan_workers()
+        shm = self.config.shm
+        self.layout = layout = make_layout(base, self.endpoint, [w[0] for w in workers],
+                                           shm.worker_pool_mib * 2**20, shm.merger_pool_mib * 2**20,
+                                           shm.slot_kib * 1024)
+        layout.run_dir.mkdir(mode=0o700)
+        run_lock = os.open(layout.run_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(run_lock, fcntl.LOCK_EX)  # held (fd kept open) for the life of the run
+        for spec in layout.pools.values():
+            try:
+                self.pools.append(ShmPool.create(spec))
+            except PoolError as exc:
+                raise SupervisorError(str(exc)) from None
+        self.ctx = zmq.Context(io_threads=1)
+        self.control = sockets.make_socket(self.ctx, zmq.ROUTER)
+        self.control.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.control.bind(layout.control_endpoint)
+        self.beats = sockets.make_socket(self.ctx, zmq.PULL)
+        self.beats.bind(layout.heartbeat_endpoint)
+        pid = os.getpid()
+        def stage(role: str, name: str, device: str = "cpu", env: dict[str, str] | None = None) -> Stage:
+            return Stage(StageArgs(role, name, layout, self.config, pid, env or {}, device))
+        for s in [stage("merger", "merger"), stage("frontend", "frontend"),
+                  *(stage("worker", name, device, env) for name, device, env in workers)]:
+            self.stages[s.name] = s
+
+    # ---- processes ----------------------------------------------------------------------------
+    def _spawn(self, stage: Stage) -> None:
+        # Spawned children inherit os.environ as it is at start(): apply the stage's GPU
+        # settings there, so they are in place before the child can touch CUDA.
+        saved = {k: os.environ.get(k) for k in stage.args.env}
+        os.environ.update(stage.args.env)
+        try:
+            process = self.mp.Process(target=run_stage, args=(stage.args,), name=f"voxpipe-{stage.name}", daemon=False)
+            process.start()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        stage.process, stage.started, stage.last_beat = process, time.monotonic(), time.monotonic()
+        stage.ready, stage.restart_at = False, None
+
+    def start(self) -> None:
+        for stage in self.stages.values():
+            self._spawn(stage)
+        deadline = time.monotonic() + self.config.supervisor.start_timeout_s
+        while not all(s.ready for s in self.stages.values()):
+            if self.stop_requested:
+                raise SupervisorError("stopped before every stage was ready")
+            if time.monotonic() > deadline:
+                slow = ", ".join(s.name for s in self.stages.values() if not s.ready)
+                raise SupervisorError(f"stages not ready after {self.config.supervisor.start_timeout_s:.0f} s: {slow}")
+            self._poll(0.1)
+            for stage in self.stages.values():
+                if not stage.process.is_alive():
+                    raise SupervisorError(f"{stage.args.role} {stage.name} failed to start "
+                                          f"(exit code {stage.process.exitcode}); see its error above")
+        self.ready = True
+        self._report()
+        log(f"ready: {len(self.stages) - 2} worker(s) serving on {self.endpoint} (run {self.layout.run_id})")
+        self.notifier.send("READY=1", f"STATUS=serving on {self.endpoint}")
+
+    def _poll(self, timeout_s: float) -> None:
+        poller = zmq.Poller()
+        poller.register(self.beats, zmq.POLLIN)
+        poller.register(self.control, zmq.POLLIN)
+        events = dict(poller.poll(int(timeout_s * 1000)))
+        if self.beats in events:
+            for _ in range(1024):
+                try:
+                    _, beat, _ = sockets.recv(self.beats)
+                except zmq.Again:
+                    break
+                except ProtocolError:
+                    continue
+                if isinstance(beat, Heartbeat):
+                    self._on_beat(beat)
+        if self.control in events:
+            for _ in range(1024):
+                try:
+                    self.control.recv_multipart(zmq.NOBLOCK)  # stages send nothing here yet
+                except zmq.Again:
+                    break
+
+    def _on_beat(self, beat: Heartbeat) -> None:
+        stage = self.stages.get(beat.name)
+        if stage is None or stage.process is None or beat.pid != stage.process.pid:
+            return  # a beat from a process we already replaced
+        stage.last_beat = time.monotonic()
+        stage.ready = beat.ready
+        stage.stats = beat.stats
+
+    def _send(self, name: str, message: object) -> None:
+        try:
+            sockets.send(self.control, message, identity=name.encode(), flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the stage is not connected (yet, or any more)
+
+    # ---- health ------------------------------------------------------------------------------------
+    def _check_health(self) -> None:
+        now = time.monotonic()
+        sup = self.config.supervisor
+        for stage in self.stages.values():
+            if stage.restart_at is not None:
+                if now >= stage.restart_at:
+                    self._spawn(stage)
+                continue
+            alive = stage.process.is_alive()
+            silent = now - stage.last_beat > max(sup.hang_timeout_s, 0.0)
+            busy_too_long = float(stage.stats.get("busy_for", 0.0)) > sup.max_busy_s
+            if alive and not silent and not busy_too_long:
+                continue
+            if self.stop_requested and not alive:
+                # Stopping anyway: a stage that exits now (a signal to the whole group,
+                # say) is not restarted; the drain ends when the frontend has no requests.
+                stage.restart_at = float("inf")
+                continue
+            why = ("exited with code %s" % stage.process.exitcode if not alive else
+                   "stopped sending heartbeats" if silent else "is stuck in one call")
+            self._replace(stage, why)
+
+    def _replace(self, stage: Stage, why: str) -> None:
+        now = time.monotonic()
+        log(f"{stage.args.role} {stage.name} (pid {stage.process.pid}) {why}; restarting")
+        if stage.process.is_alive():
+            stage.process.kill()
+        stage.process.join(timeout=5)
+        stage.ready = False
+        stage.restarts += 1
+        self.restart_times.append(now)
+        sup = self.config.supervisor
+        while self.restart_times and now - self.restart_times[0] > sup.restart_window_s:
+            self.restart_times.popleft()
+        if len(self.restart_times) > sup.restart_budget:
+            self.exit_reason = (f"{stage.args.role} {stage.name} {why}: restart budget of {sup.restart_budget} "
+                                f"in {sup.restart_window_s:.0f} s spent; stopping")
+            return
+        if stage.args.role == "worker":
+            self._send("frontend", Control("worker_lost", {"worker": stage.name}))
+        quick = now - stage.started < 5.0
+        stage.restart_at = now + (min(5.0, 0.2 * 2 ** min(stage.restarts, 5)) if quick else 0.0)
+        self.notifier.send(f"STATUS=restarting {stage.name}: {why}")
+
+    def _report(self) -> None:
+        processes = [{"role": "supervisor", "name": "supervisor", "pid": os.getpid(), "alive": True, "ready": self.ready}]
+        for stage in self.stages.values():
+            alive = stage.process is not None and stage.process.is_alive()
+            processes.append({"role": stage.args.role, "name": stage.name,
+                              "pid": stage.process.pid if stage.process else None, "alive": alive,
+                              "ready": stage.ready, "restarts": stage.restarts, "device": stage.args.device,
+                              "stats": stage.stats})
+        self._send("frontend", SupervisorReport(self.ready and self.healthy(), self.drain_deadline is not None,
+                                                processes, {"endpoint": self.endpoint}))
+
+    def healthy(self) -> bool:
+        return all(s.ready and s.restart_at is None for s in self.stages.values())
+
+    # ---- main loop and shutdown ----------------------------------------------------------------------
+    def serve(self) -> int:
+        watchdog = self.notifier.watchdog_interval()
+        next_report = next_watchdog = 0.0
+        while self.exit_reason is None:
+            self._poll(0.1)
+            now = time.monotonic()
+            if self.rescan_requested:
+                self.rescan_requested = False
+                for name in self.stages:
+                    self._send(name, Control("rescan"))
+            if self.stop_requested and self.drain_deadline is None:
+                self.drain_started = now
+                self.drain_deadline = now + self.config.limits.drain_timeout_s
+                self._send("frontend", Control("drain"))
+                self.notifier.send("STOPPING=1", "STATUS=draining")
+                log("draining: finishing accepted requests")
+            if self.drain_deadline is not None and (now >= self.drain_deadline or self._drained()):
+                return 0
+            self._check_health()
+            if now >= next_report:
+                next_report = now + self.config.heartbeat_s
+                self._report()
+            if watchdog and now >= next_watchdog and self.healthy():
+                next_watchdog = now + watchdog
+                self.notifier.send("WATCHDOG=1")
+        log(self.exit_reason)
+        return 1
+
+    def _drained(self) -> bool:
+        """True once the frontend, in a heartbeat sent after draining began, has no requests."""
+        frontend = self.stages["frontend"]
+        if not frontend.process.is_alive():
+            return True
+        return frontend.last_beat > self.drain_started + self.config.heartbeat_s and frontend.stats.get("active", 1) == 0
+
+    def shutdown(self) -> None:
+        for name in self.stages:
+            self._send(name, Control("stop"))
+        deadline = time.monotonic() + 3.0
+        for stage in self.stages.values():
+            if stage.process is not None:
+                stage.process.join(timeout=max(0.0, deadline - time.monotonic()))
+                if stage.process.is_alive():
+                    stage.process.kill()
+                    stage.process.join(timeout=2)
+        if hasattr(self, "ctx"):
+            self.control.close(0)
+            self.beats.close(0)
+            self.ctx.term()
+        for pool in self.pools:
+            pool.unlink()
+            pool.close()
+        if self.layout is not None:
+            shutil.rmtree(self.layout.run_dir, ignore_errors=True)
+        path = sockets.ipc_path(self.endpoint)
+        if path is not None and self._lock_fd >= 0:
+            for leftover in (path, path.with_name(path.name + ".lock")):
+                try:
+                    leftover.unlink()
+                except FileNotFoundError:
+                    pass
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+def run_supervisor(config: Config) -> int:
+    """`voxpipe serve`: returns the process exit code."""
+    set_title("voxpipe: supervisor")
+    supervisor = Supervisor(config)
+
+    def on_stop(signum: int, _frame: Any) -> None:
+        if supervisor.stop_requested and signum == signal.SIGINT:
+            supervisor.exit_reason = "interrupted twice; stopping without draining"
+        supervisor.stop_requested = True
+
+    def on_reload(_signum: int, _frame: Any) -> None:
+        supervisor.rescan_requested = True
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_reload)
+    try:
+        supervisor.setup()
+        supervisor.start()
+        code = supervisor.serve()
+    except SupervisorError as exc:
+        log(f"error: {exc}")
+        code = 1
+    finally:
+        supervisor.shutdown()
+    log("stopped")
+    return code
