@@ -1,0 +1,125 @@
+"""Start and stop a real voxpipe daemon as a subprocess for tests."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ipc.client import Client
+from ipc.errors import VoxpipeError
+from ipc.shm import SHM_DIR, PREFIX
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT.parent / "shared" / "bench"
+
+
+def write_config(path: Path, endpoint: str, **sections: dict) -> Path:
+    """A TOML config with the given top-level keys and [section] tables."""
+    lines = [f'endpoint = "{endpoint}"', f'state_dir = "{path.parent / "state"}"']
+    tables = []
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            tables.append(f"[{key}]")
+            tables.extend(f"{k} = {_toml(v)}" for k, v in value.items())
+        else:
+            lines.append(f"{key} = {_toml(value)}")
+    path.write_text("\n".join(lines + tables) + "\n")
+    return path
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+class Daemon:
+    def __init__(self, workdir: Path, workers: int = 2, extra_args: list[str] | None = None, **config: object) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
+        self.endpoint = f"ipc://{workdir / 'vp.sock'}"
+        self.config_path = write_config(workdir / "voxpipe.toml", self.endpoint, **config)
+        self.log_path = workdir / "daemon.log"
+        self.args = [sys.executable, "-m", "daemon.cli", "serve", "--config", str(self.config_path),
+                     "--workers", str(workers), *(extra_args or [])]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, wait: float = 120.0) -> "Daemon":
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with Client(self.endpoint, connect_timeout=1.0) as client:
+                    client.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
+                return self
+            except VoxpipeError:
+                time.sleep(0.2)
+        raise RuntimeError(f"daemon not ready in {wait} s:\n{self.log()}")
+
+    def client(self, **kwargs: object) -> Client:
+        return Client(self.endpoint, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def pids(self) -> list[int]:
+        """The supervisor and every stage process (the daemon's own session)."""
+        assert self.proc is not None
+        out = subprocess.run(["ps", "-o", "pid=", "-s", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the whole daemon: supervisor and stages at once."""
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+    def __enter__(self) -> "Daemon":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def our_segments() -> set[str]:
+    return {p.name for p in SHM_DIR.glob(f"{PREFIX}*")}
+
+
+def bench_texts() -> list[tuple[str, str]]:
+    rows = []
+    for line in (BENCH / "texts_en.tsv").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            cls, text = line.split("\t", 1)
+            rows.append((cls, text))
+    return rows
+
+
+def longform() -> str:
+    return (BENCH / "longform_en.txt").read_text(encoding="utf-8")

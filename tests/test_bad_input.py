@@ -1,0 +1,122 @@
+"""Every bad input gets its typed error, and the daemon serves the next request."""
+from __future__ import annotations
+
+import msgpack
+import pytest
+import zmq
+
+from ipc import codec
+from ipc.errors import VoxpipeError
+from ipc.messages import Error, Hello, SynthesisOptions, SynthesisRequest, Welcome
+from tests.daemon_proc import Daemon
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    with Daemon(tmp_path_factory.mktemp("bad"), workers=1, limits={"max_text_chars": 2000}) as d:
+        yield d
+
+
+def still_serves(daemon: Daemon) -> None:
+    with daemon.client() as client:
+        assert client.synthesize("Still here.", "joe").duration > 0.3
+
+
+@pytest.mark.parametrize("voice, code", [
+    ("nobody", "unknown_voice"),
+    ("../../etc/passwd", "bad_voice"),
+    ("/tmp/joe", "bad_voice"),
+    ("joe/../joe", "bad_voice"),
+    ("", "bad_voice"),
+])
+def test_bad_voices(daemon, voice, code):
+    with daemon.client() as client:
+        with pytest.raises(VoxpipeError) as err:
+            client.synthesize("Hello.", voice)
+    assert err.value.code == code
+    still_serves(daemon)
+
+
+@pytest.mark.parametrize("text, code", [
+    ("", "empty_text"),
+    ("   \n\t ", "empty_text"),
+    ("x" * 2001, "too_long"),
+    ("... !!! ???", "unspeakable"),
+])
+def test_bad_texts(daemon, text, code):
+    with daemon.client() as client:
+        with pytest.raises(VoxpipeError) as err:
+            client.synthesize(text, "joe")
+    assert err.value.code == code
+    still_serves(daemon)
+
+
+@pytest.mark.parametrize("options", [{"noise_scale": -1.0}, {"length_scale": 100.0}, {"speaker_id": 5},
+                                     {"policy": "cut99"}, {"engine": "nonesuch"}])
+def test_bad_options(daemon, options):
+    with daemon.client() as client:
+        with pytest.raises(VoxpipeError) as err:
+            client.synthesize("Hello.", "joe", **options)
+    assert err.value.code == "bad_option"
+
+
+def raw_socket(daemon: Daemon) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 10_000)
+    sock.connect(daemon.endpoint)
+    return sock
+
+
+@pytest.mark.parametrize("frames", [
+    [b"\xc1\xc1\xc1"],
+    [b"plain text"],
+    [msgpack.packb({"text": "hi"})],
+    [msgpack.packb([12, "r", "hi", "joe", "yes", [2]])],
+    [codec.encode(Hello(1, "x")), b"an extra frame"],
+    [msgpack.packb([12, "r", "hi", "joe", False, [2, 0.5] + [None] * 20])],
+])
+def test_malformed_frames_get_bad_request(daemon, frames):
+    sock = raw_socket(daemon)
+    try:
+        sock.send_multipart(frames)
+        reply = codec.decode(sock.recv_multipart()[0])
+    finally:
+        sock.close()
+    assert isinstance(reply, Error) and reply.code == "bad_request"
+    still_serves(daemon)
+
+
+def test_oversized_frame_is_dropped_and_daemon_serves(daemon):
+    sock = raw_socket(daemon)
+    try:
+        sock.send(b"\x00" * (8 * 1024 * 1024))  # over MAXMSGSIZE: libzmq drops the peer
+    finally:
+        sock.close()
+    still_serves(daemon)
+
+
+def test_protocol_mismatch_is_refused(daemon):
+    sock = raw_socket(daemon)
+    try:
+        sock.send(codec.encode(Hello(999, "future client")))
+        reply = codec.decode(sock.recv_multipart()[0])
+        sock.send(codec.encode(Hello(1, "today's client")))
+        welcome = codec.decode(sock.recv_multipart()[0])
+    finally:
+        sock.close()
+    assert isinstance(reply, Error) and reply.code == "protocol_mismatch"
+    assert isinstance(welcome, Welcome)
+
+
+def test_duplicate_request_id_is_refused(daemon):
+    sock = raw_socket(daemon)
+    request = SynthesisRequest("dup-1", "This sentence keeps the first request busy for a little while.",
+                               "joe", False, SynthesisOptions())
+    try:
+        sock.send(codec.encode(request))
+        sock.send(codec.encode(request))
+        replies = [codec.decode(sock.recv_multipart()[0]) for _ in range(2)]
+    finally:
+        sock.close()
+    assert any(isinstance(r, Error) and r.code == "duplicate" for r in replies)

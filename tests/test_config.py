@@ -1,0 +1,49 @@
+import subprocess
+import sys
+
+import pytest
+
+from daemon.config import ConfigError, load_config
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, text):
+    path = tmp_path / "voxpipe.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_load():
+    config = load_config(None)
+    assert config.worker.engine == "onnx" and config.preload == ["joe"]
+
+
+def test_values_are_read(tmp_path):
+    config = load_config(write(tmp_path, 'preload = ["joe"]\n[worker]\ncount = 3\n[merger]\ncrossfade_ms = 12\n'))
+    assert config.worker.count == 3 and config.merger.crossfade_ms == 12.0
+
+
+@pytest.mark.parametrize("text, key", [
+    ("[worker]\ncuont = 2\n", "cuont"),
+    ("[worker]\ncount = 'two'\n", "worker.count"),
+    ("[limits]\nmax_text_chars = -1\n", "limits.max_text_chars"),
+    ("bogus = 1\n", "bogus"),
+    ("[merger]\ncrossfade_ms = 900\n", "merger.crossfade_ms"),
+    ("worker = 3\n", "worker"),
+])
+def test_bad_files_name_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(write(tmp_path, text))
+
+
+def test_config_check_command(tmp_path):
+    good = write(tmp_path, "[worker]\ncount = 1\n")
+    ok = subprocess.run([sys.executable, "-m", "daemon.cli", "config", "check", str(good)], cwd=ROOT,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[worker]\nthreds = 1\n")
+    result = subprocess.run([sys.executable, "-m", "daemon.cli", "config", "check", str(bad)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "threds" in result.stderr

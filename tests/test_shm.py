@@ -1,0 +1,73 @@
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from ipc.shm import PoolFull, PoolSpec, ShmPool, StaleHandle, pool_path, remove_stale_pools
+
+
+@pytest.fixture
+def spec():
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    spec = PoolSpec("w0", str(pool_path(name, "w0")), 4096, 16)
+    owner = ShmPool.create(spec)
+    yield spec
+    owner.unlink()
+    owner.close()
+
+
+def test_put_and_read_across_attachments(spec):
+    producer, consumer = ShmPool.attach(spec, producer=True), ShmPool.attach(spec)
+    data = np.random.default_rng(0).standard_normal(3000).astype(np.float32)  # spans 3 slots
+    handle = producer.put(data, time.monotonic() + 10)
+    assert np.array_equal(consumer.read(handle), data)
+    assert consumer.usage()["free"] == 16
+
+
+def test_stale_handle_is_detected_after_recycling(spec):
+    producer, consumer = ShmPool.attach(spec, producer=True), ShmPool.attach(spec)
+    first = producer.put(np.ones(10, np.float32), time.monotonic() + 10)
+    consumer.release(first)
+    second = None
+    for _ in range(16):  # the allocator moves round the pool; go round until the slot comes back
+        second = producer.put(np.zeros(10, np.float32), time.monotonic() + 10)
+        if second.slot == first.slot:
+            break
+        consumer.release(second)
+    assert second.slot == first.slot and second.generation == first.generation + 1
+    with pytest.raises(StaleHandle):
+        consumer.read(first)  # same slot, older generation
+    assert consumer.read(second).sum() == 0
+
+
+def test_full_pool_raises_and_recovers(spec):
+    producer, consumer = ShmPool.attach(spec, producer=True), ShmPool.attach(spec)
+    handles = [producer.put(np.zeros(1024, np.float32), time.monotonic() + 10) for _ in range(16)]
+    with pytest.raises(PoolFull):
+        producer.put(np.zeros(1024, np.float32), time.monotonic() + 10)
+    consumer.release(handles[5])
+    assert producer.put(np.zeros(1024, np.float32), time.monotonic() + 10).slot == 5
+
+
+def test_new_producer_reclaims_slots_its_dead_predecessor_was_writing(spec):
+    dead = ShmPool.attach(spec, producer=True)
+    dead.allocate(4096 * 4, "<f4", [4096], time.monotonic() + 10)  # never published
+    assert dead.usage()["free"] == 12
+    assert ShmPool.attach(spec, producer=True).usage()["free"] == 16
+
+
+def test_expired_unread_slots_are_reclaimed_when_full(spec):
+    producer = ShmPool.attach(spec, producer=True)
+    for _ in range(16):
+        producer.put(np.zeros(1024, np.float32), time.monotonic() - 3600)  # long expired, never read
+    producer.put(np.zeros(1024, np.float32), time.monotonic() + 10)  # reclaims instead of failing
+
+
+def test_stale_pools_of_dead_daemons_are_removed_live_ones_kept(spec, tmp_path):
+    # `spec`'s owner holds the lock: it is live and must survive a sweep.
+    assert pool_path(spec.path.split("voxpipe-")[1].rsplit("-", 1)[0], "w0").name not in remove_stale_pools()
+    orphan = PoolSpec("w1", str(pool_path(f"dead-{uuid.uuid4().hex[:6]}", "w1")), 4096, 2)
+    pool = ShmPool.create(orphan)
+    pool.close()  # lock released: as after a SIGKILL
+    assert pool_path(orphan.path.split("voxpipe-")[1].rsplit("-", 1)[0], "w1").name in remove_stale_pools()

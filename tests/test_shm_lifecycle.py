@@ -1,0 +1,51 @@
+"""Shared memory is gone after a clean stop, and after a SIGKILL of the whole daemon
+followed by a new start."""
+from __future__ import annotations
+
+import time
+
+from tests.daemon_proc import Daemon, our_segments
+
+
+def run_id(daemon: Daemon) -> str:
+    with daemon.client() as client:
+        return client.status()["run_id"]
+
+
+def test_sigterm_leaves_nothing(tmp_path):
+    before = our_segments()
+    daemon = Daemon(tmp_path, workers=1).start()
+    rid = run_id(daemon)
+    assert any(rid in name for name in our_segments())
+    with daemon.client() as client:
+        client.synthesize("One request, so the pools were used.", "joe")
+    assert daemon.stop() == 0
+    assert not any(rid in name for name in our_segments())
+    assert our_segments() <= before
+    assert not (tmp_path / "vp.sock").exists()
+
+
+def test_sigkill_then_restart_removes_the_leftovers(tmp_path):
+    daemon = Daemon(tmp_path, workers=1).start()
+    rid = run_id(daemon)
+    pids = daemon.pids()
+    daemon.kill()
+    leftovers = {name for name in our_segments() if rid in name}
+    assert leftovers, "a SIGKILLed daemon cannot clean up; the next start must"
+    time.sleep(0.2)
+    second = Daemon(tmp_path, workers=1).start()
+    try:
+        assert not any(rid in name for name in our_segments())
+        with second.client() as client:
+            assert client.synthesize("Back again.", "joe").duration > 0.3
+    finally:
+        second.stop()
+    assert all(not _alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

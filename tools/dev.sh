@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Set-up on a fresh machine plus the two everyday jobs:
+#   bash tools/dev.sh demo   start the daemon on the bundled voice, write sample.wav, stop
+#   bash tools/dev.sh test   run the whole test suite
+# Both create ./.venv and install voxpipe into it (editable) when needed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${VOXPIPE_VENV:-.venv}"
+python="$venv/bin/python"
+
+setup() {
+    if [ ! -x "$python" ]; then
+        python3 -m venv "$venv"
+    fi
+    # Reinstall only when the dependency declarations change.
+    stamp="$venv/.voxpipe-deps"
+    want="$(cat pyproject.toml tools/constraints.txt | sha256sum | cut -d' ' -f1)"
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        "$python" -m pip install --quiet --upgrade pip
+        "$python" -m pip install --quiet -c tools/constraints.txt -e ".[test,torch]"
+        echo "$want" >"$stamp"
+    fi
+}
+
+case "${1:-}" in
+    demo)
+        shift
+        setup
+        exec "$python" -m tools.demo "$@"
+        ;;
+    test)
+        shift
+        setup
+        exec "$python" -m pytest -q "$@"
+        ;;
+    setup)
+        setup
+        ;;
+    *)
+        echo "usage: bash tools/dev.sh demo|test|setup [args]" >&2
+        exit 2
+        ;;
+esac
