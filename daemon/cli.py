@@ -33,7 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _configure_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML config file")
     parser.add_argument("--endpoint", help="client endpoint (ipc://PATH or tcp://HOST:PORT)")
-    parser.add_argument("--engine", choices=["onnx", "torch", "tensorrt"])
+    parser.add_argument("--engine", choices=["onnx", "torch", "tensorrt", "null"])
     parser.add_argument("--workers", type=int, help="synthesis workers on CPU (default: cores / threads)")
     parser.add_argument("--voices-dir", help="directory of extra voices (overrides the config)")
 

@@ -170,7 +170,7 @@ def validate(config: Config) -> Config:
         (config.supervisor.hang_timeout_s > 2 * config.heartbeat_s, "supervisor.hang_timeout_s must exceed two heartbeats"),
         (config.supervisor.start_timeout_s > 0, "supervisor.start_timeout_s must be > 0"),
         (config.supervisor.restart_budget >= 0, "supervisor.restart_budget must be >= 0"),
-        (config.worker.engine in ("onnx", "torch", "tensorrt"), f"worker.engine: unknown engine {config.worker.engine!r}"),
+        (config.worker.engine in ("onnx", "torch", "tensorrt", "null"), f"worker.engine: unknown engine {config.worker.engine!r}"),
     ]
     for ok, message in checks:
         if not ok:

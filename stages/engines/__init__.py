@@ -9,6 +9,7 @@ _ENGINES = {
     "onnx": ("stages.engines.onnx_engine", "OnnxEngine"),
     "torch": ("stages.engines.torch_engine", "TorchEngine"),
     "tensorrt": ("stages.engines.tensorrt_engine", "TensorRTEngine"),
+    "null": ("stages.engines.null_engine", "NullEngine"),
 }
 
 
