@@ -23,6 +23,10 @@ def _serve(args: argparse.Namespace) -> int:
             config.worker.count = args.workers
         if args.voices_dir:
             config.voices_dir = args.voices_dir
+        if args.http is not None:
+            config.http.bind = args.http
+        if args.metrics_port is not None:
+            config.metrics_port = args.metrics_port
         validate(config)
     except ConfigError as exc:
         print(f"voxpipe serve: config: {exc}", file=sys.stderr)
@@ -36,6 +40,12 @@ def _configure_serve(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=["onnx", "torch", "tensorrt", "null"])
     parser.add_argument("--workers", type=int, help="synthesis workers on CPU (default: cores / threads)")
     parser.add_argument("--voices-dir", help="directory of extra voices (overrides the config)")
+    parser.add_argument("--http", metavar="HOST:PORT",
+                        help="serve the HTTP gateway (OpenAI speech API, GPT-SoVITS /tts, a page at /) "
+                             "on HOST:PORT; PORT alone binds 127.0.0.1; '' turns it off")
+    parser.add_argument("--metrics-port", type=int, metavar="PORT",
+                        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (0 = off; "
+                             "the config's metrics_address picks another address)")
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -71,6 +81,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         "submit": ("synthesize every line of a file", *_lazy("tools.submit")),
         "status": ("show the daemon's processes, queues and voices", *_lazy("tools.status")),
         "split": ("show the chunks the frontend would make", *_lazy("tools.split_cli")),
+        "bench": ("benchmark the daemon against piper in one run", *_lazy("tools.bench.run")),
     }
     for name, (help_text, configure, run) in commands.items():
         command = sub.add_parser(name, help=help_text)

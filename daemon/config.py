@@ -6,6 +6,8 @@ falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import grp
+import ipaddress
 import os
 import tomllib
 import typing
@@ -43,7 +45,10 @@ class WorkerConfig:
     engine: str = "onnx"
     precision: str = "fp32"
     credits: int = 2  # chunks a worker holds at once (one running, one ready)
-    voice_cache_mib: int = 2048  # LRU voice cache bound per worker
+    max_batch: int = 16  # chunks per batch, for engines that batch (torch, tensorrt)
+    batch_phonemes: int = 8192  # ceiling on a batch's padded phonemes (memory may lower it)
+    batch_wait_ms: float = 5.0  # wait this long for a batch to fill before running it
+    voice_cache_mib: float = 2048.0  # LRU voice cache bound per worker
     engine_stream_frames: int = 0  # >0: within-sentence streaming window (torch engine)
 
 
@@ -70,10 +75,19 @@ class ShmConfig:
 @dataclass
 class SupervisorConfig:
     start_timeout_s: float = 180.0  # every stage ready (voices preloaded) within this
-    hang_timeout_s: float = 3.0  # no heartbeat for this long: the stage is hung
+    hang_timeout_s: float = 2.5  # no heartbeat for this long: the stage is hung
     max_busy_s: float = 120.0  # one engine call running longer than this: hung
     restart_budget: int = 5  # restarts allowed within restart_window_s before giving up
     restart_window_s: float = 60.0
+
+
+@dataclass
+class HttpConfig:
+    bind: str = ""  # "HOST:PORT" (or "PORT": host 127.0.0.1) serves the HTTP gateway; "" = off
+    max_body_kib: int = 256  # larger request bodies: 413
+    max_text_chars: int = 0  # longer input: 400; 0 = limits.max_text_chars
+    max_streams: int = 64  # audio responses at once; more: 429
+    send_timeout_s: float = 30.0  # a client that accepts no bytes for this long is dropped
 
 
 @dataclass
@@ -82,8 +96,11 @@ class Config:
     voices_dir: str = ""  # adds Piper voices NAME/*.onnx(+.json); `joe` always exists
     state_dir: str = ""  # usage state; empty: ~/.local/state/voxpipe
     preload: list[str] = field(default_factory=lambda: ["joe"])
+    preload_popular: int = 3  # also preload this many of the most used voices (usage state)
     socket_group: str = ""  # group allowed to use the ipc socket (mode 0660)
     heartbeat_s: float = 0.5
+    metrics_port: int = 0  # >0: serve Prometheus metrics on this port (0 = off)
+    metrics_address: str = "127.0.0.1"  # the metrics endpoint's bind address (an IP)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
     worker: WorkerConfig = field(default_factory=WorkerConfig)
@@ -91,6 +108,7 @@ class Config:
     merger: MergerConfig = field(default_factory=MergerConfig)
     shm: ShmConfig = field(default_factory=ShmConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     def voices_path(self) -> Path | None:
         return Path(self.voices_dir).expanduser() if self.voices_dir else None
@@ -98,7 +116,9 @@ class Config:
     def state_path(self) -> Path:
         if self.state_dir:
             return Path(self.state_dir).expanduser()
-        base = os.environ.get("STATE_DIRECTORY") or os.environ.get("XDG_STATE_HOME")
+        if os.environ.get("STATE_DIRECTORY"):  # systemd's StateDirectory= names ours exactly
+            return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+        base = os.environ.get("XDG_STATE_HOME")
         return Path(base) / "voxpipe" if base else Path.home() / ".local" / "state" / "voxpipe"
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,6 +166,33 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}")
 
 
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def parse_bind(text: str) -> tuple[str, int] | None:
+    """"HOST:PORT", "[V6]:PORT", ":PORT" or "PORT" (host 127.0.0.1); None if malformed."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]") if sep else ""
+    if not port.isdigit() or not 0 < int(port) <= 65535 or any(c.isspace() or c in "/[]" for c in host):
+        return None
+    return host or "127.0.0.1", int(port)
+
+
+def _group_exists(name: str) -> bool:
+    if not name:
+        return True
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
+
+
 def validate(config: Config) -> Config:
     """Range checks that types alone cannot express."""
     checks: list[tuple[bool, str]] = [
@@ -160,13 +207,26 @@ def validate(config: Config) -> Config:
         (config.worker.count >= 0, "worker.count must be >= 0"),
         (config.worker.threads >= 1, "worker.threads must be >= 1"),
         (config.worker.credits >= 1, "worker.credits must be >= 1"),
-        (config.worker.voice_cache_mib >= 1, "worker.voice_cache_mib must be >= 1"),
+        (config.worker.max_batch >= 1, "worker.max_batch must be >= 1"),
+        (config.worker.batch_phonemes >= 64, "worker.batch_phonemes must be >= 64"),
+        (0.0 <= config.worker.batch_wait_ms <= 1000.0, "worker.batch_wait_ms must be in [0, 1000]"),
+        (config.worker.voice_cache_mib > 0, "worker.voice_cache_mib must be > 0"),
         (0.0 < config.gpu.memory_fraction <= 1.0, "gpu.memory_fraction must be in (0, 1]"),
         (0.0 <= config.merger.crossfade_ms <= 500.0, "merger.crossfade_ms must be in [0, 500]"),
         (config.shm.worker_pool_mib >= 1, "shm.worker_pool_mib must be >= 1"),
         (config.shm.merger_pool_mib >= 1, "shm.merger_pool_mib must be >= 1"),
         (4 <= config.shm.slot_kib <= 16384, "shm.slot_kib must be in [4, 16384]"),
         (config.heartbeat_s > 0, "heartbeat_s must be > 0"),
+        (0 <= config.metrics_port <= 65535, "metrics_port must be in [0, 65535] (0 = off)"),
+        (_is_ip(config.metrics_address), f"metrics_address: not an IP address: {config.metrics_address!r}"),
+        (_group_exists(config.socket_group), f"socket_group: no group named {config.socket_group!r}"),
+        (config.preload_popular >= 0, "preload_popular must be >= 0"),
+        (not config.http.bind or parse_bind(config.http.bind) is not None,
+         f"http.bind: expected HOST:PORT or PORT, got {config.http.bind!r}"),
+        (config.http.max_body_kib >= 1, "http.max_body_kib must be >= 1"),
+        (config.http.max_text_chars >= 0, "http.max_text_chars must be >= 0 (0 = limits.max_text_chars)"),
+        (config.http.max_streams >= 1, "http.max_streams must be >= 1"),
+        (config.http.send_timeout_s > 0, "http.send_timeout_s must be > 0"),
         (config.supervisor.hang_timeout_s > 2 * config.heartbeat_s, "supervisor.hang_timeout_s must exceed two heartbeats"),
         (config.supervisor.start_timeout_s > 0, "supervisor.start_timeout_s must be > 0"),
         (config.supervisor.restart_budget >= 0, "supervisor.restart_budget must be >= 0"),

@@ -7,7 +7,8 @@ import traceback
 
 from stages.runtime import StageArgs
 
-STAGE_MODULES = {"frontend": "stages.frontend", "worker": "stages.worker", "merger": "stages.merger"}
+STAGE_MODULES = {"frontend": "stages.frontend", "worker": "stages.worker", "merger": "stages.merger",
+                 "http": "stages.http.stage"}
 
 
 def run_stage(args: StageArgs) -> None:

@@ -19,8 +19,11 @@ import zmq
 
 from daemon.config import Config
 from daemon.gpus import Gpu, discover_gpus
+from daemon.metrics.devices import DeviceProbe, rss_bytes
+from daemon.metrics.exporter import MetricsError, MetricsExporter
 from daemon.notify import Notifier
 from daemon.procutil import set_title
+from daemon.usage import UsageState
 from daemon.stage_entry import run_stage
 from ipc import sockets
 from ipc.errors import ProtocolError
@@ -28,6 +31,9 @@ from ipc.messages import Control, Heartbeat, SupervisorReport
 from ipc.shm import PoolError, ShmPool, remove_stale_pools
 from ipc.topology import RunLayout, make_layout
 from stages.runtime import StageArgs
+
+
+USAGE_SAVE_S = 30.0  # how often voice popularity is written to the state directory
 
 
 class SupervisorError(Exception):
@@ -43,6 +49,7 @@ class Stage:
     ready: bool = False
     restarts: int = 0
     restart_at: float | None = None
+    beating: bool = False  # has sent a heartbeat since it was (re)started
     stats: dict = field(default_factory=dict)
 
     @property
@@ -71,6 +78,10 @@ class Supervisor:
         self.exit_reason: str | None = None
         self._lock_fd = -1
         self.layout: RunLayout | None = None
+        self.usage = UsageState(config.state_path())
+        self._usage_seen: dict[str, int] = {}  # frontend's cumulative per-voice counts last seen
+        self.metrics: MetricsExporter | None = None
+        self.devices = DeviceProbe(config.gpu.enabled)
 
     # ---- setup --------------------------------------------------------------------------
     def _plan_workers(self) -> list[tuple[str, str, dict[str, str]]]:
@@ -133,6 +144,7 @@ class Supervisor:
         self.layout = layout = make_layout(base, self.endpoint, [w[0] for w in workers],
                                            shm.worker_pool_mib * 2**20, shm.merger_pool_mib * 2**20,
                                            shm.slot_kib * 1024)
+        log(f"starting run {layout.run_id} on {self.endpoint} with {len(workers)} worker(s)")
         layout.run_dir.mkdir(mode=0o700)
         run_lock = os.open(layout.run_dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(run_lock, fcntl.LOCK_EX)  # held (fd kept open) for the life of the run
@@ -147,12 +159,51 @@ class Supervisor:
         self.control.bind(layout.control_endpoint)
         self.beats = sockets.make_socket(self.ctx, zmq.PULL)
         self.beats.bind(layout.heartbeat_endpoint)
+        if self.config.metrics_port:
+            try:  # the sample directory lives (and dies) with the run directory
+                self.metrics = MetricsExporter.start(layout.run_dir, self.config.metrics_address, self.config.metrics_port)
+            except MetricsError as exc:
+                raise SupervisorError(str(exc)) from None
+            log(f"metrics on {self.metrics.url}")
+        metrics_env = self.metrics.env if self.metrics else {}
         pid = os.getpid()
+        preload = self._preload_list()
         def stage(role: str, name: str, device: str = "cpu", env: dict[str, str] | None = None) -> Stage:
-            return Stage(StageArgs(role, name, layout, self.config, pid, env or {}, device))
+            return Stage(StageArgs(role, name, layout, self.config, pid, {**metrics_env, **(env or {})}, device, preload))
         for s in [stage("merger", "merger"), stage("frontend", "frontend"),
-                  *(stage("worker", name, device, env) for name, device, env in workers)]:
+                  *(stage("worker", name, device, env) for name, device, env in workers),
+                  *([stage("http", "http")] if self.config.http.bind else [])]:
             self.stages[s.name] = s
+
+    def _preload_list(self) -> list[str]:
+        """The config's preload list, then the most used voices that still exist."""
+        from stages.voices import VoiceCatalog
+
+        known = set(VoiceCatalog(self.config.voices_path()).names())
+        wanted = list(self.config.preload)
+        wanted += [v for v in self.usage.top(self.config.preload_popular + len(wanted)) if v in known]
+        preload = list(dict.fromkeys(wanted))[:len(self.config.preload) + self.config.preload_popular]
+        if preload != self.config.preload:
+            log(f"preloading {', '.join(preload)}")
+        return preload
+
+    def _record_usage(self, stats: dict) -> None:
+        """Fold the frontend's cumulative per-voice request counts into the usage state."""
+        counts = stats.get("voice_usage")
+        if not isinstance(counts, dict):
+            return
+        increments = {}
+        for voice, total in counts.items():
+            seen = self._usage_seen.get(voice, 0)
+            increments[voice] = total - seen if total >= seen else total  # a restarted frontend counts from 0
+        self._usage_seen = dict(counts)
+        self.usage.record(increments)
+
+    def save_usage(self) -> None:
+        try:
+            self.usage.save()
+        except OSError as exc:
+            log(f"cannot save usage state to {self.usage.path}: {exc}")
 
     # ---- processes ----------------------------------------------------------------------------
     def _spawn(self, stage: Stage) -> None:
@@ -170,9 +221,10 @@ class Supervisor:
                 else:
                     os.environ[key] = value
         stage.process, stage.started, stage.last_beat = process, time.monotonic(), time.monotonic()
-        stage.ready, stage.restart_at = False, None
+        stage.ready, stage.restart_at, stage.beating = False, None, False
 
     def start(self) -> None:
+        self.notifier.send("STATUS=starting: loading voices")
         for stage in self.stages.values():
             self._spawn(stage)
         deadline = time.monotonic() + self.config.supervisor.start_timeout_s
@@ -183,13 +235,16 @@ class Supervisor:
                 slow = ", ".join(s.name for s in self.stages.values() if not s.ready)
                 raise SupervisorError(f"stages not ready after {self.config.supervisor.start_timeout_s:.0f} s: {slow}")
             self._poll(0.1)
-            for stage in self.stages.values():
-                if not stage.process.is_alive():
-                    raise SupervisorError(f"{stage.args.role} {stage.name} failed to start "
-                                          f"(exit code {stage.process.exitcode}); see its error above")
+            # A stage that dies while starting is restarted like any other, within the
+            # restart budget: a transient failure (a GPU still busy) does not stop us.
+            self._check_health()
+            if self.exit_reason:
+                raise SupervisorError(self.exit_reason)
         self.ready = True
         self._report()
-        log(f"ready: {len(self.stages) - 2} worker(s) serving on {self.endpoint} (run {self.layout.run_id})")
+        workers = sum(s.args.role == "worker" for s in self.stages.values())
+        http = f", http://{self.config.http.bind}" if self.config.http.bind else ""
+        log(f"ready: {workers} worker(s) serving on {self.endpoint}{http} (run {self.layout.run_id})")
         self.notifier.send("READY=1", f"STATUS=serving on {self.endpoint}")
 
     def _poll(self, timeout_s: float) -> None:
@@ -219,8 +274,17 @@ class Supervisor:
         if stage is None or stage.process is None or beat.pid != stage.process.pid:
             return  # a beat from a process we already replaced
         stage.last_beat = time.monotonic()
+        stage.beating = True
+        if stage.args.role == "frontend" and beat.ready and not stage.ready and stage.restarts:
+            # A replaced frontend lost every request in progress: clients resend theirs,
+            # so the merger and workers drop what they hold for the old ones.
+            for other in self.stages.values():
+                if other.args.role in ("merger", "worker"):
+                    self._send(other.name, Control("reset"))
         stage.ready = beat.ready
         stage.stats = beat.stats
+        if stage.args.role == "frontend":
+            self._record_usage(beat.stats)
 
     def _send(self, name: str, message: object) -> None:
         try:
@@ -238,7 +302,9 @@ class Supervisor:
                     self._spawn(stage)
                 continue
             alive = stage.process.is_alive()
-            silent = now - stage.last_beat > max(sup.hang_timeout_s, 0.0)
+            # Before its first heartbeat a stage is still importing: give it the start timeout.
+            silence_allowed = sup.hang_timeout_s if stage.beating else sup.start_timeout_s
+            silent = now - stage.last_beat > silence_allowed
             busy_too_long = float(stage.stats.get("busy_for", 0.0)) > sup.max_busy_s
             if alive and not silent and not busy_too_long:
                 continue
@@ -257,6 +323,8 @@ class Supervisor:
         if stage.process.is_alive():
             stage.process.kill()
         stage.process.join(timeout=5)
+        if self.metrics:
+            self.metrics.process_dead(stage.process.pid)
         stage.ready = False
         stage.restarts += 1
         self.restart_times.append(now)
@@ -269,28 +337,41 @@ class Supervisor:
             return
         if stage.args.role == "worker":
             self._send("frontend", Control("worker_lost", {"worker": stage.name}))
+        elif stage.args.role == "merger":
+            self._send("frontend", Control("merger_lost"))
         quick = now - stage.started < 5.0
         stage.restart_at = now + (min(5.0, 0.2 * 2 ** min(stage.restarts, 5)) if quick else 0.0)
         self.notifier.send(f"STATUS=restarting {stage.name}: {why}")
 
     def _report(self) -> None:
-        processes = [{"role": "supervisor", "name": "supervisor", "pid": os.getpid(), "alive": True, "ready": self.ready}]
+        processes = [{"role": "supervisor", "name": "supervisor", "pid": os.getpid(), "alive": True, "ready": self.ready,
+                      "rss": rss_bytes(os.getpid())}]
         for stage in self.stages.values():
             alive = stage.process is not None and stage.process.is_alive()
+            pid = stage.process.pid if stage.process else None
             processes.append({"role": stage.args.role, "name": stage.name,
-                              "pid": stage.process.pid if stage.process else None, "alive": alive,
+                              "pid": pid, "alive": alive,
                               "ready": stage.ready, "restarts": stage.restarts, "device": stage.args.device,
-                              "stats": stage.stats})
-        self._send("frontend", SupervisorReport(self.ready and self.healthy(), self.drain_deadline is not None,
-                                                processes, {"endpoint": self.endpoint}))
+                              "rss": rss_bytes(pid) if alive else None, "stats": stage.stats})
+        ready, devices = self.ready and self.healthy(), self.devices.snapshot()
+        info: dict[str, Any] = {"endpoint": self.endpoint, "devices": devices}
+        if self.metrics:
+            info["metrics"] = self.metrics.url
+            self.metrics.publish(processes, devices, ready)
+        self._send("frontend", SupervisorReport(ready, self.drain_deadline is not None, processes, info))
 
     def healthy(self) -> bool:
-        return all(s.ready and s.restart_at is None for s in self.stages.values())
+        """Every stage ready, none being replaced, and each heard from within the hang
+        timeout: the condition for systemd watchdog pings."""
+        fresh = time.monotonic() - self.config.supervisor.hang_timeout_s
+        return all(s.ready and s.restart_at is None and s.last_beat >= fresh for s in self.stages.values())
 
     # ---- main loop and shutdown ----------------------------------------------------------------------
     def serve(self) -> int:
         watchdog = self.notifier.watchdog_interval()
         next_report = next_watchdog = 0.0
+        was_healthy = True  # start() announced READY and "serving"
+        next_save = time.monotonic() + USAGE_SAVE_S
         while self.exit_reason is None:
             self._poll(0.1)
             now = time.monotonic()
@@ -307,10 +388,17 @@ class Supervisor:
             if self.drain_deadline is not None and (now >= self.drain_deadline or self._drained()):
                 return 0
             self._check_health()
+            if now >= next_save:
+                next_save = now + USAGE_SAVE_S
+                self.save_usage()
             if now >= next_report:
                 next_report = now + self.config.heartbeat_s
                 self._report()
-            if watchdog and now >= next_watchdog and self.healthy():
+            healthy = self.healthy()
+            if healthy and not was_healthy and self.drain_deadline is None:
+                self.notifier.send(f"STATUS=serving on {self.endpoint}")  # recovered from a restart
+            was_healthy = healthy
+            if watchdog and now >= next_watchdog and healthy:
                 next_watchdog = now + watchdog
                 self.notifier.send("WATCHDOG=1")
         log(self.exit_reason)
@@ -324,6 +412,7 @@ class Supervisor:
         return frontend.last_beat > self.drain_started + self.config.heartbeat_s and frontend.stats.get("active", 1) == 0
 
     def shutdown(self) -> None:
+        self.save_usage()
         for name in self.stages:
             self._send(name, Control("stop"))
         deadline = time.monotonic() + 3.0
@@ -340,6 +429,9 @@ class Supervisor:
         for pool in self.pools:
             pool.unlink()
             pool.close()
+        if self.metrics:
+            self.metrics.close()
+        self.devices.close()
         if self.layout is not None:
             shutil.rmtree(self.layout.run_dir, ignore_errors=True)
         path = sockets.ipc_path(self.endpoint)

@@ -25,6 +25,11 @@ from ipc.messages import (PROTOCOL_VERSION, Cancel, Error, Fragment, Hello, Ping
 
 DEFAULT_TIMEOUT_S = 300.0
 CONNECT_TIMEOUT_S = 5.0
+PROBE_S = 1.0  # while waiting, ping after this much silence to learn of a frontend restart
+
+
+class _FrontendRestarted(Exception):
+    """The frontend was replaced while a request was in flight: resend it."""
 
 
 @dataclass
@@ -72,6 +77,12 @@ def _request(text: str, voice: str, stream: bool, timeout: float | None, request
     return SynthesisRequest(request_id or uuid.uuid4().hex, text, voice, stream, _options(**options), timeout)
 
 
+def _resend(request: SynthesisRequest, received: int) -> SynthesisRequest:
+    """The same request (same id), asking only for the audio after what we have."""
+    request.resume_samples = received
+    return request
+
+
 def _decode_reply(frames: list[bytes]) -> tuple[Any, bytes | None]:
     message = codec.decode(frames[0])
     return message, (frames[1] if len(frames) > 1 else None)
@@ -97,15 +108,23 @@ class SynthesisStream:
 
     def __init__(self, client: "Client", request: SynthesisRequest, deadline: float) -> None:
         self._client, self.request_id, self._deadline = client, request.request_id, deadline
+        self._request = request
         self.result: Result | None = None
         self._finished = False
 
     def __iter__(self) -> Iterator[AudioFragment]:
+        received = 0
         try:
             while True:
-                message, payload = self._client._receive(self.request_id, self._deadline)
+                try:
+                    message, payload = self._client._receive(self.request_id, self._deadline)
+                except _FrontendRestarted:
+                    sockets.send(self._client._sock, _resend(self._request, received))
+                    continue
                 if isinstance(message, Fragment):
-                    yield _fragment(message, payload)
+                    fragment = _fragment(message, payload)
+                    received += len(fragment.samples)
+                    yield fragment
                 elif isinstance(message, Result):
                     self.result, self._finished = message, True
                     return
@@ -148,12 +167,18 @@ class Client:
             raise VoxpipeError(message.code, message.message)
         if not isinstance(message, Welcome):
             raise VoxpipeError("bad_request", f"unexpected handshake reply {type(message).__name__}")
+        self.incarnation = message.incarnation
         return message
 
     def _receive(self, request_id: str, deadline: float, unavailable: bool = False) -> tuple[Any, bytes | None]:
-        """Next message for `request_id` ('' for replies that carry none)."""
+        """Next message for `request_id` ('' for replies that carry none). While a request
+        waits, silence is met with a ping; a pong from a new frontend incarnation means the
+        request was lost with the old one (raises _FrontendRestarted)."""
         while True:
             remaining = deadline - time.monotonic()
+            if remaining > 0 and request_id and not self._sock.poll(int(min(remaining, PROBE_S) * 1000) + 1):
+                sockets.send(self._sock, Ping(0))
+                continue
             if remaining <= 0 or not self._sock.poll(int(remaining * 1000) + 1):
                 if unavailable:
                     self.close()
@@ -165,6 +190,9 @@ class Client:
                 message, payload = _decode_reply(self._sock.recv_multipart())
             except ProtocolError as exc:
                 raise VoxpipeError("bad_request", f"undecodable reply: {exc}") from None
+            if isinstance(message, Pong) and request_id and message.incarnation != self.incarnation:
+                self.incarnation = message.incarnation
+                raise _FrontendRestarted()
             rid = getattr(message, "request_id", "")
             if rid == request_id or (isinstance(message, Error) and not rid):
                 return message, payload
@@ -185,7 +213,11 @@ class Client:
         deadline = time.monotonic() + timeout + 5.0
         fragments: list[AudioFragment] = []
         while True:
-            message, payload = self._receive(request.request_id, deadline)
+            try:
+                message, payload = self._receive(request.request_id, deadline)
+            except _FrontendRestarted:
+                sockets.send(self._sock, _resend(request, sum(len(f.samples) for f in fragments)))
+                continue
             if isinstance(message, Fragment):
                 fragments.append(_fragment(message, payload))
             elif isinstance(message, Result):
@@ -250,6 +282,7 @@ class AsyncClient:
         self._sock: zmq.asyncio.Socket | None = None
         self._queues: dict[str, asyncio.Queue[tuple[Any, bytes | None]]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
         self.welcome: Welcome | None = None
 
     async def connect(self, timeout: float = CONNECT_TIMEOUT_S) -> "AsyncClient":
@@ -267,7 +300,16 @@ class AsyncClient:
             await self.close()
             raise VoxpipeError(message.code, message.message)
         self.welcome = message
+        self._prober = asyncio.create_task(self._probe_loop())
         return self
+
+    async def _probe_loop(self) -> None:
+        """While requests wait, ping now and then: a pong from a new frontend incarnation
+        means they were lost with the old one, and each is resent."""
+        while True:
+            await asyncio.sleep(PROBE_S)
+            if len(self._queues) > 1:
+                await self._send(Ping(0))
 
     async def _send(self, message: Any) -> None:
         assert self._sock is not None, "call connect() first"
@@ -280,6 +322,12 @@ class AsyncClient:
             try:
                 message, payload = _decode_reply(frames)
             except ProtocolError:
+                continue
+            if isinstance(message, Pong) and self.welcome and message.incarnation != self.welcome.incarnation:
+                self.welcome.incarnation = message.incarnation
+                for rid, queue in self._queues.items():
+                    if rid:
+                        queue.put_nowait((_FrontendRestarted(), None))
                 continue
             rid = getattr(message, "request_id", "")
             if isinstance(message, (StatusReply, Pong)):
@@ -312,6 +360,7 @@ class AsyncClient:
         rid = request.request_id
         queue = self._queues[rid] = asyncio.Queue()
         finished = False
+        received = 0
         try:
             await self._send(request)
             deadline = time.monotonic() + timeout + 5.0
@@ -320,8 +369,12 @@ class AsyncClient:
                     message, payload = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
                 except asyncio.TimeoutError:
                     raise VoxpipeError("timeout", "no answer from the daemon in time", rid) from None
-                if isinstance(message, Fragment):
-                    yield _fragment(message, payload)
+                if isinstance(message, _FrontendRestarted):
+                    await self._send(_resend(request, received))
+                elif isinstance(message, Fragment):
+                    fragment = _fragment(message, payload)
+                    received += len(fragment.samples)
+                    yield fragment
                 elif isinstance(message, Result):
                     finished = True
                     yield message
@@ -345,12 +398,13 @@ class AsyncClient:
                 return message.status
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            try:
-                await self._reader
-            except (asyncio.CancelledError, Exception):
-                pass
+        for task in (self._prober, self._reader):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
         if self._sock is not None and not self._sock.closed:
             self._sock.close(0)
 
@@ -365,7 +419,7 @@ def run_async(coro: Any) -> Any:
     """asyncio.run on uvloop when it is installed."""
     try:
         import uvloop
-
-        return asyncio.run(coro, loop_factory=uvloop.new_event_loop)
     except ImportError:
         return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # asyncio.run has loop_factory only from 3.12
+        return runner.run(coro)

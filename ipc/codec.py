@@ -39,7 +39,9 @@ def _to_wire(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return [value.TAG, *(_to_wire(getattr(value, f.name)) for f in dataclasses.fields(value))]
     if isinstance(value, (list, tuple)):
-        return [_to_wire(v) for v in value]
+        # Lists in messages hold one type; only lists of messages need converting (walking
+        # a chunk's phoneme ids one by one cost ten times the packing itself).
+        return [_to_wire(v) for v in value] if value and dataclasses.is_dataclass(value[0]) else value
     return value
 
 

@@ -60,6 +60,7 @@ class Welcome:
     protocol: int
     version: str
     run_id: str
+    incarnation: str = ""  # changes when the frontend restarts: requests in flight were lost
 
 
 @dataclass
@@ -71,6 +72,7 @@ class SynthesisRequest:
     stream: bool
     options: SynthesisOptions
     timeout_s: float | None = None
+    resume_samples: int = 0  # a resent request: the client already has this much audio
 
 
 @dataclass
@@ -138,6 +140,7 @@ class Ping:
 class Pong:
     TAG: ClassVar[int] = 20
     nonce: int
+    incarnation: str = ""
 
 
 # ---- frontend -> worker -> merger -------------------------------------------------------

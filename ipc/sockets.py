@@ -22,18 +22,50 @@ CLIENT_MAX_MESSAGE_BYTES = 2 * 1024 * 1024  # client -> daemon frames are small
 HWM = 10_000
 
 
+SYSTEM_SOCKET = Path("/run/voxpipe/voxpipe.sock")  # the systemd service's (RuntimeDirectory=voxpipe)
+
+
 def runtime_dir() -> Path:
-    """Where the daemon's sockets live: $XDG_RUNTIME_DIR/voxpipe, else /tmp/voxpipe-UID."""
+    """Where the daemon's sockets live: systemd's RuntimeDirectory for the service, else
+    $XDG_RUNTIME_DIR/voxpipe, else /tmp/voxpipe-UID."""
+    if os.environ.get("RUNTIME_DIRECTORY"):
+        return Path(os.environ["RUNTIME_DIRECTORY"].split(":")[0])
     base = os.environ.get("XDG_RUNTIME_DIR")
     return Path(base) / "voxpipe" if base else Path(f"/tmp/voxpipe-{os.getuid()}")
 
 
 def default_endpoint() -> str:
-    return os.environ.get("VOXPIPE_ENDPOINT") or f"ipc://{runtime_dir() / 'voxpipe.sock'}"
+    """$VOXPIPE_ENDPOINT, else the user's own daemon's socket, else the system service's."""
+    if os.environ.get("VOXPIPE_ENDPOINT"):
+        return os.environ["VOXPIPE_ENDPOINT"]
+    own = runtime_dir() / "voxpipe.sock"
+    if not own.exists() and SYSTEM_SOCKET.exists():
+        return f"ipc://{SYSTEM_SOCKET}"
+    return f"ipc://{own}"
 
 
 def ipc_path(endpoint: str) -> Path | None:
     return Path(endpoint[len("ipc://"):]) if endpoint.startswith("ipc://") else None
+
+
+def share_with_group(endpoint: str, group: str) -> None:
+    """Let members of `group` connect to a bound ipc endpoint: the socket file gets that
+    group and mode 0660 (connecting needs write permission). No-op for tcp or no group."""
+    path = ipc_path(endpoint)
+    if path is None or not group:
+        return
+    import grp
+
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise PermissionError(f"socket_group: no group named {group!r}") from None
+    try:
+        os.chown(path, -1, gid)
+        os.chmod(path, 0o660)
+    except PermissionError as exc:
+        raise PermissionError(f"cannot give {path} to group {group!r} (is the daemon's user a member?): "
+                              f"{exc.strerror}") from None
 
 
 def make_socket(ctx: zmq.Context, kind: int, *, identity: bytes | None = None,

@@ -36,6 +36,10 @@ class ChunkQueue:
     def peek(self) -> Chunk | None:
         return self._heap[0][2] if self._heap else None
 
+    def remove(self, chunk: Chunk) -> None:
+        self._heap = [e for e in self._heap if e[2] is not chunk]
+        heapq.heapify(self._heap)
+
     def drop(self, request_id: str) -> list[Chunk]:
         """Remove and return a request's queued chunks."""
         dropped = [e[2] for e in self._heap if e[2].request_id == request_id]

@@ -4,18 +4,23 @@ results back to each client. One loop, one handler per message type."""
 from __future__ import annotations
 
 import os
+import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import zmq
 
 from daemon import __version__
+from daemon.metrics import RecentWindow, recorder, request_log_line, voice_cache_summary
 from ipc import codec, sockets
 from ipc.errors import ProtocolError
 from ipc.messages import (PROTOCOL_VERSION, Cancel, ChunkDone, Control, DropRequest, Error, Fragment, Hello,
                           Ping, Pong, RequestFailed, Result, StatusQuery, StatusReply, SupervisorReport,
                           SynthesisRequest, Welcome, WorkerState)
+from ipc.messages import Chunk
 from ipc.shm import PoolError, ShmPool
+from stages.client_peers import ClientPeers
 from stages.planner import PlanError, Planner
 from stages.runtime import StageArgs, StageRuntime
 from stages.scheduler import Scheduler
@@ -33,6 +38,11 @@ class Active:
     deadline: float
     received: float
     stream: bool
+    plan: list[Chunk] = field(default_factory=list)  # kept to re-run chunks if the merger restarts
+    done_seqs: set[int] = field(default_factory=set)  # chunks whose audio reached the merger
+    client_has: int = 0  # samples of this request the client holds (resumed requests start > 0)
+    merger_pos: int = 0  # samples the current merger has produced for it
+    fragments_sent: int = 0
     first_audio: float | None = None
     attempts: dict[int, int] = field(default_factory=dict)
 
@@ -49,6 +59,9 @@ class Frontend:
         ctx = runtime.ctx
         self.clients = sockets.make_socket(ctx, zmq.ROUTER, max_message=sockets.CLIENT_MAX_MESSAGE_BYTES)
         self.clients.bind(layout.client_endpoint)
+        self.peers = ClientPeers(self.clients)
+        self.incarnation = uuid.uuid4().hex[:12]
+        sockets.share_with_group(layout.client_endpoint, cfg.socket_group)
         self.workers = sockets.make_socket(ctx, zmq.ROUTER)
         self.workers.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker reuses its name
         self.workers.bind(layout.workers_endpoint)
@@ -61,6 +74,9 @@ class Frontend:
         self.draining = False
         self.running = True
         self.counts = {"accepted": 0, "completed": 0, "failed": 0, "rejected": 0, "bad_frames": 0}
+        self.metrics = recorder()
+        self.recent = RecentWindow(60.0)  # throughput and latency for `voxpipe status`
+        self.voice_usage: dict[str, int] = {}  # accepted requests per voice, for preloading
 
     # ---- loop ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -72,6 +88,7 @@ class Frontend:
         while self.running:
             for sock, _ in poller.poll(100):
                 handlers[sock]()
+            self._forget_vanished_clients()
             self._dispatch()
             self._expire()
             self.rt.stats = self._stats()
@@ -87,12 +104,15 @@ class Frontend:
 
     # ---- clients ----------------------------------------------------------------------------
     def _drain_clients(self) -> None:
+        self.peers.refresh()
         for _ in range(256):
             try:
-                frames = self.clients.recv_multipart(zmq.NOBLOCK)
+                parts = self.clients.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            client, body = frames[0], frames[1:]
+            client, body = parts[0].bytes, [p.bytes for p in parts[1:]]
+            if body:
+                self.peers.seen(client, parts[1])
             if len(body) != 1:
                 self._reply_error(client, "", "bad_request", f"expected one message frame, got {len(body)}")
                 continue
@@ -111,14 +131,14 @@ class Frontend:
             elif isinstance(message, StatusQuery):
                 self._send_client(client, StatusReply(message.query_id, self.status()))
             elif isinstance(message, Ping):
-                self._send_client(client, Pong(message.nonce))
+                self._send_client(client, Pong(message.nonce, self.incarnation))
 
     def _on_hello(self, client: bytes, hello: Hello) -> None:
         if hello.protocol != PROTOCOL_VERSION:
             self._reply_error(client, "", "protocol_mismatch",
                               f"client speaks protocol {hello.protocol}, the daemon speaks {PROTOCOL_VERSION}")
         else:
-            self._send_client(client, Welcome(PROTOCOL_VERSION, __version__, self.args.layout.run_id))
+            self._send_client(client, Welcome(PROTOCOL_VERSION, __version__, self.args.layout.run_id, self.incarnation))
 
     def _on_request(self, client: bytes, request: SynthesisRequest) -> None:
         rid = request.request_id
@@ -137,15 +157,21 @@ class Frontend:
             plan = self.planner.plan(request, deadline)
         except (VoiceError, PlanError) as exc:
             return self._reply_error(client, rid, exc.code, str(exc))
+        self.metrics.stage_latency("plan", time.monotonic() - now)
         if not self.scheduler.has_room(len(plan.chunks)):
             return self._reply_error(client, rid, "busy", "the synthesis queue is full; try again later")
-        self.active[rid] = Active(client, plan.spec.name, plan.text_chars, len(plan.chunks), deadline, now, request.stream)
+        self.active[rid] = Active(client, plan.spec.name, plan.text_chars, len(plan.chunks), deadline, now,
+                                  request.stream, plan.chunks, client_has=max(0, request.resume_samples))
         self.scheduler.submit(plan.chunks)
         self.counts["accepted"] += 1
+        self.voice_usage[plan.spec.name] = self.voice_usage.get(plan.spec.name, 0) + 1
         self._dispatch()
 
     def _reply_error(self, client: bytes, request_id: str, code: str, message: str) -> None:
         self.counts["rejected"] += 1
+        self.metrics.request_ended(code)
+        if request_id:
+            print(request_log_line(request_id, "-", 0, 0, None, None, code), file=sys.stderr, flush=True)
         self._send_client(client, Error(request_id, code, message))
 
     def _send_client(self, client: bytes, message: object, *extra: bytes) -> bool:
@@ -167,6 +193,8 @@ class Frontend:
     def _on_chunk_done(self, worker: str, done: ChunkDone) -> None:
         chunk = self.scheduler.done(worker, done.request_id, done.seq)
         active = self.active.get(done.request_id)
+        if active is not None and done.ok:
+            active.done_seqs.add(done.seq)
         if done.ok or chunk is None or active is None or done.code == "cancelled":
             return
         attempts = active.attempts[done.seq] = active.attempts.get(done.seq, 0) + 1
@@ -205,10 +233,18 @@ class Frontend:
             return self._finish(fragment.request_id, Error(fragment.request_id, "internal", f"lost audio: {exc}"))
         if active is None or pcm is None:
             return
+        # After a merger restart (or for a resent request) the audio starts over from
+        # the beginning: relay only what the client does not have yet.
+        start, active.merger_pos = active.merger_pos, active.merger_pos + len(pcm)
+        if active.merger_pos <= active.client_has:
+            return
+        pcm = pcm[max(0, active.client_has - start):]
+        active.client_has = active.merger_pos
         if active.first_audio is None:
             active.first_audio = time.monotonic()
-        relay = Fragment(fragment.request_id, fragment.index, fragment.sample_rate, fragment.samples, None,
+        relay = Fragment(fragment.request_id, active.fragments_sent, fragment.sample_rate, len(pcm), None,
                          fragment.chunks_done, fragment.chunks)
+        active.fragments_sent += 1
         if not self._send_client(active.client, relay, pcm.tobytes()):
             self._finish(fragment.request_id, None)  # the client is gone: stop working for it
 
@@ -218,6 +254,7 @@ class Frontend:
             return
         now = time.monotonic()
         result.timings.update(first_audio_s=(active.first_audio or now) - active.received, total_s=now - active.received)
+        result.samples, result.fragments = active.client_has, active.fragments_sent
         self.counts["completed"] += 1
         self._finish(result.request_id, result, failed=False)
 
@@ -232,9 +269,9 @@ class Frontend:
     def _on_control(self, control: Control) -> None:
         if control.command == "worker_lost":
             for chunk in self.scheduler.worker_lost(str(control.args.get("worker", ""))):
-                if chunk.request_id in self.active:
-                    chunk.attempt += 1
-                    self.scheduler.submit([chunk])
+                self._retry(chunk, "its worker died")
+        elif control.command == "merger_lost":
+            self._rerun_merged_chunks()
         elif control.command == "drain":
             self.draining = True
         elif control.command == "rescan":
@@ -242,11 +279,41 @@ class Frontend:
         elif control.command == "stop":
             self.running = False
 
+    def _retry(self, chunk: Chunk, why: str) -> None:
+        """Queue a chunk again, unless it has used up its attempts."""
+        if chunk.request_id not in self.active:
+            return
+        chunk.attempt += 1
+        if chunk.attempt >= self.config.limits.max_chunk_attempts:
+            self._finish(chunk.request_id, Error(chunk.request_id, "retries_exhausted",
+                                                 f"chunk {chunk.seq} failed {chunk.attempt} times; last: {why}"))
+        else:
+            self.scheduler.submit([chunk])
+
+    def _rerun_merged_chunks(self) -> None:
+        """The merger restarted and lost its state: the chunks whose audio it had taken
+        in must run again; the audio clients already have is skipped when it comes back."""
+        for active in list(self.active.values()):
+            active.merger_pos = 0
+            rerun = [c for c in active.plan if c.seq in active.done_seqs]
+            active.done_seqs.clear()
+            for chunk in rerun:
+                self._retry(chunk, "the merger restarted")
+
+    def _forget_vanished_clients(self) -> None:
+        gone = self.peers.disconnected()
+        if not gone:
+            return
+        for client in gone:
+            for rid in [rid for rid, a in self.active.items() if a.client == client]:
+                self._finish(rid, None)
+
     # ---- request end -----------------------------------------------------------------------------
     def _finish(self, request_id: str, answer: Result | Error | None, failed: bool = True) -> None:
         active = self.active.pop(request_id, None)
         if active is None:
             return
+        self._record_end(request_id, active, answer)
         if failed:
             self.counts["failed"] += 1
             for worker in self.scheduler.drop(request_id):
@@ -255,6 +322,17 @@ class Frontend:
             sockets.send(self.to_merger, DropRequest(request_id, "request ended"))
         if answer is not None:
             self._send_client(active.client, answer)
+
+    def _record_end(self, request_id: str, active: Active, answer: Result | Error | None) -> None:
+        """Metrics, the last-minute window and one log line for an accepted request."""
+        total = time.monotonic() - active.received
+        first = None if active.first_audio is None else active.first_audio - active.received
+        outcome = "ok" if isinstance(answer, Result) else answer.code if answer is not None else "client_gone"
+        audio_s = answer.samples / answer.sample_rate if isinstance(answer, Result) and answer.sample_rate else 0.0
+        self.metrics.request_ended(outcome, total, first, audio_s, active.chars)
+        self.recent.add(outcome == "ok", total, first, audio_s)
+        print(request_log_line(request_id, active.voice, active.chars, active.chunks, first, total, outcome),
+              file=sys.stderr, flush=True)
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -267,10 +345,12 @@ class Frontend:
                 "run_id": self.args.layout.run_id, "version": __version__, "processes": processes,
                 "queues": self.scheduler.stats(), "active_requests": len(self.active),
                 "voices": self.catalog.names(), "unavailable_voices": self.catalog.broken(),
-                "counts": dict(self.counts), **self.report.info}
+                "counts": dict(self.counts), "last_minute": self.recent.summary(),
+                "voice_cache": voice_cache_summary(processes), **self.report.info}
 
     def _stats(self) -> dict:
-        return {"active": len(self.active), "queued": len(self.scheduler.queue), **self.counts}
+        return {"active": len(self.active), "queued": len(self.scheduler.queue), **self.counts,
+                "voice_usage": dict(self.voice_usage)}
 
 
 def main(args: StageArgs) -> None:

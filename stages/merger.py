@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
+from daemon.metrics import recorder
 from ipc import sockets
 from ipc.errors import ProtocolError
 from ipc.messages import ChunkAudio, Control, DropRequest, Fragment, RequestFailed, Result
@@ -52,6 +53,7 @@ class Merger:
         self.finished: dict[str, None] = {}
         self.running = True
         self.duplicates = 0
+        self.metrics = recorder()
 
     def run(self) -> None:
         poller = zmq.Poller()
@@ -78,8 +80,18 @@ class Merger:
                 self._on_audio(message)
             elif isinstance(message, DropRequest):
                 self._drop(message.request_id)
-            elif isinstance(message, Control) and message.command == "stop":
-                self.running = False
+            elif isinstance(message, Control):
+                self._on_control(message)
+
+    def _on_control(self, control: Control) -> None:
+        if control.command == "stop":
+            self.running = False
+        elif control.command == "reset":
+            # A new frontend knows none of the requests in progress; their clients resend
+            # them, and everything starts over clean.
+            for request_id in list(self.requests):
+                self._drop(request_id)
+            self.finished.clear()
 
     def _on_audio(self, msg: ChunkAudio) -> None:
         pool = self.in_pools.get(msg.handle.pool)
@@ -94,6 +106,11 @@ class Merger:
             self._release(pool, msg)
             return
         state.pending[key] = msg
+        # Every chunk's audio passes here once (duplicates were turned away above): the
+        # one place that sees the queue wait and engine time of all workers' chunks.
+        if msg.part == 0:
+            self.metrics.stage_latency("queue", msg.queued_s)
+        self.metrics.stage_latency("synth", msg.synth_s)
         self._advance(msg.request_id, state)
 
     def _advance(self, request_id: str, state: MergeState) -> None:
@@ -126,6 +143,7 @@ class Merger:
             if done and not self._emit(request_id, state, np.concatenate(state.held)):
                 return
         if done:
+            self.metrics.stage_latency("merge", state.merge_s)
             result = Result(request_id, state.sample_rate, state.samples, state.fragments, state.count,
                             {"synth_s": state.synth_s, "queued_s": state.queued_s, "merge_s": state.merge_s})
             sockets.send(self.frontend, result)

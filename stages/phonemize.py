@@ -16,6 +16,7 @@ from stages.voices import VoiceSpec
 BOS, EOS, PAD = "^", "$", "_"
 _LOCK = threading.Lock()
 _initialized = False
+_voice: str | None = None  # the voice espeak is set to
 
 
 class PhonemizeError(Exception):
@@ -35,9 +36,14 @@ def _espeak():
 
 def espeak_phonemes(espeak_voice: str, text: str) -> list[str]:
     """All phonemes of `text` as codepoints (clause punctuation kept), in one list."""
+    global _voice
     with _LOCK:
         bridge = _espeak()
-        bridge.set_voice(espeak_voice)
+        if espeak_voice != _voice:
+            # Setting a voice costs more than phonemizing a short sentence; keep the last one
+            # (espeak is used only through this function in voxpipe's processes).
+            bridge.set_voice(espeak_voice)
+            _voice = espeak_voice
         clauses = bridge.get_phonemes(text)
     phonemes: list[str] = []
     for index, (clause, terminator, end_of_sentence) in enumerate(clauses):

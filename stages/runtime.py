@@ -32,6 +32,7 @@ class StageArgs:
     parent_pid: int
     env: dict[str, str] = field(default_factory=dict)
     device: str = "cpu"
+    preload: list[str] = field(default_factory=list)  # voices a worker loads before it is ready
 
 
 class StageRuntime:
@@ -70,5 +71,4 @@ class StageRuntime:
     def close(self) -> None:
         self._stop.set()
         self._beat.join(timeout=2)
-        self.control.close()
-        self.ctx.term()
+        self.ctx.destroy(linger=0)  # closes every socket the stage opened, monitors included

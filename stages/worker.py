@@ -9,13 +9,15 @@ import time
 import numpy as np
 import zmq
 
+from daemon.metrics import recorder
 from ipc import sockets
 from ipc.errors import ProtocolError
 from ipc.messages import Chunk, ChunkAudio, ChunkDone, Control, DropRequest, WorkerState
 from ipc.shm import PoolFull, ShmPool
 from stages.chunk_queue import ChunkQueue
 from stages.engines import create_engine
-from stages.engines.base import EngineError, EngineSettings, SynthesisItem
+from stages.batching import BatchBudget, take_batch
+from stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, SynthesisItem, is_out_of_memory
 from stages.runtime import StageArgs, StageRuntime
 from stages.voice_cache import VoiceCache
 from stages.voices import VoiceCatalog, VoiceError
@@ -39,6 +41,11 @@ class Worker:
         self.merger.connect(args.layout.merger_endpoint)
         self.queue = ChunkQueue()
         self.chunks_done = 0
+        self.budgets: dict[str, BatchBudget] = {}
+        self.batches = self.batch_items = self.last_batch_size = self.oom_events = 0
+        self.engine_cpu_s = 0.0  # CPU time inside engine calls: the rest of the daemon's is overhead
+        self._queue_since: float | None = None  # when the local queue last became non-empty
+        self.metrics = recorder()
         self.running = True
 
     def _cache(self, engine: str) -> VoiceCache:
@@ -46,7 +53,7 @@ class Worker:
         cache = self.caches.get(engine)
         if cache is None:
             engine_obj = create_engine(engine, self.settings)
-            cache = self.caches[engine] = VoiceCache(engine_obj, self.args.config.worker.voice_cache_mib * 2**20)
+            cache = self.caches[engine] = VoiceCache(engine_obj, int(self.args.config.worker.voice_cache_mib * 2**20))
         return cache
 
     def preload(self, names: list[str]) -> None:
@@ -57,7 +64,9 @@ class Worker:
                 print(f"voxpipe worker {self.name}: cannot preload {name!r}: {exc}", flush=True)
 
     def announce(self) -> None:
-        state = WorkerState(self.name, self.cache.names(), self.args.config.worker.credits, self.rt.ready)
+        # A batching engine needs enough chunks in hand to fill its batches.
+        credits = max(self.args.config.worker.credits, self._budget(self.cache.engine).max_items)
+        state = WorkerState(self.name, self.cache.names(), credits, self.rt.ready)
         sockets.send(self.frontend, state)
 
     def run(self) -> None:
@@ -65,14 +74,32 @@ class Worker:
         poller.register(self.frontend, zmq.POLLIN)
         poller.register(self.rt.control, zmq.POLLIN)
         while self.running:
-            events = dict(poller.poll(0 if len(self.queue) else 100))
+            wait_ms = self._batch_wait_ms()
+            events = dict(poller.poll(100 if not len(self.queue) else wait_ms))
             if self.frontend in events:
                 self._drain(self.frontend)
             if self.rt.control in events:
                 self._drain(self.rt.control)
-            if len(self.queue):
+            if len(self.queue) and self._batch_wait_ms() == 0:
                 self._run_next()
+                self._queue_since = time.monotonic() if len(self.queue) else None
             self.rt.stats = self._stats()
+            self.metrics.voice_cache(self.name, sum(c.hits for c in self.caches.values()),
+                                     sum(c.misses for c in self.caches.values()))
+
+    def _batch_wait_ms(self) -> int:
+        """How much longer to let a partial batch fill (0: run now)."""
+        if not len(self.queue):
+            self._queue_since = None
+            return 0
+        now = time.monotonic()
+        if self._queue_since is None:
+            self._queue_since = now
+        budget = self._budget(self.cache.engine)
+        if budget.max_items <= 1 or len(self.queue) >= budget.max_items:
+            return 0
+        left = self.args.config.worker.batch_wait_ms / 1000.0 - (now - self._queue_since)
+        return max(0, int(left * 1000))
 
     def _drain(self, sock: zmq.Socket) -> None:
         while True:
@@ -95,37 +122,84 @@ class Worker:
         elif isinstance(message, Control):
             if message.command == "stop":
                 self.running = False
+            elif message.command == "reset":
+                # A new frontend: the chunks queued here belong to requests it does not know.
+                while self.queue.pop() is not None:
+                    pass
+                self.announce()
             elif message.command == "rescan":
                 self.catalog.rescan()
 
     def _run_next(self) -> None:
-        chunk = self.queue.pop()
-        assert chunk is not None
+        first = self.queue.pop()
+        assert first is not None
         now = time.monotonic()
-        if now > chunk.deadline:
-            self._done(chunk, False, "timeout", "deadline passed before synthesis")
+        if now > first.deadline:
+            self._done(first, False, "timeout", "deadline passed before synthesis")
             return
         try:
-            cache = self._cache(chunk.engine or self.default_engine)
-            voice = cache.get(self.catalog.get(chunk.voice))
+            cache = self._cache(first.engine or self.default_engine)
+            voice = cache.get(self.catalog.get(first.voice))
         except VoiceError as exc:
-            self._done(chunk, False, exc.code, str(exc))
+            self._done(first, False, exc.code, str(exc))
             return
         except EngineError as exc:
-            self._done(chunk, False, "voice_unavailable", str(exc))
+            self._done(first, False, "voice_unavailable", str(exc))
             return
-        item = SynthesisItem(np.asarray(chunk.phoneme_ids, dtype=np.int64), chunk.noise_scale,
-                             chunk.length_scale, chunk.noise_w, chunk.speaker_id, chunk.seed)
+        budget = self._budget(cache.engine)
+        self._synthesize(cache.engine, voice, take_batch(first, self.queue, budget, now), budget)
+
+    def _budget(self, engine: Engine) -> BatchBudget:
+        budget = self.budgets.get(engine.name)
+        if budget is None:
+            cfg = self.args.config.worker
+            max_items = min(cfg.max_batch, getattr(engine, "max_batch", 1))
+            memory = engine.memory_info()
+            budget = self.budgets[engine.name] = BatchBudget.from_memory(
+                max_items, memory.get("free"), getattr(engine, "bytes_per_phoneme", None), cfg.batch_phonemes)
+        return budget
+
+    def _synthesize(self, engine: Engine, voice: LoadedVoice, batch: list[Chunk], budget: BatchBudget) -> None:
+        items = [SynthesisItem(np.asarray(c.phoneme_ids, dtype=np.int64), c.noise_scale, c.length_scale, c.noise_w,
+                               c.speaker_id, c.seed) for c in batch]
         self.rt.busy_since = started = time.monotonic()
         try:
-            audio = cache.engine.synthesize(voice, [item])[0]
+            audios = self._engine_call(engine, voice, items)
         except EngineError as exc:
-            self._done(chunk, False, "engine_error", str(exc))
+            for chunk in batch:
+                self._done(chunk, False, "engine_error", str(exc))
+            return
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            # Out of memory: halve the budget and run the halves; one chunk alone that
+            # still does not fit is handed back to the frontend to try elsewhere.
+            budget.shrink()
+            self.oom_events += 1
+            if len(batch) == 1:
+                self._done(batch[0], False, "no_memory", f"out of memory synthesizing one chunk: {exc}")
+                return
+            half = len(batch) // 2
+            self._synthesize(engine, voice, batch[:half], budget)
+            self._synthesize(engine, voice, batch[half:], budget)
             return
         finally:
             self.rt.busy_since = None
         synth_s = time.monotonic() - started
-        self._send_audio(chunk, audio, synth_s, started - chunk.submitted_at)
+        self.batches += 1
+        self.batch_items += len(batch)
+        self.last_batch_size = len(batch)
+        self.metrics.batch_size(len(batch))
+        for chunk, audio in zip(batch, audios):
+            self._send_audio(chunk, audio, synth_s, started - chunk.submitted_at)
+
+    def _engine_call(self, engine: Engine, voice: LoadedVoice, items: list[SynthesisItem]) -> list[np.ndarray]:
+        # Process time, so that an engine's own threads count as engine time too.
+        started = time.process_time()
+        try:
+            return engine.synthesize(voice, items)
+        finally:
+            self.engine_cpu_s += time.process_time() - started
 
     def _send_audio(self, chunk: Chunk, audio: np.ndarray, synth_s: float, queued_s: float) -> None:
         while True:
@@ -150,14 +224,17 @@ class Worker:
     def _stats(self) -> dict:
         return {"queue": len(self.queue), "voices": self.cache.names(), "cache": self.cache.stats(),
                 "chunks_done": self.chunks_done, "device": self.args.device, "engine": self.default_engine,
-                "pool": self.pool.usage()}
+                "pool": self.pool.usage(), "batch_budget": {n: b.phonemes for n, b in self.budgets.items()},
+                "batches": self.batches, "batch_items": self.batch_items, "last_batch": self.last_batch_size,
+                "oom_events": self.oom_events, "engine_cpu_s": self.engine_cpu_s}
 
 
 def main(args: StageArgs) -> None:
     os.environ.update(args.env)
     runtime = StageRuntime(args)
     worker = Worker(args, runtime)
-    worker.preload(args.config.preload)
+    worker.preload(args.preload)
+    runtime.stats = worker._stats()  # the first ready heartbeat already shows what is loaded
     runtime.ready = True
     worker.announce()
     try:

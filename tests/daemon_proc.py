@@ -18,7 +18,9 @@ BENCH = ROOT.parent / "shared" / "bench"
 
 def write_config(path: Path, endpoint: str, **sections: dict) -> Path:
     """A TOML config with the given top-level keys and [section] tables."""
-    lines = [f'endpoint = "{endpoint}"', f'state_dir = "{path.parent / "state"}"']
+    lines = [f'endpoint = "{endpoint}"']
+    if "state_dir" not in sections:
+        lines.append(f'state_dir = "{path.parent / "state"}"')
     tables = []
     for key, value in sections.items():
         if isinstance(value, dict):

@@ -63,7 +63,7 @@ def test_bad_options(daemon, options):
 def raw_socket(daemon: Daemon) -> zmq.Socket:
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVTIMEO, 10_000)
+    sock.setsockopt(zmq.RCVTIMEO, 60_000)
     sock.connect(daemon.endpoint)
     return sock
 

@@ -9,6 +9,17 @@ cd "$(dirname "$0")/.."
 venv="${VOXPIPE_VENV:-.venv}"
 python="$venv/bin/python"
 
+system_packages() {
+    # Tools some tests use (systemd-analyze for the unit file). Installed where we may
+    # (root with apt, as in CI); elsewhere those tests skip and say why.
+    local missing=()
+    command -v systemd-analyze >/dev/null || missing+=(systemd)
+    if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}") >/dev/null 2>&1 || echo "note: could not install ${missing[*]}" >&2
+    fi
+}
+
 setup() {
     if [ ! -x "$python" ]; then
         python3 -m venv "$venv"
@@ -31,6 +42,7 @@ case "${1:-}" in
         ;;
     test)
         shift
+        system_packages
         setup
         exec "$python" -m pytest -q "$@"
         ;;

@@ -49,10 +49,20 @@ class EngineError(Exception):
     """An engine could not load a voice or run a batch; the message names the voice."""
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for the out-of-memory errors of any runtime (torch's, onnxruntime's, Python's)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = f"{type(exc).__name__} {exc}".lower()
+    return "outofmemory" in text.replace(" ", "") or "out of memory" in text or "failed to allocate" in text
+
+
 class Engine(abc.ABC):
     """A synthesis runtime (onnxruntime, torch, TensorRT, ...)."""
 
     name: ClassVar[str]
+    max_batch: ClassVar[int] = 1  # items one synthesize() call handles at once; 1 = loops
+    bytes_per_phoneme: float | None = None  # measured working memory per padded phoneme, if known
 
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
