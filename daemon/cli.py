@@ -81,6 +81,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         "submit": ("synthesize every line of a file", *_lazy("tools.submit")),
         "status": ("show the daemon's processes, queues and voices", *_lazy("tools.status")),
         "split": ("show the chunks the frontend would make", *_lazy("tools.split_cli")),
+        "voice": ("voice helpers: write a random-weight test voice", *_lazy("tools.voice_cli")),
+        "keys": ("CURVE keys for tcp:// endpoints", *_lazy("tools.keys_cli")),
         "bench": ("benchmark the daemon against piper in one run", *_lazy("tools.bench.run")),
     }
     for name, (help_text, configure, run) in commands.items():

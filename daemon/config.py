@@ -98,6 +98,7 @@ class Config:
     preload: list[str] = field(default_factory=lambda: ["joe"])
     preload_popular: int = 3  # also preload this many of the most used voices (usage state)
     socket_group: str = ""  # group allowed to use the ipc socket (mode 0660)
+    curve_keys_dir: str = ""  # CURVE keys; required for a tcp:// endpoint (voxpipe keys generate DIR)
     heartbeat_s: float = 0.5
     metrics_port: int = 0  # >0: serve Prometheus metrics on this port (0 = off)
     metrics_address: str = "127.0.0.1"  # the metrics endpoint's bind address (an IP)
@@ -218,6 +219,9 @@ def validate(config: Config) -> Config:
         (4 <= config.shm.slot_kib <= 16384, "shm.slot_kib must be in [4, 16384]"),
         (config.heartbeat_s > 0, "heartbeat_s must be > 0"),
         (0 <= config.metrics_port <= 65535, "metrics_port must be in [0, 65535] (0 = off)"),
+        (not config.endpoint.startswith("tcp://") or bool(config.curve_keys_dir),
+         f"endpoint {config.endpoint!r}: a tcp:// endpoint is refused without CURVE keys; set curve_keys_dir "
+         "(create keys with: voxpipe keys generate DIR)"),
         (_is_ip(config.metrics_address), f"metrics_address: not an IP address: {config.metrics_address!r}"),
         (_group_exists(config.socket_group), f"socket_group: no group named {config.socket_group!r}"),
         (config.preload_popular >= 0, "preload_popular must be >= 0"),

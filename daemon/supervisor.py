@@ -335,10 +335,12 @@ class Supervisor:
             self.exit_reason = (f"{stage.args.role} {stage.name} {why}: restart budget of {sup.restart_budget} "
                                 f"in {sup.restart_window_s:.0f} s spent; stopping")
             return
+        dead_pid = stage.process.pid
         if stage.args.role == "worker":
             self._send("frontend", Control("worker_lost", {"worker": stage.name}))
+            self._send("merger", Control("producer_lost", {"pool": stage.name, "pid": dead_pid}))
         elif stage.args.role == "merger":
-            self._send("frontend", Control("merger_lost"))
+            self._send("frontend", Control("merger_lost", {"pool": self.layout.MERGER_POOL, "pid": dead_pid}))
         quick = now - stage.started < 5.0
         stage.restart_at = now + (min(5.0, 0.2 * 2 ** min(stage.restarts, 5)) if quick else 0.0)
         self.notifier.send(f"STATUS=restarting {stage.name}: {why}")

@@ -11,6 +11,7 @@ import asyncio
 import os
 import time
 import uuid
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Iterator
 
@@ -20,6 +21,7 @@ import zmq.asyncio
 
 from ipc import codec, sockets
 from ipc.errors import ProtocolError, VoxpipeError
+from ipc.security import SecurityError, needs_curve, secure_client
 from ipc.messages import (PROTOCOL_VERSION, Cancel, Error, Fragment, Hello, Ping, Pong, Result, StatusQuery,
                           StatusReply, SynthesisOptions, SynthesisRequest, Welcome)
 
@@ -75,6 +77,20 @@ def _options(**kwargs: Any) -> SynthesisOptions:
 def _request(text: str, voice: str, stream: bool, timeout: float | None, request_id: str | None,
              options: dict[str, Any]) -> SynthesisRequest:
     return SynthesisRequest(request_id or uuid.uuid4().hex, text, voice, stream, _options(**options), timeout)
+
+
+def _secure(sock: zmq.Socket, endpoint: str, keys_dir: str | None) -> None:
+    """tcp:// endpoints are CURVE-only: use the given keys or $VOXPIPE_CURVE_DIR."""
+    if not needs_curve(endpoint):
+        return
+    keys_dir = keys_dir or os.environ.get("VOXPIPE_CURVE_DIR")
+    if not keys_dir:
+        raise VoxpipeError("unavailable", f"{endpoint}: tcp:// endpoints need CURVE keys; pass curve_keys_dir "
+                                          "or set VOXPIPE_CURVE_DIR")
+    try:
+        secure_client(sock, Path(keys_dir))
+    except SecurityError as exc:
+        raise VoxpipeError("unavailable", str(exc)) from None
 
 
 def _resend(request: SynthesisRequest, received: int) -> SynthesisRequest:
@@ -151,11 +167,12 @@ class Client:
     per thread, or AsyncClient for many requests over one socket)."""
 
     def __init__(self, endpoint: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
-                 connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT_S, curve_keys_dir: str | None = None) -> None:
         self.endpoint = endpoint or sockets.default_endpoint()
         self.timeout = timeout
         self._ctx = zmq.Context.instance()
         self._sock = sockets.make_socket(self._ctx, zmq.DEALER)
+        _secure(self._sock, self.endpoint, curve_keys_dir)
         self._sock.connect(self.endpoint)
         self.welcome = self._handshake(connect_timeout)
 
@@ -275,9 +292,11 @@ class AsyncClient:
     """An asyncio client: any number of concurrent requests over one socket. Uses
     whatever loop runs it (voxpipe's tools run uvloop when it is installed)."""
 
-    def __init__(self, endpoint: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, endpoint: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 curve_keys_dir: str | None = None) -> None:
         self.endpoint = endpoint or sockets.default_endpoint()
         self.timeout = timeout
+        self._curve_keys_dir = curve_keys_dir
         self._ctx = zmq.asyncio.Context.instance()
         self._sock: zmq.asyncio.Socket | None = None
         self._queues: dict[str, asyncio.Queue[tuple[Any, bytes | None]]] = {}
@@ -287,6 +306,7 @@ class AsyncClient:
 
     async def connect(self, timeout: float = CONNECT_TIMEOUT_S) -> "AsyncClient":
         self._sock = sockets.make_socket(self._ctx, zmq.DEALER)  # type: ignore[assignment]
+        _secure(self._sock, self.endpoint, self._curve_keys_dir)
         self._sock.connect(self.endpoint)
         queue = self._queues[""] = asyncio.Queue()
         self._reader = asyncio.create_task(self._read_loop())

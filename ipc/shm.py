@@ -10,7 +10,8 @@ Slot protocol: only the producer moves a slot FREE -> WRITING -> READY; only the
 consumer moves READY -> FREE (after checking the generation). A handle whose generation
 no longer matches is stale and is refused. Orphans are reclaimed: WRITING slots when a
 new producer attaches (its predecessor died mid-write), and READY slots whose request
-deadline passed long ago (their message was lost with a dead process).
+deadline passed long ago, and the READY slots of a producer that died, once its
+consumer has read every message the producer managed to send (`reclaim_owner`).
 
 The supervisor holds an exclusive flock on every pool it created; a pool file nobody
 holds a lock on belongs to a daemon that is gone, and is removed at the next start.
@@ -33,7 +34,7 @@ SHM_DIR = Path("/dev/shm")
 PREFIX = "voxpipe-"
 _MAGIC = b"VOXPOOL1"
 _HEADER_BYTES = 64
-_META_DTYPE = np.dtype([("state", "<u4"), ("generation", "<u4"), ("span", "<u4"), ("pad", "<u4"),
+_META_DTYPE = np.dtype([("state", "<u4"), ("generation", "<u4"), ("span", "<u4"), ("owner", "<u4"),
                         ("deadline", "<f8")])
 FREE, WRITING, READY, CONTINUED = 0, 1, 2, 3
 ORPHAN_GRACE_S = 30.0  # how long past its deadline a READY slot may wait for its consumer
@@ -80,6 +81,7 @@ class ShmPool:
         self._map = mmap.mmap(fd, total)
         self._meta = np.ndarray((spec.slots,), dtype=_META_DTYPE, buffer=self._map, offset=_HEADER_BYTES)
         self._cursor = 0
+        self._pid = os.getpid()
         if not owner:
             os.close(fd)
             self._fd = -1
@@ -151,6 +153,7 @@ class ShmPool:
         meta["state"][start + 1:start + span] = CONTINUED
         meta["span"][start] = span
         meta["deadline"][start] = deadline
+        meta["owner"][start] = self._pid
         meta["generation"][start] = generation
         meta["state"][start] = WRITING
         self._cursor = (start + span) % self.spec.slots
@@ -191,6 +194,18 @@ class ShmPool:
         for slot in heads:
             self._free(int(slot))
         return len(heads)
+
+    def reclaim_owner(self, pid: int, keep: set[tuple[int, int]]) -> int:
+        """Free the unread slots a dead producer left, except (slot, generation) pairs the
+        consumer still holds handles to; returns how many were freed."""
+        meta = self._meta
+        heads = np.flatnonzero(((meta["state"] == READY) | (meta["state"] == WRITING)) & (meta["owner"] == pid))
+        freed = 0
+        for slot in heads:
+            if (int(slot), int(meta["generation"][slot])) not in keep:
+                self._free(int(slot))
+                freed += 1
+        return freed
 
     # ---- consumer side -----------------------------------------------------------------
     def view(self, handle: ShmHandle) -> np.ndarray:

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 import uuid
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import zmq
@@ -20,6 +21,7 @@ from ipc.messages import (PROTOCOL_VERSION, Cancel, ChunkDone, Control, DropRequ
                           SynthesisRequest, Welcome, WorkerState)
 from ipc.messages import Chunk
 from ipc.shm import PoolError, ShmPool
+from ipc.security import needs_curve, secure_server
 from stages.client_peers import ClientPeers
 from stages.planner import PlanError, Planner
 from stages.runtime import StageArgs, StageRuntime
@@ -58,6 +60,8 @@ class Frontend:
         self.fragment_pool = ShmPool.attach(layout.pools[layout.MERGER_POOL])
         ctx = runtime.ctx
         self.clients = sockets.make_socket(ctx, zmq.ROUTER, max_message=sockets.CLIENT_MAX_MESSAGE_BYTES)
+        if needs_curve(layout.client_endpoint):
+            self.authenticator = secure_server(ctx, self.clients, Path(cfg.curve_keys_dir))
         self.clients.bind(layout.client_endpoint)
         self.peers = ClientPeers(self.clients)
         self.incarnation = uuid.uuid4().hex[:12]
@@ -197,6 +201,8 @@ class Frontend:
             active.done_seqs.add(done.seq)
         if done.ok or chunk is None or active is None or done.code == "cancelled":
             return
+        if done.code == "voice_unavailable":
+            self.catalog.mark_unavailable(chunk.voice, done.message)
         attempts = active.attempts[done.seq] = active.attempts.get(done.seq, 0) + 1
         if done.code in ("engine_error", "no_memory") and attempts < self.config.limits.max_chunk_attempts:
             chunk.attempt = attempts
@@ -271,6 +277,8 @@ class Frontend:
             for chunk in self.scheduler.worker_lost(str(control.args.get("worker", ""))):
                 self._retry(chunk, "its worker died")
         elif control.command == "merger_lost":
+            self._drain_merger()  # every fragment the old merger sent, first
+            self.fragment_pool.reclaim_owner(int(control.args.get("pid", 0)), set())
             self._rerun_merged_chunks()
         elif control.command == "drain":
             self.draining = True

@@ -2,6 +2,7 @@
 crossfade and streams every contiguous prefix on to the frontend as a fragment."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -86,12 +87,16 @@ class Merger:
     def _on_control(self, control: Control) -> None:
         if control.command == "stop":
             self.running = False
+        elif control.command == "producer_lost":
+            self._reclaim(str(control.args.get("pool", "")), int(control.args.get("pid", 0)))
         elif control.command == "reset":
             # A new frontend knows none of the requests in progress; their clients resend
             # them, and everything starts over clean.
             for request_id in list(self.requests):
                 self._drop(request_id)
             self.finished.clear()
+            # Fragments the old frontend never read: nobody will read them now.
+            self.out_pool.reclaim_owner(os.getpid(), set())
 
     def _on_audio(self, msg: ChunkAudio) -> None:
         pool = self.in_pools.get(msg.handle.pool)
@@ -189,6 +194,18 @@ class Merger:
                 pool.release(msg.handle)
             except PoolError:
                 pass
+
+    def _reclaim(self, pool_name: str, pid: int) -> None:
+        """A worker died: after taking in every message it managed to send, free the
+        slots it left that no pending chunk refers to (their messages died with it)."""
+        pool = self.in_pools.get(pool_name)
+        if pool is None or pid <= 0:
+            return
+        while self.inbox.poll(0):
+            self._drain(self.inbox)
+        keep = {(m.handle.slot, m.handle.generation) for s in self.requests.values() for m in s.pending.values()
+                if m.handle.pool == pool_name}
+        pool.reclaim_owner(pid, keep)
 
     def _expire(self) -> None:
         now = time.monotonic()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class VoiceSpec:
     noise_w: float = 0.8
     num_speakers: int = 1
     config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    model_stamp: tuple[int, int] = (0, 0)  # model file (mtime_ns, size): a changed file is a new spec
 
 
 def check_voice_name(name: object) -> str:
@@ -64,6 +66,7 @@ def load_piper_spec(name: str, model_path: Path, config_path: Path) -> VoiceSpec
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
         inference = config.get("inference", {})
+        stat = model_path.stat()
         return VoiceSpec(
             name=name,
             family="piper",
@@ -78,21 +81,75 @@ def load_piper_spec(name: str, model_path: Path, config_path: Path) -> VoiceSpec
             noise_w=float(inference.get("noise_w", 0.8)),
             num_speakers=int(config.get("num_speakers", 1)),
             config=config,
+            model_stamp=(stat.st_mtime_ns, stat.st_size),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise VoiceError("voice_unavailable", name, f"voice {name!r}: unreadable config {config_path.name}: {exc}") from exc
 
 
+def load_gsv_spec(name: str, directory: Path) -> VoiceSpec:
+    """A GPT-SoVITS voice: `voice.toml` beside the user's checkpoints (see docs/gpt-sovits.md)."""
+    from stages.engines.gpt_sovits.voice_config import VoiceConfigError, read_voice_toml
+
+    try:
+        config = read_voice_toml(directory)
+        stat = Path(config["sovits"]).stat()
+    except (VoiceConfigError, OSError) as exc:
+        raise VoiceError("voice_unavailable", name, f"voice {name!r}: {exc}") from exc
+    defaults = config["defaults"]
+    return VoiceSpec(name=name, family="gpt-sovits", model_path=Path(config["sovits"]),
+                     config_path=directory / "voice.toml", sample_rate=config["sample_rate"], espeak_voice="",
+                     phoneme_type="gpt-sovits", phoneme_id_map={}, noise_scale=float(defaults["noise_scale"]),
+                     length_scale=1.0 / float(defaults["speed"]), noise_w=0.0, config=config,
+                     model_stamp=(stat.st_mtime_ns, stat.st_size))
+
+
+RESCAN_CHECK_S = 1.0  # how often a lookup may look for changes in the voices directory
+
+
 class VoiceCatalog:
-    """Maps voice names to specs; rescanned on demand (e.g. on reload)."""
+    """Maps voice names to specs. Notices voices added, removed or changed on disk by
+    itself (at most one directory listing per second), and on reload (SIGHUP)."""
 
     def __init__(self, voices_dir: Path | None) -> None:
         self.voices_dir = voices_dir.resolve() if voices_dir else None
         self._specs: dict[str, VoiceSpec] = {}
         self._broken: dict[str, str] = {}
+        self._unavailable: dict[str, tuple[tuple[int, int], str]] = {}  # name -> (stamp it failed at, why)
+        self._signature: tuple = ()
+        self._checked = 0.0
         self.rescan()
 
+    def _disk_signature(self) -> tuple:
+        """Names, sizes and times of every file in the voices directory."""
+        if not self.voices_dir or not self.voices_dir.is_dir():
+            return ()
+        entries = []
+        for path in sorted(self.voices_dir.glob("*/*")):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            entries.append((str(path), stat.st_mtime_ns, stat.st_size))
+        return tuple(entries)
+
+    def refresh(self) -> None:
+        """Rescan if the directory changed since the last look (rate-limited)."""
+        now = time.monotonic()
+        if now - self._checked < RESCAN_CHECK_S:
+            return
+        self._checked = now
+        if self._disk_signature() != self._signature:
+            self.rescan()
+
+    def mark_unavailable(self, name: str, why: str) -> None:
+        """A voice that failed to load stays unavailable until its files change."""
+        spec = self._specs.get(name)
+        if spec is not None:
+            self._unavailable[name] = (spec.model_stamp, why)
+
     def rescan(self) -> None:
+        self._signature = self._disk_signature()
         specs: dict[str, VoiceSpec] = {}
         broken: dict[str, str] = {}
         model, config = bundled_voice_files()
@@ -108,6 +165,8 @@ class VoiceCatalog:
         self._specs, self._broken = specs, broken
 
     def _scan_dir(self, directory: Path) -> VoiceSpec:
+        if (directory / "voice.toml").is_file():
+            return load_gsv_spec(directory.name, directory)
         models = sorted(p for p in directory.glob("*.onnx") if p.is_file())
         if len(models) != 1:
             raise VoiceError("voice_unavailable", directory.name,
@@ -120,8 +179,15 @@ class VoiceCatalog:
 
     def get(self, name: object) -> VoiceSpec:
         checked = check_voice_name(name)
+        self.refresh()
         spec = self._specs.get(checked)
         if spec is not None:
+            failed = self._unavailable.get(checked)
+            if failed is None:
+                return spec
+            if failed[0] == spec.model_stamp:
+                raise VoiceError("voice_unavailable", checked, failed[1])
+            del self._unavailable[checked]  # new files: try again
             return spec
         if checked in self._broken:
             raise VoiceError("voice_unavailable", checked, self._broken[checked])
@@ -131,4 +197,4 @@ class VoiceCatalog:
         return sorted(self._specs)
 
     def broken(self) -> dict[str, str]:
-        return dict(self._broken)
+        return {**self._broken, **{name: why for name, (_, why) in self._unavailable.items()}}

@@ -37,7 +37,23 @@ class OnnxEngine(Engine):
         if not {"input", "input_lengths", "scales"} <= inputs:
             raise EngineError(f"voice {spec.name!r}: {spec.model_path.name} is not a Piper VITS model "
                               f"(inputs {sorted(inputs)})")
-        return LoadedVoice(spec=spec, model=session, nbytes=spec.model_path.stat().st_size)
+        voice = LoadedVoice(spec=spec, model=session, nbytes=spec.model_path.stat().st_size)
+        self._probe(voice)
+        return voice
+
+    def _probe(self, voice: LoadedVoice) -> None:
+        """One tiny inference with the config's largest phoneme id: a config that does not
+        match its model fails here, at load, with the voice's name, not mid-request."""
+        spec = voice.spec
+        largest = max((i for ids in spec.phoneme_id_map.values() for i in ids), default=0)
+        ids = np.array([1, 0, largest, 0, largest, 0, 2], dtype=np.int64)
+        try:
+            audio = self._one(voice, SynthesisItem(ids, 0.0, 1.0, 0.0))
+        except EngineError as exc:
+            raise EngineError(f"voice {spec.name!r}: its config does not match its model "
+                              f"({spec.config_path.name} vs {spec.model_path.name}): {exc}") from None
+        if not len(audio) or not np.isfinite(audio).all():
+            raise EngineError(f"voice {spec.name!r}: the model produced no usable audio")
 
     def synthesize(self, voice: LoadedVoice, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
         # Piper's exported graphs draw their noise inside the graph with no seed input, so
