@@ -343,11 +343,12 @@ class AsyncClient:
                 message, payload = _decode_reply(frames)
             except ProtocolError:
                 continue
-            if isinstance(message, Pong) and self.welcome and message.incarnation != self.welcome.incarnation:
-                self.welcome.incarnation = message.incarnation
-                for rid, queue in self._queues.items():
-                    if rid:
-                        queue.put_nowait((_FrontendRestarted(), None))
+            if isinstance(message, Pong) and message.nonce == 0:  # our keepalive: only news of a restart
+                if self.welcome and message.incarnation != self.welcome.incarnation:
+                    self.welcome.incarnation = message.incarnation
+                    for rid, queue in self._queues.items():
+                        if rid:
+                            queue.put_nowait((_FrontendRestarted(), None))
                 continue
             rid = getattr(message, "request_id", "")
             if isinstance(message, (StatusReply, Pong)):

@@ -10,10 +10,12 @@ venv="${VOXPIPE_VENV:-.venv}"
 python="$venv/bin/python"
 
 system_packages() {
-    # Tools some tests use (systemd-analyze for the unit file). Installed where we may
+    # Tools some tests use (systemd-analyze for the unit file, Chromium for the HTTP
+    # page's browser test). Installed where we may
     # (root with apt, as in CI); elsewhere those tests skip and say why.
     local missing=()
     command -v systemd-analyze >/dev/null || missing+=(systemd)
+    command -v chromium >/dev/null || missing+=(chromium)
     if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             "${missing[@]}") >/dev/null 2>&1 || echo "note: could not install ${missing[*]}" >&2
@@ -29,7 +31,7 @@ setup() {
     want="$(cat pyproject.toml tools/constraints.txt | sha256sum | cut -d' ' -f1)"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         "$python" -m pip install --quiet --upgrade pip
-        "$python" -m pip install --quiet -c tools/constraints.txt -e ".[test,torch]"
+        "$python" -m pip install --quiet -c tools/constraints.txt -e ".[test,torch,http,bench]"
         echo "$want" >"$stamp"
     fi
 }

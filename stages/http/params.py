@@ -1,0 +1,88 @@
+"""Reading request parameters: a size-limited JSON body, and typed values from JSON or
+query strings, each failure an HttpError that names the parameter."""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from starlette.requests import ClientDisconnect, Request
+
+from stages.http.errors import HttpError
+
+# voxpipe's own per-request options, accepted as extra fields by both APIs
+# (e.g. the OpenAI SDK's `extra_body={"noise_scale": 0}`): name -> type
+VOXPIPE_OPTIONS: dict[str, type] = {"noise_scale": float, "noise_w": float, "seed": int, "speaker_id": int,
+                                    "policy": str, "first_chunk": bool}
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HttpError("body_too_large", f"request body of {declared} bytes exceeds the limit of {limit}")
+    body = bytearray()
+    try:
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                raise HttpError("body_too_large", f"request body exceeds the limit of {limit} bytes")
+    except ClientDisconnect:
+        raise HttpError("bad_request", "the client went away while sending the body") from None
+    return bytes(body)
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    body = await read_body(request, limit)
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HttpError("bad_request", f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise HttpError("bad_request", "the request body must be a JSON object")
+    return value
+
+
+def as_float(value: Any, name: str, low: float, high: float) -> float:
+    """A number from JSON or a query string, inside [low, high]."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise HttpError("bad_option", f"'{name}' must be a number, got {value!r}", param=name) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise HttpError("bad_option", f"'{name}' must be a number, got {value!r}", param=name)
+    if not low <= value <= high:
+        raise HttpError("bad_option", f"'{name}' must be between {low} and {high}, got {value}", param=name)
+    return float(value)
+
+
+def as_int(value: Any, name: str) -> int:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HttpError("bad_option", f"'{name}' must be an integer, got {value!r}", param=name)
+    return value
+
+
+def as_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise HttpError("bad_option", f"'{name}' must be true or false, got {value!r}", param=name)
+
+
+def as_str(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise HttpError("bad_option", f"'{name}' must be a string, got {value!r}", param=name)
+    return value
+
+
+def voxpipe_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The voxpipe options present in `params`, typed."""
+    readers = {float: lambda v, n: as_float(v, n, 0.0, 2.0), int: as_int, bool: as_bool, str: as_str}
+    return {name: readers[kind](params[name], name) for name, kind in VOXPIPE_OPTIONS.items()
+            if params.get(name) is not None}
