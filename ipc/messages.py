@@ -41,6 +41,11 @@ class SynthesisOptions:
     first_chunk: bool | None = None
     engine_stream: bool = False  # within-sentence streaming where the engine supports it
     engine: str | None = None  # runtime for the voice's family (onnx, torch, tensorrt); None: the daemon's
+    # GPT-SoVITS voices: semantic-token sampling (None: the voice's default; top_k=1: greedy)
+    top_k: int | None = None
+    top_p: float | None = None
+    temperature: float | None = None
+    repetition_penalty: float | None = None
 
 
 # ---- client <-> frontend -------------------------------------------------------------
@@ -166,6 +171,16 @@ class Chunk:
     attempt: int = 0
     submitted_at: float = 0.0
     engine: str = ""  # "" = the worker's default engine
+    # GPT-SoVITS voices: the text's language runs (phone_ids is their concatenation; a
+    # Mandarin run's norm_text and phones per character align its BERT features) and sampling
+    seg_langs: list[str] = field(default_factory=list)
+    seg_texts: list[str] = field(default_factory=list)
+    seg_phones: list[int] = field(default_factory=list)
+    seg_word2ph: list[list[int]] = field(default_factory=list)
+    top_k: int = 15
+    top_p: float = 1.0
+    temperature: float = 1.0
+    repetition_penalty: float = 1.35
 
 
 @dataclass

@@ -9,6 +9,7 @@ from daemon.config import Config
 from ipc.messages import Chunk, SynthesisRequest
 from stages.engines import engine_names
 from stages.phonemize import Phonemizer, PhonemizeError
+from stages.text.gsv.phonemizer import GsvPhonemizer, sampling_options
 from stages.text.normalize import normalize
 from stages.text.split import resolve_policy, split_text
 from stages.voices import VoiceCatalog, VoiceSpec
@@ -39,7 +40,7 @@ class Planner:
     def phonemizer(self, spec: VoiceSpec) -> Phonemizer:
         cached = self._phonemizers.get(spec.name)
         if cached is None or cached.spec != spec:
-            cached = self._phonemizers[spec.name] = Phonemizer(spec)
+            cached = self._phonemizers[spec.name] = GsvPhonemizer(spec) if spec.family == "gpt-sovits" else Phonemizer(spec)
         return cached
 
     def plan(self, request: SynthesisRequest, deadline: float) -> Plan:
@@ -63,6 +64,12 @@ class Planner:
         engine = opts.engine or ""
         if engine and engine not in ENGINE_NAMES:
             raise PlanError("bad_option", f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_NAMES)}")
+        gsv_sampling = {}
+        if spec.family == "gpt-sovits":
+            try:
+                gsv_sampling = sampling_options(opts, spec.config["defaults"])
+            except ValueError as exc:
+                raise PlanError("bad_option", str(exc)) from None
         try:
             policy = resolve_policy(opts.policy or front.policy)
         except ValueError as exc:
@@ -76,7 +83,8 @@ class Planner:
         except PhonemizeError as exc:
             raise PlanError("voice_unavailable", str(exc)) from None
         # Pieces with no phonemes (stray punctuation) would be silent chunks: leave them out.
-        kept = [(piece, ids) for piece, ids in zip(pieces, id_lists) if len(ids) > 3]
+        min_ids = 1 if spec.family == "gpt-sovits" else 4  # GPT-SoVITS ids carry no BOS/EOS/padding
+        kept = [(piece, ids) for piece, ids in zip(pieces, id_lists) if len(ids) >= min_ids]
         if not kept:
             raise PlanError("unspeakable", "text has nothing to say")
         now = time.monotonic()
@@ -84,4 +92,8 @@ class Planner:
                         scales["noise_scale"], scales["length_scale"], scales["noise_w"], opts.speaker_id,
                         None if opts.seed is None else opts.seed + seq, request.stream, deadline, 0, now, engine)
                   for seq, (piece, ids) in enumerate(kept)]
+        if spec.family == "gpt-sovits":  # language runs for BERT, and token sampling
+            for chunk, (piece, _) in zip(chunks, kept):
+                for key, value in {**phonemizer.chunk_fields(piece.text), **gsv_sampling}.items():
+                    setattr(chunk, key, value)
         return Plan(spec, chunks, len(request.text))

@@ -20,9 +20,24 @@ from stages.batching import BatchBudget, take_batch
 from stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, SynthesisItem, is_out_of_memory
 from stages.runtime import StageArgs, StageRuntime
 from stages.voice_cache import VoiceCache
-from stages.voices import VoiceCatalog, VoiceError
+from stages.voices import VoiceCatalog, VoiceError, VoiceSpec
 
 POOL_RETRY_S = 0.005
+
+
+def engine_for(spec: VoiceSpec, requested: str) -> str:
+    """A family with a single runtime always gets it (GPT-SoVITS voices: gpt-sovits)."""
+    return "gpt-sovits" if spec.family == "gpt-sovits" else requested
+
+
+def gsv_item_fields(chunk: Chunk) -> dict:
+    """A GPT-SoVITS chunk's language runs and sampling settings, as SynthesisItem fields."""
+    if not chunk.seg_langs:
+        return {}
+    segments = tuple((lang, text, n, tuple(w2p)) for lang, text, n, w2p in
+                     zip(chunk.seg_langs, chunk.seg_texts, chunk.seg_phones, chunk.seg_word2ph))
+    return {"text_segments": segments, "top_k": chunk.top_k, "top_p": chunk.top_p,
+            "temperature": chunk.temperature, "repetition_penalty": chunk.repetition_penalty}
 
 
 class Worker:
@@ -56,17 +71,22 @@ class Worker:
             cache = self.caches[engine] = VoiceCache(engine_obj, int(self.args.config.worker.voice_cache_mib * 2**20))
         return cache
 
+    def _voice_names(self) -> list[str]:
+        """Voices loaded in any engine's cache (GPT-SoVITS voices live in their own)."""
+        return [name for cache in self.caches.values() for name in cache.names()]
+
     def preload(self, names: list[str]) -> None:
         for name in names:
             try:
-                self.cache.get(self.catalog.get(name))
+                spec = self.catalog.get(name)
+                self._cache(engine_for(spec, self.default_engine)).get(spec)
             except (VoiceError, EngineError) as exc:
                 print(f"voxpipe worker {self.name}: cannot preload {name!r}: {exc}", flush=True)
 
     def announce(self) -> None:
         # A batching engine needs enough chunks in hand to fill its batches.
         credits = max(self.args.config.worker.credits, self._budget(self.cache.engine).max_items)
-        state = WorkerState(self.name, self.cache.names(), credits, self.rt.ready)
+        state = WorkerState(self.name, self._voice_names(), credits, self.rt.ready)
         sockets.send(self.frontend, state)
 
     def run(self) -> None:
@@ -138,8 +158,9 @@ class Worker:
             self._done(first, False, "timeout", "deadline passed before synthesis")
             return
         try:
-            cache = self._cache(first.engine or self.default_engine)
-            voice = cache.get(self.catalog.get(first.voice))
+            spec = self.catalog.get(first.voice)
+            cache = self._cache(engine_for(spec, first.engine or self.default_engine))
+            voice = cache.get(spec)
         except VoiceError as exc:
             self._done(first, False, exc.code, str(exc))
             return
@@ -161,7 +182,7 @@ class Worker:
 
     def _synthesize(self, engine: Engine, voice: LoadedVoice, batch: list[Chunk], budget: BatchBudget) -> None:
         items = [SynthesisItem(np.asarray(c.phoneme_ids, dtype=np.int64), c.noise_scale, c.length_scale, c.noise_w,
-                               c.speaker_id, c.seed) for c in batch]
+                               c.speaker_id, c.seed, **gsv_item_fields(c)) for c in batch]
         self.rt.busy_since = started = time.monotonic()
         try:
             audios = self._engine_call(engine, voice, items)
@@ -222,7 +243,7 @@ class Worker:
         sockets.send(self.frontend, ChunkDone(chunk.request_id, chunk.seq, ok, code, message))
 
     def _stats(self) -> dict:
-        return {"queue": len(self.queue), "voices": self.cache.names(), "cache": self.cache.stats(),
+        return {"queue": len(self.queue), "voices": self._voice_names(), "cache": self.cache.stats(),
                 "chunks_done": self.chunks_done, "device": self.args.device, "engine": self.default_engine,
                 "pool": self.pool.usage(), "batch_budget": {n: b.phonemes for n, b in self.budgets.items()},
                 "batches": self.batches, "batch_items": self.batch_items, "last_batch": self.last_batch_size,

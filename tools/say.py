@@ -28,6 +28,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--length-scale", type=float)
     parser.add_argument("--speaker", type=int, default=0)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--top-k", type=int, help="GPT-SoVITS voices: sample among the k likeliest tokens (1: greedy)")
+    parser.add_argument("--top-p", type=float, help="GPT-SoVITS voices: nucleus sampling threshold")
+    parser.add_argument("--temperature", type=float, help="GPT-SoVITS voices: sampling temperature")
+    parser.add_argument("--repetition-penalty", type=float, help="GPT-SoVITS voices: penalty on repeated tokens")
     parser.add_argument("--policy", help="text cut policy (punctuation, sentences, length, none, cut0..cut5)")
     parser.add_argument("--timeout", type=float, default=300.0)
 
@@ -42,7 +46,9 @@ def read_text(args: argparse.Namespace) -> str:
 
 def options(args: argparse.Namespace) -> dict:
     return {"noise_scale": args.noise_scale, "noise_w": args.noise_w, "length_scale": args.length_scale,
-            "speaker_id": args.speaker, "seed": args.seed, "policy": args.policy, "engine": args.engine}
+            "speaker_id": args.speaker, "seed": args.seed, "policy": args.policy, "engine": args.engine,
+            **{k: v for k, v in (("top_k", args.top_k), ("top_p", args.top_p), ("temperature", args.temperature),
+                                 ("repetition_penalty", args.repetition_penalty)) if v is not None}}
 
 
 def run(args: argparse.Namespace) -> int:

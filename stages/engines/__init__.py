@@ -10,6 +10,7 @@ _ENGINES = {
     "torch": ("stages.engines.torch_engine", "TorchEngine"),
     "tensorrt": ("stages.engines.tensorrt_engine", "TensorRTEngine"),
     "null": ("stages.engines.null_engine", "NullEngine"),
+    "gpt-sovits": ("stages.engines.gpt_sovits.engine", "GptSovitsEngine"),  # picked by voice family
 }
 
 

@@ -34,6 +34,12 @@ class SynthesisItem:
     noise_w: float
     speaker_id: int = 0
     seed: int | None = None
+    # GPT-SoVITS: language runs (lang, norm_text, n_phones, word2ph) and token sampling
+    text_segments: tuple[tuple[str, str, int, tuple[int, ...]], ...] = ()
+    top_k: int = 15
+    top_p: float = 1.0
+    temperature: float = 1.0
+    repetition_penalty: float = 1.35
 
 
 @dataclass

@@ -1,0 +1,94 @@
+"""`voice.toml`: how a GPT-SoVITS voice directory describes the user's files.
+
+    version = "v2"                  # v2 | v2Pro | v2ProPlus (v1 too); checked against the .pth
+    gpt = "my_voice-e15.ckpt"       # GPT-SoVITS's own files, unconverted, beside voice.toml
+    sovits = "my_voice_e8_s96.pth"
+    pretrained_dir = "/opt/GPT-SoVITS/GPT_SoVITS/pretrained_models"   # default: VOICES_DIR/.gsv-pretrained
+    language = "auto"               # text language of requests: zh | en | auto
+
+    [reference]                     # the clip (3-10 s) the voice imitates, and what it says
+    audio = "ref.wav"
+    text = "参考音频说的话。"
+    language = "zh"
+
+    [defaults]                      # per-request options fall back to these
+    top_k = 15
+    top_p = 1.0
+    temperature = 1.0
+    repetition_penalty = 1.35
+    noise_scale = 0.5
+    speed = 1.0
+
+Relative paths are relative to the voice directory. Reading it needs no torch.
+"""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")
+UNSUPPORTED = ("v3", "v4")
+SAMPLE_RATE = 32000
+DEFAULTS = {"top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.35, "noise_scale": 0.5,
+            "speed": 1.0}
+PRETRAINED_DIRNAME = ".gsv-pretrained"
+_TOP_KEYS = {"family", "version", "gpt", "sovits", "pretrained_dir", "language", "sample_rate", "reference",
+             "defaults"}
+
+
+class VoiceConfigError(ValueError):
+    """voice.toml is missing something or names files that are not there."""
+
+
+def read_voice_toml(directory: Path) -> dict[str, Any]:
+    """Parse and check `directory/voice.toml`; paths come back absolute."""
+    path = directory / "voice.toml"
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise VoiceConfigError(f"{path.name}: {exc}") from None
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise VoiceConfigError(f"voice.toml: unknown key {unknown[0]!r}; known: {', '.join(sorted(_TOP_KEYS))}")
+    family = raw.get("family", "gpt-sovits")
+    if family != "gpt-sovits":
+        raise VoiceConfigError(f"voice.toml: family {family!r} is not 'gpt-sovits'")
+    version = str(raw.get("version", "v2"))
+    if version in UNSUPPORTED:
+        raise VoiceConfigError(f"voice.toml: GPT-SoVITS {version} (CFM + BigVGAN/HiFi-GAN vocoder) is not "
+                               f"supported; supported versions: {', '.join(VERSIONS)}")
+    if version not in VERSIONS:
+        raise VoiceConfigError(f"voice.toml: unknown version {version!r}; supported: {', '.join(VERSIONS)}")
+    reference = raw.get("reference")
+    if not isinstance(reference, dict):
+        raise VoiceConfigError("voice.toml: missing [reference] table (audio, text, language)")
+    files = {}
+    for key, value in (("gpt", raw.get("gpt")), ("sovits", raw.get("sovits")), ("reference.audio", reference.get("audio"))):
+        if not isinstance(value, str) or not value:
+            raise VoiceConfigError(f"voice.toml: missing {key}")
+        file = (directory / value).resolve()
+        if not file.is_file():
+            raise VoiceConfigError(f"voice.toml: {key} file {value!r} not found")
+        files[key] = file
+    text = reference.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise VoiceConfigError("voice.toml: missing reference.text (what the reference clip says)")
+    ref_lang = str(reference.get("language", "auto"))
+    lang = str(raw.get("language", "auto"))
+    for key, value in (("reference.language", ref_lang), ("language", lang)):
+        if value not in ("zh", "en", "auto"):
+            raise VoiceConfigError(f"voice.toml: {key} {value!r}: use zh, en or auto")
+    defaults = dict(DEFAULTS)
+    for key, value in (raw.get("defaults") or {}).items():
+        if key not in DEFAULTS:
+            raise VoiceConfigError(f"voice.toml: unknown default {key!r}; known: {', '.join(DEFAULTS)}")
+        if type(value) not in (int, float) or (key == "top_k" and type(value) is not int):
+            raise VoiceConfigError(f"voice.toml: defaults.{key} must be a number")
+        defaults[key] = value
+    pretrained = raw.get("pretrained_dir")
+    pretrained_dir = (directory / pretrained).resolve() if pretrained else (directory.parent / PRETRAINED_DIRNAME).resolve()
+    return {"family": "gpt-sovits", "version": version, "gpt": str(files["gpt"]), "sovits": str(files["sovits"]),
+            "pretrained_dir": str(pretrained_dir), "language": lang, "sample_rate": int(raw.get("sample_rate", SAMPLE_RATE)),
+            "reference": {"audio": str(files["reference.audio"]), "text": text, "language": ref_lang},
+            "defaults": defaults}

@@ -1,0 +1,43 @@
+"""`voxpipe voice random`: write a tiny random-weight voice in its family's own file
+formats, so that every family can be served and tested with no download.
+
+    voxpipe voice random NAME --family piper|gpt-sovits [--version v2|v2Pro|v2ProPlus] -d VOICES_DIR
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stages.voices import VoiceError, check_voice_name
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="voice_command", required=True)
+    random = sub.add_parser("random", help="write a tiny random-weight voice (for tests and trials)")
+    random.add_argument("name", help="voice name (letters, digits, '-', '_')")
+    random.add_argument("--family", choices=["piper", "gpt-sovits"], default="piper")
+    random.add_argument("--version", choices=["v1", "v2", "v2Pro", "v2ProPlus"], default="v2",
+                        help="GPT-SoVITS model version (gpt-sovits only)")
+    random.add_argument("-d", "--voices-dir", required=True, help="the voices directory to write into")
+    random.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        name = check_voice_name(args.name)
+    except VoiceError as exc:
+        print(f"voxpipe voice: {exc}", file=sys.stderr)
+        return 2
+    voices = Path(args.voices_dir)
+    voices.mkdir(parents=True, exist_ok=True)
+    if args.family == "piper":
+        from stages.engines.vits.random_voice import write_random_piper_voice
+
+        path = write_random_piper_voice(voices, name, seed=args.seed)
+    else:
+        from stages.engines.gpt_sovits.random_voice import write_random_gsv_voice
+
+        path = write_random_gsv_voice(voices, name, args.version, seed=args.seed)
+    print(f"wrote {args.family} voice {name!r}: {path}")
+    return 0
