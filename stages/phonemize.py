@@ -77,9 +77,17 @@ class Phonemizer:
             raise PhonemizeError(f"voice {spec.name!r}: phoneme type {spec.phoneme_type!r} is not supported")
         self.spec = spec
         self._id_map = spec.phoneme_id_map
-        self._count = lru_cache(maxsize=4096)(self._count_uncached)
+        # Memoized: the splitter counts the phonemes of every chunk it makes, and the
+        # planner then needs the same chunks' phonemes; espeak runs once per piece.
+        self._cached = lru_cache(maxsize=4096)(self._phonemize)
 
     def phonemes(self, text: str) -> list[str]:
+        return list(self._cached(text))
+
+    def _phonemize(self, text: str) -> tuple[str, ...]:
+        return tuple(self._phonemes_uncached(text))
+
+    def _phonemes_uncached(self, text: str) -> list[str]:
         if self.spec.phoneme_type == "text":
             return list(unicodedata.normalize("NFD", text))
         try:
@@ -104,8 +112,5 @@ class Phonemizer:
         return self.ids(self.phonemes(text))
 
     def count(self, text: str) -> int:
-        """Number of phonemes in `text` (memoized: the splitter asks about the same pieces)."""
-        return self._count(text)
-
-    def _count_uncached(self, text: str) -> int:
-        return len(self.phonemes(text))
+        """Number of phonemes in `text`."""
+        return len(self._cached(text))

@@ -1,0 +1,232 @@
+"""A voxpipe daemon as a subprocess for the benchmark, and the CPU time it spends.
+
+The daemon runs in a session of its own, so every process it spawns (frontend,
+workers, merger, helpers) is found by its session id in /proc, whatever its name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ipc.client import Client
+from ipc.errors import VoxpipeError
+
+ROOT = Path(__file__).resolve().parents[2]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class DaemonError(Exception):
+    """The daemon exited or did not become ready; the message carries its log tail."""
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    engine: str = "onnx"
+    workers: int = 2
+    threads: int = 1
+
+
+def process_cpu(pid: int) -> tuple[int, float] | None:
+    """(session id, user+system CPU seconds) of a process, None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
+    return int(fields[3]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def session_cpu(session: int) -> dict[int, float]:
+    """CPU seconds of every live process in a session, by pid."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            info = process_cpu(int(entry.name))
+            if info is not None and info[0] == session:
+                out[int(entry.name)] = info[1]
+    return out
+
+
+class BenchDaemon:
+    def __init__(self, workdir: Path, settings: DaemonSettings) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir, self.settings = workdir, settings
+        self.endpoint = f"ipc://{workdir / 'bench.sock'}"
+        self.config_path = workdir / "voxpipe.toml"
+        self.config_path.write_text(
+            f"endpoint = {json.dumps(self.endpoint)}\nstate_dir = {json.dumps(str(workdir / 'state'))}\n"
+            f"[worker]\nengine = {json.dumps(settings.engine)}\ncount = {settings.workers}\n"
+            f"threads = {settings.threads}\n")
+        self.log_path = workdir / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_s: float = 180.0) -> "BenchDaemon":
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "serve", "--config", str(self.config_path)],
+                                         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise DaemonError(f"the daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with self.client(connect_timeout=1.0) as client:
+                    client.wait_ready(timeout=max(1.0, deadline - time.monotonic()))
+                return self
+            except VoxpipeError:
+                time.sleep(0.2)
+        self.stop()
+        raise DaemonError(f"the daemon was not ready in {wait_s:.0f} s:\n{self.log_tail()}")
+
+    def client(self, **kwargs: Any) -> Client:
+        return Client(self.endpoint, **kwargs)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def cpu_by_pid(self) -> dict[int, float]:
+        assert self.proc is not None
+        return session_cpu(self.proc.pid)
+
+    def status(self) -> dict[str, Any]:
+        with self.client() as client:
+            return client.status()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+
+    def __enter__(self) -> "BenchDaemon":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class CpuWindow:
+    """Daemon CPU between two snapshots, split into engine time and the rest by role."""
+
+    total_s: float = 0.0
+    engine_s: float = 0.0
+    by_role: dict[str, float] | None = None
+
+    @property
+    def overhead_s(self) -> float:
+        return self.total_s - self.engine_s
+
+    @property
+    def overhead_share(self) -> float:
+        return self.overhead_s / self.total_s if self.total_s > 0 else float("nan")
+
+    def add(self, other: "CpuWindow") -> None:
+        self.total_s += other.total_s
+        self.engine_s += other.engine_s
+        roles = dict(self.by_role or {})
+        for role, seconds in (other.by_role or {}).items():
+            roles[role] = roles.get(role, 0.0) + seconds
+        self.by_role = roles
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    cpu: dict[int, float]
+    engine_s: float | None  # None: the workers do not report engine time
+    roles: dict[int, str]
+
+
+def snapshot(daemon: BenchDaemon, settle_s: float) -> CpuSnapshot:
+    """CPU of every daemon process now, and the engine CPU the workers report. Workers
+    report through heartbeats, so the engine figure is read after waiting `settle_s`
+    (more than a heartbeat period and a supervisor report); engine time does not grow
+    while the daemon is idle, so the two figures describe the same moment."""
+    cpu = daemon.cpu_by_pid()
+    time.sleep(settle_s)
+    status = daemon.status()
+    engine: float | None = 0.0
+    roles = {}
+    for proc in status.get("processes", []):
+        pid, role = proc.get("pid"), proc.get("role", "?")
+        if isinstance(pid, int):
+            roles[pid] = role
+        if role == "worker":
+            value = (proc.get("stats") or {}).get("engine_cpu_s")
+            engine = None if value is None or engine is None else engine + float(value)
+    return CpuSnapshot(cpu, engine, roles)
+
+
+def window(before: CpuSnapshot, after: CpuSnapshot) -> CpuWindow | None:
+    """The CPU spent between two snapshots; None without engine figures or if a process
+    was replaced in between (its CPU would be lost)."""
+    if before.engine_s is None or after.engine_s is None or set(before.cpu) - set(after.cpu):
+        return None
+    by_role: dict[str, float] = {}
+    for pid, seconds in after.cpu.items():
+        role = after.roles.get(pid, "other")
+        by_role[role] = by_role.get(role, 0.0) + seconds - before.cpu.get(pid, 0.0)
+    engine = after.engine_s - before.engine_s
+    by_role["worker (engine)"] = engine
+    by_role["worker"] = by_role.get("worker", 0.0) - engine
+    return CpuWindow(sum(after.cpu[p] - before.cpu.get(p, 0.0) for p in after.cpu), engine, by_role)
+
+
+def idle_rate(daemon: BenchDaemon, seconds: float) -> dict[str, float]:
+    """CPU seconds per second each role spends while the daemon serves nothing (its
+    loops, heartbeats and reports): the part of the overhead paid whatever the load."""
+    roles = {p["pid"]: p.get("role", "?") for p in daemon.status().get("processes", []) if isinstance(p.get("pid"), int)}
+    before = daemon.cpu_by_pid()
+    started = time.monotonic()
+    time.sleep(seconds)
+    after = daemon.cpu_by_pid()
+    elapsed = time.monotonic() - started
+    rate: dict[str, float] = {}
+    for pid, cpu in after.items():
+        role = roles.get(pid, "other")
+        rate[role] = rate.get(role, 0.0) + (cpu - before.get(pid, cpu)) / elapsed
+    return rate
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (/proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+class ForeignLoad:
+    """How many cores other processes kept busy over a stretch of time: the machine's busy
+    time less this process's and the daemon's. The benchmark shares its machine; this
+    says how much a figure was disturbed."""
+
+    def __init__(self, daemon: BenchDaemon) -> None:
+        self.daemon = daemon
+        self._start = self._now()
+
+    def _now(self) -> tuple[float, float, float, float]:
+        return (time.monotonic(), machine_busy_s(), time.process_time(), sum(self.daemon.cpu_by_pid().values()))
+
+    def cores(self) -> float:
+        """Foreign cores since this object was made."""
+        end = self._now()
+        wall, busy, own, daemon = (b - a for a, b in zip(self._start, end))
+        return max(0.0, busy - own - daemon) / wall if wall > 0 else float("nan")
