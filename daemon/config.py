@@ -45,7 +45,7 @@ class WorkerConfig:
     engine: str = "onnx"
     precision: str = "fp32"
     credits: int = 2  # chunks a worker holds at once (one running, one ready)
-    max_batch: int = 16  # chunks per batch, for engines that batch (torch, tensorrt)
+    max_batch: int = 0  # chunks per batch; 0 = the engine's choice (torch: 16 on a GPU, 1 on a CPU)
     batch_phonemes: int = 8192  # ceiling on a batch's padded phonemes (memory may lower it)
     batch_wait_ms: float = 5.0  # wait this long for a batch to fill before running it
     voice_cache_mib: float = 2048.0  # LRU voice cache bound per worker
@@ -208,7 +208,7 @@ def validate(config: Config) -> Config:
         (config.worker.count >= 0, "worker.count must be >= 0"),
         (config.worker.threads >= 1, "worker.threads must be >= 1"),
         (config.worker.credits >= 1, "worker.credits must be >= 1"),
-        (config.worker.max_batch >= 1, "worker.max_batch must be >= 1"),
+        (config.worker.max_batch >= 0, "worker.max_batch must be >= 0"),
         (config.worker.batch_phonemes >= 64, "worker.batch_phonemes must be >= 64"),
         (0.0 <= config.worker.batch_wait_ms <= 1000.0, "worker.batch_wait_ms must be in [0, 1000]"),
         (config.worker.voice_cache_mib > 0, "worker.voice_cache_mib must be > 0"),

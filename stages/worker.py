@@ -44,7 +44,9 @@ class Worker:
     def __init__(self, args: StageArgs, runtime: StageRuntime) -> None:
         cfg = args.config
         self.args, self.rt, self.name = args, runtime, args.name
-        self.settings = EngineSettings(device=args.device, threads=cfg.worker.threads, precision=cfg.worker.precision)
+        options = {"max_batch": cfg.worker.max_batch} if cfg.worker.max_batch > 0 else {}
+        self.settings = EngineSettings(device=args.device, threads=cfg.worker.threads, precision=cfg.worker.precision,
+                                       options=options)
         self.default_engine = cfg.worker.engine
         self.catalog = VoiceCatalog(cfg.voices_path())
         self.caches: dict[str, VoiceCache] = {}
@@ -60,6 +62,7 @@ class Worker:
         self.batches = self.batch_items = self.last_batch_size = self.oom_events = 0
         self.engine_cpu_s = 0.0  # CPU time inside engine calls: the rest of the daemon's is overhead
         self._queue_since: float | None = None  # when the local queue last became non-empty
+        self.runners: dict[str, object] = {}  # engine name -> StreamRunner (continuous engines)
         self.metrics = recorder()
         self.running = True
 
@@ -85,7 +88,7 @@ class Worker:
 
     def announce(self) -> None:
         # A batching engine needs enough chunks in hand to fill its batches.
-        credits = max(self.args.config.worker.credits, self._budget(self.cache.engine).max_items)
+        credits = max([self.args.config.worker.credits] + [self._budget(c.engine).max_items for c in self.caches.values()])
         state = WorkerState(self.name, self._voice_names(), credits, self.rt.ready)
         sockets.send(self.frontend, state)
 
@@ -95,7 +98,8 @@ class Worker:
         poller.register(self.rt.control, zmq.POLLIN)
         while self.running:
             wait_ms = self._batch_wait_ms()
-            events = dict(poller.poll(100 if not len(self.queue) else wait_ms))
+            streaming = any(len(r) for r in self.runners.values())
+            events = dict(poller.poll(0 if streaming else 100 if not len(self.queue) else wait_ms))
             if self.frontend in events:
                 self._drain(self.frontend)
             if self.rt.control in events:
@@ -103,6 +107,9 @@ class Worker:
             if len(self.queue) and self._batch_wait_ms() == 0:
                 self._run_next()
                 self._queue_since = time.monotonic() if len(self.queue) else None
+            for name, runner in list(self.runners.items()):
+                if len(runner):
+                    self._step_stream(runner)
             self.rt.stats = self._stats()
             self.metrics.voice_cache(self.name, sum(c.hits for c in self.caches.values()),
                                      sum(c.misses for c in self.caches.values()))
@@ -137,7 +144,10 @@ class Worker:
         if isinstance(message, Chunk):
             self.queue.push(message)
         elif isinstance(message, DropRequest):
-            for chunk in self.queue.drop(message.request_id):
+            dropped = self.queue.drop(message.request_id)
+            for runner in self.runners.values():  # leaves the running batch before its next step
+                dropped += runner.drop(message.request_id)
+            for chunk in dropped:
                 self._done(chunk, False, "cancelled", message.reason)
         elif isinstance(message, Control):
             if message.command == "stop":
@@ -168,13 +178,56 @@ class Worker:
             self._done(first, False, "voice_unavailable", str(exc))
             return
         budget = self._budget(cache.engine)
+        if getattr(cache.engine, "continuous", False):
+            self._admit(cache.engine, voice, first, budget)
+            return
         self._synthesize(cache.engine, voice, take_batch(first, self.queue, budget, now), budget)
+
+    def _admit(self, engine: Engine, voice: LoadedVoice, chunk: Chunk, budget: BatchBudget) -> None:
+        """A chunk joins the engine's running batch (or waits in the queue while it is full)."""
+        runner = self.runners.get(engine.name)
+        if runner is None:
+            runner = self.runners[engine.name] = engine.stream_runner(budget.max_items)
+        if not runner.has_room():
+            self.queue.push(chunk)
+            return
+        while chunk is not None:
+            item = SynthesisItem(np.asarray(chunk.phoneme_ids, dtype=np.int64), chunk.noise_scale, chunk.length_scale,
+                                 chunk.noise_w, chunk.speaker_id, chunk.seed, **gsv_item_fields(chunk))
+            try:
+                runner.admit(voice, chunk, item)
+            except EngineError as exc:
+                self._done(chunk, False, "engine_error", str(exc))
+            # Queued chunks of the same voice join the same step; others on later passes.
+            chunk = self.queue.pop(lambda c, v=chunk.voice: c.voice == v) if runner.has_room() else None
+
+    def _step_stream(self, runner) -> None:
+        """One decoding step of a running batch; send the audio pieces it made ready."""
+        for chunk in runner.expire(time.monotonic()):
+            self._done(chunk, False, "timeout", "deadline passed during synthesis")
+        self.rt.busy_since = time.monotonic()
+        started = time.process_time()
+        try:
+            result = runner.step()
+        finally:
+            self.engine_cpu_s += time.process_time() - started
+            self.rt.busy_since = None
+        self.oom_events += len(result.evicted)
+        for chunk in result.evicted:  # out of memory: the batch limit shrank; it runs later
+            self.queue.push(chunk)
+        for chunk, message in result.failed:
+            self._done(chunk, False, "engine_error", message)
+        for piece in result.pieces:
+            if piece.part == 0:
+                self.metrics.batch_size(len(runner) + 1)
+            if not self._send_audio(piece.chunk, piece.audio, piece.synth_s, piece.queued_s, piece.part, piece.last):
+                runner.drop(piece.chunk.request_id)
 
     def _budget(self, engine: Engine) -> BatchBudget:
         budget = self.budgets.get(engine.name)
         if budget is None:
             cfg = self.args.config.worker
-            max_items = min(cfg.max_batch, getattr(engine, "max_batch", 1))
+            max_items = getattr(engine, "max_batch", 1)
             memory = engine.memory_info()
             budget = self.budgets[engine.name] = BatchBudget.from_memory(
                 max_items, memory.get("free"), getattr(engine, "bytes_per_phoneme", None), cfg.batch_phonemes)
@@ -222,7 +275,8 @@ class Worker:
         finally:
             self.engine_cpu_s += time.process_time() - started
 
-    def _send_audio(self, chunk: Chunk, audio: np.ndarray, synth_s: float, queued_s: float) -> None:
+    def _send_audio(self, chunk: Chunk, audio: np.ndarray, synth_s: float, queued_s: float,
+                    part: int = 0, last_part: bool = True) -> bool:
         while True:
             try:
                 handle = self.pool.put(audio, chunk.deadline)
@@ -231,12 +285,15 @@ class Worker:
                 # The merger frees slots as it reads them; wait for it within the deadline.
                 if time.monotonic() > chunk.deadline or audio.nbytes > self.pool.spec.slots * self.pool.spec.slot_bytes:
                     self._done(chunk, False, "no_memory", str(exc))
-                    return
+                    return False
                 time.sleep(POOL_RETRY_S)
         sample_rate = self.catalog.get(chunk.voice).sample_rate
         sockets.send(self.merger, ChunkAudio(chunk.request_id, chunk.seq, chunk.count, sample_rate, handle,
-                                             synth_s, queued_s, stream=chunk.stream, deadline=chunk.deadline))
-        self._done(chunk, True)
+                                             synth_s, queued_s, part, last_part, stream=chunk.stream,
+                                             deadline=chunk.deadline))
+        if last_part:
+            self._done(chunk, True)
+        return True
 
     def _done(self, chunk: Chunk, ok: bool, code: str = "", message: str = "") -> None:
         self.chunks_done += 1

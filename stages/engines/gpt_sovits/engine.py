@@ -35,6 +35,15 @@ def item_segments(item: SynthesisItem) -> list[TextSegment]:
 
 class GptSovitsEngine(Engine):
     name = "gpt-sovits"
+    # The worker serves this engine's chunks through a StreamRunner (serving.py):
+    # continuous batching of the decoder, audio in windows as tokens come.
+    continuous = True
+    max_batch = 16  # sequences in the running batch, at most
+
+    def stream_runner(self, max_sequences: int):
+        from stages.engines.gpt_sovits.serving import StreamRunner
+
+        return StreamRunner(max_sequences)
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
