@@ -1,0 +1,213 @@
+"""PyTorch engine: runs Piper voices through our own VITS implementation.
+
+Unlike the onnxruntime graph it batches items of different lengths (each item's output is
+the same as when it runs alone), seeds noise per item, can stream audio within a sentence,
+and runs the vocoder in fp16/bf16 on a GPU.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Iterator, NoReturn, Sequence
+
+import numpy as np
+
+# Set before torch (and with it OpenMP and oneDNN) first loads; the daemon can also set
+# them in the worker's environment, which wins. OpenMP threads that spin while idle steal
+# the cores of the other workers on a busy host, sleeping ones cost a little latency. The
+# oneDNN cache needs room for the kernels of every padded shape (see bucket_length).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "4096")
+
+import torch  # noqa: E402
+
+from stages.engines.base import (  # noqa: E402
+    Engine, EngineError, EngineSettings, LoadedVoice, SynthesisItem, is_out_of_memory)
+from stages.engines.vits.load import load_piper_onnx  # noqa: E402
+from stages.engines.vits.model import VitsModel, bucket_length  # noqa: E402
+from stages.engines.vits.stream import decode_windows  # noqa: E402
+from stages.voices import VoiceSpec  # noqa: E402
+
+_LOG = logging.getLogger(__name__)
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_BYTES_PER_PHONEME = 1.0e6
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed blocks instead of returning them to the kernel.
+
+    Every layer of the vocoder allocates tens of MB; handing those back and faulting them
+    in again costs more than some convolutions. Linux/glibc only; False elsewhere.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    big = ctypes.c_int(2**31 - 1)
+    if not mallopt(m_mmap_threshold, ctypes.c_int(1 << 30)):
+        mallopt(m_mmap_threshold, ctypes.c_int(32 << 20))  # older glibc caps the threshold
+    return bool(mallopt(m_trim_threshold, big))
+
+
+def system_memory(meminfo: Path = Path("/proc/meminfo")) -> dict[str, int]:
+    """Available and total RAM in bytes from /proc/meminfo; empty if unreadable."""
+    try:
+        fields = {}
+        for line in meminfo.read_text().splitlines():
+            key, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts:
+                fields[key] = int(parts[0]) * (1024 if parts[1:] == ["kB"] else 1)
+        return {"free": fields["MemAvailable"], "total": fields["MemTotal"]}
+    except (OSError, KeyError, ValueError, IndexError):
+        return {}
+
+
+class TorchEngine(Engine):
+    name = "torch"
+
+    def __init__(self, settings: EngineSettings) -> None:
+        super().__init__(settings)
+        if settings.precision not in _DTYPES:
+            raise EngineError(f"torch engine: unsupported precision {settings.precision!r} "
+                              f"(choose {', '.join(_DTYPES)})")
+        if settings.device == "cuda" and torch.cuda.is_available():
+            self.device = torch.device("cuda")
+            self.decoder_dtype = _DTYPES[settings.precision]
+        else:
+            if settings.device == "cuda":
+                _LOG.warning("torch engine: CUDA requested but not available; using the CPU")
+            self.device = torch.device("cpu")
+            # Reduced precision buys nothing for these convolutions on most CPUs.
+            self.decoder_dtype = torch.float32
+        torch.set_num_threads(max(1, int(settings.threads)))
+        # Batches decode exactly as their items alone; they pay off on a GPU, while on a CPU
+        # the padding costs more than batching saves, so there items run one by one.
+        cuda = self.device.type == "cuda"
+        self.max_batch = int(settings.options.get("max_batch", 16 if cuda else 1))  # type: ignore[misc]
+        # Peak working memory per padded phoneme (vocoder activations dominate), measured
+        # on a medium voice at length_scale 1 with headroom for slower speech.
+        self.bytes_per_phoneme = _BYTES_PER_PHONEME * (0.5 if self.decoder_dtype != torch.float32 else 1.0)
+        if self.device.type == "cpu" and settings.options.get("keep_freed_memory", True):
+            keep_freed_memory()
+        steps = int(settings.options.get("shape_buckets", 8))
+        self._bucket = functools.partial(bucket_length, steps_per_octave=steps) if steps > 0 else None
+
+    # ------------------------------------------------------------------ voices
+
+    def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
+        model = load_piper_onnx(spec.model_path, spec.name, spec.num_speakers)
+        try:
+            model = model.to(self.device)
+            model.dec.to(self.decoder_dtype)
+        except RuntimeError as exc:  # e.g. CUDA out of memory
+            raise EngineError(f"voice {spec.name!r}: cannot place model on {self.device}: {exc}") from exc
+        nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        return LoadedVoice(spec=spec, model=model, nbytes=nbytes)
+
+    def unload_voice(self, voice: LoadedVoice) -> None:
+        voice.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ synthesis
+
+    def _model(self, voice: LoadedVoice) -> VitsModel:
+        if not isinstance(voice.model, VitsModel):
+            raise EngineError(f"voice {voice.spec.name!r} is not loaded")
+        return voice.model
+
+    def _check(self, voice: LoadedVoice, model: VitsModel, item: SynthesisItem) -> np.ndarray:
+        ids = np.asarray(item.phoneme_ids)
+        name = voice.spec.name
+        if ids.ndim != 1 or ids.size == 0 or not np.issubdtype(ids.dtype, np.integer):
+            raise EngineError(f"voice {name!r}: phoneme ids must be a non-empty 1-D integer array")
+        if ids.min() < 0 or ids.max() >= model.cfg.n_vocab:
+            raise EngineError(f"voice {name!r}: phoneme id out of range 0..{model.cfg.n_vocab - 1}")
+        if model.cfg.n_speakers > 1 and not 0 <= item.speaker_id < model.cfg.n_speakers:
+            raise EngineError(f"voice {name!r}: speaker id {item.speaker_id} out of range "
+                              f"0..{model.cfg.n_speakers - 1}")
+        return ids.astype(np.int64, copy=False)
+
+    def _inputs(self, voice: LoadedVoice, model: VitsModel, items: Sequence[SynthesisItem]) -> dict:
+        rows = [self._check(voice, model, item) for item in items]
+        lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        width = int(lengths.max())
+        ids = torch.zeros(len(rows), self._bucket(width) if self._bucket else width, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)] = torch.from_numpy(row)
+
+        def per_item(field: str) -> torch.Tensor:
+            return torch.tensor([float(getattr(item, field)) for item in items], device=self.device)
+
+        # CPU generators keep a seed's noise the same on every device.
+        generators = None
+        if any(item.seed is not None for item in items):
+            generators = [None if item.seed is None else torch.Generator().manual_seed(int(item.seed))
+                          for item in items]
+        sid = torch.tensor([int(item.speaker_id) for item in items], device=self.device)
+        return dict(ids=ids.to(self.device), lengths=lengths.to(self.device),
+                    noise_scale=per_item("noise_scale"), length_scale=per_item("length_scale"),
+                    noise_w=per_item("noise_w"), sid=sid if model.cfg.n_speakers > 1 else None,
+                    generators=generators, pad_frames=self._bucket)
+
+    def synthesize(self, voice: LoadedVoice, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        if not items:
+            return []
+        model = self._model(voice)
+        inputs = self._inputs(voice, model, items)
+        try:
+            with torch.inference_mode():
+                z, frames = model.acoustic(**inputs)
+                audio = model.vocode(z, frames, sid=inputs["sid"]).float().cpu().numpy()
+        except RuntimeError as exc:
+            self._fail(voice, exc)
+        hop = model.hop_length
+        return [np.ascontiguousarray(audio[i, :int(n) * hop], dtype=np.float32)
+                for i, n in enumerate(frames.cpu().tolist())]
+
+    def synthesize_stream(self, voice: LoadedVoice, item: SynthesisItem,
+                          window_frames: int = 64) -> Iterator[np.ndarray]:
+        """Audio of one item in pieces, each ready after decoding one window of frames."""
+        model = self._model(voice)
+        inputs = self._inputs(voice, model, [item])
+        try:
+            # Inference mode is entered per step: held across a yield it would leak into
+            # the caller's code.
+            with torch.inference_mode():
+                z, frames = model.acoustic(**inputs)
+                pieces = decode_windows(model, z[:, :, :int(frames[0])], window_frames, sid=inputs["sid"])
+            while True:
+                with torch.inference_mode():
+                    piece = next(pieces, None)
+                    if piece is None:
+                        return
+                    out = piece.float().cpu().numpy()
+                yield np.ascontiguousarray(out, dtype=np.float32)
+        except RuntimeError as exc:
+            self._fail(voice, exc)
+
+    def _fail(self, voice: LoadedVoice, exc: RuntimeError) -> NoReturn:
+        """Out-of-memory errors pass through untouched (the worker halves its batch and
+        retries); anything else becomes an EngineError naming the voice."""
+        if is_out_of_memory(exc):
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise exc
+        raise EngineError(f"voice {voice.spec.name!r}: inference failed: {exc}") from exc
+
+    # ------------------------------------------------------------------ resources
+
+    def memory_info(self) -> dict[str, int]:
+        if self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            return {"free": int(free), "total": int(total)}
+        return system_memory()

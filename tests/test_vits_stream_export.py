@@ -1,0 +1,125 @@
+"""Streaming vocoder and ONNX export of the PyTorch VITS."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from stages.engines.vits.export import export_acoustic, export_vocoder  # noqa: E402
+from stages.engines.vits.load import load_piper_onnx  # noqa: E402
+from stages.engines.vits.random_voice import random_model, tiny_config  # noqa: E402
+from stages.engines.vits.stream import decode_windows, receptive_radius  # noqa: E402
+from stages.voices import VoiceCatalog  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def joe_model():
+    torch.set_num_threads(2)
+    spec = VoiceCatalog(None).get("joe")
+    return load_piper_onnx(spec.model_path, spec.name)
+
+
+def test_receptive_radius_covers_the_measured_one(joe_model):
+    frames, probe = 64, 32
+    z = torch.randn(1, joe_model.cfg.inter_channels, frames, generator=torch.Generator().manual_seed(1))
+    bumped = z.clone()
+    bumped[:, :, probe] += 1.0
+    with torch.inference_mode():
+        changed = torch.nonzero(joe_model.vocode(bumped)[0] != joe_model.vocode(z)[0]).flatten()
+    hop = joe_model.hop_length
+    reach = max(probe - int(changed.min()) // hop, int(changed.max()) // hop - probe)
+    radius = receptive_radius(joe_model.dec)
+    assert 0 < reach <= radius <= reach + 4  # safe, and not wastefully wide
+
+
+@pytest.mark.parametrize("window", [5, 32, 500])
+def test_windows_join_to_the_full_decode(joe_model, window):
+    z = torch.randn(1, joe_model.cfg.inter_channels, 80, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        full = joe_model.vocode(z)[0]
+        pieces = list(decode_windows(joe_model, z, window))
+    hop = joe_model.hop_length
+    assert pieces[0].shape[0] == min(window, 80) * hop  # first audio after one window
+    assert len(pieces) == -(-80 // window)
+    joined = torch.cat(pieces)
+    assert joined.shape == full.shape
+    assert (joined - full).abs().max().item() <= 1e-3
+
+
+def test_too_little_context_is_visible(joe_model):
+    # Guards the test above: without enough context the seams do differ.
+    z = torch.randn(1, joe_model.cfg.inter_channels, 96, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        full = joe_model.vocode(z)[0]
+        joined = torch.cat(list(decode_windows(joe_model, z, 16, context_frames=1)))
+    assert (joined - full).abs().max().item() > 1e-3
+
+
+def test_stream_with_speaker_and_resblock1():
+    cfg = tiny_config(num_speakers=2)
+    cfg = type(cfg)(**{**cfg.__dict__, "resblock": "1", "resblock_kernel_sizes": (3, 7),
+                       "resblock_dilation_sizes": ((1, 3, 5), (1, 3, 5))})
+    model = random_model(cfg, seed=5)
+    z = torch.randn(1, cfg.inter_channels, 70, generator=torch.Generator().manual_seed(4))
+    sid = torch.tensor([1])
+    with torch.inference_mode():
+        full = model.vocode(z, sid=sid)[0]
+        joined = torch.cat(list(decode_windows(model, z, 9, sid=sid)))
+    assert (joined - full).abs().max().item() <= 1e-4
+
+
+@pytest.fixture(scope="module", params=[1, 3], ids=["single", "multi"])
+def exported(request, tmp_path_factory):
+    model = random_model(tiny_config(num_speakers=request.param), seed=request.param)
+    root = tmp_path_factory.mktemp(f"export{request.param}")
+    acoustic = ort.InferenceSession(str(export_acoustic(model, root / "acoustic.onnx")),
+                                    providers=["CPUExecutionProvider"])
+    vocoder = ort.InferenceSession(str(export_vocoder(model, root / "vocoder.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    return model, acoustic, vocoder
+
+
+# Batch sizes and lengths other than the ones traced, to exercise the dynamic axes.
+@pytest.mark.parametrize("lengths", [[9], [57, 31, 44]])
+def test_exported_parts_match_torch(exported, lengths):
+    model, acoustic, vocoder = exported
+    rng = np.random.default_rng(len(lengths))
+    ids = np.zeros((len(lengths), max(lengths)), dtype=np.int64)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = rng.integers(1, 150, n)
+    lens = np.array(lengths, dtype=np.int64)
+    multi = model.cfg.n_speakers > 1
+    sid = np.arange(len(lengths), dtype=np.int64) % model.cfg.n_speakers
+    feeds = {"input": ids, "input_lengths": lens, "scales": np.array([0.0, 1.1, 0.0], dtype=np.float32)}
+    if multi:
+        feeds["sid"] = sid
+    z, frames = acoustic.run(None, feeds)
+    sid_t = torch.from_numpy(sid) if multi else None
+    with torch.inference_mode():
+        z_t, frames_t = model.acoustic(torch.from_numpy(ids), torch.from_numpy(lens), 0.0, 1.1, 0.0, sid=sid_t)
+    assert np.array_equal(frames, frames_t.numpy())
+    assert z.shape == tuple(z_t.shape) and np.abs(z - z_t.numpy()).max() <= 1e-4
+
+    audio = vocoder.run(None, {"z": z, "frames": frames, **({"sid": sid} if multi else {})})[0]
+    with torch.inference_mode():
+        audio_t = model.vocode(torch.from_numpy(z), torch.from_numpy(frames), sid=sid_t).numpy()
+    assert audio.shape == audio_t.shape == (len(lengths), z.shape[2] * model.hop_length)
+    assert np.abs(audio - audio_t).max() <= 1e-4
+    # Padded items decode as if alone, in the exported graph too.
+    last = len(lengths) - 1
+    alone = vocoder.run(None, {"z": z[last:, :, :frames[last]], "frames": frames[last:],
+                               **({"sid": sid[last:]} if multi else {})})[0]
+    assert np.abs(alone[0] - audio[last, :alone.shape[1]]).max() <= 1e-4
+
+
+def test_exported_acoustic_draws_noise(exported):
+    _, acoustic, _ = exported
+    feeds = {"input": np.arange(1, 21, dtype=np.int64)[None], "input_lengths": np.array([20], dtype=np.int64),
+             "scales": np.array([0.667, 1.0, 0.8], dtype=np.float32)}
+    if "sid" in {i.name for i in acoustic.get_inputs()}:
+        feeds["sid"] = np.array([0], dtype=np.int64)
+    first, second = acoustic.run(None, feeds)[0], acoustic.run(None, feeds)[0]
+    assert first.shape != second.shape or not np.allclose(first, second)
