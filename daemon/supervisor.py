@@ -97,7 +97,10 @@ class Supervisor:
                     for i, gpu in enumerate(gpus)]
         count = self.config.worker.count or max(1, (os.cpu_count() or 1) // self.config.worker.threads)
         threads = str(self.config.worker.threads)
-        return [(f"w{i}", "cpu", {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads})
+        # PASSIVE: idle OpenMP threads sleep instead of spinning, which on a shared CPU
+        # otherwise steals the cores the other workers are using.
+        return [(f"w{i}", "cpu", {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads,
+                                  "OMP_WAIT_POLICY": "PASSIVE"})
                 for i in range(count)]
 
     def _claim_endpoint(self) -> Path:

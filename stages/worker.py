@@ -181,7 +181,36 @@ class Worker:
         if getattr(cache.engine, "continuous", False):
             self._admit(cache.engine, voice, first, budget)
             return
+        window = self.args.config.worker.engine_stream_frames
+        if first.stream and window > 0 and hasattr(cache.engine, "synthesize_stream"):
+            self._synthesize_windows(cache.engine, voice, first, window)
+            return
         self._synthesize(cache.engine, voice, take_batch(first, self.queue, budget, now), budget)
+
+    def _synthesize_windows(self, engine: Engine, voice: LoadedVoice, chunk: Chunk, window: int) -> None:
+        """Within-sentence streaming: each decoded window goes to the merger as a part of
+        the chunk, so a long sentence's first audio comes after one window."""
+        item = SynthesisItem(np.asarray(chunk.phoneme_ids, dtype=np.int64), chunk.noise_scale, chunk.length_scale,
+                             chunk.noise_w, chunk.speaker_id, chunk.seed)
+        started = time.monotonic()
+        pieces = engine.synthesize_stream(voice, item, window)
+        part = 0
+        try:
+            while True:
+                self.rt.busy_since = time.monotonic()
+                piece = next(pieces, None)
+                self.rt.busy_since = None
+                # Each window goes out at once; an empty last part marks the chunk's end.
+                last = piece is None
+                audio = np.zeros(0, np.float32) if last else piece
+                if not self._send_audio(chunk, audio, time.monotonic() - started, started - chunk.submitted_at,
+                                        part, last_part=last) or last:
+                    return
+                part += 1
+        except EngineError as exc:
+            self._done(chunk, False, "engine_error", str(exc))
+        finally:
+            self.rt.busy_since = None
 
     def _admit(self, engine: Engine, voice: LoadedVoice, chunk: Chunk, budget: BatchBudget) -> None:
         """A chunk joins the engine's running batch (or waits in the queue while it is full)."""
