@@ -29,6 +29,7 @@ from stages.scheduler import Scheduler
 from stages.voices import VoiceCatalog, VoiceError
 
 MAX_REQUEST_ID = 64
+PLAN_SLICE_S = 0.005  # planning runs in slices this long between socket reads
 
 
 @dataclass
@@ -74,6 +75,7 @@ class Frontend:
         self.to_merger = sockets.make_socket(ctx, zmq.PUSH)
         self.to_merger.connect(layout.merger_endpoint)
         self.active: dict[str, Active] = {}
+        self.admitted: dict[str, tuple[bytes, SynthesisRequest]] = {}  # let in, not yet planned
         self.report = SupervisorReport(False, False, [])
         self.draining = False
         self.running = True
@@ -90,8 +92,9 @@ class Frontend:
         for sock in handlers:
             poller.register(sock, zmq.POLLIN)
         while self.running:
-            for sock, _ in poller.poll(100):
+            for sock, _ in poller.poll(0 if self.admitted else 100):
                 handlers[sock]()
+            self._plan_admitted()
             self._forget_vanished_clients()
             self._dispatch()
             self._expire()
@@ -107,7 +110,19 @@ class Frontend:
                 self.counts["bad_frames"] += 1
 
     # ---- clients ----------------------------------------------------------------------------
+    def _plan_admitted(self, budget_s: float = PLAN_SLICE_S) -> None:
+        """Plan admitted requests for one short slice of time. Admission is decided as
+        messages arrive and planning (the costly part) happens in slices between socket
+        reads, so a burst's `busy` answers never wait behind the planning of the
+        requests that were let in."""
+        started = time.perf_counter()
+        while self.admitted and time.perf_counter() - started < budget_s:
+            rid = next(iter(self.admitted))
+            client, request = self.admitted.pop(rid)
+            self._on_request(client, request)
+
     def _drain_clients(self) -> None:
+        admitted = self.admitted
         self.peers.refresh()
         for _ in range(256):
             try:
@@ -127,9 +142,16 @@ class Frontend:
                 self._reply_error(client, "", "bad_request", str(exc))
                 continue
             if isinstance(message, SynthesisRequest):
-                self._on_request(client, message)
+                refusal = self._admission_error(message, admitted)
+                if refusal:
+                    self._reply_error(client, message.request_id[:MAX_REQUEST_ID], *refusal)
+                else:
+                    admitted[message.request_id] = (client, message)
             elif isinstance(message, Cancel):
-                self._finish(message.request_id, Error(message.request_id, "cancelled", "cancelled by the client"))
+                cancelled = Error(message.request_id, "cancelled", "cancelled by the client")
+                if admitted.pop(message.request_id, None) is not None:
+                    self._send_client(client, cancelled)
+                self._finish(message.request_id, cancelled)
             elif isinstance(message, Hello):
                 self._on_hello(client, message)
             elif isinstance(message, StatusQuery):
@@ -144,16 +166,21 @@ class Frontend:
         else:
             self._send_client(client, Welcome(PROTOCOL_VERSION, __version__, self.args.layout.run_id, self.incarnation))
 
-    def _on_request(self, client: bytes, request: SynthesisRequest) -> None:
+    def _admission_error(self, request: SynthesisRequest, admitted: dict) -> tuple[str, str] | None:
+        """The cheap checks, before any planning: (code, message) to refuse, or None."""
         rid = request.request_id
         if not rid or len(rid) > MAX_REQUEST_ID:
-            return self._reply_error(client, rid[:MAX_REQUEST_ID], "bad_request", "request_id must be 1..64 characters")
-        if rid in self.active:
-            return self._reply_error(client, rid, "duplicate", f"request {rid} is already being served")
+            return "bad_request", "request_id must be 1..64 characters"
+        if rid in self.active or rid in admitted:
+            return "duplicate", f"request {rid} is already being served"
         if self.draining:
-            return self._reply_error(client, rid, "busy", "the daemon is shutting down")
-        if len(self.active) >= self.config.limits.max_active_requests:
-            return self._reply_error(client, rid, "busy", f"{len(self.active)} requests in progress; try again later")
+            return "busy", "the daemon is shutting down"
+        if len(self.active) + len(admitted) >= self.config.limits.max_active_requests:
+            return "busy", f"{len(self.active) + len(admitted)} requests in progress; try again later"
+        return None
+
+    def _on_request(self, client: bytes, request: SynthesisRequest) -> None:
+        rid = request.request_id
         timeout = request.timeout_s if request.timeout_s and request.timeout_s > 0 else self.config.limits.request_timeout_s
         now = time.monotonic()
         deadline = now + min(timeout, self.config.limits.request_timeout_s)
@@ -351,13 +378,13 @@ class Frontend:
         processes = list(self.report.processes) or [{"role": "frontend", "name": "frontend", "pid": os.getpid()}]
         return {"ready": self.report.ready, "draining": self.draining or self.report.draining,
                 "run_id": self.args.layout.run_id, "version": __version__, "processes": processes,
-                "queues": self.scheduler.stats(), "active_requests": len(self.active),
+                "queues": self.scheduler.stats(), "active_requests": len(self.active) + len(self.admitted),
                 "voices": self.catalog.names(), "unavailable_voices": self.catalog.broken(),
                 "counts": dict(self.counts), "last_minute": self.recent.summary(),
                 "voice_cache": voice_cache_summary(processes), **self.report.info}
 
     def _stats(self) -> dict:
-        return {"active": len(self.active), "queued": len(self.scheduler.queue), **self.counts,
+        return {"active": len(self.active) + len(self.admitted), "queued": len(self.scheduler.queue), **self.counts,
                 "voice_usage": dict(self.voice_usage)}
 
 

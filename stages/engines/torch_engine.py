@@ -82,6 +82,11 @@ class TorchEngine(Engine):
         if settings.device == "cuda" and torch.cuda.is_available():
             self.device = torch.device("cuda")
             self.decoder_dtype = _DTYPES[settings.precision]
+            # The supervisor's per-worker share of the card (gpu.memory_fraction), applied
+            # before the first allocation so the caching allocator never grows past it.
+            fraction = os.environ.get("VOXPIPE_GPU_MEMORY_FRACTION")
+            if fraction:
+                torch.cuda.set_per_process_memory_fraction(float(fraction))
         else:
             if settings.device == "cuda":
                 _LOG.warning("torch engine: CUDA requested but not available; using the CPU")

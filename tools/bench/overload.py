@@ -1,0 +1,88 @@
+"""Overload benchmark: at a multiple of what the daemon's queues hold, how fast do the
+`busy` answers come back, and do the accepted requests still finish?
+
+    python -m tools.bench.overload [--capacity 32] [--factor 3] [--engine onnx]
+
+Starts its own daemon with `limits.max_active_requests = capacity`, sends
+capacity x factor requests at once over one client socket, and prints busy-answer
+latency percentiles, how many were accepted and finished, and a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ipc.client import AsyncClient, run_async
+from ipc.errors import VoxpipeError
+from tools.bench.daemon import BenchDaemon, DaemonSettings
+from tools.bench.stats import percentile
+
+TEXT = "The quick brown fox jumps over the lazy dog."
+
+
+@dataclass
+class OverloadResult:
+    capacity: int
+    sent: int
+    busy_s: list[float] = field(default_factory=list)  # time to each `busy` answer
+    finished_s: list[float] = field(default_factory=list)  # time to each accepted request's audio
+    other_errors: dict[str, int] = field(default_factory=dict)
+
+    def table(self) -> str:
+        def ms(values: list[float], q: float) -> str:
+            return f"{percentile(values, q) * 1000:.1f} ms" if values else "-"
+        return "\n".join([
+            "| capacity | sent | busy | busy p50 | busy p99 | accepted and finished | other errors |",
+            "|---:|---:|---:|---:|---:|---:|---|",
+            f"| {self.capacity} | {self.sent} | {len(self.busy_s)} | {ms(self.busy_s, 50)} | {ms(self.busy_s, 99)} "
+            f"| {len(self.finished_s)} | {self.other_errors or '-'} |"])
+
+
+async def overload(endpoint: str, capacity: int, factor: int, text: str = TEXT) -> OverloadResult:
+    result = OverloadResult(capacity, capacity * factor)
+    async with AsyncClient(endpoint, timeout=300) as client:
+        async def one() -> None:
+            started = time.perf_counter()
+            try:
+                await client.synthesize(text, "joe")
+                result.finished_s.append(time.perf_counter() - started)
+            except VoxpipeError as exc:
+                if exc.code == "busy":
+                    result.busy_s.append(time.perf_counter() - started)
+                else:
+                    result.other_errors[exc.code] = result.other_errors.get(exc.code, 0) + 1
+        await asyncio.gather(*(one() for _ in range(result.sent)))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--capacity", type=int, default=32, help="limits.max_active_requests of the daemon")
+    parser.add_argument("--factor", type=int, default=3)
+    parser.add_argument("--engine", default="onnx")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="voxpipe-overload-") as tmp:
+        daemon = BenchDaemon(Path(tmp), DaemonSettings(engine=args.engine, workers=args.workers))
+        with daemon.config_path.open("a") as config:
+            config.write(f"[limits]\nmax_active_requests = {args.capacity}\n")
+        print(f"starting a daemon holding {args.capacity} requests ...", file=sys.stderr)
+        daemon.start()
+        try:
+            result = run_async(overload(daemon.endpoint, args.capacity, args.factor))
+        finally:
+            daemon.stop()
+    print(result.table())
+    lost = result.sent - len(result.busy_s) - len(result.finished_s) - sum(result.other_errors.values())
+    print(f"\nbusy p99 {percentile(result.busy_s, 99) * 1000:.1f} ms (goal <= 50 ms); "
+          f"accepted and finished {len(result.finished_s)}; unanswered {lost}")
+    return 1 if lost else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
