@@ -391,6 +391,7 @@ class Frontend:
 def main(args: StageArgs) -> None:
     runtime = StageRuntime(args)
     frontend = Frontend(args, runtime)
+    frontend.planner.warm_up(args.preload or ["joe"])
     runtime.ready = True
     try:
         frontend.run()

@@ -95,8 +95,13 @@ def test_hang_is_detected_within_three_seconds(daemon):
     assert detected <= 3.0 + 0.5  # the log line is written right after detection; allow for polling
 
 
+def several_chunks() -> str:
+    """The long form's first paragraph: enough chunks to kill a stage in the middle."""
+    return longform().split("\n\n")[0]
+
+
 def test_merger_restart_loses_no_request_and_no_audio_repeats(daemon):
-    text = longform()
+    text = several_chunks()
     with daemon.client() as client:
         undisturbed = client.synthesize(text, "joe", **NOISE_OFF).samples
         merger = pid_of(daemon, "merger")
@@ -111,7 +116,7 @@ def test_merger_restart_loses_no_request_and_no_audio_repeats(daemon):
 
 
 def test_frontend_restart_clients_resend_and_get_each_sample_once(daemon):
-    text = longform()
+    text = several_chunks()
     with daemon.client() as client:
         undisturbed = client.synthesize(text, "joe", **NOISE_OFF).samples
     frontend = pid_of(daemon, "frontend")
