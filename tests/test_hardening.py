@@ -27,8 +27,9 @@ from tools.soak import soak
 
 
 def rss(pid: int) -> int:
+    """Private resident memory; pool pages the process maps are shared, not its own."""
     with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("RssAnon:"))
 
 
 def process(daemon: Daemon, name: str) -> dict:

@@ -45,10 +45,12 @@ def _processes(endpoint: str) -> list[dict]:
 
 
 def _rss(pid: int) -> int:
+    """Private resident memory (RssAnon): the shared-memory pools' pages, which count in
+    VmRSS as a process touches more slots, are not the process's own."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith("RssAnon:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
