@@ -13,7 +13,7 @@ import time
 import uuid
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import numpy as np
 import zmq
@@ -293,10 +293,11 @@ class AsyncClient:
     whatever loop runs it (voxpipe's tools run uvloop when it is installed)."""
 
     def __init__(self, endpoint: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
-                 curve_keys_dir: str | None = None) -> None:
+                 curve_keys_dir: str | None = None, on_sent: Callable[[str], None] | None = None) -> None:
         self.endpoint = endpoint or sockets.default_endpoint()
         self.timeout = timeout
         self._curve_keys_dir = curve_keys_dir
+        self._on_sent = on_sent  # called with each request id once it is on the wire (for timing)
         self._ctx = zmq.asyncio.Context.instance()
         self._sock: zmq.asyncio.Socket | None = None
         self._queues: dict[str, asyncio.Queue[tuple[Any, bytes | None]]] = {}
@@ -384,6 +385,8 @@ class AsyncClient:
         received = 0
         try:
             await self._send(request)
+            if self._on_sent is not None:
+                self._on_sent(rid)
             deadline = time.monotonic() + timeout + 5.0
             while True:
                 try:
