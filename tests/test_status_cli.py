@@ -8,6 +8,7 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -26,6 +27,15 @@ def daemon(tmp_path_factory):
             d.results = [client.synthesize(text, "joe", request_id=f"status-{i}") for i, text in enumerate(TEXTS)]
             with pytest.raises(VoxpipeError):
                 client.synthesize("Nobody speaks this.", "no-such-voice", request_id="status-bad")
+            # Worker counters reach the status by heartbeat: wait until they are all in,
+            # so every test compares settled figures.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                cache = client.status().get("voice_cache", {})
+                if cache.get("hits", 0) + cache.get("misses", 0) >= 1 + len(TEXTS) + 1:
+                    break
+                time.sleep(0.1)
+            time.sleep(1.0)
         yield d
     finally:
         d.stop()
