@@ -143,6 +143,8 @@ class Ping:
 
 @dataclass
 class Pong:
+    """The answer to a Ping; with nonce 0 also an unsolicited probe clients ignore."""
+
     TAG: ClassVar[int] = 20
     nonce: int
     incarnation: str = ""

@@ -340,6 +340,10 @@ class Frontend:
         if not gone:
             return
         for client in gone:
+            # A descriptor can be reused by a new connection before its old one's event is
+            # read: confirm by routing an unsolicited probe (Pong nonce 0) to the identity.
+            if self._send_client(client, Pong(0, self.incarnation)):
+                continue
             for rid in [rid for rid, a in self.active.items() if a.client == client]:
                 self._finish(rid, None)
 

@@ -7,7 +7,7 @@ import zmq
 
 from ipc import codec
 from ipc.errors import VoxpipeError
-from ipc.messages import Error, Hello, SynthesisOptions, SynthesisRequest, Welcome
+from ipc.messages import Error, Hello, Pong, SynthesisOptions, SynthesisRequest, Welcome
 from tests.daemon_proc import Daemon
 
 
@@ -60,6 +60,14 @@ def test_bad_options(daemon, options):
     assert err.value.code == "bad_option"
 
 
+def next_reply(sock: zmq.Socket):
+    """The next answer, past unsolicited probes (Pong with nonce 0)."""
+    while True:
+        message = codec.decode(sock.recv_multipart()[0])
+        if not (isinstance(message, Pong) and message.nonce == 0):
+            return message
+
+
 def raw_socket(daemon: Daemon) -> zmq.Socket:
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -80,7 +88,7 @@ def test_malformed_frames_get_bad_request(daemon, frames):
     sock = raw_socket(daemon)
     try:
         sock.send_multipart(frames)
-        reply = codec.decode(sock.recv_multipart()[0])
+        reply = next_reply(sock)
     finally:
         sock.close()
     assert isinstance(reply, Error) and reply.code == "bad_request"
@@ -100,9 +108,9 @@ def test_protocol_mismatch_is_refused(daemon):
     sock = raw_socket(daemon)
     try:
         sock.send(codec.encode(Hello(999, "future client")))
-        reply = codec.decode(sock.recv_multipart()[0])
+        reply = next_reply(sock)
         sock.send(codec.encode(Hello(1, "today's client")))
-        welcome = codec.decode(sock.recv_multipart()[0])
+        welcome = next_reply(sock)
     finally:
         sock.close()
     assert isinstance(reply, Error) and reply.code == "protocol_mismatch"
@@ -116,7 +124,7 @@ def test_duplicate_request_id_is_refused(daemon):
     try:
         sock.send(codec.encode(request))
         sock.send(codec.encode(request))
-        replies = [codec.decode(sock.recv_multipart()[0]) for _ in range(2)]
+        replies = [next_reply(sock) for _ in range(2)]
     finally:
         sock.close()
     assert any(isinstance(r, Error) and r.code == "duplicate" for r in replies)
