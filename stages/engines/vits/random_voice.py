@@ -3,6 +3,7 @@ way Piper ships voices (`NAME/NAME.onnx` + `NAME/NAME.onnx.json`)."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import torch
@@ -57,6 +58,45 @@ def _config_json(cfg: VitsConfig, sample_rate: int, num_speakers: int, name: str
     }
 
 
+# One exported graph per structure: every parameter is an initializer named after it, so a
+# voice with other weights is the same graph with its initializers replaced — milliseconds,
+# where a fresh export takes seconds.
+_GRAPHS: dict[tuple[int, int], bytes] = {}
+
+
+def _reweighted(graph: bytes, model: VitsModel) -> bytes | None:
+    """`graph` with `model`'s weights, or None where its initializers are not exactly the
+    model's parameters (then the caller exports afresh)."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        return None
+    proto = onnx.load_from_string(graph)
+    params = {name: p.detach().numpy() for name, p in model.named_parameters()}
+    if {init.name for init in proto.graph.initializer} != set(params):
+        return None
+    for init in proto.graph.initializer:
+        value = params[init.name]
+        if tuple(init.dims) != value.shape:
+            return None
+        init.CopyFrom(numpy_helper.from_array(value, init.name))
+    return proto.SerializeToString()
+
+
+def _piper_graph(model: VitsModel, num_speakers: int) -> bytes:
+    key = (num_speakers, model.cfg.n_vocab)
+    if key in _GRAPHS:
+        graph = _reweighted(_GRAPHS[key], model)
+        if graph is not None:
+            return graph
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_piper(model, Path(tmp) / "voice.onnx")
+        graph = path.read_bytes()
+    _GRAPHS[key] = graph
+    return graph
+
+
 def write_random_piper_voice(directory: Path, name: str, *, seed: int = 0, num_speakers: int = 1,
                              sample_rate: int = 16000) -> Path:
     """Write `directory/name/name.onnx` (+ .onnx.json); returns the .onnx path."""
@@ -65,7 +105,7 @@ def write_random_piper_voice(directory: Path, name: str, *, seed: int = 0, num_s
     voice_dir = Path(directory) / name
     voice_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = voice_dir / f"{name}.onnx"
-    export_piper(model, onnx_path)
+    onnx_path.write_bytes(_piper_graph(model, num_speakers))
     config = _config_json(cfg, sample_rate, num_speakers, name)
     (voice_dir / f"{name}.onnx.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
     return onnx_path
