@@ -55,7 +55,7 @@ def valid_wire() -> st.SearchStrategy:
     return st.one_of(tree, mutated, st.just(request).map(lambda r: r[:-1]))
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
 @given(frames=st.lists(st.one_of(st.binary(max_size=64), valid_wire().map(lambda w: msgpack.packb(w, use_bin_type=True))),
                        min_size=1, max_size=4))
 def fuzz_once(sock: zmq.Socket, frames: list[bytes]) -> None:
@@ -238,7 +238,7 @@ def test_tcp_with_curve_keys_admits_only_known_clients(tmp_path):
 
 def test_short_soak_with_worker_kills_loses_nothing(tmp_path):
     with Daemon(tmp_path, workers=2) as daemon:
-        report = run_async(soak(daemon.endpoint, duration=24.0, concurrency=3, kill_every=6.0))
+        report = run_async(soak(daemon.endpoint, duration=15.0, concurrency=3, kill_every=4.0))
     assert report.kills >= 3
     assert report.lost == 0, report
     assert report.answered_audio > 0

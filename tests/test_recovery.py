@@ -165,7 +165,7 @@ def test_cancel_frees_queued_and_in_flight_chunks_quickly(daemon):
 def test_restart_budget_exhausted_exits_nonzero_naming_the_worker(tmp_path):
     # A worker that dies at every start: an engine that is not installed here.
     daemon = Daemon(tmp_path, workers=1, worker={"engine": "tensorrt"},
-                    supervisor={"restart_budget": 2, "restart_window_s": 60.0})
+                    supervisor={"restart_budget": 1, "restart_window_s": 60.0})
     with pytest.raises(RuntimeError, match="worker w0"):
         daemon.start(wait=60)
     assert daemon.proc.wait(30) != 0
