@@ -2,7 +2,8 @@
 
 Unlike the onnxruntime graph it batches items of different lengths (each item's output is
 the same as when it runs alone), seeds noise per item, can stream audio within a sentence,
-and runs the vocoder in fp16/bf16 on a GPU.
+and runs the vocoder in fp16/bf16 on a GPU, there replaying it from CUDA graphs captured
+per bucketed shape (vits/cuda_graphs.py; option cuda_graphs, default on).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import Iterator, NoReturn, Sequence
+from typing import Callable, Iterator, NoReturn, Sequence
 
 import numpy as np
 
@@ -25,6 +26,7 @@ import torch  # noqa: E402
 
 from stages.engines.base import (  # noqa: E402
     Engine, EngineError, EngineSettings, LoadedVoice, SynthesisItem, is_out_of_memory)
+from stages.engines.vits.cuda_graphs import GraphedVocoder, Replay, StaticInputs, VocodeFn  # noqa: E402
 from stages.engines.vits.load import load_piper_onnx  # noqa: E402
 from stages.engines.vits.model import VitsModel, bucket_length  # noqa: E402
 from stages.engines.vits.stream import decode_windows  # noqa: E402
@@ -105,11 +107,18 @@ class TorchEngine(Engine):
             keep_freed_memory()
         steps = int(settings.options.get("shape_buckets", 8))
         self._bucket = functools.partial(bucket_length, steps_per_octave=steps) if steps > 0 else None
+        # CUDA graphs replay the vocoder per bucketed shape; there is nothing to gain on a CPU.
+        self.cuda_graphs = cuda and bool(settings.options.get("cuda_graphs", True))
+        self.graph_capture: Callable[[VocodeFn, StaticInputs], Replay] | None = None  # None: CUDA graphs
+        self._graphed: dict[int, GraphedVocoder] = {}  # id(model) -> its graphs
 
     # ------------------------------------------------------------------ voices
 
     def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
-        model = load_piper_onnx(spec.model_path, spec.name, spec.num_speakers)
+        return self._place(spec, load_piper_onnx(spec.model_path, spec.name, spec.num_speakers))
+
+    def _place(self, spec: VoiceSpec, model: VitsModel) -> LoadedVoice:
+        """Move a freshly loaded (CPU, fp32) model to this engine's device and precision."""
         try:
             model = model.to(self.device)
             model.dec.to(self.decoder_dtype)
@@ -119,6 +128,7 @@ class TorchEngine(Engine):
         return LoadedVoice(spec=spec, model=model, nbytes=nbytes)
 
     def unload_voice(self, voice: LoadedVoice) -> None:
+        self._graphed.pop(id(voice.model), None)
         voice.model = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -172,12 +182,30 @@ class TorchEngine(Engine):
         try:
             with torch.inference_mode():
                 z, frames = model.acoustic(**inputs)
-                audio = model.vocode(z, frames, sid=inputs["sid"]).float().cpu().numpy()
+                audio = self._vocode(voice, model, z, frames, inputs["sid"])
         except RuntimeError as exc:
             self._fail(voice, exc)
         hop = model.hop_length
         return [np.ascontiguousarray(audio[i, :int(n) * hop], dtype=np.float32)
                 for i, n in enumerate(frames.cpu().tolist())]
+
+    def _vocode(self, voice: LoadedVoice, model: VitsModel, z: torch.Tensor, frames: torch.Tensor,
+                sid: torch.Tensor | None) -> np.ndarray:
+        """Latents -> float32 audio [B, samples] on the host (subclasses swap the vocoder)."""
+        if self.cuda_graphs:
+            return self._graphs_for(model)(z, frames, sid).float().cpu().numpy()
+        return model.vocode(z, frames, sid=sid).float().cpu().numpy()
+
+    def _graphs_for(self, model: VitsModel) -> GraphedVocoder:
+        graphed = self._graphed.get(id(model))
+        if graphed is None:
+            options = self.settings.options
+            graphed = self._graphed[id(model)] = GraphedVocoder(
+                model, max_batch=self.max_batch,
+                max_frames=int(options.get("cuda_graph_max_frames", 1024)),
+                steps_per_octave=int(options.get("cuda_graph_steps", 4)),
+                max_graphs=int(options.get("cuda_graph_max_cached", 16)), capture=self.graph_capture)
+        return graphed
 
     def synthesize_stream(self, voice: LoadedVoice, item: SynthesisItem,
                           window_frames: int = 64) -> Iterator[np.ndarray]:
