@@ -19,6 +19,8 @@ def _serve(args: argparse.Namespace) -> int:
             config.endpoint = args.endpoint
         if args.engine:
             config.worker.engine = args.engine
+        if args.precision:
+            config.worker.precision = args.precision
         if args.workers is not None:
             config.worker.count = args.workers
         if args.voices_dir:
@@ -35,9 +37,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _configure_serve(parser: argparse.ArgumentParser) -> None:
+    from daemon.config import PRECISIONS
+
     parser.add_argument("--config", help="TOML config file")
     parser.add_argument("--endpoint", help="client endpoint (ipc://PATH or tcp://HOST:PORT)")
     parser.add_argument("--engine", choices=["onnx", "torch", "tensorrt", "null"])
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="engine precision (default fp32); int8: the onnx engine runs an int8 vocoder, "
+                             "whose error can be audible (docs/int8.md)")
     parser.add_argument("--workers", type=int, help="synthesis workers on CPU (default: cores / threads)")
     parser.add_argument("--voices-dir", help="directory of extra voices (overrides the config)")
     parser.add_argument("--http", metavar="HOST:PORT",

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # engines refuse the ones they lack
+
+
 class ConfigError(ValueError):
     """A configuration file or value that cannot be used; the message names the key."""
 
@@ -43,7 +46,7 @@ class WorkerConfig:
     count: int = 0  # synthesis workers on CPU; 0 = cores / threads
     threads: int = 1  # engine threads per CPU worker
     engine: str = "onnx"
-    precision: str = "fp32"
+    precision: str = "fp32"  # "int8": onnx engine, quantized vocoder (audible error: docs/int8.md)
     credits: int = 2  # chunks a worker holds at once (one running, one ready)
     max_batch: int = 0  # chunks per batch; 0 = the engine's choice (torch: 16 on a GPU, 1 on a CPU)
     batch_phonemes: int = 8192  # ceiling on a batch's padded phonemes (memory may lower it)
@@ -235,6 +238,8 @@ def validate(config: Config) -> Config:
         (config.supervisor.start_timeout_s > 0, "supervisor.start_timeout_s must be > 0"),
         (config.supervisor.restart_budget >= 0, "supervisor.restart_budget must be >= 0"),
         (config.worker.engine in ("onnx", "torch", "tensorrt", "null"), f"worker.engine: unknown engine {config.worker.engine!r}"),
+        (config.worker.precision in PRECISIONS,
+         f"worker.precision: expected one of {', '.join(PRECISIONS)}, got {config.worker.precision!r}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -1,12 +1,21 @@
-"""onnxruntime engine: runs a Piper voice's .onnx as shipped. The default on CPU."""
+"""onnxruntime engine: runs a Piper voice's .onnx as shipped. The default on CPU.
+
+precision "int8" runs a copy whose vocoder onnxruntime quantized (stages/engines/quantize.py);
+settings.options may pick its recipe ("int8_method") and cache folder ("int8_cache_dir").
+"""
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, SynthesisItem
+from stages.phonemize import PhonemizeError
 from stages.voices import VoiceSpec
+
+_LOG = logging.getLogger(__name__)
 
 
 class OnnxEngine(Engine):
@@ -23,23 +32,72 @@ class OnnxEngine(Engine):
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         return ["CPUExecutionProvider"]
 
-    def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
+    def _session(self, spec: VoiceSpec, path: Path):  # -> onnxruntime.InferenceSession
         options = self._ort.SessionOptions()
         options.intra_op_num_threads = self.settings.threads
         options.inter_op_num_threads = 1
         options.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
         try:
-            session = self._ort.InferenceSession(str(spec.model_path), sess_options=options,
-                                                 providers=self._providers())
+            session = self._ort.InferenceSession(str(path), sess_options=options, providers=self._providers())
         except Exception as exc:  # onnxruntime raises its own exception hierarchy
-            raise EngineError(f"voice {spec.name!r}: cannot load {spec.model_path.name}: {exc}") from exc
+            raise EngineError(f"voice {spec.name!r}: cannot load {path.name}: {exc}") from exc
         inputs = {i.name for i in session.get_inputs()}
         if not {"input", "input_lengths", "scales"} <= inputs:
             raise EngineError(f"voice {spec.name!r}: {spec.model_path.name} is not a Piper VITS model "
                               f"(inputs {sorted(inputs)})")
-        voice = LoadedVoice(spec=spec, model=session, nbytes=spec.model_path.stat().st_size)
+        return session
+
+    def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
+        if self.settings.precision == "int8":
+            return self._load_int8(spec)
+        voice = LoadedVoice(spec=spec, model=self._session(spec, spec.model_path),
+                            nbytes=spec.model_path.stat().st_size)
         self._probe(voice)
         return voice
+
+    def _load_int8(self, spec: VoiceSpec) -> LoadedVoice:
+        """The voice's int8 model, built on first use. A warm load opens that file alone; the
+        first one also checks the voice in float32 and measures the int8 error against it."""
+        from stages.engines import quantize
+
+        method = str(self.settings.options.get("int8_method", quantize.DEFAULT_METHOD))
+        cache_dir = self.settings.options.get("int8_cache_dir")
+        try:
+            target = quantize.cached_path(spec.model_path, method, Path(cache_dir) if cache_dir else None)
+        except (quantize.QuantizeError, OSError) as exc:
+            raise EngineError(f"voice {spec.name!r}: no int8 model: {exc}") from exc
+        snr = quantize.read_measured_snr(target) if target.is_file() else None
+        float_voice = None
+        if snr is None:
+            float_voice = LoadedVoice(spec=spec, model=self._session(spec, spec.model_path), nbytes=0)
+            self._probe(float_voice)
+            try:
+                calibration = quantize.voice_calibration(spec) if method == "static" else None
+                quantize.int8_model(spec.model_path, method, calibration, target=target)
+            except (quantize.QuantizeError, PhonemizeError, OSError) as exc:
+                raise EngineError(f"voice {spec.name!r}: no int8 model: {exc}") from exc
+        voice = LoadedVoice(spec=spec, model=self._session(spec, target), nbytes=target.stat().st_size)
+        self._probe(voice)
+        if float_voice is not None:
+            try:
+                snr = self.probe_snr(float_voice, voice)
+            except PhonemizeError as exc:
+                raise EngineError(f"voice {spec.name!r}: cannot measure the int8 error: {exc}") from exc
+            quantize.write_measured_snr(target, snr)
+        if snr is not None and snr < quantize.INAUDIBLE_SNR_DB:
+            _LOG.warning("voice %r: int8 audio is %.1f dB SNR against float32 (audible below %.0f dB); "
+                         "precision fp32 gives full quality", spec.name, snr, quantize.INAUDIBLE_SNR_DB)
+        return voice
+
+    def probe_snr(self, float_voice: LoadedVoice, voice: LoadedVoice) -> float:
+        """SNR in dB of `voice` against `float_voice` on the probe sentence; -inf if lengths differ."""
+        from stages.engines import quantize
+        from stages.phonemize import Phonemizer
+
+        ids = Phonemizer(voice.spec).text_to_ids(quantize.PROBE_TEXT)
+        item = SynthesisItem(ids, 0.0, voice.spec.length_scale, 0.0)
+        reference, test = self._one(float_voice, item), self._one(voice, item)
+        return quantize.snr_db(reference, test) if len(reference) == len(test) else float("-inf")
 
     def _probe(self, voice: LoadedVoice) -> None:
         """One tiny inference with the config's largest phoneme id: a config that does not
