@@ -145,16 +145,16 @@ class Text2Semantic(nn.Module):
 
     def _positions(self, length: int) -> Tensor:
         if length > self.pe.shape[1]:
-            self.pe = sine_positions(length, self.cfg.embedding_dim).to(self.pe.device)
+            self.pe = sine_positions(length, self.cfg.embedding_dim).to(self.pe)
         return self.pe[:, :length]
 
-    @torch.inference_mode()
-    def decode(self, phones: Tensor, bert: Tensor, prompt: Tensor | None, sampling: Sampling,
-               generator: torch.Generator | None = None, early_stop: int | None = None) -> DecodeResult:
-        """phones [1, P] (prompt phones + target phones), bert [1024, P], prompt tokens
-        [1, T0] or None -> the generated tokens."""
+    def prefill_state(self, phones: Tensor, bert: Tensor, prompt: Tensor | None,
+                      room_after_prefill: int = MAX_DECODE_STEPS) -> "PrefillState":
+        """What every decode sets up before its first step: phones [1, P] (prompt phones +
+        target phones), bert [1024, P], prompt tokens [1, T0] or None. The caches hold the
+        prefill plus `room_after_prefill` tokens (0 where the keys move elsewhere after it)."""
         cfg = self.cfg
-        early_stop = cfg.early_stop if early_stop is None else early_stop
+        bert = bert.to(self.bert_proj.weight.dtype)  # a no-op unless the weights are half precision
         x = self.ar_text_embedding.word_embeddings(phones) + self.bert_proj(bert.unsqueeze(0).transpose(1, 2))
         x = x + self.ar_text_position.alpha * self._positions(x.shape[1])
         x_len = x.shape[1]
@@ -171,41 +171,78 @@ class Text2Semantic(nn.Module):
         allowed = torch.zeros(total, total, dtype=torch.bool, device=device)
         allowed[:, :x_len] = True
         allowed[x_len:, x_len:] = torch.ones(y_len, y_len, dtype=torch.bool, device=device).tril()
-        capacity = total + MAX_DECODE_STEPS
+        capacity = total + room_after_prefill
         caches = [LayerCache(x.new_empty(1, capacity, cfg.hidden_dim), x.new_empty(1, capacity, cfg.hidden_dim))
                   for _ in self.h.layers]
-        # Every token so far (prompt included), for the repetition penalty.
         tokens = torch.empty(1, y_len + MAX_DECODE_STEPS + 1, dtype=torch.long, device=device)
         tokens[:, :y_len] = history
-        n_tokens = y_len
+        positions = self.ar_audio_position.alpha * self._positions(y_len + MAX_DECODE_STEPS)[:, y_len:]
+        return PrefillState(xy, allowed.view(1, 1, total, total), caches, tokens, y_len, positions, x_len, total)
+
+    def run_layers(self, h: Tensor, caches: list[LayerCache], mask: Tensor | None) -> Tensor:
+        """The transformer over h [1, t, d], appending its keys/values to `caches`."""
+        for layer, cache in zip(self.h.layers, caches):
+            h = layer(h, cache, mask)
+        return h
+
+    @torch.inference_mode()
+    def decode(self, phones: Tensor, bert: Tensor, prompt: Tensor | None, sampling: Sampling,
+               generator: torch.Generator | None = None, early_stop: int | None = None) -> DecodeResult:
+        """phones [1, P] (prompt phones + target phones), bert [1024, P], prompt tokens
+        [1, T0] or None -> the generated tokens."""
+        cfg = self.cfg
+        early_stop = cfg.early_stop if early_stop is None else early_stop
+        state = self.prefill_state(phones, bert, prompt)
         greedy_only = sampling.top_k == 1 and sampling.repetition_penalty == 1.0
         generated: list[int] = []
-        mask: Tensor | None = allowed.view(1, 1, total, total)
-        h = xy
+        mask: Tensor | None = state.mask
+        h = state.xy
         stopped_by_eos = False
         step = 0
-        positions = self.ar_audio_position.alpha * self._positions(y_len + MAX_DECODE_STEPS)[:, y_len:]
-        token_in = torch.zeros(1, 1, dtype=torch.long, device=device)
+        token_in = torch.zeros(1, 1, dtype=torch.long, device=phones.device)
         for step in range(MAX_DECODE_STEPS):
-            for layer, cache in zip(self.h.layers, caches):
-                h = layer(h, cache, mask)
+            h = self.run_layers(h, state.caches, mask)
             mask = None
             logits = self.ar_predict_layer(h[:, -1])
             if step < MIN_TOKENS_BEFORE_EOS:
                 logits = logits[:, :-1]
             greedy = int(torch.argmax(logits, dim=-1)[0])
-            token = greedy if greedy_only else sample(logits, tokens[:, :n_tokens], sampling, generator)
+            token = greedy if greedy_only else sample(logits, state.previous_tokens(), sampling, generator)
             if greedy == cfg.eos or token == cfg.eos:
                 stopped_by_eos = True
                 break
             generated.append(token)
-            tokens[0, n_tokens] = token
-            n_tokens += 1
+            state.record(token)
             if len(generated) > early_stop:
                 break
             token_in[0, 0] = token
-            h = self.ar_audio_embedding.word_embeddings(token_in) + positions[:, step:step + 1]
+            h = self.ar_audio_embedding.word_embeddings(token_in) + state.positions[:, step:step + 1]
         return DecodeResult(generated, stopped_by_eos, step + 1)
+
+
+@dataclass
+class PrefillState:
+    """A sequence's decoding state before its first step (see `Text2Semantic.prefill_state`)."""
+
+    xy: Tensor  # [1, total, d]: phones (+BERT) then prompt tokens, with their positions
+    mask: Tensor  # [1, 1, total, total] bool, True = may attend
+    caches: list[LayerCache]  # one per layer, empty until the prefill runs
+    history: Tensor  # [1, T0 + MAX_DECODE_STEPS + 1]: every token so far, prompt first (repetition penalty)
+    n_history: int  # how many of `history` are set
+    positions: Tensor  # [1, MAX_DECODE_STEPS, d]: alpha-scaled audio positions of the generated tokens
+    x_len: int  # phones
+    total: int  # phones + prompt tokens: the prefill's length
+
+    @property
+    def y_len(self) -> int:
+        return self.total - self.x_len
+
+    def previous_tokens(self) -> Tensor:
+        return self.history[:, :self.n_history]
+
+    def record(self, token: int) -> None:
+        self.history[0, self.n_history] = token
+        self.n_history += 1
 
 
 def sample(logits: Tensor, previous: Tensor, s: Sampling, generator: torch.Generator | None) -> int:
