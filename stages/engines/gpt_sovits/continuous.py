@@ -11,17 +11,25 @@ the weight broadcast), which on the CPU gives bit-for-bit the numbers a lone
 `Text2Semantic.decode` gets; attention runs per sequence on its own cache. On a GPU the
 default is one shared matrix product per layer (throughput), where results may differ
 from a lone run in the last bit; `exact=True` keeps the per-row products there too.
+
+The static path (`static=True`, the default for models on CUDA; see static_decoder.py)
+attends over whole fixed-size slots with a length mask instead: a sequence's tokens still
+do not depend on the batch, and its logits match a lone decode's to float rounding.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Hashable
 
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from stages.engines.gpt_sovits.t2s import (MAX_DECODE_STEPS, MIN_TOKENS_BEFORE_EOS, Block, LayerCache, Sampling,
+from stages.engines.gpt_sovits.batched_block import block_rows
+from stages.engines.gpt_sovits.static_decoder import DEFAULT_CAPACITY, StaticDecoder
+from stages.engines.gpt_sovits.static_step import FedToken
+from stages.engines.gpt_sovits.t2s import (MAX_DECODE_STEPS, MIN_TOKENS_BEFORE_EOS, LayerCache, PrefillState, Sampling,
                                            Text2Semantic, sample)
 
 
@@ -47,15 +55,21 @@ class Sequence:
     stopped_by_eos: bool = False
     steps: int = 0
     # Decoding state, set by the decoder.
-    _h: Tensor | None = None  # input of the next forward: [1, t, d]
-    _mask: Tensor | None = None
-    _caches: list[LayerCache] = field(default_factory=list)
-    _history: Tensor | None = None  # every token so far (prompt included), for the repetition penalty
-    _n_history: int = 0
-    _positions: Tensor | None = None
+    _state: PrefillState | None = None
+    _pool: StaticDecoder | None = None  # the static decoder holding its slot, None on the per-sequence path
+    _slot: int | None = None
+
+    @property
+    def slot(self) -> int | None:
+        """Its slot in a static KV cache, None when it has its own caches (or none)."""
+        return self._slot
 
     def cache_bytes(self) -> int:
-        return sum(c.k.numel() * c.k.element_size() * 2 for c in self._caches)
+        if self._pool is not None:
+            return self._pool.cache.slot_bytes()
+        if self._state is None:
+            return 0
+        return sum(c.k.numel() * c.k.element_size() * 2 for c in self._state.caches)
 
 
 @dataclass(frozen=True)
@@ -66,14 +80,25 @@ class StepEvent:
 
 
 class ContinuousDecoder:
-    """Owns the running batch: `add`, `remove`, and `step` one token at a time."""
+    """Owns the running batch: `add`, `remove`, and `step` one token at a time.
 
-    def __init__(self, max_sequences: int = 16, exact: bool | None = None) -> None:
+    `static` (default: on for models on CUDA) decodes through a `StaticDecoder` per model:
+    a slot-allocated KV cache and, on CUDA, graphed steps; `static_dtype` (e.g.
+    torch.float16) runs it in half precision. A sequence that would outgrow a slot of
+    `static_capacity` columns, or finds no free slot, takes the per-sequence path.
+    """
+
+    def __init__(self, max_sequences: int = 16, exact: bool | None = None, static: bool | None = None,
+                 static_capacity: int = DEFAULT_CAPACITY, static_dtype: torch.dtype | None = None) -> None:
         self.max_sequences = max_sequences
         self.exact = exact
+        self.static = static
+        self.static_capacity = static_capacity
+        self.static_dtype = static_dtype
         self.running: dict[Hashable, Sequence] = {}
         self.steps = 0
         self.peak_batch = 0
+        self._pools: dict[Text2Semantic, StaticDecoder] = {}
 
     def __len__(self) -> int:
         return len(self.running)
@@ -86,11 +111,20 @@ class ContinuousDecoder:
             raise DecoderFull(f"{len(self.running)} sequences running (limit {self.max_sequences})")
         if seq.key in self.running:
             raise ValueError(f"sequence {seq.key!r} is already running")
-        _prepare(seq)
         self.running[seq.key] = seq
 
+    def _start(self, seq: Sequence) -> None:
+        """Give a joining sequence a slot or caches of its own. It runs inside `step`, so
+        running out of memory here reaches the caller's eviction like any step's."""
+        pool = self._pool_for(seq.model)
+        joined = pool.join(seq.phones, seq.bert, seq.prompt, seq.early_stop) if pool is not None else None
+        if joined is not None:
+            seq._pool, (seq._slot, seq._state) = pool, joined
+        else:
+            seq._state = seq.model.prefill_state(seq.phones, seq.bert, seq.prompt)
+
     def remove(self, request_id: str) -> list[Sequence]:
-        """Take a request's sequences out of the batch and free their caches."""
+        """Take a request's sequences out of the batch and free their caches (or slots)."""
         gone = [s for s in self.running.values() if s.request_id == request_id]
         for seq in gone:
             self._drop(seq)
@@ -106,7 +140,20 @@ class ContinuousDecoder:
 
     def _drop(self, seq: Sequence) -> None:
         self.running.pop(seq.key, None)
-        seq._caches, seq._h, seq._history, seq._mask = [], None, None, None
+        _release(seq)
+
+    def _pool_for(self, model: Text2Semantic) -> StaticDecoder | None:
+        on_cuda = model.ar_predict_layer.weight.device.type == "cuda"
+        if not (self.static if self.static is not None else on_cuda):
+            return None
+        pool = self._pools.get(model)
+        if pool is None:
+            # A pool holds a whole cache: keep only those in use (e.g. of voices since unloaded).
+            for other in [m for m, p in self._pools.items() if p.in_use == 0]:
+                del self._pools[other]
+            pool = self._pools[model] = StaticDecoder(model, self.max_sequences, self.static_capacity,
+                                                      self.static_dtype, self.exact)
+        return pool
 
     @torch.inference_mode()
     def step(self) -> list[StepEvent]:
@@ -116,126 +163,115 @@ class ContinuousDecoder:
         self.steps += 1
         self.peak_batch = max(self.peak_batch, len(self.running))
         seqs = list(self.running.values())
-        hidden: dict[Hashable, Tensor] = {}
-        groups: dict[int, list[Sequence]] = {}
-        for seq in seqs:
-            if seq._h.shape[1] > 1 or seq._mask is not None:  # prefill (or a one-phone first step)
-                hidden[seq.key] = _forward_one(seq)
-            else:
-                groups.setdefault(id(seq.model), []).append(seq)
-        for group in groups.values():
-            exact = self.exact if self.exact is not None else group[0].phones.device.type == "cpu"
-            out = _forward_batch(group, exact)
-            for i, seq in enumerate(group):
-                hidden[seq.key] = out[i:i + 1]
+        try:
+            logits = self._logits(seqs)
+        except BaseException:  # e.g. out of memory: joining sequences start over at the next step
+            for seq in seqs:
+                if seq.steps == 0:
+                    _release(seq)
+            raise
         events = []
         for seq in seqs:
-            event = _advance(seq, hidden[seq.key])
+            event = _advance(seq, logits[seq.key])
             events.append(event)
             if event.finished:
                 self._drop(seq)
         return events
 
-
-def _prepare(seq: Sequence) -> None:
-    """The state `Text2Semantic.decode` sets up before its loop, kept on the sequence."""
-    model, cfg = seq.model, seq.model.cfg
-    x = model.ar_text_embedding.word_embeddings(seq.phones) + model.bert_proj(seq.bert.unsqueeze(0).transpose(1, 2))
-    x = x + model.ar_text_position.alpha * model._positions(x.shape[1])
-    x_len = x.shape[1]
-    device = seq.phones.device
-    history = seq.prompt if seq.prompt is not None else torch.zeros(1, 0, dtype=torch.long, device=device)
-    y_len = history.shape[1]
-    if y_len:
-        y = model.ar_audio_embedding.word_embeddings(history)
-        xy = torch.cat([x, y + model.ar_audio_position.alpha * model._positions(y_len)], dim=1)
-    else:
-        xy = x
-    total = x_len + y_len
-    allowed = torch.zeros(total, total, dtype=torch.bool, device=device)
-    allowed[:, :x_len] = True
-    allowed[x_len:, x_len:] = torch.ones(y_len, y_len, dtype=torch.bool, device=device).tril()
-    capacity = total + MAX_DECODE_STEPS
-    seq._caches = [LayerCache(x.new_empty(1, capacity, cfg.hidden_dim), x.new_empty(1, capacity, cfg.hidden_dim))
-                   for _ in model.h.layers]
-    seq._history = torch.empty(1, y_len + MAX_DECODE_STEPS + 1, dtype=torch.long, device=device)
-    seq._history[:, :y_len] = history
-    seq._n_history = y_len
-    seq._mask = allowed.view(1, 1, total, total)
-    seq._h = xy
-    seq._positions = model.ar_audio_position.alpha * model._positions(y_len + MAX_DECODE_STEPS)[:, y_len:]
+    def _logits(self, seqs: list[Sequence]) -> dict[Hashable, Tensor]:
+        """Each sequence's next-token logits [1, vocab]: joining ones start and prefill alone,
+        the others run batched per model (or per static decoder)."""
+        logits: dict[Hashable, Tensor] = {}
+        dynamic: dict[int, list[Sequence]] = {}
+        static: dict[int, list[Sequence]] = {}
+        for seq in seqs:
+            if seq.steps == 0:
+                self._start(seq)
+                logits[seq.key] = _prefill(seq)
+            elif seq._pool is not None:
+                static.setdefault(id(seq._pool), []).append(seq)
+            else:
+                dynamic.setdefault(id(seq.model), []).append(seq)
+        for group in dynamic.values():
+            exact = self.exact if self.exact is not None else group[0].phones.device.type == "cpu"
+            out = _forward_batch(group, exact)
+            for i, seq in enumerate(group):
+                logits[seq.key] = _predict(seq.model, out[i:i + 1])
+        for group in static.values():
+            out = group[0]._pool.step({seq._slot: _fed_token(seq) for seq in group})
+            for seq in group:
+                logits[seq.key] = out[seq._slot:seq._slot + 1]
+        return logits
 
 
-def _forward_one(seq: Sequence) -> Tensor:
-    h = seq._h
-    for layer, cache in zip(seq.model.h.layers, seq._caches):
-        h = layer(h, cache, seq._mask)
-    seq._mask = None
-    return h[:, -1]
+def _release(seq: Sequence) -> None:
+    """Free a sequence's slot or caches."""
+    if seq._pool is not None and seq._slot is not None:
+        seq._pool.leave(seq._slot)
+    seq._state, seq._pool, seq._slot = None, None, None
 
 
-def _linear(x: Tensor, weight: Tensor, bias: Tensor | None, exact: bool) -> Tensor:
-    """x [n, 1, in] -> [n, 1, out]; `exact`: one product per row, equal to a lone row's."""
-    if not exact:
-        return F.linear(x, weight, bias)
-    n = x.shape[0]
-    w = weight.t().unsqueeze(0).expand(n, -1, -1)
-    if bias is None:
-        return torch.bmm(x, w)
-    return torch.baddbmm(bias.view(1, 1, -1).expand(n, 1, -1), x, w)
+def _prefill(seq: Sequence) -> Tensor:
+    """The first step: the whole prefill, alone -> logits [1, vocab]."""
+    if seq._pool is not None:
+        return seq._pool.prefill(seq._slot, seq._state)
+    state = seq._state
+    h = seq.model.run_layers(state.xy, state.caches, state.mask)
+    return _predict(seq.model, h[:, -1])
 
 
-def _block_batch(layer: Block, x: Tensor, caches: list[LayerCache], exact: bool) -> Tensor:
-    """`Block.forward` for n sequences of one new token each, attention per sequence."""
-    n, _, d = x.shape
-    heads = layer.n_heads
-    attn_in = layer.self_attn
-    qkv = _linear(x, attn_in.in_proj_weight, attn_in.in_proj_bias, exact)
-    q, k, v = qkv.chunk(3, dim=-1)
+def _fed_token(seq: Sequence) -> FedToken:
+    """The last token as the static step takes it: its audio position and cache column."""
+    state, done = seq._state, seq.steps - 1  # tokens fed back before this one
+    return FedToken(seq.tokens[-1], state.y_len + done, state.total + done)
+
+
+def _next_input(seq: Sequence) -> Tensor:
+    """The last token's embedding plus its audio position, [1, 1, d], as `decode` feeds it."""
+    done = seq.steps - 1
+    token_in = torch.tensor([[seq.tokens[-1]]], dtype=torch.long, device=seq.phones.device)
+    return seq.model.ar_audio_embedding.word_embeddings(token_in) + seq._state.positions[:, done:done + 1]
+
+
+def _attend_each(caches: list[LayerCache], heads: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Attention of each row over its own per-sequence cache (lengths differ)."""
+    d = q.shape[-1]
     outs = []
     for i, cache in enumerate(caches):
         ki, vi = cache.append(k[i:i + 1], v[i:i + 1])
         outs.append(F.scaled_dot_product_attention(
             q[i:i + 1].view(1, 1, heads, -1).transpose(1, 2), ki.view(1, -1, heads, d // heads).transpose(1, 2),
             vi.view(1, -1, heads, d // heads).transpose(1, 2), None))
-    attn = torch.cat(outs).transpose(1, 2).reshape(n, 1, d)
-    attn = _linear(attn, attn_in.out_proj.weight, attn_in.out_proj.bias, exact)
-    x = layer.norm1(x + attn)
-    ff = _linear(F.relu(_linear(x, layer.linear1.weight, layer.linear1.bias, exact)),
-                 layer.linear2.weight, layer.linear2.bias, exact)
-    return layer.norm2(x + ff)
+    return torch.cat(outs)
 
 
 def _forward_batch(group: list[Sequence], exact: bool) -> Tensor:
-    h = torch.cat([s._h for s in group])  # [n, 1, d]
+    h = torch.cat([_next_input(s) for s in group])  # [n, 1, d]
     for li, layer in enumerate(group[0].model.h.layers):
-        h = _block_batch(layer, h, [s._caches[li] for s in group], exact)
+        caches = [s._state.caches[li] for s in group]
+        h = block_rows(layer, h, partial(_attend_each, caches, layer.n_heads), exact)
     return h[:, -1]
 
 
-def _advance(seq: Sequence, last: Tensor) -> StepEvent:
-    """Sample the next token from the last hidden state [1, d], as `decode` does."""
-    model, cfg = seq.model, seq.model.cfg
+def _advance(seq: Sequence, logits: Tensor) -> StepEvent:
+    """Pick the next token from logits [1, vocab], as `decode` does."""
+    cfg, state = seq.model.cfg, seq._state
     step = seq.steps
     seq.steps += 1
-    logits = _predict(model, last)
     if step < MIN_TOKENS_BEFORE_EOS:
         logits = logits[:, :-1]
     s = seq.sampling
     greedy = int(torch.argmax(logits, dim=-1)[0])
     greedy_only = s.top_k == 1 and s.repetition_penalty == 1.0
-    token = greedy if greedy_only else sample(logits, seq._history[:, :seq._n_history], s, seq.generator)
+    token = greedy if greedy_only else sample(logits, state.previous_tokens(), s, seq.generator)
     if greedy == cfg.eos or token == cfg.eos:
         seq.finished = seq.stopped_by_eos = True
         return StepEvent(seq, None, True)
     seq.tokens.append(token)
-    seq._history[0, seq._n_history] = token
-    seq._n_history += 1
+    state.record(token)
     if len(seq.tokens) > seq.early_stop or seq.steps >= MAX_DECODE_STEPS:
         seq.finished = True
         return StepEvent(seq, token, True)
-    token_in = torch.tensor([[token]], dtype=torch.long, device=last.device)
-    seq._h = model.ar_audio_embedding.word_embeddings(token_in) + seq._positions[:, step:step + 1]
     return StepEvent(seq, token, False)
 
 

@@ -1,0 +1,68 @@
+"""A static KV cache for the semantic decoder: one slot per running sequence.
+
+Keys and values of every layer live in tensors [slots, heads, capacity + 1, head_dim]
+allocated once, so decoding never allocates per step and the step's tensors keep their
+addresses (what a CUDA graph needs). Heads come before columns so that the first n slots
+are one contiguous block, the layout attention takes as it is for any n. A sequence takes
+the lowest free slot when it joins and gives it back when it leaves. The last column of
+each slot is a sink: rows of a padded step that belong to no sequence write their keys
+there, where no sequence ever reads.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from stages.engines.gpt_sovits.t2s import MAX_DECODE_STEPS, LayerCache
+
+COLUMN_ALIGNMENT = 16
+
+
+def keys_needed(prefill_length: int, early_stop: int) -> int:
+    """Cache columns a sequence can fill: its prefill, then one per token fed back (a
+    sequence stops after early_stop + 1 tokens or MAX_DECODE_STEPS steps; the last token
+    is never fed)."""
+    return prefill_length + min(max(early_stop, 0), MAX_DECODE_STEPS - 1)
+
+
+class SlotCache:
+    def __init__(self, n_layers: int, slots: int, capacity: int, hidden: int, heads: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.slots, self.hidden, self.heads = slots, hidden, heads
+        # Columns per slot, the sink included, rounded up: CUDA's fused attention wants the
+        # mask's last dimension aligned and would pad a copy of it on every call.
+        self.width = -(-(capacity + 1) // COLUMN_ALIGNMENT) * COLUMN_ALIGNMENT
+        self.capacity = self.sink = self.width - 1  # usable columns (at least those asked for); then the sink
+        shape = (slots, heads, self.width, hidden // heads)
+        # Zeros, not empty: padded rows attend over whole slots, and garbage there could be NaN.
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self._free = list(range(slots))
+
+    @property
+    def in_use(self) -> int:
+        return self.slots - len(self._free)
+
+    def acquire(self) -> int | None:
+        if not self._free:
+            return None
+        self._free.sort()
+        return self._free.pop(0)
+
+    def release(self, slot: int) -> None:
+        if slot in self._free or not 0 <= slot < self.slots:
+            raise ValueError(f"slot {slot} is not in use")
+        self._free.append(slot)
+
+    def store(self, slot: int, caches: list[LayerCache]) -> None:
+        """Copy a prefill's keys/values (per layer, [1, length, hidden]) to the start of `slot`."""
+        for k, v, cache in zip(self.k, self.v, caches):
+            length = cache.length
+            k[slot, :, :length] = cache.k[0, :length].view(length, self.heads, -1).transpose(0, 1)
+            v[slot, :, :length] = cache.v[0, :length].view(length, self.heads, -1).transpose(0, 1)
+
+    def slot_bytes(self) -> int:
+        return sum(t[0].numel() * t.element_size() for t in (*self.k, *self.v))
+
+    def nbytes(self) -> int:
+        return self.slot_bytes() * self.slots
