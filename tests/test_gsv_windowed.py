@@ -54,6 +54,22 @@ def test_windows_joined_match_whole_rendering(voice):
     np.testing.assert_array_equal(one, model.render(short, ids, 0.0))
 
 
+def test_windows_grow_after_the_first_and_still_join(voice):
+    model, ids, tokens = voice
+    plan = WindowPlan(window=8, context=16, lookahead=8, max_window=32)
+    assert [plan.window_at(i) for i in range(5)] == [8, 16, 32, 32, 32]
+    pieces = _stream(WindowedRenderer(model, ids, 0.0, plan=plan), tokens)
+    per_token = len(model.render(tokens[:1], ids, 0.0))
+    sizes = [len(p) // per_token for _, p in pieces]
+    assert pieces[0][0] == plan.first_audio_tokens and sizes[:3] == [8, 16, 32]
+    # Each piece is ready once its window and lookahead exist, never later.
+    ends = np.cumsum(sizes)
+    assert all(n == end + plan.lookahead for (n, _), end in zip(pieces[:-1], ends[:-1]) if n < len(tokens))
+    joined = np.concatenate([p for _, p in pieces])
+    whole = model.render(tokens, ids, 0.0)
+    assert len(joined) == len(whole) and _snr_db(whole, joined) > MIN_SNR_DB
+
+
 def test_seeded_noise_is_drawn_per_frame(voice):
     model, ids, tokens = voice
     plan = WindowPlan(window=16, context=16, lookahead=8)
