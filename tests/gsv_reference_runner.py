@@ -1,8 +1,9 @@
 """Drive the reference GPT-SoVITS implementation (the `gpt-sovits-cpufast` 0.1.0 package)
-on one voice and one text, in a process of its own: the package puts top-level modules
-named `AR`, `module`, `text` and `tools` on sys.path.
+on one voice, in a process of its own: the package puts top-level modules named `AR`,
+`module`, `text` and `tools` on sys.path.
 
     python tests/gsv_reference_runner.py REFERENCE_ROOT INPUT.json
+    python tests/gsv_reference_runner.py REFERENCE_ROOT VOICE.json --serve
 
 REFERENCE_ROOT is where the package was installed with `pip install --target`. INPUT.json
 holds a list of cases; each names a voice's files, gives the prompt and target as phone
@@ -11,6 +12,17 @@ file that receives the reference semantic tokens and audio. The steps mirror the
 (TTS_infer_pack/TTS.py: init_t2s_weights, init_vits_weights, _set_prompt_semantic,
 _get_ref_spec, run) with the package's own model classes and checkpoint readers.
 
+With --serve the process loads VOICE.json's voice once (the keys of a case without
+target and output, plus "warmup": requests served before it prints "ready"), then serves
+batches of requests one request at a time, as the package's api_v2 does with its single
+worker (T2S through `infer_panel_batch_infer`, its default `parallel_infer`, then one
+SoVITS decode). Each stdin line is a JSON list of requests ({"target": segments, "seed":
+int}); for each request a JSON line {"i", "done_s", "audio_s", "tokens"} goes to stdout,
+where done_s counts from the moment the batch line was read, then {"total_s"} ends the
+batch. Per request it computes what api_v2 computes after G2P: the target's BERT
+features, the semantic tokens and the audio; the prompt's features are cached per voice
+as api_v2 caches them. Anything the package prints goes to stderr.
+
 One substitution: audio files are read with soundfile and resampled with soxr, as
 voxpipe does (the package uses PyAV's resampler, upstream GPT-SoVITS librosa's soxr), so
 that the comparison is about the models, not about resamplers.
@@ -18,18 +30,23 @@ that the comparison is about the models, not about resamplers.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 
-def main(root: str, input_path: str) -> int:
+def main(root: str, input_path: str, *flags: str) -> int:
     sys.path[:0] = [root, str(Path(root) / "GPT_SoVITS")]
     import torch
 
     torch.manual_seed(0)
     torch.set_grad_enabled(False)
+    if "--serve" in flags:
+        return serve(json.loads(Path(input_path).read_text(encoding="utf-8")))
     for case in json.loads(Path(input_path).read_text(encoding="utf-8")):
         run_case(case)
     return 0
@@ -44,9 +61,8 @@ def _cached(kind: str, path: str, build):
     return _PRETRAINED[kind, path]
 
 
-def run_case(spec: dict) -> None:
-    import time
-
+def load_voice(spec: dict) -> SimpleNamespace:
+    """Both models, the feature models and the prompt (tokens, spectrogram, phones, BERT)."""
     import soundfile
     import soxr
     import torch
@@ -56,7 +72,7 @@ def run_case(spec: dict) -> None:
     from module.mel_processing import spectrogram_torch
     from module.models import SynthesizerTrn
     from process_ckpt import get_sovits_version_from_path_fast, load_sovits_new
-    from text.chinese_bert import get_bert_feature, load_model, load_tokenizer
+    from text.chinese_bert import load_model, load_tokenizer
 
     pretrained = Path(spec["pretrained"])
 
@@ -131,49 +147,113 @@ def run_case(spec: dict) -> None:
                                    .astype(np.float32)).unsqueeze(0)
         sv_emb = [sv_model.compute_embedding3(audio16)]
     ge, ge_text = vits.build_decode_condition([refer_spec], sv_emb)
+    voice = SimpleNamespace(t2s=t2s, vits=vits, early_stop_num=early_stop_num, sampling_rate=sampling_rate,
+                            prompt_semantic=prompt_semantic, refer_spec=refer_spec, sv_emb=sv_emb, ge=ge,
+                            ge_text=ge_text, bert_model=bert_model, bert_tokenizer=bert_tokenizer)
+    voice.prompt_ids, voice.prompt_bert = phones_and_bert(voice, spec["prompt"])
+    return voice
 
-    # -- text features: TextPreprocessor.get_bert_inf per segment ----------------------------
-    def phones_and_bert(segments: list[dict]) -> tuple[list[int], torch.Tensor]:
-        ids, parts = [], []
-        for seg in segments:
-            ids.extend(seg["phone_ids"])
-            if seg["lang"] == "zh":
-                parts.append(get_bert_feature(bert_model, bert_tokenizer, seg["norm_text"], seg["word2ph"], "cpu"))
-            else:
-                parts.append(torch.zeros((1024, len(seg["phone_ids"])), dtype=torch.float32))
-        return ids, torch.cat(parts, dim=1)
 
-    prompt_ids, prompt_bert = phones_and_bert(spec["prompt"])
-    target_ids, target_bert = phones_and_bert(spec["target"])
+def phones_and_bert(voice: SimpleNamespace, segments: list[dict]):
+    """Text features as TextPreprocessor.get_bert_inf computes them, per segment."""
+    import torch
+
+    from text.chinese_bert import get_bert_feature
+
+    ids, parts = [], []
+    for seg in segments:
+        ids.extend(seg["phone_ids"])
+        if seg["lang"] == "zh":
+            parts.append(get_bert_feature(voice.bert_model, voice.bert_tokenizer, seg["norm_text"], seg["word2ph"],
+                                          "cpu"))
+        else:
+            parts.append(torch.zeros((1024, len(seg["phone_ids"])), dtype=torch.float32))
+    return ids, torch.cat(parts, dim=1)
+
+
+def decode(voice: SimpleNamespace, tokens, target_ids: list[int], noise_scale: float) -> np.ndarray:
+    import torch
+
+    out = voice.vits.decode(tokens.view(1, 1, -1), torch.LongTensor([target_ids]), [voice.refer_spec],
+                            noise_scale=noise_scale, sv_emb=voice.sv_emb, ge=voice.ge, ge_text=voice.ge_text)
+    return out.detach()[0, 0].numpy()
+
+
+def run_case(spec: dict) -> None:
+    import torch
+
+    voice = load_voice(spec)
+    target_ids, target_bert = phones_and_bert(voice, spec["target"])
 
     # -- run: T2S then SoVITS decode --------------------------------------------------------
-    all_ids = torch.LongTensor([prompt_ids + target_ids])
-    all_bert = torch.cat([prompt_bert, target_bert], 1).unsqueeze(0)
+    all_ids = torch.LongTensor([voice.prompt_ids + target_ids])
+    all_bert = torch.cat([voice.prompt_bert, target_bert], 1).unsqueeze(0)
     s = spec["sampling"]
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
     started = time.perf_counter()
-    pred_list, idx_list = t2s.model.infer_panel(
-        all_ids, torch.LongTensor([all_ids.shape[1]]), prompt_semantic.unsqueeze(0), all_bert,
-        top_k=s["top_k"], top_p=s["top_p"], temperature=s["temperature"], early_stop_num=early_stop_num,
+    pred_list, idx_list = voice.t2s.model.infer_panel(
+        all_ids, torch.LongTensor([all_ids.shape[1]]), voice.prompt_semantic.unsqueeze(0), all_bert,
+        top_k=s["top_k"], top_p=s["top_p"], temperature=s["temperature"], early_stop_num=voice.early_stop_num,
         repetition_penalty=s["repetition_penalty"])
     pred = pred_list[0][-idx_list:] if isinstance(idx_list, int) else pred_list[0][-idx_list[0]:]
     t2s_s = time.perf_counter() - started
 
-    def decode(tokens: torch.Tensor) -> np.ndarray:
-        out = vits.decode(tokens.view(1, 1, -1), torch.LongTensor([target_ids]), [refer_spec],
-                          noise_scale=spec["noise_scale"], sv_emb=sv_emb, ge=ge, ge_text=ge_text)
-        return out.detach()[0, 0].numpy()
-
     started = time.perf_counter()
-    audio = decode(pred)
+    audio = decode(voice, pred, target_ids, spec["noise_scale"])
     decode_s = time.perf_counter() - started
-    result = {"tokens": pred.numpy().astype(np.int64), "prompt_tokens": prompt_semantic.numpy().astype(np.int64),
-              "audio": audio, "ge": ge.numpy(), "t2s_s": np.array(t2s_s), "decode_s": np.array(decode_s)}
+    result = {"tokens": pred.numpy().astype(np.int64), "prompt_tokens": voice.prompt_semantic.numpy().astype(np.int64),
+              "audio": audio, "ge": voice.ge.numpy(), "t2s_s": np.array(t2s_s), "decode_s": np.array(decode_s)}
     if spec.get("decode_tokens"):
-        result["audio_of_given_tokens"] = decode(torch.LongTensor(spec["decode_tokens"]))
+        result["audio_of_given_tokens"] = decode(voice, torch.LongTensor(spec["decode_tokens"]), target_ids,
+                                                 spec["noise_scale"])
     np.savez(spec["output"], **result)
 
 
+def serve_one(voice: SimpleNamespace, spec: dict, request: dict) -> tuple[np.ndarray, int]:
+    """One request as api_v2's TTS.run handles it after G2P: seed, BERT, T2S, SoVITS. -> (audio, tokens)."""
+    import torch
+
+    torch.manual_seed(int(request["seed"]))  # TTS.run's set_seed
+    target_ids, target_bert = phones_and_bert(voice, request["target"])
+    all_ids = torch.LongTensor(voice.prompt_ids + target_ids)
+    all_bert = torch.cat([voice.prompt_bert, target_bert], 1)
+    s = spec["sampling"]
+    pred_list, idx_list = voice.t2s.model.infer_panel_batch_infer(
+        [all_ids], torch.LongTensor([len(all_ids)]), voice.prompt_semantic.unsqueeze(0), [all_bert],
+        top_k=s["top_k"], top_p=s["top_p"], temperature=s["temperature"], early_stop_num=voice.early_stop_num,
+        max_len=len(all_ids), repetition_penalty=s["repetition_penalty"])
+    pred = pred_list[0][-idx_list[0]:]
+    return decode(voice, pred, target_ids, spec["noise_scale"]), len(pred)
+
+
+def serve(spec: dict) -> int:
+    import torch
+
+    # Keep stdout for the protocol: whatever the package prints (even from C) goes to stderr.
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    torch.set_flush_denormal(True)  # as voxpipe's engine sets it: denormals crawl on the CPU
+    voice = load_voice(spec)
+    for warmup in spec.get("warmup", []):
+        serve_one(voice, spec, warmup)
+    out.write("ready\n")
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        requests = json.loads(line)
+        started = time.perf_counter()  # the batch has arrived: time 0 of every request in it
+        for i, request in enumerate(requests):
+            audio, tokens = serve_one(voice, spec, request)
+            done = {"i": i, "done_s": time.perf_counter() - started, "audio_s": len(audio) / voice.sampling_rate,
+                    "tokens": tokens}
+            out.write(json.dumps(done) + "\n")
+        out.write(json.dumps({"total_s": time.perf_counter() - started}) + "\n")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    sys.exit(main(*sys.argv[1:]))

@@ -1,27 +1,330 @@
-"""GPT-SoVITS serving speed: continuous batching + windowed audio against one request at
-a time (as GPT-SoVITS's api_v2 serves), in one run, on a random-weight v2 voice.
+"""GPT-SoVITS serving speed: the reference package one request at a time (as its api_v2
+serves), voxpipe one request at a time, and voxpipe's continuous batching + windowed
+audio, in one run, on one random-weight v2 voice and the same requests.
 
-    python -m tools.gsv_serve_bench [--concurrency 1 4 16] [--threads 2] [--out gsv-serve]
+    python -m tools.gsv_serve_bench [--concurrency 1 4 16] [--threads 2] [--seconds 2.0]
+                                    [--repeat 1] [--reference .cache/gsv-reference] [--out gsv-serve]
 
-For each concurrency N, N requests of different lengths arrive together. "batched" runs
-them through StreamRunner (the worker's GPT-SoVITS path); "sequential" decodes and renders
-them one after another with the plain decoder (what the reference package does per
-request). Prints requests/s, mean time to first audio, the correlation of first-audio
-time with text length, and the ratios; writes OUT.md (table) and OUT.png (plot).
+For each concurrency N, N requests of different lengths (same sampling settings, seed i
+for request i) arrive together at time 0, and each mode serves them:
+
+- "reference": the gpt-sovits-cpufast 0.1.0 package in a long-lived process of its own
+  (tests/gsv_reference_runner.py --serve; it loads the voice once), one request after
+  another like api_v2's single worker: a request's audio comes whole, so its first audio
+  is when it is done. Time 0 is read inside that process when the batch reaches it.
+- "sequential": voxpipe's plain decoder and renderer, one request after another.
+- "batched": voxpipe's StreamRunner (the worker's path): all N join the running batch,
+  audio comes in windows while tokens are decoded; first audio is a request's first piece.
+
+Timed, for every mode: the target text's BERT features (api_v2 computes them per request
+in its TextPreprocessor; voxpipe when a chunk joins the batch), semantic decoding and the
+SoVITS rendering. Not timed: G2P (text to phone ids; voxpipe's frontend does it once and
+both sides get the same ids), the voice's prompt features (HuBERT tokens, reference
+spectrogram, prompt BERT; cached per voice on both sides as api_v2 caches them), model
+loading, one warm-up request per side, and output packing (api_v2's WAV encoding,
+voxpipe's shared memory and merger). Same torch thread count (--threads) and
+flush-denormal setting on both sides; at each N the three modes run one after another,
+never at the same time.
+
+A random decoder rarely says EOS, so every request decodes about 50 * --seconds tokens
+whatever its text: a one-at-a-time mode's correlation of first audio with text length
+then follows the queue order of the texts more than their length. Wall times move with
+other load on the machine: --repeat R runs everything R times (rounds of all N and
+modes) and reports, per N and mode, the round with the median total time.
+
+Prints progress and per-mode results; writes OUT.md (table and ratios) and OUT.png.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import IO
 
 import numpy as np
 
+from tools.bench.stats import pearson, percentile, ratio
+
+ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ["你好。", "今天天气真不错。", "我们出去走走吧，好吗？", "Hello there, how are you today?",
          "这是一个比较长的句子，用来测试第一段音频的时间。", "Speech synthesis should start quickly, even for long sentences."]
+PROMPT_TEXT = "你好，这是一段参考音频。"
+SAMPLING = {"top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.35}
+NOISE_SCALE = 0.5
+MODES = ("reference", "sequential", "batched")
+
+
+@dataclass(frozen=True)
+class Request:
+    text: str
+    segments: list  # [TextSegment], the G2P output both sides receive
+    seed: int
+
+
+@dataclass(frozen=True)
+class Run:
+    """One mode serving one batch of requests; times from the batch's arrival."""
+    total_s: float
+    first_s: list[float]
+    audio_s: list[float]
+
+
+@dataclass(frozen=True)
+class Row:
+    concurrency: int
+    mode: str
+    requests_per_s: float
+    mean_first_s: float
+    p50_first_s: float
+    corr: float  # first-audio time against text length (characters); NaN below 3 requests
+    audio_s: float  # mean audio per request, to show every mode did the same work
+
+    @classmethod
+    def of(cls, mode: str, run: Run, lengths: list[int]) -> "Row":
+        n = len(lengths)
+        corr = pearson([float(x) for x in lengths], run.first_s) if n > 2 else math.nan
+        return cls(n, mode, n / run.total_s, float(np.mean(run.first_s)), percentile(run.first_s, 50), corr,
+                   float(np.mean(run.audio_s)))
+
+
+def segment_json(seg) -> dict:
+    return {"lang": seg.lang, "norm_text": seg.norm_text, "phone_ids": list(seg.phone_ids),
+            "word2ph": list(seg.word2ph)}
+
+
+def model_segments(text: str, lang: str = "auto") -> list:
+    from stages.engines.gpt_sovits.voice import TextSegment
+    from stages.text.gsv import segments
+
+    return [TextSegment(s.lang, s.norm_text, tuple(s.ids), tuple(s.word2ph)) for s in segments(text, lang)]
+
+
+def make_requests(n: int) -> list[Request]:
+    return [Request(TEXTS[i % len(TEXTS)], model_segments(TEXTS[i % len(TEXTS)]), i) for i in range(n)]
+
+
+def write_voice(work: Path, seconds: float):
+    """A random v2 voice's files. -> VoiceFiles."""
+    from stages.engines.gpt_sovits.random_voice import write_random_gsv_voice
+    from stages.engines.gpt_sovits.voice import VoiceFiles
+
+    voice = write_random_gsv_voice(work, "bench", "v2", seed=0, max_sec=seconds)
+    return VoiceFiles(next(voice.glob("*.ckpt")), next(voice.glob("*.pth")), work / ".gsv-pretrained",
+                      voice / "reference.wav")
+
+
+def load_model(files):
+    """Our model of the voice with its prompt built. -> GsvModel."""
+    from stages.engines.gpt_sovits.voice import GsvModel
+
+    model = GsvModel(files)
+    model.build_prompt(model_segments(PROMPT_TEXT, "zh"))
+    return model
+
+
+def run_sequential(model, reqs: list[Request]) -> Run:
+    from stages.engines.gpt_sovits.t2s import Sampling
+
+    sampling = Sampling(**SAMPLING)
+    start, first, audio_s = time.perf_counter(), [], []
+    for req in reqs:
+        decoded = model.semantic_tokens(req.segments, sampling, seed=req.seed)  # includes the target's BERT
+        ids = [p for s in req.segments for p in s.phone_ids]
+        audio = model.render(decoded.tokens, ids, NOISE_SCALE, 1.0, req.seed)
+        first.append(time.perf_counter() - start)  # one piece: first audio = all of it
+        audio_s.append(len(audio) / model.sample_rate)
+    return Run(time.perf_counter() - start, first, audio_s)
+
+
+def _item(req: Request):
+    from stages.engines.base import SynthesisItem
+
+    ids = np.asarray([p for s in req.segments for p in s.phone_ids], dtype=np.int64)
+    runs = tuple((s.lang, s.norm_text, len(s.phone_ids), s.word2ph) for s in req.segments)
+    # length_scale 1.0 (speed 1), noise_w unused by GPT-SoVITS.
+    return SynthesisItem(ids, NOISE_SCALE, 1.0, 0.8, 0, req.seed, text_segments=runs, **SAMPLING)
+
+
+def run_batched(model, reqs: list[Request]) -> Run:
+    from stages.engines.gpt_sovits.serving import StreamRunner
+
+    voice = SimpleNamespace(model=model, spec=SimpleNamespace(name="bench"))
+    runner = StreamRunner(max_sequences=len(reqs))
+    start, first, samples = time.perf_counter(), {}, {}
+    for i, req in enumerate(reqs):  # admit computes the target's BERT
+        chunk = SimpleNamespace(request_id=f"r{i}", seq=0, deadline=float("inf"), submitted_at=0.0)
+        runner.admit(voice, chunk, _item(req))
+    while len(runner):
+        for piece in runner.step().pieces:
+            key = piece.chunk.request_id
+            first.setdefault(key, time.perf_counter() - start)
+            samples[key] = samples.get(key, 0) + len(piece.audio)
+    total = time.perf_counter() - start
+    keys = [f"r{i}" for i in range(len(reqs))]
+    return Run(total, [first[k] for k in keys], [samples[k] / model.sample_rate for k in keys])
+
+
+class ReferenceServer:
+    """The reference package in its own process, loaded once, serving batches on request."""
+
+    def __init__(self, reference: Path, files, threads: int, work: Path) -> None:
+        prompt = [segment_json(s) for s in model_segments(PROMPT_TEXT, "zh")]
+        spec = {"gpt": str(files.gpt), "sovits": str(files.sovits), "pretrained": str(files.pretrained),
+                "ref_audio": str(files.ref_audio), "prompt": prompt, "sampling": SAMPLING,
+                "noise_scale": NOISE_SCALE, "threads": threads,
+                "warmup": [self._request_json(r) for r in make_requests(1)]}
+        (work / "reference-voice.json").write_text(json.dumps(spec), encoding="utf-8")
+        self.log_path = work / "reference.log"
+        self.log = self.log_path.open("w", encoding="utf-8")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "gsv_reference_runner.py"), str(reference.resolve()),
+             str(work / "reference-voice.json"), "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=work)
+
+    def wait_ready(self) -> None:
+        """Block until the process has loaded and warmed up its voice."""
+        if self._line() != "ready":
+            raise RuntimeError(f"reference runner did not start:\n{self.tail()}")
+
+    @staticmethod
+    def _request_json(req: Request) -> dict:
+        return {"target": [segment_json(s) for s in req.segments], "seed": req.seed}
+
+    def _line(self) -> str:
+        stdout: IO[str] = self.proc.stdout  # type: ignore[assignment]
+        line = stdout.readline()
+        if not line:
+            raise RuntimeError(f"reference runner exited ({self.proc.wait()}):\n{self.tail()}")
+        return line.strip()
+
+    def tail(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+
+    def serve(self, reqs: list[Request]) -> Run:
+        stdin: IO[str] = self.proc.stdin  # type: ignore[assignment]
+        stdin.write(json.dumps([self._request_json(r) for r in reqs]) + "\n")
+        stdin.flush()
+        first, audio_s = [], []
+        while True:
+            msg = json.loads(self._line())
+            if "total_s" in msg:
+                return Run(msg["total_s"], first, audio_s)
+            first.append(msg["done_s"])
+            audio_s.append(msg["audio_s"])
+
+    def close(self) -> None:
+        """Closing its input ends the process; one still busy (we stopped mid-batch) is killed."""
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def table(rows: list[Row]) -> list[str]:
+    def corr(c: float) -> str:
+        return "n/a" if math.isnan(c) else f"{c:+.3f}"
+
+    lines = ["| concurrency | mode | requests/s | mean first audio (s) | p50 first audio (s) "
+             "| corr(first audio, text length) | audio/request (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r.concurrency} | {r.mode} | {r.requests_per_s:.2f} | {r.mean_first_s:.2f} | {r.p50_first_s:.2f} "
+              f"| {corr(r.corr)} | {r.audio_s:.2f} |" for r in rows]
+    return lines
+
+
+def ratio_lines(rows: list[Row]) -> list[str]:
+    """Batched against each one-at-a-time mode: >1 means batched is better."""
+    out = []
+    for n in sorted({r.concurrency for r in rows}):
+        by_mode = {r.mode: r for r in rows if r.concurrency == n}
+        bat = by_mode["batched"]
+        parts = [f"vs {m}: {ratio(bat.requests_per_s, by_mode[m].requests_per_s):.2f}x requests/s, first audio "
+                 f"{ratio(by_mode[m].mean_first_s, bat.mean_first_s):.2f}x sooner (mean), "
+                 f"{ratio(by_mode[m].p50_first_s, bat.p50_first_s):.2f}x (p50)" for m in ("reference", "sequential")]
+        out.append(f"N={n} batched " + "; ".join(parts))
+    return out
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for mode in MODES:
+        sel = [r for r in rows if r.mode == mode]
+        axes[0].plot([r.concurrency for r in sel], [r.requests_per_s for r in sel], marker="o", label=mode)
+        axes[1].plot([r.concurrency for r in sel], [r.mean_first_s for r in sel], marker="o", label=mode)
+    axes[0].set(xlabel="concurrent requests", ylabel="requests/s")
+    axes[1].set(xlabel="concurrent requests", ylabel="mean time to first audio (s)")
+    ns = sorted({r.concurrency for r in rows})
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.minorticks_off()
+        ax.set_ylim(bottom=0)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def serve_once(mode: str, model, server: ReferenceServer, reqs: list[Request]) -> Run:
+    if mode == "reference":
+        return server.serve(reqs)
+    return run_sequential(model, reqs) if mode == "sequential" else run_batched(model, reqs)
+
+
+def measure(model, server: ReferenceServer, concurrency: list[int], repeat: int) -> list[Row]:
+    """Rounds of every N, and at each N the three modes one after another (so that they
+    share the machine's load); per N and mode, the round with the median total time."""
+    runs: dict[tuple[int, str], list[Run]] = {}
+    for round_no in range(repeat):
+        for n in concurrency:
+            reqs = make_requests(n)
+            for mode in MODES:
+                print(f"[{round_no + 1}/{repeat}] N={n:3d} {mode:10} ", end="", flush=True)
+                run = serve_once(mode, model, server, reqs)
+                runs.setdefault((n, mode), []).append(run)
+                print(f"{n / run.total_s:7.2f} req/s  first audio mean {np.mean(run.first_s):6.2f} s "
+                      f"({run.total_s:.1f} s in all)", flush=True)
+    rows = []
+    for (n, mode), mode_runs in runs.items():
+        median = sorted(mode_runs, key=lambda r: r.total_s)[(len(mode_runs) - 1) // 2]
+        rows.append(Row.of(mode, median, [len(r.text) for r in make_requests(n)]))
+    return rows
+
+
+def run_all(args: argparse.Namespace, work: Path) -> list[Row]:
+    """Write the voice, load both sides, warm up, measure."""
+    started = time.perf_counter()
+    print(f"writing a random v2 voice ({args.seconds:g} s -> {50 * args.seconds:g} tokens per request) ...", flush=True)
+    files = write_voice(work, args.seconds)
+    # The reference loads while ours does (nothing is timed yet): a shorter run.
+    print(f"loading the reference package and ours ({args.threads} thread(s) each) ...", flush=True)
+    server = ReferenceServer(Path(args.reference), files, args.threads, work)
+    try:
+        model = load_model(files)
+        run_sequential(model, make_requests(1))  # warm-up, both paths
+        run_batched(model, make_requests(2))
+        server.wait_ready()
+        print(f"loaded and warmed up ({time.perf_counter() - started:.0f} s so far)", flush=True)
+        return measure(model, server, args.concurrency, max(1, args.repeat))
+    finally:
+        server.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,85 +332,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=2.0, help="max_sec of the random GPT (tokens = 50 * this)")
+    parser.add_argument("--reference", default=str(ROOT / ".cache" / "gsv-reference"),
+                        help="where gpt-sovits-cpufast 0.1.0 is installed (pip install --target)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; the median round is reported")
     parser.add_argument("--out", default="gsv-serve")
     args = parser.parse_args(argv)
+    if not (Path(args.reference) / "GPT_SoVITS").is_dir():
+        print(f"reference GPT-SoVITS not installed at {args.reference}", file=sys.stderr)
+        return 2
 
     import torch
 
-    from stages.engines.base import SynthesisItem
-    from stages.engines.gpt_sovits.serving import StreamRunner
-    from stages.engines.gpt_sovits.t2s import Sampling
-    from tests.test_gsv_continuous import load_random_voice, model_segments
-
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    model = load_random_voice(Path(tempfile.mkdtemp(prefix="gsv-serve-")), "bench", 0, args.seconds)
-    voice = SimpleNamespace(model=model, spec=SimpleNamespace(name="bench"))
-    sampling = Sampling(top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35)
-
-    def requests(n: int) -> list[tuple[str, list]]:
-        return [(TEXTS[i % len(TEXTS)], model_segments(TEXTS[i % len(TEXTS)])) for i in range(n)]
-
-    def sequential(reqs) -> tuple[float, list[float]]:
-        start, first = time.perf_counter(), []
-        for i, (_, segs) in enumerate(reqs):
-            decoded = model.semantic_tokens(segs, sampling, seed=i)
-            model.render(decoded.tokens, [p for s in segs for p in s.phone_ids], 0.5, 1.0, i)
-            first.append(time.perf_counter() - start)  # one piece: first audio = all of it
-        return time.perf_counter() - start, first
-
-    def batched(reqs) -> tuple[float, list[float]]:
-        runner = StreamRunner(max_sequences=len(reqs))
-        start, first = time.perf_counter(), {}
-        for i, (_, segs) in enumerate(reqs):
-            chunk = SimpleNamespace(request_id=f"r{i}", seq=0, deadline=float("inf"), submitted_at=0.0)
-            ids = np.asarray([p for s in segs for p in s.phone_ids], dtype=np.int64)
-            item = SynthesisItem(ids, 0.5, 1.0, 0.8, 0, i, text_segments=tuple(
-                (s.lang, s.norm_text, len(s.phone_ids), s.word2ph) for s in segs), top_k=sampling.top_k,
-                top_p=sampling.top_p, temperature=sampling.temperature, repetition_penalty=sampling.repetition_penalty)
-            runner.admit(voice, chunk, item)
-        while len(runner):
-            for piece in runner.step().pieces:
-                first.setdefault(piece.chunk.request_id, time.perf_counter() - start)
-        return time.perf_counter() - start, [first[f"r{i}"] for i in range(len(reqs))]
-
-    batched(requests(2))  # warm up
-    rows, corr_rows = [], []
-    for n in args.concurrency:
-        reqs = requests(n)
-        lengths = [len(t) for t, _ in reqs]
-        for name, fn in (("sequential", sequential), ("batched", batched)):
-            total, firsts = fn(reqs)
-            corr = float(np.corrcoef(lengths, firsts)[0, 1]) if n > 2 and np.std(firsts) > 0 else float("nan")
-            rows.append((n, name, n / total, float(np.mean(firsts)), corr))
-            print(f"N={n:3d} {name:10} {n / total:7.2f} req/s  first audio {np.mean(firsts):6.2f} s  corr {corr:+.3f}",
-                  flush=True)
-    lines = ["| concurrency | mode | requests/s | mean first audio (s) | corr(first audio, text length) |",
-             "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {n} | {m} | {r:.2f} | {f:.2f} | {c:+.3f} |" for n, m, r, f, c in rows]
-    for n in args.concurrency:
-        seq_row = next(r for r in rows if r[0] == n and r[1] == "sequential")
-        bat_row = next(r for r in rows if r[0] == n and r[1] == "batched")
-        ratio = f"N={n}: {bat_row[2] / seq_row[2]:.2f}x requests/s, first audio {seq_row[3] / bat_row[3]:.2f}x sooner"
-        print(ratio)
-        lines.append(f"\n{ratio}")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gsv-serve-") as tmp:  # the voice takes ~100 MB
+        rows = run_all(args, Path(tmp))
+    header = (f"Random-weight v2 voice, up to {50 * args.seconds:g} semantic tokens per request, "
+              f"{args.threads} torch thread(s) on every side, sampling {SAMPLING}, noise_scale {NOISE_SCALE}, "
+              f"median of {max(1, args.repeat)} round(s).")
+    lines = [header, "", *table(rows), "", *[f"- {r}" for r in ratio_lines(rows)]]
+    print("\n".join(lines[2:]))
     Path(args.out + ".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for mode in ("sequential", "batched"):
-        sel = [r for r in rows if r[1] == mode]
-        axes[0].plot([r[0] for r in sel], [r[2] for r in sel], marker="o", label=mode)
-        axes[1].plot([r[0] for r in sel], [r[3] for r in sel], marker="o", label=mode)
-    axes[0].set(xlabel="concurrent requests", ylabel="requests/s", xscale="log")
-    axes[1].set(xlabel="concurrent requests", ylabel="mean time to first audio (s)", xscale="log")
-    axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(args.out + ".png", dpi=100)
-    print(f"wrote {args.out}.md and {args.out}.png")
+    plot(rows, Path(args.out + ".png"))
+    print(f"wrote {args.out}.md and {args.out}.png ({time.perf_counter() - started:.0f} s in all)")
     return 0
 
 

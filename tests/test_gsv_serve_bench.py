@@ -1,0 +1,47 @@
+"""A tiny run of the GPT-SoVITS serving benchmark (reference package, ours one at a time,
+ours batched): its table has the three modes at each concurrency, with finite numbers.
+No speed is asserted. It takes ~25 s on two idle cores but ~90 s on two busy ones
+(writing the voice and loading both implementations is most of it), so it runs only with
+VOXPIPE_BENCH=1; it needs the reference package (see tests/test_gpt_sovits_exact.py)."""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = Path(os.environ.get("VOXPIPE_GSV_REFERENCE", ROOT / ".cache" / "gsv-reference"))
+
+pytestmark = [
+    pytest.mark.skipif(os.environ.get("VOXPIPE_BENCH") != "1", reason="a 25-90 s benchmark run: set VOXPIPE_BENCH=1"),
+    pytest.mark.skipif(not (REFERENCE / "GPT_SoVITS").is_dir(),
+                       reason=f"reference GPT-SoVITS (gpt-sovits-cpufast 0.1.0) not installed at {REFERENCE}"),
+]
+
+
+def _rows(table: str) -> list[list[str]]:
+    lines = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_tiny_run_reports_three_modes(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "serve"
+    run = subprocess.run([sys.executable, "-m", "tools.gsv_serve_bench", "--concurrency", "1", "2", "--seconds", "0.3",
+                          "--reference", str(REFERENCE), "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    rows = _rows((tmp_path / "serve.md").read_text(encoding="utf-8"))
+    assert {(int(r[0]), r[1]) for r in rows} == {(n, m) for n in (1, 2) for m in ("reference", "sequential", "batched")}
+    for row in rows:
+        numbers = [float(x) for x in row[2:5] + row[6:7]]  # requests/s, mean and p50 first audio, audio/request
+        assert all(math.isfinite(x) and x > 0 for x in numbers), row
+        assert row[5] == "n/a"  # a correlation needs 3 requests or more
+    assert "N=2 batched vs reference" in run.stdout
+    assert (tmp_path / "serve.png").read_bytes().startswith(b"\x89PNG")
