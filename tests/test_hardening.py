@@ -125,6 +125,7 @@ def test_corrupt_model_is_unavailable_and_others_still_served(voices_daemon):
     daemon, voices = voices_daemon
     write_random_piper_voice(voices, "broken", seed=2)
     (voices / "broken" / "broken.onnx").write_bytes(os.urandom(4096))
+    time.sleep(1.1)  # the catalog looks at the directory at most once a second
     expect_error(daemon, "broken", "voice_unavailable")
     expect_error(daemon, "broken", "voice_unavailable")  # marked: answered without a reload attempt
     still_serves(daemon, "good", "joe")
@@ -138,6 +139,7 @@ def test_config_that_does_not_match_its_model(voices_daemon):
     config = json.loads(config_path.read_text())
     config["phoneme_id_map"]["a"] = [5000]  # an id the model's embedding does not have
     config_path.write_text(json.dumps(config))
+    time.sleep(1.1)  # the catalog looks at the directory at most once a second
     expect_error(daemon, "mismatch", "voice_unavailable")
     still_serves(daemon, "good")
 

@@ -13,7 +13,6 @@ def run_id(daemon: Daemon) -> str:
 
 
 def test_sigterm_leaves_nothing(tmp_path):
-    before = our_segments()
     daemon = Daemon(tmp_path, workers=1).start()
     rid = run_id(daemon)
     assert any(rid in name for name in our_segments())
@@ -21,7 +20,6 @@ def test_sigterm_leaves_nothing(tmp_path):
         client.synthesize("One request, so the pools were used.", "joe")
     assert daemon.stop() == 0
     assert not any(rid in name for name in our_segments())
-    assert our_segments() <= before
     assert not (tmp_path / "vp.sock").exists()
 
 
