@@ -52,7 +52,10 @@ case "${1:-}" in
         shift
         system_packages
         setup
-        exec "$python" -m pytest -q "$@"
+        # Two test files at a time (one per core of a small CI machine): most tests wait on
+        # daemons starting, heartbeats and sockets, which another file's work can fill.
+        # A file's tests stay in one process, so its module-scoped daemon is started once.
+        exec "$python" -m pytest -q -n "${VOXPIPE_TEST_PROCESSES:-2}" --dist loadfile "$@"
         ;;
     setup)
         setup
