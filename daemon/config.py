@@ -17,6 +17,7 @@ from typing import Any
 
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # engines refuse the ones they lack
+INT8_METHODS = ("static", "dynamic")  # stages/engines/quantize.py's recipes
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,7 @@ class WorkerConfig:
     threads: int = 1  # engine threads per CPU worker
     engine: str = "onnx"
     precision: str = "fp32"  # "int8": onnx engine, quantized vocoder (audible error: docs/int8.md)
+    int8_method: str = "static"  # precision int8: "static" (calibrated QDQ) or "dynamic"
     credits: int = 2  # chunks a worker holds at once (one running, one ready)
     max_batch: int = 0  # chunks per batch; 0 = the engine's choice (torch: 16 on a GPU, 1 on a CPU)
     batch_phonemes: int = 8192  # ceiling on a batch's padded phonemes (memory may lower it)
@@ -61,6 +63,9 @@ class GpuConfig:
     memory_fraction: float = 0.9
     alloc_conf: str = "expandable_segments:True"
     tensorrt_workspace_mib: int = 2048
+    cuda_graphs: bool = True  # torch engine: replay the vocoder from CUDA graphs per bucketed shape
+    tensorrt_plan_dir: str = ""  # built TensorRT plans; empty: $XDG_CACHE_HOME/voxpipe/tensorrt
+    tensorrt_max_frames: int = 2048  # longest latent the plans cover; longer batches run in torch
 
 
 @dataclass
@@ -238,6 +243,9 @@ def validate(config: Config) -> Config:
         (config.supervisor.start_timeout_s > 0, "supervisor.start_timeout_s must be > 0"),
         (config.supervisor.restart_budget >= 0, "supervisor.restart_budget must be >= 0"),
         (config.worker.engine in ("onnx", "torch", "tensorrt", "null"), f"worker.engine: unknown engine {config.worker.engine!r}"),
+        (config.worker.int8_method in INT8_METHODS,
+         f"worker.int8_method: expected one of {', '.join(INT8_METHODS)}, got {config.worker.int8_method!r}"),
+        (config.gpu.tensorrt_max_frames >= 16, "gpu.tensorrt_max_frames must be >= 16"),
         (config.worker.precision in PRECISIONS,
          f"worker.precision: expected one of {', '.join(PRECISIONS)}, got {config.worker.precision!r}"),
     ]

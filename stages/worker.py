@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import zmq
@@ -44,7 +45,12 @@ class Worker:
     def __init__(self, args: StageArgs, runtime: StageRuntime) -> None:
         cfg = args.config
         self.args, self.rt, self.name = args, runtime, args.name
-        options = {"max_batch": cfg.worker.max_batch} if cfg.worker.max_batch > 0 else {}
+        options: dict[str, object] = {"max_batch": cfg.worker.max_batch} if cfg.worker.max_batch > 0 else {}
+        # Each engine reads the options it knows: torch the graphs, tensorrt its plans, onnx int8.
+        options.update(cuda_graphs=cfg.gpu.cuda_graphs, trt_max_frames=cfg.gpu.tensorrt_max_frames,
+                       int8_method=cfg.worker.int8_method)
+        if cfg.gpu.tensorrt_plan_dir:
+            options["plan_dir"] = str(Path(cfg.gpu.tensorrt_plan_dir).expanduser())
         self.settings = EngineSettings(device=args.device, threads=cfg.worker.threads, precision=cfg.worker.precision,
                                        options=options)
         self.default_engine = cfg.worker.engine

@@ -31,10 +31,20 @@ def test_values_are_read(tmp_path):
     ("bogus = 1\n", "bogus"),
     ("[merger]\ncrossfade_ms = 900\n", "merger.crossfade_ms"),
     ("worker = 3\n", "worker"),
+    ("[worker]\nint8_method = 'fast'\n", "worker.int8_method"),
+    ("[gpu]\ntensorrt_max_frames = 4\n", "gpu.tensorrt_max_frames"),
+    ("[gpu]\ncuda_graphs = 'yes'\n", "gpu.cuda_graphs"),
 ])
 def test_bad_files_name_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(write(tmp_path, text))
+
+
+def test_readme_sample_is_a_valid_config_with_the_defaults(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    sample = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = load_config(write(tmp_path, sample))
+    assert config.gpu.cuda_graphs and config.worker.int8_method == "static" and config.worker.precision == "fp32"
 
 
 def test_config_check_command(tmp_path):
