@@ -276,12 +276,19 @@ def _on_cuda(seq: Sequence, model: Text2Semantic) -> Sequence:
                                generator=torch.Generator("cuda").manual_seed(seq.generator.initial_seed()))
 
 
-@needs_cuda
-def test_cuda_graph_replay_equals_eager_step(voices):
+def _cuda_case(voices) -> tuple:
+    """The first voice's decoder on the GPU, the test texts as sequences there, and each
+    text's lone CPU tokens (fed back so every run sees the same inputs)."""
     a, _ = voices
     model = copy.deepcopy(a.t2s).to("cuda")
     seqs = [_on_cuda(_seq((a, text, 40, 0), i, GREEDY), model) for i, text in enumerate(TEXTS)]
     tokens = [_lone((a, text, 40, 0), GREEDY)[0] for text in TEXTS]
+    return a, model, seqs, tokens
+
+
+@needs_cuda
+def test_cuda_graph_replay_equals_eager_step(voices):
+    a, model, seqs, tokens = _cuda_case(voices)
     eager = _static_logits(StaticDecoder(model, 4, CAPACITY, graphs=False), seqs, tokens)
     graphed_pool = StaticDecoder(model, 4, CAPACITY, graphs=True)
     graphed = _static_logits(graphed_pool, seqs, tokens)
@@ -301,10 +308,7 @@ def test_cuda_graph_replay_equals_eager_step(voices):
 
 @needs_cuda
 def test_cuda_fp16_error_measured(voices):
-    a, _ = voices
-    model = copy.deepcopy(a.t2s).to("cuda")
-    seqs = [_on_cuda(_seq((a, text, 40, 0), i, GREEDY), model) for i, text in enumerate(TEXTS)]
-    tokens = [_lone((a, text, 40, 0), GREEDY)[0] for text in TEXTS]
+    _, model, seqs, tokens = _cuda_case(voices)
     reference = _static_logits(StaticDecoder(model, 4, CAPACITY), seqs, tokens)
     got = _static_logits(StaticDecoder(model, 4, CAPACITY, dtype=torch.float16), seqs, tokens)
     error = max((g - r).abs().max().item() for g, r in zip(got, reference))
