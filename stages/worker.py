@@ -166,9 +166,22 @@ class Worker:
             elif message.command == "rescan":
                 self.catalog.rescan()
 
+    def _startable(self, chunk: Chunk) -> bool:
+        """False for a chunk whose engine's running batch is full: it waits there, and the
+        chunks behind it (other voices, other engines) go first instead of waiting too."""
+        full = {name for name, runner in self.runners.items() if not runner.has_room()}
+        if not full:
+            return True
+        try:
+            spec = self.catalog.get(chunk.voice)
+        except VoiceError:
+            return True  # answered with its error at once
+        return engine_for(spec, chunk.engine or self.default_engine) not in full
+
     def _run_next(self) -> None:
-        first = self.queue.pop()
-        assert first is not None
+        first = self.queue.pop(self._startable if self.runners else None)
+        if first is None:  # every queued chunk waits for a running batch to make room
+            return
         now = time.monotonic()
         if now > first.deadline:
             self._done(first, False, "timeout", "deadline passed before synthesis")

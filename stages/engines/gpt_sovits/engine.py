@@ -47,6 +47,7 @@ class GptSovitsEngine(Engine):
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
+        self.max_batch = int(settings.options.get("max_batch", self.max_batch))  # worker.max_batch
         self.device = settings.device if settings.device.startswith("cuda") else "cpu"
         if self.device == "cpu":
             torch.set_num_threads(max(1, settings.threads))
