@@ -3,9 +3,11 @@ a real daemon serves it from its voices_dir (preloaded, so its prompt is compute
 start), and `voxpipe say` / the client library get 32 kHz audio, streamed by chunk."""
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import soundfile
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from ipc.client import AsyncClient, run_async  # noqa: E402
 from ipc.errors import VoxpipeError  # noqa: E402
 from tests.daemon_proc import Daemon  # noqa: E402
 
@@ -30,11 +33,16 @@ def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
+def voices(tmp_path_factory):
     voices = tmp_path_factory.mktemp("gsv-voices")
     made = _cli("voice", "random", VOICE, "--family", "gpt-sovits", "--version", "v2", "-d", str(voices))
     assert made.returncode == 0, made.stderr
     assert (voices / VOICE / "voice.toml").is_file()
+    return voices
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, voices):
     with Daemon(tmp_path_factory.mktemp("gsv-daemon"), workers=1, voices_dir=str(voices),
                 preload=[VOICE]) as d:
         yield d
@@ -74,3 +82,36 @@ def test_sampling_options_are_checked(daemon):
         with pytest.raises(VoxpipeError) as err:
             client.synthesize("你好。", VOICE, top_p=0.0)
     assert err.value.code == "bad_option"
+
+
+def test_a_full_gpt_sovits_batch_does_not_hold_up_other_voices(tmp_path, voices):
+    """One worker whose GPT-SoVITS batch holds one sequence, four GPT-SoVITS requests, then
+    one for a Piper voice while three of them wait in the worker's queue: the Piper chunk
+    runs between decoding steps instead of waiting behind them for the batch to empty."""
+    with Daemon(tmp_path, workers=1, voices_dir=str(voices), preload=[VOICE, "joe"],
+                worker={"max_batch": 1, "credits": 6}) as daemon:
+        def worker_queue() -> int:
+            with daemon.client() as client:
+                return next(p["stats"].get("queue", 0) for p in client.status()["processes"] if p["role"] == "worker")
+
+        async def scenario() -> dict[str, float]:
+            done: dict[str, float] = {}
+            async with AsyncClient(daemon.endpoint) as client:
+                async def one(name: str, text: str, voice: str, **options) -> None:
+                    await client.synthesize(text, voice, **options)
+                    done[name] = time.monotonic()
+
+                # One chunk each (no short first chunk), so a request ends when its chunk does.
+                tasks = [asyncio.create_task(one(f"g{i}", "你好，这是一个测试。", VOICE, seed=i, first_chunk=False))
+                         for i in range(4)]
+                deadline = time.monotonic() + 30
+                while await asyncio.to_thread(worker_queue) < 2:  # one decoding, the others waiting
+                    assert time.monotonic() < deadline, "the GPT-SoVITS chunks never queued up"
+                    await asyncio.sleep(0.05)
+                tasks.append(asyncio.create_task(one("piper", "Hello.", "joe")))
+                await asyncio.gather(*tasks)
+            return done
+
+        done = run_async(scenario())
+    # Blocked, it would start only once the last GPT-SoVITS chunk joined the batch.
+    assert done["piper"] < sorted(done[f"g{i}"] for i in range(4))[2], done
