@@ -50,7 +50,7 @@ class WorkerConfig:
     precision: str = "fp32"  # "int8": onnx engine, quantized vocoder (audible error: docs/int8.md)
     int8_method: str = "static"  # precision int8: "static" (calibrated QDQ) or "dynamic"
     credits: int = 2  # chunks a worker holds at once (one running, one ready)
-    max_batch: int = 0  # chunks per batch; 0 = the engine's choice (torch: 16 on a GPU, 1 on a CPU)
+    max_batch: int = 0  # chunks per batch; 0 = the engine's choice (torch: 16 on a GPU, 1 on a CPU; GPT-SoVITS: 16)
     batch_phonemes: int = 8192  # ceiling on a batch's padded phonemes (memory may lower it)
     batch_wait_ms: float = 5.0  # wait this long for a batch to fill before running it
     voice_cache_mib: float = 2048.0  # LRU voice cache bound per worker
