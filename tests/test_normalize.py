@@ -11,7 +11,7 @@ from stages.text.normalize import clean, detect, normalize
 from stages.text.normalize_en import normalize_en
 from stages.text.normalize_zh import normalize_zh
 
-BENCH = Path("/work/shared/bench")
+BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
 
 EN_CASES = [
     # cardinals, thousands separators, decimals, negatives

@@ -14,7 +14,7 @@ from stages.text.normalize import normalize
 from stages.text.split import CUT_POLICIES, TextChunk, resolve_policy, split_text
 from tools import split_cli
 
-BENCH = Path("/work/shared/bench")
+BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
 
 
 def letters(text: str) -> int:

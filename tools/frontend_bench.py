@@ -22,7 +22,7 @@ from stages.text.normalize import normalize
 from stages.text.split import split_text
 from stages.voices import VoiceCatalog
 
-BENCH = Path("/work/shared/bench")
+BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
 
 
 # The bench texts have almost no digits; these rows time the number rules as well.
