@@ -43,6 +43,8 @@ class Active:
     stream: bool
     plan: list[Chunk] = field(default_factory=list)  # kept to re-run chunks if the merger restarts
     done_seqs: set[int] = field(default_factory=set)  # chunks whose audio reached the merger
+    done_by: dict[int, str] = field(default_factory=dict)  # seq -> the worker that reported it done
+    merged: int = 0  # chunks the merger has taken in, in order (from its fragments)
     client_has: int = 0  # samples of this request the client holds (resumed requests start > 0)
     merger_pos: int = 0  # samples the current merger has produced for it
     fragments_sent: int = 0
@@ -226,6 +228,7 @@ class Frontend:
         active = self.active.get(done.request_id)
         if active is not None and done.ok:
             active.done_seqs.add(done.seq)
+            active.done_by[done.seq] = worker
         if done.ok or chunk is None or active is None or done.code == "cancelled":
             return
         if done.code == "voice_unavailable":
@@ -264,6 +267,8 @@ class Frontend:
             pcm = self.fragment_pool.read(fragment.handle) if fragment.handle else None
         except PoolError as exc:
             return self._finish(fragment.request_id, Error(fragment.request_id, "internal", f"lost audio: {exc}"))
+        if active is not None:
+            active.merged = max(active.merged, fragment.chunks_done)
         if active is None or pcm is None:
             return
         # After a merger restart (or for a resent request) the audio starts over from
@@ -301,8 +306,10 @@ class Frontend:
 
     def _on_control(self, control: Control) -> None:
         if control.command == "worker_lost":
-            for chunk in self.scheduler.worker_lost(str(control.args.get("worker", ""))):
+            worker = str(control.args.get("worker", ""))
+            for chunk in self.scheduler.worker_lost(worker):
                 self._retry(chunk, "its worker died")
+            self._rerun_unmerged_chunks_of(worker)
         elif control.command == "merger_lost":
             self._drain_merger()  # every fragment the old merger sent, first
             self.fragment_pool.reclaim_owner(int(control.args.get("pid", 0)), set())
@@ -324,6 +331,18 @@ class Frontend:
                                                  f"chunk {chunk.seq} failed {chunk.attempt} times; last: {why}"))
         else:
             self.scheduler.submit([chunk])
+
+    def _rerun_unmerged_chunks_of(self, worker: str) -> None:
+        """A dead worker's ChunkDone can reach us while the audio message it sent the merger
+        just before did not: run its done chunks that the merger has not yet taken in order
+        again. Audio that did arrive makes the rerun a duplicate, which the merger drops.
+        Not an attempt: these chunks succeeded once."""
+        for active in list(self.active.values()):
+            rerun = {s for s, w in active.done_by.items() if w == worker and s >= active.merged}
+            for seq in rerun:
+                del active.done_by[seq]
+                active.done_seqs.discard(seq)
+            self.scheduler.submit([c for c in active.plan if c.seq in rerun])
 
     def _rerun_merged_chunks(self) -> None:
         """The merger restarted and lost its state: the chunks whose audio it had taken
