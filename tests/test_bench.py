@@ -91,6 +91,9 @@ def test_cpu_window_splits_engine_time_by_role() -> None:
     # A replaced process loses its CPU time, and workers that report no engine time: no figure.
     assert window(before, CpuSnapshot({1: 2.0, 2: 3.0, 3: 6.0}, 9.0, roles)) is None
     assert window(before, CpuSnapshot(after.cpu, None, roles)) is None
+    # A short-lived helper in the daemon's session (no stage role) may come and go.
+    helper_gone = window(CpuSnapshot({**before.cpu, 99: 0.1}, 8.0, roles), after)
+    assert helper_gone is not None and helper_gone.total_s == pytest.approx(20.5)
 
 
 def test_baseline_configs() -> None:
@@ -200,6 +203,7 @@ def test_tiny_run_writes_everything(tmp_path, capsys, monkeypatch) -> None:
     assert all(r["requests"] == 4 and r["audio_s"] > 0 for r in saved["throughput"])  # 2 texts x 2 rounds
     assert all(r["foreign_cores"] >= 0 for r in saved["throughput"])
     overhead = saved["overhead"]
+    assert overhead is not None, stdout
     assert overhead["total_s"] > 0 and overhead["engine_s"] >= 0 and overhead["requests"] == 8
     assert {"supervisor", "frontend", "merger", "worker"} <= set(overhead["idle_per_s"])
     micro = saved["micro"]

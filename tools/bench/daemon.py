@@ -176,9 +176,11 @@ def snapshot(daemon: BenchDaemon, settle_s: float) -> CpuSnapshot:
 
 
 def window(before: CpuSnapshot, after: CpuSnapshot) -> CpuWindow | None:
-    """The CPU spent between two snapshots; None without engine figures or if a process
-    was replaced in between (its CPU would be lost)."""
-    if before.engine_s is None or after.engine_s is None or set(before.cpu) - set(after.cpu):
+    """The CPU spent between two snapshots; None without engine figures or if a stage
+    process was replaced in between (its CPU would be lost). Short-lived helpers in the
+    session (a library probing with a subprocess) may come and go: their CPU is noise."""
+    stages_gone = {pid for pid in before.cpu if pid in before.roles and pid not in after.cpu}
+    if before.engine_s is None or after.engine_s is None or stages_gone:
         return None
     by_role: dict[str, float] = {}
     for pid, seconds in after.cpu.items():

@@ -190,6 +190,8 @@ def _throughput_phase(args: argparse.Namespace, daemon: BenchDaemon, baseline: P
                     measured = window(before, snapshot(daemon, SETTLE_S))
                     if measured is None:
                         cpu_known = False
+                        say("note: no CPU figures for this run (a stage was replaced, or a worker "
+                            "reported no engine time); the overhead is left out")
                     else:
                         cpu.add(measured)
                         run.cpu_s, run.engine_cpu_s = measured.total_s, measured.engine_s
