@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -136,6 +136,24 @@ def load_sovits(path: Path) -> tuple[str, dict[str, Any], dict[str, Tensor]]:
         if section not in config:
             raise CheckpointError(f"{path.name}: SoVITS config lacks '{section}'")
     return version, config, fold_weight_norm(obj["weight"])
+
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+
+
+def load_exact(model: ModuleT, state: dict[str, Tensor], what: str) -> ModuleT:
+    """Load every tensor `model` has from `state` (extra entries ignored), in eval mode;
+    KeyError naming `what` ("GPT checkpoint") and the first missing or misshapen tensors."""
+    wanted = model.state_dict()
+    missing = sorted(k for k in wanted if k not in state)
+    if missing:
+        raise KeyError(f"{what} lacks {len(missing)} tensors, e.g. {', '.join(missing[:4])}")
+    bad = [k for k in wanted if tuple(state[k].shape) != tuple(wanted[k].shape)]
+    if bad:
+        raise KeyError(f"{what} tensors have unexpected shapes: "
+                       + ", ".join(f"{k} {tuple(state[k].shape)} != {tuple(wanted[k].shape)}" for k in bad[:4]))
+    model.load_state_dict({k: state[k] for k in wanted}, strict=True)
+    return model.eval()
 
 
 def _read(path: Path) -> bytes:

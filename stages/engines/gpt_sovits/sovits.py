@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from stages.engines.gpt_sovits.checkpoints import load_exact
 from stages.engines.gpt_sovits.layers import AttentionEncoder, Flow, Generator, MultiHeadAttention, sequence_mask
 
 SSL_DIM = 768  # HuBERT-base features
@@ -285,18 +286,8 @@ class Synthesizer(nn.Module):
 
 def load_synthesizer(cfg: SovitsConfig, weights: dict[str, Tensor]) -> Synthesizer:
     """Build the synthesizer and load folded fp32 weights; raise KeyError naming what is missing."""
-    model = Synthesizer(cfg)
     state = dict(weights)
     if "quantizer.vq.layers.0._codebook.embed" in state:
         state["codebook.embed"] = state["quantizer.vq.layers.0._codebook.embed"]
-    wanted = model.state_dict()
-    missing = sorted(k for k in wanted if k not in state)
-    if missing:
-        raise KeyError(f"SoVITS checkpoint lacks {len(missing)} tensors, e.g. {', '.join(missing[:4])}")
-    bad = [k for k in wanted if tuple(state[k].shape) != tuple(wanted[k].shape)]
-    if bad:
-        raise KeyError("SoVITS checkpoint tensors have unexpected shapes: "
-                       + ", ".join(f"{k} {tuple(state[k].shape)} != {tuple(wanted[k].shape)}" for k in bad[:4]))
-    model.load_state_dict({k: state[k] for k in wanted}, strict=True)
-    return model.eval()
+    return load_exact(Synthesizer(cfg), state, "SoVITS checkpoint")
 

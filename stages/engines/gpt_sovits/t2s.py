@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from stages.engines.gpt_sovits.checkpoints import load_exact
+
 BERT_DIM = 1024
 MAX_DECODE_STEPS = 1500  # a hard ceiling, as in GPT-SoVITS
 MIN_TOKENS_BEFORE_EOS = 11  # EOS is not allowed in the first steps
@@ -274,15 +276,5 @@ def sample(logits: Tensor, previous: Tensor, s: Sampling, generator: torch.Gener
 
 def load_t2s(cfg: T2SConfig, weights: dict[str, Tensor]) -> Text2Semantic:
     """`model.`-prefixed fp32 weights -> the decoder; KeyError names what is missing."""
-    model = Text2Semantic(cfg)
     state = {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
-    wanted = model.state_dict()
-    missing = sorted(k for k in wanted if k not in state)
-    if missing:
-        raise KeyError(f"GPT checkpoint lacks {len(missing)} tensors, e.g. {', '.join(missing[:4])}")
-    bad = [k for k in wanted if tuple(state[k].shape) != tuple(wanted[k].shape)]
-    if bad:
-        raise KeyError("GPT checkpoint tensors have unexpected shapes: "
-                       + ", ".join(f"{k} {tuple(state[k].shape)} != {tuple(wanted[k].shape)}" for k in bad[:4]))
-    model.load_state_dict({k: state[k] for k in wanted}, strict=True)
-    return model.eval()
+    return load_exact(Text2Semantic(cfg), state, "GPT checkpoint")
