@@ -42,8 +42,8 @@ class Active:
     received: float
     stream: bool
     plan: list[Chunk] = field(default_factory=list)  # kept to re-run chunks if the merger restarts
-    done_seqs: set[int] = field(default_factory=set)  # chunks whose audio reached the merger
-    done_by: dict[int, str] = field(default_factory=dict)  # seq -> the worker that reported it done
+    # Chunks a worker reported done (their audio sent to the merger): seq -> that worker.
+    done_by: dict[int, str] = field(default_factory=dict)
     merged: int = 0  # chunks the merger has taken in, in order (from its fragments)
     client_has: int = 0  # samples of this request the client holds (resumed requests start > 0)
     merger_pos: int = 0  # samples the current merger has produced for it
@@ -227,7 +227,6 @@ class Frontend:
         chunk = self.scheduler.done(worker, done.request_id, done.seq)
         active = self.active.get(done.request_id)
         if active is not None and done.ok:
-            active.done_seqs.add(done.seq)
             active.done_by[done.seq] = worker
         if done.ok or chunk is None or active is None or done.code == "cancelled":
             return
@@ -341,7 +340,6 @@ class Frontend:
             rerun = {s for s, w in active.done_by.items() if w == worker and s >= active.merged}
             for seq in rerun:
                 del active.done_by[seq]
-                active.done_seqs.discard(seq)
             self.scheduler.submit([c for c in active.plan if c.seq in rerun])
 
     def _rerun_merged_chunks(self) -> None:
@@ -349,8 +347,8 @@ class Frontend:
         in must run again; the audio clients already have is skipped when it comes back."""
         for active in list(self.active.values()):
             active.merger_pos = 0
-            rerun = [c for c in active.plan if c.seq in active.done_seqs]
-            active.done_seqs.clear()
+            rerun = [c for c in active.plan if c.seq in active.done_by]
+            active.done_by.clear()
             for chunk in rerun:
                 self._retry(chunk, "the merger restarted")
 
