@@ -346,7 +346,7 @@ class Frontend:
         """The merger restarted and lost its state: the chunks whose audio it had taken
         in must run again; the audio clients already have is skipped when it comes back."""
         for active in list(self.active.values()):
-            active.merger_pos = 0
+            active.merger_pos = active.merged = 0  # the new merger starts from the first chunk
             rerun = [c for c in active.plan if c.seq in active.done_by]
             active.done_by.clear()
             for chunk in rerun:
