@@ -1,3 +1,5 @@
-"""voxpipe daemon: supervisor, configuration and the command line."""
+"""voxpipe daemon: the supervisor and the command line with its user commands."""
 
-__version__ = "0.1.0"
+from voxpipe import __version__
+
+__all__ = ["__version__"]

@@ -6,12 +6,12 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from daemon import __version__
+from voxpipe import __version__
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from daemon.config import ConfigError, load_config, validate
-    from daemon.supervisor import run_supervisor
+    from voxpipe.config import ConfigError, load_config, validate
+    from voxpipe.daemon.supervisor import run_supervisor
 
     try:
         config = load_config(Path(args.config) if args.config else None)
@@ -37,7 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _configure_serve(parser: argparse.ArgumentParser) -> None:
-    from daemon.config import PRECISIONS
+    from voxpipe.config import PRECISIONS
 
     parser.add_argument("--config", help="TOML config file")
     parser.add_argument("--endpoint", help="client endpoint (ipc://PATH or tcp://HOST:PORT)")
@@ -56,7 +56,7 @@ def _configure_serve(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from daemon.config import ConfigError, load_config
+    from voxpipe.config import ConfigError, load_config
 
     try:
         load_config(Path(args.file))
@@ -84,12 +84,12 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     commands: dict[str, tuple[str, Callable, Callable]] = {
         "serve": ("run the daemon", _configure_serve, _serve),
-        "say": ("synthesize text through the daemon", *_lazy("tools.say")),
-        "submit": ("synthesize every line of a file", *_lazy("tools.submit")),
-        "status": ("show the daemon's processes, queues and voices", *_lazy("tools.status")),
-        "split": ("show the chunks the frontend would make", *_lazy("tools.split_cli")),
-        "voice": ("voice helpers: write a random-weight test voice", *_lazy("tools.voice_cli")),
-        "keys": ("CURVE keys for tcp:// endpoints", *_lazy("tools.keys_cli")),
+        "say": ("synthesize text through the daemon", *_lazy("voxpipe.daemon.commands.say")),
+        "submit": ("synthesize every line of a file", *_lazy("voxpipe.daemon.commands.submit")),
+        "status": ("show the daemon's processes, queues and voices", *_lazy("voxpipe.daemon.commands.status")),
+        "split": ("show the chunks the frontend would make", *_lazy("voxpipe.daemon.commands.split")),
+        "voice": ("voice helpers: write a random-weight test voice", *_lazy("voxpipe.daemon.commands.voice")),
+        "keys": ("CURVE keys for tcp:// endpoints", *_lazy("voxpipe.daemon.commands.keys")),
         "bench": ("benchmark the daemon against piper in one run", *_lazy("tools.bench.run")),
     }
     for name, (help_text, configure, run) in commands.items():

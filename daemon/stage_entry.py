@@ -5,10 +5,10 @@ import importlib
 import sys
 import traceback
 
-from stages.runtime import StageArgs
+from voxpipe.stages.runtime import StageArgs
 
-STAGE_MODULES = {"frontend": "stages.frontend", "worker": "stages.worker", "merger": "stages.merger",
-                 "http": "stages.http.stage"}
+STAGE_MODULES = {"frontend": "voxpipe.stages.frontend.stage", "worker": "voxpipe.stages.worker.stage", "merger": "voxpipe.stages.merger.stage",
+                 "http": "voxpipe.stages.http.stage"}
 
 
 def run_stage(args: StageArgs) -> None:

@@ -17,20 +17,21 @@ from typing import Any
 
 import zmq
 
-from daemon.config import Config
-from daemon.gpus import Gpu, discover_gpus
-from daemon.metrics.devices import DeviceProbe, rss_bytes
-from daemon.metrics.exporter import MetricsError, MetricsExporter
-from daemon.notify import Notifier
-from daemon.procutil import set_title
-from daemon.usage import UsageState
-from daemon.stage_entry import run_stage
-from ipc import sockets
-from ipc.errors import ProtocolError
-from ipc.messages import Control, Heartbeat, SupervisorReport
-from ipc.shm import PoolError, ShmPool, remove_stale_pools
-from ipc.topology import RunLayout, make_layout
-from stages.runtime import StageArgs
+from voxpipe.config import Config
+from voxpipe.gpus import Gpu, discover_gpus
+from voxpipe.metrics.devices import DeviceProbe, rss_bytes
+from voxpipe.metrics.exporter import MetricsError, MetricsExporter
+from voxpipe.daemon.notify import Notifier
+from voxpipe.procutil import set_title
+from voxpipe.daemon.usage import UsageState
+from voxpipe.daemon.stage_entry import run_stage
+from voxpipe.ipc import sockets
+from voxpipe.ipc.errors import ProtocolError
+from voxpipe.ipc.messages import (Drain, Heartbeat, MergerLost, ProducerLost, Rescan, Reset, Stop, SupervisorReport,
+                                  WorkerLost)
+from voxpipe.ipc.shm import PoolError, ShmPool, remove_stale_pools
+from voxpipe.ipc.topology import RunLayout, make_layout
+from voxpipe.stages.runtime import StageArgs
 
 
 USAGE_SAVE_S = 30.0  # how often voice popularity is written to the state directory
@@ -180,7 +181,7 @@ class Supervisor:
 
     def _preload_list(self) -> list[str]:
         """The config's preload list, then the most used voices that still exist."""
-        from stages.voices import VoiceCatalog
+        from voxpipe.stages.voices import VoiceCatalog
 
         known = set(VoiceCatalog(self.config.voices_path()).names())
         wanted = list(self.config.preload)
@@ -283,7 +284,7 @@ class Supervisor:
             # so the merger and workers drop what they hold for the old ones.
             for other in self.stages.values():
                 if other.args.role in ("merger", "worker"):
-                    self._send(other.name, Control("reset"))
+                    self._send(other.name, Reset())
         stage.ready = beat.ready
         stage.stats = beat.stats
         if stage.args.role == "frontend":
@@ -340,10 +341,10 @@ class Supervisor:
             return
         dead_pid = stage.process.pid
         if stage.args.role == "worker":
-            self._send("frontend", Control("worker_lost", {"worker": stage.name}))
-            self._send("merger", Control("producer_lost", {"pool": stage.name, "pid": dead_pid}))
+            self._send("frontend", WorkerLost(stage.name))
+            self._send("merger", ProducerLost(stage.name, dead_pid))
         elif stage.args.role == "merger":
-            self._send("frontend", Control("merger_lost", {"pool": self.layout.MERGER_POOL, "pid": dead_pid}))
+            self._send("frontend", MergerLost(self.layout.MERGER_POOL, dead_pid))
         quick = now - stage.started < 5.0
         stage.restart_at = now + (min(5.0, 0.2 * 2 ** min(stage.restarts, 5)) if quick else 0.0)
         self.notifier.send(f"STATUS=restarting {stage.name}: {why}")
@@ -383,11 +384,13 @@ class Supervisor:
             if self.rescan_requested:
                 self.rescan_requested = False
                 for name in self.stages:
-                    self._send(name, Control("rescan"))
+                    self._send(name, Rescan())
             if self.stop_requested and self.drain_deadline is None:
                 self.drain_started = now
                 self.drain_deadline = now + self.config.limits.drain_timeout_s
-                self._send("frontend", Control("drain"))
+                for name, stage in self.stages.items():
+                    if stage.args.role in ("frontend", "http"):
+                        self._send(name, Drain())
                 self.notifier.send("STOPPING=1", "STATUS=draining")
                 log("draining: finishing accepted requests")
             if self.drain_deadline is not None and (now >= self.drain_deadline or self._drained()):
@@ -419,7 +422,7 @@ class Supervisor:
     def shutdown(self) -> None:
         self.save_usage()
         for name in self.stages:
-            self._send(name, Control("stop"))
+            self._send(name, Stop())
         deadline = time.monotonic() + 3.0
         for stage in self.stages.values():
             if stage.process is not None:

@@ -19,10 +19,10 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from ipc import codec, sockets
-from ipc.errors import ProtocolError, VoxpipeError
-from ipc.security import SecurityError, needs_curve, secure_client
-from ipc.messages import (PROTOCOL_VERSION, Cancel, Error, Fragment, Hello, Ping, Pong, Result, StatusQuery,
+from voxpipe.ipc import codec, sockets
+from voxpipe.ipc.errors import ProtocolError, VoxpipeError
+from voxpipe.ipc.security import SecurityError, needs_curve, secure_client
+from voxpipe.ipc.messages import (PROTOCOL_VERSION, Cancel, Error, Fragment, Hello, Ping, Pong, Result, StatusQuery,
                           StatusReply, SynthesisOptions, SynthesisRequest, Welcome)
 
 DEFAULT_TIMEOUT_S = 300.0

@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import msgpack
 
-from ipc import messages
-from ipc.errors import ProtocolError
+from voxpipe.ipc import messages
+from voxpipe.ipc.errors import ProtocolError
 
 MAX_FRAME_BYTES = 4 * 1024 * 1024  # a message body; audio frames are limited separately
 # The frame length is checked before unpacking (unpackb has no buffer limit of its own).

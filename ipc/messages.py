@@ -1,6 +1,6 @@
 """Every message that crosses a process boundary, declared once.
 
-Messages are dataclasses; `ipc.codec` turns them into msgpack arrays `[tag, *fields]`
+Messages are dataclasses; `voxpipe.ipc.codec` turns them into msgpack arrays `[tag, *fields]`
 and back, checking each field's type. Audio never travels inside a message: a message
 carries an `ShmHandle` into a shared-memory pool, or (to clients) the audio rides in a
 separate frame beside the message.
@@ -258,13 +258,65 @@ class Heartbeat:
     stats: dict = field(default_factory=dict)
 
 
+# Supervisor -> stage commands: one message each, so a handler dispatches on the type and
+# every command's arguments are typed and checked on the wire.
+
 @dataclass
-class Control:
-    """Supervisor -> stage commands: 'drain', 'stop', 'rescan', 'worker_lost'."""
+class Stop:
+    """Any stage: leave the loop now (after a drain, or at shutdown)."""
 
     TAG: ClassVar[int] = 51
-    command: str
-    args: dict = field(default_factory=dict)
+
+
+@dataclass
+class Drain:
+    """Frontend: accept no new requests, finish the accepted ones. HTTP stage: answer
+    /ready with 503 so load balancers stop sending."""
+
+    TAG: ClassVar[int] = 53
+
+
+@dataclass
+class Rescan:
+    """Frontend and workers: look at the voices directory again now (SIGHUP)."""
+
+    TAG: ClassVar[int] = 54
+
+
+@dataclass
+class Reset:
+    """Workers and merger: a new frontend started; forget every request it did not hand on."""
+
+    TAG: ClassVar[int] = 55
+
+
+@dataclass
+class WorkerLost:
+    """Frontend: a worker died; re-run its chunks elsewhere."""
+
+    TAG: ClassVar[int] = 56
+    worker: str
+
+
+@dataclass
+class ProducerLost:
+    """Merger: a worker died; free the slots its pool still had in flight to the merger."""
+
+    TAG: ClassVar[int] = 57
+    pool: str
+    pid: int
+
+
+@dataclass
+class MergerLost:
+    """Frontend: the merger died; reclaim its fragments and re-run what it had merged."""
+
+    TAG: ClassVar[int] = 58
+    pool: str
+    pid: int
+
+
+CONTROL_MESSAGES: tuple[type, ...] = (Stop, Drain, Rescan, Reset, WorkerLost, ProducerLost, MergerLost)
 
 
 @dataclass
@@ -281,5 +333,5 @@ class SupervisorReport:
 ALL_MESSAGES: tuple[type, ...] = (
     ShmHandle, SynthesisOptions, Hello, Welcome, SynthesisRequest, Cancel, StatusQuery,
     StatusReply, Fragment, Result, Error, Ping, Pong, Chunk, ChunkAudio,
-    ChunkDone, WorkerState, DropRequest, RequestFailed, Heartbeat, Control, SupervisorReport,
+    ChunkDone, WorkerState, DropRequest, RequestFailed, Heartbeat, *CONTROL_MESSAGES, SupervisorReport,
 )

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ipc.messages import ShmHandle
+from voxpipe.ipc.messages import ShmHandle
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "voxpipe-"

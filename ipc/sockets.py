@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 import zmq
 
-from ipc import codec
-from ipc.errors import ProtocolError
+from voxpipe.ipc import codec
+from voxpipe.ipc.errors import ProtocolError
 
 LINGER_MS = 200
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # the largest single frame any peer may send

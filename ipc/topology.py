@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ipc.shm import PoolSpec, pool_path
+from voxpipe.ipc.shm import PoolSpec, pool_path
 
 
 def new_run_id() -> str:

@@ -11,7 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from stages.voices import VoiceSpec
+from voxpipe.stages.voices import VoiceSpec
 
 BOS, EOS, PAD = "^", "$", "_"
 _LOCK = threading.Lock()

@@ -16,11 +16,11 @@ from typing import Any
 
 import zmq
 
-from daemon.config import Config
-from daemon.procutil import die_with_parent, ignore_interrupts, set_title
-from ipc import sockets
-from ipc.messages import Heartbeat
-from ipc.topology import RunLayout
+from voxpipe.config import Config
+from voxpipe.procutil import die_with_parent, ignore_interrupts, set_title
+from voxpipe.ipc import sockets
+from voxpipe.ipc.messages import Heartbeat
+from voxpipe.ipc.topology import RunLayout
 
 
 @dataclass

@@ -89,7 +89,7 @@ def load_piper_spec(name: str, model_path: Path, config_path: Path) -> VoiceSpec
 
 def load_gsv_spec(name: str, directory: Path) -> VoiceSpec:
     """A GPT-SoVITS voice: `voice.toml` beside the user's checkpoints (see docs/gpt-sovits.md)."""
-    from stages.engines.gpt_sovits.voice_config import VoiceConfigError, read_voice_toml
+    from voxpipe.stages.engines.gpt_sovits.voice_config import VoiceConfigError, read_voice_toml
 
     try:
         config = read_voice_toml(directory)

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from ipc.client import Client
-from ipc.errors import VoxpipeError
-from ipc.shm import SHM_DIR, PREFIX
+from voxpipe.ipc.client import Client
+from voxpipe.ipc.errors import VoxpipeError
+from voxpipe.ipc.shm import SHM_DIR, PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT.parent / "shared" / "bench"
@@ -49,7 +49,7 @@ class Daemon:
         self.endpoint = f"ipc://{workdir / 'vp.sock'}"
         self.config_path = write_config(workdir / "voxpipe.toml", self.endpoint, **config)
         self.log_path = workdir / "daemon.log"
-        self.args = [sys.executable, "-m", "daemon.cli", "serve", "--config", str(self.config_path),
+        self.args = [sys.executable, "-m", "voxpipe.daemon.cli", "serve", "--config", str(self.config_path),
                      "--workers", str(workers), *(extra_args or [])]
         self.proc: subprocess.Popen | None = None
 

@@ -5,9 +5,9 @@ import msgpack
 import pytest
 import zmq
 
-from ipc import codec
-from ipc.errors import VoxpipeError
-from ipc.messages import Error, Hello, Pong, SynthesisOptions, SynthesisRequest, Welcome
+from voxpipe.ipc import codec
+from voxpipe.ipc.errors import VoxpipeError
+from voxpipe.ipc.messages import Error, Hello, Pong, SynthesisOptions, SynthesisRequest, Welcome
 from tests.daemon_proc import Daemon
 
 

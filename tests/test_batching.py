@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from ipc.client import AsyncClient
-from ipc.messages import Chunk
-from stages.batching import BatchBudget, take_batch
-from stages.chunk_queue import ChunkQueue
+from voxpipe.ipc.client import AsyncClient
+from voxpipe.ipc.messages import Chunk
+from voxpipe.stages.worker.batching import BatchBudget, take_batch
+from voxpipe.stages.worker.chunk_queue import ChunkQueue
 from tests.daemon_proc import Daemon
 
 pytest.importorskip("torch")

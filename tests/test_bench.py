@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from daemon.cli import build_parser
+from voxpipe.daemon.cli import build_parser
 from tools.bench import report
 from tools.bench.daemon import CpuSnapshot, window
 from tools.bench.results import PIPER, VOXPIPE, BenchResults, Micro, Overhead, Sample, ThroughputRun

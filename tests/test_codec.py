@@ -1,9 +1,9 @@
 import msgpack
 import pytest
 
-from ipc import codec
-from ipc.errors import ProtocolError
-from ipc.messages import (Chunk, ChunkAudio, Fragment, Heartbeat, ShmHandle, SynthesisOptions, SynthesisRequest)
+from voxpipe.ipc import codec
+from voxpipe.ipc.errors import ProtocolError
+from voxpipe.ipc.messages import (Chunk, ChunkAudio, Fragment, Heartbeat, ShmHandle, SynthesisOptions, SynthesisRequest)
 
 
 def test_round_trip_keeps_every_field():

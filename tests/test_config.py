@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from daemon.config import ConfigError, load_config
+from voxpipe.config import ConfigError, load_config
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -49,11 +49,11 @@ def test_readme_sample_is_a_valid_config_with_the_defaults(tmp_path):
 
 def test_config_check_command(tmp_path):
     good = write(tmp_path, "[worker]\ncount = 1\n")
-    ok = subprocess.run([sys.executable, "-m", "daemon.cli", "config", "check", str(good)], cwd=ROOT,
+    ok = subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "config", "check", str(good)], cwd=ROOT,
                         capture_output=True, text=True)
     assert ok.returncode == 0
     bad = tmp_path / "bad.toml"
     bad.write_text("[worker]\nthreds = 1\n")
-    result = subprocess.run([sys.executable, "-m", "daemon.cli", "config", "check", str(bad)], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "config", "check", str(bad)], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 1 and "threds" in result.stderr

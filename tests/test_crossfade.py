@@ -1,6 +1,6 @@
 import numpy as np
 
-from stages.crossfade import CrossfadeJoiner
+from voxpipe.stages.merger.crossfade import CrossfadeJoiner
 
 
 def max_step(signal: np.ndarray) -> float:

@@ -17,8 +17,8 @@ import soundfile
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from ipc.client import AsyncClient, run_async  # noqa: E402
-from ipc.errors import VoxpipeError  # noqa: E402
+from voxpipe.ipc.client import AsyncClient, run_async  # noqa: E402
+from voxpipe.ipc.errors import VoxpipeError  # noqa: E402
 from tests.daemon_proc import Daemon  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +28,7 @@ TEXT = "你好，这是一个测试。Hello there, voxpipe speaks now. 我们一
 
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "daemon.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env=env)
 
 

@@ -11,11 +11,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from stages.engines.base import EngineError, EngineSettings  # noqa: E402
-from stages.engines.gpt_sovits import checkpoints  # noqa: E402
-from stages.engines.gpt_sovits.random_voice import reference_clip, write_gpt, write_sovits  # noqa: E402
-from stages.engines.gpt_sovits.voice_config import VoiceConfigError, read_voice_toml  # noqa: E402
-from stages.voices import VoiceCatalog, VoiceError  # noqa: E402
+from voxpipe.stages.engines.base import EngineError, EngineSettings  # noqa: E402
+from voxpipe.stages.engines.gpt_sovits import checkpoints  # noqa: E402
+from voxpipe.stages.engines.gpt_sovits.random_voice import reference_clip, write_gpt, write_sovits  # noqa: E402
+from voxpipe.stages.engines.gpt_sovits.voice_config import VoiceConfigError, read_voice_toml  # noqa: E402
+from voxpipe.stages.voices import VoiceCatalog, VoiceError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_catalog_lists_gsv_voices_and_reports_broken_ones(files, tmp_path):
 
 def test_missing_pretrained_model_is_named(files, tmp_path):
     pytest.importorskip("transformers")
-    from stages.engines.gpt_sovits.engine import GptSovitsEngine
+    from voxpipe.stages.engines.gpt_sovits.engine import GptSovitsEngine
 
     _voice_dir(tmp_path, files, GOOD_TOML)
     spec = VoiceCatalog(tmp_path).get("myvoice")
@@ -145,9 +145,9 @@ def test_missing_pretrained_model_is_named(files, tmp_path):
 
 
 def test_planner_cuts_gsv_text_into_runs_with_sampling(files, tmp_path):
-    from daemon.config import Config
-    from ipc.messages import SynthesisOptions, SynthesisRequest
-    from stages.planner import PlanError, Planner
+    from voxpipe.config import Config
+    from voxpipe.ipc.messages import SynthesisOptions, SynthesisRequest
+    from voxpipe.stages.frontend.planner import PlanError, Planner
 
     _voice_dir(tmp_path, files, GOOD_TOML)
     planner = Planner(Config(), VoiceCatalog(tmp_path))

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from stages.engines.gpt_sovits.windowed import WindowedRenderer, WindowPlan  # noqa: E402
+from voxpipe.stages.engines.gpt_sovits.windowed import WindowedRenderer, WindowPlan  # noqa: E402
 from tests.test_gsv_continuous import GREEDY, load_random_voice, model_segments  # noqa: E402
 
 # Measured on random-weight voices, whose attention is nearly uniform over the whole

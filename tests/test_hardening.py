@@ -17,11 +17,11 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ipc import codec
-from ipc.client import Client, run_async
-from ipc.errors import VoxpipeError
-from ipc.messages import SynthesisOptions, SynthesisRequest
-from stages.engines.vits.random_voice import write_random_piper_voice
+from voxpipe.ipc import codec
+from voxpipe.ipc.client import Client, run_async
+from voxpipe.ipc.errors import VoxpipeError
+from voxpipe.ipc.messages import SynthesisOptions, SynthesisRequest
+from voxpipe.stages.engines.vits.random_voice import write_random_piper_voice
 from tests.daemon_proc import ROOT, Daemon, longform
 from tools.soak import soak
 
@@ -163,7 +163,7 @@ def test_missing_files_and_a_directory_that_changes_while_running(voices_daemon)
 
 CLIENT_SCRIPT = """
 import sys
-from ipc.client import Client
+from voxpipe.ipc.client import Client
 with Client(sys.argv[1]) as client:
     for fragment in client.stream(sys.argv[2], "joe"):
         print("fragment", flush=True)
@@ -204,7 +204,7 @@ def test_audio_larger_than_the_pool_gets_no_memory_and_serving_continues(tmp_pat
 # ---- local security ---------------------------------------------------------------------------------
 
 def test_tcp_endpoint_is_refused_without_curve_keys(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "daemon.cli", "serve", "--endpoint", "tcp://127.0.0.1:47811"],
+    result = subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "serve", "--endpoint", "tcp://127.0.0.1:47811"],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "CURVE" in result.stderr and "tcp://" in result.stderr
@@ -212,10 +212,10 @@ def test_tcp_endpoint_is_refused_without_curve_keys(tmp_path):
 
 def test_tcp_with_curve_keys_admits_only_known_clients(tmp_path):
     keys = tmp_path / "keys"
-    subprocess.run([sys.executable, "-m", "daemon.cli", "keys", "generate", str(keys)], cwd=ROOT, check=True,
+    subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "keys", "generate", str(keys)], cwd=ROOT, check=True,
                    capture_output=True)
     stranger = tmp_path / "stranger"
-    subprocess.run([sys.executable, "-m", "daemon.cli", "keys", "generate", str(stranger)], cwd=ROOT, check=True,
+    subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "keys", "generate", str(stranger)], cwd=ROOT, check=True,
                    capture_output=True)
     shutil.copy(keys / "server.key", stranger / "server.key")  # knows the server, but is not authorized
     daemon = Daemon(tmp_path / "d", workers=1, curve_keys_dir=str(keys))

@@ -18,10 +18,10 @@ pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-from daemon.config import Config, ConfigError, parse_bind, validate  # noqa: E402
-from stages.http.encoders import FORMATS, available, make_encoder  # noqa: E402
-from stages.http.errors import HttpError  # noqa: E402
-from stages.http.gsv_routes import resolve_voice  # noqa: E402
+from voxpipe.config import Config, ConfigError, parse_bind, validate  # noqa: E402
+from voxpipe.stages.http.encoders import FORMATS, available, make_encoder  # noqa: E402
+from voxpipe.stages.http.errors import HttpError  # noqa: E402
+from voxpipe.stages.http.gsv_routes import resolve_voice  # noqa: E402
 from tests.daemon_proc import Daemon, longform  # noqa: E402
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it takes a nap."

@@ -15,13 +15,13 @@ ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
-from daemon.cli import build_parser  # noqa: E402
-from daemon.config import Config, ConfigError, load_config, validate  # noqa: E402
-from stages.engines import create_engine, quantize  # noqa: E402
-from stages.engines.base import EngineSettings, SynthesisItem  # noqa: E402
-from stages.engines.vits.random_voice import write_random_piper_voice  # noqa: E402
-from stages.phonemize import Phonemizer  # noqa: E402
-from stages.voices import VoiceCatalog  # noqa: E402
+from voxpipe.daemon.cli import build_parser  # noqa: E402
+from voxpipe.config import Config, ConfigError, load_config, validate  # noqa: E402
+from voxpipe.stages.engines import create_engine, quantize  # noqa: E402
+from voxpipe.stages.engines.base import EngineSettings, SynthesisItem  # noqa: E402
+from voxpipe.stages.engines.vits.random_voice import write_random_piper_voice  # noqa: E402
+from voxpipe.stages.phonemize import Phonemizer  # noqa: E402
+from voxpipe.stages.voices import VoiceCatalog  # noqa: E402
 
 TEXT = "The lighthouse keeper climbed the stairs."
 QUANTIZED_OPS = {"ConvInteger", "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear"}
@@ -136,7 +136,7 @@ def test_engine_int8_option(voices, static_cache, caplog):
     spec = VoiceCatalog(voices).get("tiny")
     settings = EngineSettings(precision="int8", options={"int8_cache_dir": str(static_cache)})
     engine = create_engine("onnx", settings)
-    with caplog.at_level(logging.WARNING, logger="stages.engines.onnx_engine"):
+    with caplog.at_level(logging.WARNING, logger="voxpipe.stages.engines.onnx_engine"):
         voice = engine.load_voice(spec)
     (model,) = static_cache.glob("*-static-*.onnx")
     assert voice.nbytes == model.stat().st_size

@@ -13,9 +13,9 @@ import urllib.request
 
 import pytest
 
-from daemon.config import ConfigError, load_config
-from daemon.metrics import MULTIPROC_ENV, RecentWindow, recorder, request_log_line, voice_cache_summary
-from ipc.errors import VoxpipeError
+from voxpipe.config import ConfigError, load_config
+from voxpipe.metrics import MULTIPROC_ENV, RecentWindow, recorder, request_log_line, voice_cache_summary
+from voxpipe.ipc.errors import VoxpipeError
 from tests.daemon_proc import ROOT, Daemon
 
 pytest.importorskip("prometheus_client")
@@ -174,7 +174,7 @@ def test_recorder_is_a_no_op_without_the_directory():
 def test_recorder_counts_cache_differences_in_a_fresh_process(tmp_path):
     code = """
 import os, sys
-from daemon.metrics import recorder
+from voxpipe.metrics import recorder
 rec = recorder()
 assert rec.enabled
 rec.voice_cache("w0", 1, 1); rec.voice_cache("w0", 5, 1); rec.voice_cache("w0", 5, 2)
@@ -245,7 +245,7 @@ def test_bad_metrics_and_socket_keys_are_rejected_by_name(tmp_path, text, key):
     path.write_text(text)
     with pytest.raises(ConfigError, match=key):
         load_config(path)
-    result = subprocess.run([sys.executable, "-m", "daemon.cli", "config", "check", str(path)], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "config", "check", str(path)], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 1 and key in result.stderr
 
@@ -259,7 +259,7 @@ def test_good_metrics_keys_load(tmp_path):
 
 
 def test_serve_flag_is_validated(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "daemon.cli", "serve", "--metrics-port", "99999",
+    result = subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "serve", "--metrics-port", "99999",
                              "--endpoint", f"ipc://{tmp_path}/vp.sock"], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 2 and "metrics_port" in result.stderr

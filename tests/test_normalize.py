@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from stages.text.normalize import clean, detect, normalize
-from stages.text.normalize_en import normalize_en
-from stages.text.normalize_zh import normalize_zh
+from voxpipe.stages.text.normalize import clean, detect, normalize
+from voxpipe.stages.text.normalize_en import normalize_en
+from voxpipe.stages.text.normalize_zh import normalize_zh
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
 

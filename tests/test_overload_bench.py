@@ -2,7 +2,7 @@
 answers are counted and timed. (No speed is asserted.)"""
 from __future__ import annotations
 
-from ipc.client import run_async
+from voxpipe.ipc.client import run_async
 from tests.daemon_proc import Daemon
 from tools.bench.overload import overload
 

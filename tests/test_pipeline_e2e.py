@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from ipc.client import Client
+from voxpipe.ipc.client import Client
 from tests.daemon_proc import Daemon, bench_texts, longform
 
 NOISE_OFF = {"noise_scale": 0.0, "noise_w": 0.0}

@@ -1,5 +1,5 @@
-from ipc.messages import Chunk
-from stages.scheduler import Scheduler
+from voxpipe.ipc.messages import Chunk
+from voxpipe.stages.frontend.scheduler import Scheduler
 
 
 def chunk(rid: str, seq: int, t: float, voice: str = "joe") -> Chunk:

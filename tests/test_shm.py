@@ -4,7 +4,7 @@ import uuid
 import numpy as np
 import pytest
 
-from ipc.shm import PoolFull, PoolSpec, ShmPool, StaleHandle, pool_path, remove_stale_pools
+from voxpipe.ipc.shm import PoolFull, PoolSpec, ShmPool, StaleHandle, pool_path, remove_stale_pools
 
 
 @pytest.fixture

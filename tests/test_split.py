@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.text.normalize import normalize
-from stages.text.split import CUT_POLICIES, TextChunk, resolve_policy, split_text
-from tools import split_cli
+from voxpipe.stages.text.normalize import normalize
+from voxpipe.stages.text.split import CUT_POLICIES, TextChunk, resolve_policy, split_text
+from voxpipe.daemon.commands import split as split_cli
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
 
@@ -28,8 +28,8 @@ def texts(chunks: list[TextChunk]) -> list[str]:
 
 @lru_cache(maxsize=1)
 def phonemizer():
-    from stages.phonemize import Phonemizer
-    from stages.voices import VoiceCatalog
+    from voxpipe.stages.phonemize import Phonemizer
+    from voxpipe.stages.voices import VoiceCatalog
 
     return Phonemizer(VoiceCatalog(None).get("joe"))
 

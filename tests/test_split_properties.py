@@ -8,8 +8,8 @@ from functools import lru_cache
 
 from hypothesis import given, settings, strategies as st
 
-from stages.text.normalize import normalize
-from stages.text.split import CUT_POLICIES, split_text, tokenize
+from voxpipe.stages.text.normalize import normalize
+from voxpipe.stages.text.split import CUT_POLICIES, split_text, tokenize
 
 SETTINGS = settings(max_examples=200, deadline=None)
 
@@ -117,8 +117,8 @@ def test_normalized_text_chunks(text: str, options: dict) -> None:
 
 @lru_cache(maxsize=1)
 def _phonemizer():
-    from stages.phonemize import Phonemizer
-    from stages.voices import VoiceCatalog
+    from voxpipe.stages.phonemize import Phonemizer
+    from voxpipe.stages.voices import VoiceCatalog
 
     return Phonemizer(VoiceCatalog(None).get("joe"))
 

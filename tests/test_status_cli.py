@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ipc.errors import VoxpipeError
+from voxpipe.ipc.errors import VoxpipeError
 from tests.daemon_proc import ROOT, Daemon
 
 TEXTS = ["Good morning.", "Status tables should add up. This request has two sentences."]
@@ -42,7 +42,7 @@ def daemon(tmp_path_factory):
 
 
 def cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "daemon.cli", "status", "--endpoint", daemon.endpoint, *args],
+    return subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "status", "--endpoint", daemon.endpoint, *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
@@ -116,6 +116,6 @@ def test_one_log_line_per_request(daemon):
 
 
 def test_no_daemon_is_a_clear_error(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "daemon.cli", "status", "--json", "--endpoint",
+    result = subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "status", "--json", "--endpoint",
                              f"ipc://{tmp_path}/nothing.sock"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "voxpipe status:" in result.stderr and not result.stdout

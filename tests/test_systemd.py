@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.voices import bundled_voice_files
+from voxpipe.stages.voices import bundled_voice_files
 from tests.daemon_proc import ROOT, Daemon
 
 UNIT = ROOT / "systemd" / "voxpipe.service"

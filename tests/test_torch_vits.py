@@ -20,15 +20,15 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from stages.engines import create_engine  # noqa: E402
-from stages.engines.base import EngineError, EngineSettings, LoadedVoice, SynthesisItem  # noqa: E402
-from stages.engines.torch_engine import TorchEngine, system_memory  # noqa: E402
-from stages.engines.vits.load import load_piper_onnx, read_onnx_weights, unused_weights  # noqa: E402
-from stages.engines.vits.export import export_piper  # noqa: E402
-from stages.engines.vits.model import bucket_length  # noqa: E402
-from stages.engines.vits.random_voice import random_model, tiny_config, write_random_piper_voice  # noqa: E402
-from stages.phonemize import Phonemizer  # noqa: E402
-from stages.voices import VoiceCatalog  # noqa: E402
+from voxpipe.stages.engines import create_engine  # noqa: E402
+from voxpipe.stages.engines.base import EngineError, EngineSettings, LoadedVoice, SynthesisItem  # noqa: E402
+from voxpipe.stages.engines.torch_engine import TorchEngine, system_memory  # noqa: E402
+from voxpipe.stages.engines.vits.load import load_piper_onnx, read_onnx_weights, unused_weights  # noqa: E402
+from voxpipe.stages.engines.vits.export import export_piper  # noqa: E402
+from voxpipe.stages.engines.vits.model import bucket_length  # noqa: E402
+from voxpipe.stages.engines.vits.random_voice import random_model, tiny_config, write_random_piper_voice  # noqa: E402
+from voxpipe.stages.phonemize import Phonemizer  # noqa: E402
+from voxpipe.stages.voices import VoiceCatalog  # noqa: E402
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
 FULL = os.environ.get("VOXPIPE_FULL_TESTS") == "1"

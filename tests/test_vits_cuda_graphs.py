@@ -13,13 +13,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from stages.engines.base import EngineSettings, SynthesisItem  # noqa: E402
-from stages.engines.torch_engine import TorchEngine  # noqa: E402
-from stages.engines.vits.cuda_graphs import (  # noqa: E402
+from voxpipe.stages.engines.base import EngineSettings, SynthesisItem  # noqa: E402
+from voxpipe.stages.engines.torch_engine import TorchEngine  # noqa: E402
+from voxpipe.stages.engines.vits.cuda_graphs import (  # noqa: E402
     GraphedVocoder, batch_buckets, eager_capture, fill_static, frame_bucket, masked_vocoder,
     new_static_inputs, pick_bucket)
-from stages.engines.vits.random_voice import random_model, tiny_config  # noqa: E402
-from stages.voices import VoiceCatalog  # noqa: E402
+from voxpipe.stages.engines.vits.random_voice import random_model, tiny_config  # noqa: E402
+from voxpipe.stages.voices import VoiceCatalog  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 

@@ -11,8 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ipc.client import Client
-from ipc.errors import VoxpipeError
+from voxpipe.ipc.client import Client
+from voxpipe.ipc.errors import VoxpipeError
 
 SAMPLE_TEXT = ("Hello from voxpipe. This sample was synthesized by a pipeline of separate processes: "
                "a text frontend, synthesis workers and a merger, joined by shared memory.")
@@ -26,7 +26,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="voxpipe-demo-") as tmp:
         endpoint = f"ipc://{tmp}/voxpipe.sock"
         print(f"starting the daemon on {endpoint} ...", file=sys.stderr)
-        daemon = subprocess.Popen([sys.executable, "-m", "daemon.cli", "serve", "--endpoint", endpoint],
+        daemon = subprocess.Popen([sys.executable, "-m", "voxpipe.daemon.cli", "serve", "--endpoint", endpoint],
                                   env=dict(os.environ, PYTHONUNBUFFERED="1"))
         try:
             started = time.monotonic()

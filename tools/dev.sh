@@ -30,15 +30,19 @@ setup() {
     stamp="$venv/.voxpipe-deps"
     want="$(cat pyproject.toml tools/constraints.txt | sha256sum | cut -d' ' -f1)"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        "$python" -m pip install --quiet --upgrade pip
-        "$python" -m pip install --quiet -c tools/constraints.txt -e ".[test,torch,http,bench,gpt-sovits]"
+        # -qq: pip's notes about this machine's package sources are noise to a newcomer;
+        # errors still print, and a short line says what is happening instead.
+        echo "voxpipe: installing into $venv (first run: about a minute) ..." >&2
+        "$python" -m pip install -qq --upgrade pip
+        "$python" -m pip install -qq -c tools/constraints.txt -e ".[test,torch,http,bench,gpt-sovits]"
         # The GPT-SoVITS reference the exactness tests compare against. It goes in its own
         # folder, run in a subprocess: its top-level modules (tools, text, module, AR)
         # would shadow ours inside the venv. --no-deps: its full requirements pull a CUDA
         # torch and gradio.
-        "$python" -m pip install --quiet --no-deps --upgrade --target .cache/gsv-reference \
+        "$python" -m pip install -qq --no-deps --upgrade --target .cache/gsv-reference \
             gpt-sovits-cpufast==0.1.0 torchmetrics lightning-utilities einops
         echo "$want" >"$stamp"
+        echo "voxpipe: installed" >&2
     fi
 }
 

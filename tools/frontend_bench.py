@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from stages.phonemize import Phonemizer
-from stages.text.normalize import normalize
-from stages.text.split import split_text
-from stages.voices import VoiceCatalog
+from voxpipe.stages.phonemize import Phonemizer
+from voxpipe.stages.text.normalize import normalize
+from voxpipe.stages.text.split import split_text
+from voxpipe.stages.voices import VoiceCatalog
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
 

@@ -19,8 +19,8 @@ import sys
 
 
 def decode_target(data: bytes) -> None:
-    from ipc import codec
-    from ipc.errors import ProtocolError
+    from voxpipe.ipc import codec
+    from voxpipe.ipc.errors import ProtocolError
 
     try:
         codec.decode(data)
@@ -32,7 +32,7 @@ def daemon_target_factory(endpoint: str):
     import atheris
     import zmq
 
-    from ipc.client import Client
+    from voxpipe.ipc.client import Client
 
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
@@ -59,8 +59,8 @@ def main() -> None:
     import atheris
 
     with atheris.instrument_imports():  # coverage feedback from our decoder and the frames it parses
-        import ipc.codec  # noqa: F401
-        import ipc.messages  # noqa: F401
+        import voxpipe.ipc.codec  # noqa: F401
+        import voxpipe.ipc.messages  # noqa: F401
     args = sys.argv[1:]
     if not args or args[0] not in ("decode", "daemon"):
         sys.exit(__doc__)

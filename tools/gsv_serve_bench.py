@@ -100,8 +100,8 @@ def segment_json(seg) -> dict:
 
 
 def model_segments(text: str, lang: str = "auto") -> list:
-    from stages.engines.gpt_sovits.voice import TextSegment
-    from stages.text.gsv import segments
+    from voxpipe.stages.engines.gpt_sovits.voice import TextSegment
+    from voxpipe.stages.text.gsv import segments
 
     return [TextSegment(s.lang, s.norm_text, tuple(s.ids), tuple(s.word2ph)) for s in segments(text, lang)]
 
@@ -112,8 +112,8 @@ def make_requests(n: int) -> list[Request]:
 
 def write_voice(work: Path, seconds: float):
     """A random v2 voice's files. -> VoiceFiles."""
-    from stages.engines.gpt_sovits.random_voice import write_random_gsv_voice
-    from stages.engines.gpt_sovits.voice import VoiceFiles
+    from voxpipe.stages.engines.gpt_sovits.random_voice import write_random_gsv_voice
+    from voxpipe.stages.engines.gpt_sovits.voice import VoiceFiles
 
     voice = write_random_gsv_voice(work, "bench", "v2", seed=0, max_sec=seconds)
     return VoiceFiles(next(voice.glob("*.ckpt")), next(voice.glob("*.pth")), work / ".gsv-pretrained",
@@ -122,7 +122,7 @@ def write_voice(work: Path, seconds: float):
 
 def load_model(files):
     """Our model of the voice with its prompt built. -> GsvModel."""
-    from stages.engines.gpt_sovits.voice import GsvModel
+    from voxpipe.stages.engines.gpt_sovits.voice import GsvModel
 
     model = GsvModel(files)
     model.build_prompt(model_segments(PROMPT_TEXT, "zh"))
@@ -130,7 +130,7 @@ def load_model(files):
 
 
 def run_sequential(model, reqs: list[Request]) -> Run:
-    from stages.engines.gpt_sovits.t2s import Sampling
+    from voxpipe.stages.engines.gpt_sovits.t2s import Sampling
 
     sampling = Sampling(**SAMPLING)
     start, first, audio_s = time.perf_counter(), [], []
@@ -144,7 +144,7 @@ def run_sequential(model, reqs: list[Request]) -> Run:
 
 
 def _item(req: Request):
-    from stages.engines.base import SynthesisItem
+    from voxpipe.stages.engines.base import SynthesisItem
 
     ids = np.asarray([p for s in req.segments for p in s.phone_ids], dtype=np.int64)
     runs = tuple((s.lang, s.norm_text, len(s.phone_ids), s.word2ph) for s in req.segments)
@@ -153,7 +153,7 @@ def _item(req: Request):
 
 
 def run_batched(model, reqs: list[Request]) -> Run:
-    from stages.engines.gpt_sovits.serving import StreamRunner
+    from voxpipe.stages.engines.gpt_sovits.serving import StreamRunner
 
     voice = SimpleNamespace(model=model, spec=SimpleNamespace(name="bench"))
     runner = StreamRunner(max_sequences=len(reqs))

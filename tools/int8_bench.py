@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.engines import create_engine, quantize
-from stages.engines.base import Engine, EngineSettings, LoadedVoice, SynthesisItem
-from stages.phonemize import Phonemizer
-from stages.voices import VoiceCatalog
+from voxpipe.stages.engines import create_engine, quantize
+from voxpipe.stages.engines.base import Engine, EngineSettings, LoadedVoice, SynthesisItem
+from voxpipe.stages.phonemize import Phonemizer
+from voxpipe.stages.voices import VoiceCatalog
 from tools.bench.texts import DEFAULT_TEXTS_DIR, LONGFORM, BenchText, load_classes, load_longform
 
 ROOT = Path(__file__).resolve().parents[1]

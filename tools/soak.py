@@ -18,8 +18,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from ipc.client import AsyncClient, Client, run_async
-from ipc.errors import ERROR_CODES, VoxpipeError
+from voxpipe.ipc.client import AsyncClient, Client, run_async
+from voxpipe.ipc.errors import ERROR_CODES, VoxpipeError
 
 TEXTS = ["Hello there.", "Good morning, and welcome back.", "The quick brown fox jumps over the lazy dog.",
          "Please remember to water the plants before you leave, and lock the door behind you.",
@@ -133,7 +133,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--kill-every", type=float, default=30.0, help="seconds between worker kills (0: none)")
     args = parser.parse_args()
-    from ipc.sockets import default_endpoint
+    from voxpipe.ipc.sockets import default_endpoint
     report = run_async(soak(args.endpoint or default_endpoint(), args.duration, args.concurrency, args.kill_every))
     print(json.dumps(asdict(report), indent=2))
     return 1 if report.lost else 0

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import importlib
 
-from stages.engines.base import Engine, EngineError, EngineSettings
+from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings
 
 _ENGINES = {
-    "onnx": ("stages.engines.onnx_engine", "OnnxEngine"),
-    "torch": ("stages.engines.torch_engine", "TorchEngine"),
-    "tensorrt": ("stages.engines.tensorrt_engine", "TensorRTEngine"),
-    "null": ("stages.engines.null_engine", "NullEngine"),
-    "gpt-sovits": ("stages.engines.gpt_sovits.engine", "GptSovitsEngine"),  # picked by voice family
+    "onnx": ("voxpipe.stages.engines.onnx_engine", "OnnxEngine"),
+    "torch": ("voxpipe.stages.engines.torch_engine", "TorchEngine"),
+    "tensorrt": ("voxpipe.stages.engines.tensorrt_engine", "TensorRTEngine"),
+    "null": ("voxpipe.stages.engines.null_engine", "NullEngine"),
+    "gpt-sovits": ("voxpipe.stages.engines.gpt_sovits.engine", "GptSovitsEngine"),  # picked by voice family
 }
 
 

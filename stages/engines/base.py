@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from stages.voices import VoiceSpec
+from voxpipe.stages.voices import VoiceSpec
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
-from stages.engines.base import Engine, LoadedVoice, SynthesisItem
-from stages.voices import VoiceSpec
+from voxpipe.stages.engines.base import Engine, LoadedVoice, SynthesisItem
+from voxpipe.stages.voices import VoiceSpec
 
 SAMPLES_PER_ID = 256  # about what a Piper voice makes of one phoneme id at length_scale 1
 

@@ -11,9 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
-from stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, SynthesisItem
-from stages.phonemize import PhonemizeError
-from stages.voices import VoiceSpec
+from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, SynthesisItem
+from voxpipe.stages.phonemize import PhonemizeError
+from voxpipe.stages.voices import VoiceSpec
 
 _LOG = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class OnnxEngine(Engine):
     def _load_int8(self, spec: VoiceSpec) -> LoadedVoice:
         """The voice's int8 model, built on first use. A warm load opens that file alone; the
         first one also checks the voice in float32 and measures the int8 error against it."""
-        from stages.engines import quantize
+        from voxpipe.stages.engines import quantize
 
         method = str(self.settings.options.get("int8_method", quantize.DEFAULT_METHOD))
         cache_dir = self.settings.options.get("int8_cache_dir")
@@ -91,8 +91,8 @@ class OnnxEngine(Engine):
 
     def probe_snr(self, float_voice: LoadedVoice, voice: LoadedVoice) -> float:
         """SNR in dB of `voice` against `float_voice` on the probe sentence; -inf if lengths differ."""
-        from stages.engines import quantize
-        from stages.phonemize import Phonemizer
+        from voxpipe.stages.engines import quantize
+        from voxpipe.stages.phonemize import Phonemizer
 
         ids = Phonemizer(voice.spec).text_to_ids(quantize.PROBE_TEXT)
         item = SynthesisItem(ids, 0.0, voice.spec.length_scale, 0.0)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from stages.voices import VoiceSpec
+from voxpipe.stages.voices import VoiceSpec
 
 if TYPE_CHECKING:
     import onnx
@@ -273,7 +273,7 @@ def calibration_for(phoneme_ids: Sequence[np.ndarray], noise: tuple[float, float
 def voice_calibration(spec: VoiceSpec) -> Calibration:
     """Calibration for a Piper voice: its phonemizer's ids for a few fixed sentences (none of
     them a benchmark text, so the benchmark measures unseen input)."""
-    from stages.phonemize import Phonemizer
+    from voxpipe.stages.phonemize import Phonemizer
 
     phonemizer = Phonemizer(spec)
     ids = [phonemizer.text_to_ids(text) for text in CALIBRATION_TEXTS]

@@ -1,6 +1,6 @@
 """Building a TensorRT plan from the exported vocoder ONNX.
 
-Builds run in a child process (`python -m stages.engines.tensorrt_build ...`): a build
+Builds run in a child process (`python -m voxpipe.stages.engines.tensorrt_build ...`): a build
 takes minutes, and in the worker itself it could hold the interpreter lock long enough
 to stop the heartbeat thread, so the supervisor would replace a worker that is merely
 busy. The child writes the plan atomically; the worker then loads it like a cached one.
@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Sequence
 
-from stages.engines.tensorrt_plan import ProfileSpec, profile_shape, specs_from_json, specs_to_json, write_plan
+from voxpipe.stages.engines.tensorrt_plan import ProfileSpec, profile_shape, specs_from_json, specs_to_json, write_plan
 
 
 class BuildError(Exception):
@@ -68,7 +68,7 @@ def build_in_subprocess(onnx_path: Path, plan_path: Path, specs: Sequence[Profil
     root = str(Path(__file__).resolve().parents[2])  # the directory holding `stages`
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "stages.engines.tensorrt_build", "--onnx", str(onnx_path),
+    cmd = [sys.executable, "-m", "voxpipe.stages.engines.tensorrt_build", "--onnx", str(onnx_path),
            "--plan", str(plan_path), "--precision", precision, "--workspace-mib", str(workspace_mib),
            "--profiles", specs_to_json(specs)]
     try:

@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages.engines.base import EngineError, EngineSettings, LoadedVoice
-from stages.engines.tensorrt_build import build_in_subprocess
-from stages.engines.tensorrt_plan import (
+from voxpipe.stages.engines.base import EngineError, EngineSettings, LoadedVoice
+from voxpipe.stages.engines.tensorrt_build import build_in_subprocess
+from voxpipe.stages.engines.tensorrt_plan import (
     PlanKey, build_lock, default_plan_dir, file_sha256, profile_specs, read_plan)
-from stages.engines.tensorrt_runtime import PlanLoadError, TrtVocoder, import_tensorrt
-from stages.engines.torch_engine import TorchEngine
-from stages.engines.vits.export import export_vocoder
-from stages.engines.vits.load import load_piper_onnx
-from stages.engines.vits.model import VitsModel
-from stages.voices import VoiceSpec
+from voxpipe.stages.engines.tensorrt_runtime import PlanLoadError, TrtVocoder, import_tensorrt
+from voxpipe.stages.engines.torch_engine import TorchEngine
+from voxpipe.stages.engines.vits.export import export_vocoder
+from voxpipe.stages.engines.vits.load import load_piper_onnx
+from voxpipe.stages.engines.vits.model import VitsModel
+from voxpipe.stages.voices import VoiceSpec
 
 _LOG = logging.getLogger(__name__)
 

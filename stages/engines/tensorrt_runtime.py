@@ -15,8 +15,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from stages.engines.base import EngineError
-from stages.engines.tensorrt_plan import ProfileSpec, choose_profile
+from voxpipe.stages.engines.base import EngineError
+from voxpipe.stages.engines.tensorrt_plan import ProfileSpec, choose_profile
 
 INSTALL_HINT = "pip install 'voxpipe[gpu]' (or: pip install tensorrt pycuda)"
 

@@ -24,13 +24,13 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "4096")
 
 import torch  # noqa: E402
 
-from stages.engines.base import (  # noqa: E402
+from voxpipe.stages.engines.base import (  # noqa: E402
     Engine, EngineError, EngineSettings, LoadedVoice, SynthesisItem, is_out_of_memory)
-from stages.engines.vits.cuda_graphs import GraphedVocoder, Replay, StaticInputs, VocodeFn  # noqa: E402
-from stages.engines.vits.load import load_piper_onnx  # noqa: E402
-from stages.engines.vits.model import VitsModel, bucket_length  # noqa: E402
-from stages.engines.vits.stream import decode_windows  # noqa: E402
-from stages.voices import VoiceSpec  # noqa: E402
+from voxpipe.stages.engines.vits.cuda_graphs import GraphedVocoder, Replay, StaticInputs, VocodeFn  # noqa: E402
+from voxpipe.stages.engines.vits.load import load_piper_onnx  # noqa: E402
+from voxpipe.stages.engines.vits.model import VitsModel, bucket_length  # noqa: E402
+from voxpipe.stages.engines.vits.stream import decode_windows  # noqa: E402
+from voxpipe.stages.voices import VoiceSpec  # noqa: E402
 
 _LOG = logging.getLogger(__name__)
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

@@ -10,10 +10,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stages.http import gsv_routes, health_routes, openai_routes, page
-from stages.http.errors import HttpError
-from stages.http.gateway import Gateway
-from stages.http.openai_routes import openai_error
+from voxpipe.stages.http import gsv_routes, health_routes, openai_routes, page
+from voxpipe.stages.http.errors import HttpError
+from voxpipe.stages.http.gateway import Gateway
+from voxpipe.stages.http.openai_routes import openai_error
 
 log = logging.getLogger("voxpipe.http")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ipc.errors import ERROR_CODES, VoxpipeError
+from voxpipe.ipc.errors import ERROR_CODES, VoxpipeError
 
 # voxpipe error code -> (HTTP status, OpenAI error type)
 STATUS_BY_CODE: dict[str, tuple[int, str]] = {

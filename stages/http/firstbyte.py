@@ -1,7 +1,7 @@
 """Time to first audio over HTTP against the ZeroMQ client library, one text, one run each,
 one after the other, against a daemon serving both (`voxpipe serve --http HOST:PORT`):
 
-    python -m stages.http.firstbyte --http 127.0.0.1:8000 -f ../shared/bench/longform_en.txt
+    python -m voxpipe.stages.http.firstbyte --http 127.0.0.1:8000 -f ../shared/bench/longform_en.txt
 
 HTTP asks POST /v1/audio/speech for wav (the voice's own rate, no resampling or encoding
 in the way); both sides read the whole answer and print first-byte and total seconds as
@@ -14,8 +14,8 @@ import http.client
 import json
 import time
 
-from daemon.config import parse_bind
-from ipc.client import Client
+from voxpipe.config import parse_bind
+from voxpipe.ipc.client import Client
 
 
 def over_zmq(endpoint: str | None, text: str, voice: str) -> tuple[float, float, int]:

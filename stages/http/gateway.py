@@ -11,11 +11,11 @@ from typing import Any, AsyncGenerator, AsyncIterator
 
 import numpy as np
 
-from daemon.config import Config
-from ipc.client import AsyncClient, AudioFragment
-from ipc.errors import VoxpipeError
-from ipc.messages import Result
-from stages.http.errors import HttpError
+from voxpipe.config import Config
+from voxpipe.ipc.client import AsyncClient, AudioFragment
+from voxpipe.ipc.errors import VoxpipeError
+from voxpipe.ipc.messages import Result
+from voxpipe.stages.http.errors import HttpError
 
 log = logging.getLogger("voxpipe.http")
 

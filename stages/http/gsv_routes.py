@@ -23,10 +23,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from stages.http.errors import HttpError
-from stages.http.gateway import Gateway, SpeechRequest
-from stages.http.params import VOXPIPE_OPTIONS, as_float, as_int, as_str, read_json, voxpipe_options
-from stages.http.streaming import AudioResponse, check_format
+from voxpipe.stages.http.errors import HttpError
+from voxpipe.stages.http.gateway import Gateway, SpeechRequest
+from voxpipe.stages.http.params import VOXPIPE_OPTIONS, as_float, as_int, as_str, read_json, voxpipe_options
+from voxpipe.stages.http.streaming import AudioResponse, check_format
 
 MEDIA_TYPES = {"wav": "wav", "raw": "pcm", "ogg": "ogg", "aac": "aac"}  # GPT-SoVITS name -> our format
 HONOURED = {"text", "ref_audio_path", "text_split_method", "speed_factor", "seed", "media_type", "streaming_mode",

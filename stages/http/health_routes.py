@@ -11,9 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from daemon.config import Config
-from stages.http.errors import HttpError
-from stages.http.gateway import Gateway
+from voxpipe.config import Config
+from voxpipe.stages.http.errors import HttpError
+from voxpipe.stages.http.gateway import Gateway
 
 
 def metrics_url(config: Config) -> str | None:

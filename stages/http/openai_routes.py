@@ -8,11 +8,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from stages.http.encoders import can_resample
-from stages.http.errors import HttpError
-from stages.http.gateway import Gateway, SpeechRequest
-from stages.http.params import VOXPIPE_OPTIONS, as_float, as_str, read_json, voxpipe_options
-from stages.http.streaming import AudioResponse, check_format
+from voxpipe.stages.http.encoders import can_resample
+from voxpipe.stages.http.errors import HttpError
+from voxpipe.stages.http.gateway import Gateway, SpeechRequest
+from voxpipe.stages.http.params import VOXPIPE_OPTIONS, as_float, as_str, read_json, voxpipe_options
+from voxpipe.stages.http.streaming import AudioResponse, check_format
 
 # Every model id runs the same pipeline; OpenAI's names are accepted so that existing
 # clients work unchanged.

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
-from stages.http.errors import HttpError
+from voxpipe.stages.http.errors import HttpError
 
 # voxpipe's own per-request options, accepted as extra fields by both APIs
 # (e.g. the OpenAI SDK's `extra_body={"noise_scale": 0}`): name -> type

@@ -15,16 +15,16 @@ from typing import Iterator
 import uvicorn
 import zmq
 
-from daemon.config import parse_bind
-from ipc import sockets
-from ipc.client import run_async
-from ipc.errors import ProtocolError
-from ipc.messages import Control
-from stages.http.app import build_app
-from stages.http.encoders import available
-from stages.http.gateway import Gateway, Limits
-from stages.http.health_routes import metrics_url
-from stages.runtime import StageArgs, StageRuntime
+from voxpipe.config import parse_bind
+from voxpipe.ipc import sockets
+from voxpipe.ipc.client import run_async
+from voxpipe.ipc.errors import ProtocolError
+from voxpipe.ipc.messages import Drain, Stop
+from voxpipe.stages.http.app import build_app
+from voxpipe.stages.http.encoders import available
+from voxpipe.stages.http.gateway import Gateway, Limits
+from voxpipe.stages.http.health_routes import metrics_url
+from voxpipe.stages.runtime import StageArgs, StageRuntime
 
 CONTROL_POLL_S = 0.1
 log = logging.getLogger("voxpipe.http")
@@ -49,10 +49,10 @@ async def _control_loop(runtime: StageRuntime, server: uvicorn.Server, gateway: 
                 break
             except ProtocolError:
                 continue
-            if isinstance(message, Control) and message.command == "stop":
+            if isinstance(message, Stop):
                 server.should_exit = True
-            elif isinstance(message, Control) and message.command == "drain":
-                gateway.draining = True
+            elif isinstance(message, Drain):
+                gateway.draining = True  # /ready answers 503 while accepted requests finish
         await asyncio.sleep(CONTROL_POLL_S)
 
 

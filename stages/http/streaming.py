@@ -16,9 +16,9 @@ import numpy as np
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from stages.http.encoders import FORMATS, Encoder, available, make_encoder
-from stages.http.errors import HttpError
-from stages.http.gateway import Gateway, SpeechRequest, Synthesis
+from voxpipe.stages.http.encoders import FORMATS, Encoder, available, make_encoder
+from voxpipe.stages.http.errors import HttpError
+from voxpipe.stages.http.gateway import Gateway, SpeechRequest, Synthesis
 
 log = logging.getLogger("voxpipe.http")
 

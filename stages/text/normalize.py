@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from stages.text.normalize_en import normalize_en
-from stages.text.normalize_zh import CJK, HAN_RE, normalize_zh
+from voxpipe.stages.text.normalize_en import normalize_en
+from voxpipe.stages.text.normalize_zh import CJK, HAN_RE, normalize_zh
 
 LANGS = ("en", "zh", "auto")
 

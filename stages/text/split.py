@@ -14,8 +14,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from stages.text.normalize_zh import CJK
-from stages.text.policies import CUT_POLICIES, Rank, Span, hard_cuts, resolve_policy
+from voxpipe.stages.text.normalize_zh import CJK
+from voxpipe.stages.text.policies import CUT_POLICIES, Rank, Span, hard_cuts, resolve_policy
 
 __all__ = ["CUT_POLICIES", "TextChunk", "resolve_policy", "split_text"]
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ipc.client import Client
-from ipc.errors import VoxpipeError
+from voxpipe.ipc.client import Client
+from voxpipe.ipc.errors import VoxpipeError
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -70,7 +70,7 @@ class BenchDaemon:
     def start(self, wait_s: float = 180.0) -> "BenchDaemon":
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "serve", "--config", str(self.config_path)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "voxpipe.daemon.cli", "serve", "--config", str(self.config_path)],
                                          cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)
         deadline = time.monotonic() + wait_s

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from ipc import codec
-from ipc.shm import PoolSpec, ShmPool, pool_path
+from voxpipe.ipc import codec
+from voxpipe.ipc.shm import PoolSpec, ShmPool, pool_path
 from tools.bench.daemon import BenchDaemon
 
 TINY_TEXT = "Hi."

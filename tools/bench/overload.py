@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ipc.client import AsyncClient, run_async
-from ipc.errors import VoxpipeError
+from voxpipe.ipc.client import AsyncClient, run_async
+from voxpipe.ipc.errors import VoxpipeError
 from tools.bench.daemon import BenchDaemon, DaemonSettings
 from tools.bench.stats import percentile
 

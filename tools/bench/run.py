@@ -20,14 +20,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ipc.errors import VoxpipeError
+from voxpipe.ipc.errors import VoxpipeError
 from tools.bench import ipc_micro, report, voxpipe_side
 from tools.bench.baseline import BaselineError, PiperBaseline
 from tools.bench.daemon import (BenchDaemon, CpuWindow, DaemonError, DaemonSettings, ForeignLoad, idle_rate, snapshot,
                                 window)
 from tools.bench.results import PIPER, BenchResults, Micro, Overhead, Sample, ThroughputRun
 from tools.bench.texts import DEFAULT_TEXTS_DIR, BenchText, TextsError, load_classes, load_longform, mixed_load, per_class
-from tools.progress import Progress
+from voxpipe.daemon.commands.progress import Progress
 
 
 class BenchError(Exception):

@@ -5,7 +5,7 @@ import asyncio
 import time
 from typing import Iterator
 
-from ipc.client import AsyncClient, Client, run_async
+from voxpipe.ipc.client import AsyncClient, Client, run_async
 from tools.bench.results import VOXPIPE, Sample, ThroughputRun
 from tools.bench.texts import BenchText
 

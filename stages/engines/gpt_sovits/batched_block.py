@@ -10,7 +10,7 @@ from typing import Callable
 from torch import Tensor
 from torch.nn import functional as F
 
-from stages.engines.gpt_sovits.t2s import Block
+from voxpipe.stages.engines.gpt_sovits.t2s import Block
 
 # (q, k, v) of the new tokens, each [n, 1, d] -> attention output [n, heads, 1, d / heads].
 Attend = Callable[[Tensor, Tensor, Tensor], Tensor]

@@ -26,10 +26,10 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from stages.engines.gpt_sovits.batched_block import block_rows
-from stages.engines.gpt_sovits.static_decoder import DEFAULT_CAPACITY, StaticDecoder
-from stages.engines.gpt_sovits.static_step import FedToken
-from stages.engines.gpt_sovits.t2s import (MAX_DECODE_STEPS, MIN_TOKENS_BEFORE_EOS, LayerCache, PrefillState, Sampling,
+from voxpipe.stages.engines.gpt_sovits.batched_block import block_rows
+from voxpipe.stages.engines.gpt_sovits.static_decoder import DEFAULT_CAPACITY, StaticDecoder
+from voxpipe.stages.engines.gpt_sovits.static_step import FedToken
+from voxpipe.stages.engines.gpt_sovits.t2s import (MAX_DECODE_STEPS, MIN_TOKENS_BEFORE_EOS, LayerCache, PrefillState, Sampling,
                                            Text2Semantic, sample)
 
 

@@ -12,11 +12,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, SynthesisItem
-from stages.engines.gpt_sovits import checkpoints, features
-from stages.engines.gpt_sovits.t2s import Sampling
-from stages.engines.gpt_sovits.voice import GsvModel, TextSegment, VoiceFiles
-from stages.voices import VoiceSpec
+from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, SynthesisItem
+from voxpipe.stages.engines.gpt_sovits import checkpoints, features
+from voxpipe.stages.engines.gpt_sovits.t2s import Sampling
+from voxpipe.stages.engines.gpt_sovits.voice import GsvModel, TextSegment, VoiceFiles
+from voxpipe.stages.voices import VoiceSpec
 
 
 def item_segments(item: SynthesisItem) -> list[TextSegment]:
@@ -41,7 +41,7 @@ class GptSovitsEngine(Engine):
     max_batch = 16  # sequences in the running batch, at most
 
     def stream_runner(self, max_sequences: int):
-        from stages.engines.gpt_sovits.serving import StreamRunner
+        from voxpipe.stages.engines.gpt_sovits.serving import StreamRunner
 
         return StreamRunner(max_sequences)
 
@@ -54,7 +54,7 @@ class GptSovitsEngine(Engine):
             torch.set_flush_denormal(True)  # denormals make random/quiet signals crawl on CPU
 
     def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
-        from stages.text.gsv import segments
+        from voxpipe.stages.text.gsv import segments
 
         cfg = spec.config
         files = VoiceFiles(Path(cfg["gpt"]), Path(cfg["sovits"]), Path(cfg["pretrained_dir"]),

@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from stages.engines.gpt_sovits import checkpoints, features, speaker
-from stages.engines.gpt_sovits.sovits import SovitsConfig, Synthesizer
-from stages.engines.gpt_sovits.t2s import T2SConfig, Text2Semantic
-from stages.engines.gpt_sovits.voice_config import PRETRAINED_DIRNAME
+from voxpipe.stages.engines.gpt_sovits import checkpoints, features, speaker
+from voxpipe.stages.engines.gpt_sovits.sovits import SovitsConfig, Synthesizer
+from voxpipe.stages.engines.gpt_sovits.t2s import T2SConfig, Text2Semantic
+from voxpipe.stages.engines.gpt_sovits.voice_config import PRETRAINED_DIRNAME
 
 REFERENCE_TEXT = "你好，这是一段参考音频。"
 REFERENCE_LANG = "zh"

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from stages.engines.base import EngineError, LoadedVoice, SynthesisItem, is_out_of_memory
-from stages.engines.gpt_sovits import features
-from stages.engines.gpt_sovits.continuous import ContinuousDecoder, Sequence, sequence_for
-from stages.engines.gpt_sovits.t2s import Sampling
-from stages.engines.gpt_sovits.windowed import WindowedRenderer, WindowPlan
+from voxpipe.stages.engines.base import EngineError, LoadedVoice, SynthesisItem, is_out_of_memory
+from voxpipe.stages.engines.gpt_sovits import features
+from voxpipe.stages.engines.gpt_sovits.continuous import ContinuousDecoder, Sequence, sequence_for
+from voxpipe.stages.engines.gpt_sovits.t2s import Sampling
+from voxpipe.stages.engines.gpt_sovits.windowed import WindowedRenderer, WindowPlan
 
 
 @dataclass
@@ -63,7 +63,7 @@ class StreamRunner:
 
     def admit(self, voice: LoadedVoice, chunk: Any, item: SynthesisItem) -> None:
         """Start decoding a chunk; it joins the batch at the next step. EngineError on bad input."""
-        from stages.engines.gpt_sovits.engine import item_segments
+        from voxpipe.stages.engines.gpt_sovits.engine import item_segments
 
         model = voice.model
         key = (chunk.request_id, chunk.seq)

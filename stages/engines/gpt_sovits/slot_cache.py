@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stages.engines.gpt_sovits.t2s import MAX_DECODE_STEPS, LayerCache
+from voxpipe.stages.engines.gpt_sovits.t2s import MAX_DECODE_STEPS, LayerCache
 
 COLUMN_ALIGNMENT = 16
 

@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from stages.engines.gpt_sovits.checkpoints import load_exact
-from stages.engines.gpt_sovits.layers import AttentionEncoder, Flow, Generator, MultiHeadAttention, sequence_mask
+from voxpipe.stages.engines.gpt_sovits.checkpoints import load_exact
+from voxpipe.stages.engines.gpt_sovits.layers import AttentionEncoder, Flow, Generator, MultiHeadAttention, sequence_mask
 
 SSL_DIM = 768  # HuBERT-base features
 PRO_VERSIONS = ("v2Pro", "v2ProPlus")

@@ -17,9 +17,9 @@ import copy
 import torch
 from torch import Tensor
 
-from stages.engines.gpt_sovits.slot_cache import SlotCache, keys_needed
-from stages.engines.gpt_sovits.static_step import FedToken, StaticStep, bucket_for, bucket_sizes
-from stages.engines.gpt_sovits.t2s import MAX_DECODE_STEPS, PrefillState, Text2Semantic
+from voxpipe.stages.engines.gpt_sovits.slot_cache import SlotCache, keys_needed
+from voxpipe.stages.engines.gpt_sovits.static_step import FedToken, StaticStep, bucket_for, bucket_sizes
+from voxpipe.stages.engines.gpt_sovits.t2s import MAX_DECODE_STEPS, PrefillState, Text2Semantic
 
 # Columns per slot: room for a long prompt plus target text, then the longest decode.
 # Sequences that need more decode on the dynamic path instead.

@@ -19,9 +19,9 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from stages.engines.gpt_sovits.batched_block import block_rows, row_linear
-from stages.engines.gpt_sovits.slot_cache import SlotCache
-from stages.engines.gpt_sovits.t2s import Text2Semantic
+from voxpipe.stages.engines.gpt_sovits.batched_block import block_rows, row_linear
+from voxpipe.stages.engines.gpt_sovits.slot_cache import SlotCache
+from voxpipe.stages.engines.gpt_sovits.t2s import Text2Semantic
 
 WARMUP_RUNS = 2  # eager runs on a side stream before a capture, as torch's CUDA graph docs ask
 

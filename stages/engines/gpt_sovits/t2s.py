@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from stages.engines.gpt_sovits.checkpoints import load_exact
+from voxpipe.stages.engines.gpt_sovits.checkpoints import load_exact
 
 BERT_DIM = 1024
 MAX_DECODE_STEPS = 1500  # a hard ceiling, as in GPT-SoVITS

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stages.engines.gpt_sovits import checkpoints, features, speaker
-from stages.engines.gpt_sovits.sovits import SovitsConfig, Synthesizer, load_synthesizer
-from stages.engines.gpt_sovits.t2s import BERT_DIM, DecodeResult, Sampling, T2SConfig, Text2Semantic, load_t2s
+from voxpipe.stages.engines.gpt_sovits import checkpoints, features, speaker
+from voxpipe.stages.engines.gpt_sovits.sovits import SovitsConfig, Synthesizer, load_synthesizer
+from voxpipe.stages.engines.gpt_sovits.t2s import BERT_DIM, DecodeResult, Sampling, T2SConfig, Text2Semantic, load_t2s
 
 PROMPT_SILENCE_S = 0.3  # GPT-SoVITS appends sampling_rate * 0.3 zero samples to the 16 kHz clip
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from stages.engines.gpt_sovits.t2s import MAX_DECODE_STEPS
+from voxpipe.stages.engines.gpt_sovits.t2s import MAX_DECODE_STEPS
 
 FRAMES_PER_TOKEN = 2  # 25 Hz tokens -> 50 Hz latent frames
 

@@ -20,8 +20,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from stages.engines.base import is_out_of_memory
-from stages.engines.vits.model import VitsModel, bucket_length
+from voxpipe.stages.engines.base import is_out_of_memory
+from voxpipe.stages.engines.vits.model import VitsModel, bucket_length
 
 _LOG = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from stages.engines.vits.model import VitsModel
+from voxpipe.stages.engines.vits.model import VitsModel
 
 OPSET = 15
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stages.engines.base import EngineError
-from stages.engines.vits.model import VitsConfig, VitsModel
+from voxpipe.stages.engines.base import EngineError
+from voxpipe.stages.engines.vits.model import VitsConfig, VitsModel
 
 _COUNT_RE = r"{prefix}\.(\d+)\."
 _PREFIXES = ("enc_p", "dp", "flow", "dec", "emb_g")

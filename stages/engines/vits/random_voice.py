@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from stages.engines.vits.export import export_piper
-from stages.engines.vits.model import VitsConfig, VitsModel
+from voxpipe.stages.engines.vits.export import export_piper
+from voxpipe.stages.engines.vits.model import VitsConfig, VitsModel
 
 
 def tiny_config(num_speakers: int = 1, n_vocab: int = 256) -> VitsConfig:

@@ -13,7 +13,7 @@ from typing import Iterator
 
 from torch import Tensor, nn
 
-from stages.engines.vits.model import Generator, ResBlock1, ResBlock2, VitsModel
+from voxpipe.stages.engines.vits.model import Generator, ResBlock1, ResBlock2, VitsModel
 
 
 def _reach(conv: nn.Conv1d) -> int:

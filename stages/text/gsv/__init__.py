@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from stages.text.gsv.en import clean_en, g2p_en
-from stages.text.gsv.symbols import PUNCTUATION, phone_ids
-from stages.text.gsv.zh import HANZI, clean_zh, g2p_zh
-from stages.text.normalize import normalize
+from voxpipe.stages.text.gsv.en import clean_en, g2p_en
+from voxpipe.stages.text.gsv.symbols import PUNCTUATION, phone_ids
+from voxpipe.stages.text.gsv.zh import HANZI, clean_zh, g2p_zh
+from voxpipe.stages.text.normalize import normalize
 
 LANGS = ("zh", "en", "auto")
 _RUN_RE = re.compile(f"([{HANZI}]+)|([A-Za-z]+(?:['-][A-Za-z]+)*)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from stages.text.gsv.symbols import PUNCTUATION
+from voxpipe.stages.text.gsv.symbols import PUNCTUATION
 
 _TOKEN_RE = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*|[,.!?…-]")
 _MARKS = {";": ",", ":": ",", "。": ".", "，": ",", "！": "!", "？": "?", "—": "-", "–": "-", '"': "", "(": ",",

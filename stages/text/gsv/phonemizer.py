@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from stages.text.gsv import Segment, segments
-from stages.text.gsv.symbols import PUNCTUATION
+from voxpipe.stages.text.gsv import Segment, segments
+from voxpipe.stages.text.gsv.symbols import PUNCTUATION
 
 _HANZI_RE = re.compile("[\u4e00-\u9fa5]")
 _WORD_RE = re.compile(r"[A-Za-z]+")

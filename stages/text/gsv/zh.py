@@ -13,8 +13,8 @@ import logging
 import re
 from functools import lru_cache
 
-from stages.text.gsv.pinyin import PinyinError, split
-from stages.text.gsv.symbols import PUNCTUATION
+from voxpipe.stages.text.gsv.pinyin import PinyinError, split
+from voxpipe.stages.text.gsv.symbols import PUNCTUATION
 
 HANZI = "\u4e00-\u9fa5"
 HANZI_RE = re.compile(f"[{HANZI}]")

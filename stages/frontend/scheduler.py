@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ipc.messages import Chunk
-from stages.chunk_queue import ChunkQueue
+from voxpipe.ipc.messages import Chunk
+from voxpipe.stages.worker.chunk_queue import ChunkQueue
 
 
 @dataclass

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ipc.security import generate_keys
+from voxpipe.ipc.security import generate_keys
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

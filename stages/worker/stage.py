@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from daemon.metrics import recorder
-from ipc import sockets
-from ipc.errors import ProtocolError
-from ipc.messages import Chunk, ChunkAudio, ChunkDone, Control, DropRequest, WorkerState
-from ipc.shm import PoolFull, ShmPool
-from stages.chunk_queue import ChunkQueue
-from stages.engines import create_engine
-from stages.batching import BatchBudget, take_batch
-from stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, SynthesisItem, is_out_of_memory
-from stages.runtime import StageArgs, StageRuntime
-from stages.voice_cache import VoiceCache
-from stages.voices import VoiceCatalog, VoiceError, VoiceSpec
+from voxpipe.metrics import recorder
+from voxpipe.ipc import sockets
+from voxpipe.ipc.errors import ProtocolError
+from voxpipe.ipc.messages import Chunk, ChunkAudio, ChunkDone, DropRequest, Rescan, Reset, Stop, WorkerState
+from voxpipe.ipc.shm import PoolFull, ShmPool
+from voxpipe.stages.worker.chunk_queue import ChunkQueue
+from voxpipe.stages.engines import create_engine
+from voxpipe.stages.worker.batching import BatchBudget, take_batch
+from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, SynthesisItem, is_out_of_memory
+from voxpipe.stages.runtime import StageArgs, StageRuntime
+from voxpipe.stages.worker.voice_cache import VoiceCache
+from voxpipe.stages.voices import VoiceCatalog, VoiceError, VoiceSpec
 
 POOL_RETRY_S = 0.005
 
@@ -155,16 +155,15 @@ class Worker:
                 dropped += runner.drop(message.request_id)
             for chunk in dropped:
                 self._done(chunk, False, "cancelled", message.reason)
-        elif isinstance(message, Control):
-            if message.command == "stop":
-                self.running = False
-            elif message.command == "reset":
-                # A new frontend: the chunks queued here belong to requests it does not know.
-                while self.queue.pop() is not None:
-                    pass
-                self.announce()
-            elif message.command == "rescan":
-                self.catalog.rescan()
+        elif isinstance(message, Stop):
+            self.running = False
+        elif isinstance(message, Reset):
+            # A new frontend: the chunks queued here belong to requests it does not know.
+            while self.queue.pop() is not None:
+                pass
+            self.announce()
+        elif isinstance(message, Rescan):
+            self.catalog.rescan()
 
     def _startable(self, chunk: Chunk) -> bool:
         """False for a chunk whose engine's running batch is full: it waits there, and the

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stages.voices import VoiceError, check_voice_name
+from voxpipe.stages.voices import VoiceError, check_voice_name
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -32,11 +32,11 @@ def run(args: argparse.Namespace) -> int:
     voices = Path(args.voices_dir)
     voices.mkdir(parents=True, exist_ok=True)
     if args.family == "piper":
-        from stages.engines.vits.random_voice import write_random_piper_voice
+        from voxpipe.stages.engines.vits.random_voice import write_random_piper_voice
 
         path = write_random_piper_voice(voices, name, seed=args.seed)
     else:
-        from stages.engines.gpt_sovits.random_voice import write_random_gsv_voice
+        from voxpipe.stages.engines.gpt_sovits.random_voice import write_random_gsv_voice
 
         path = write_random_gsv_voice(voices, name, args.version, seed=args.seed)
     print(f"wrote {args.family} voice {name!r}: {path}")

@@ -7,7 +7,7 @@ import heapq
 import itertools
 from typing import Callable, Iterator
 
-from ipc.messages import Chunk
+from voxpipe.ipc.messages import Chunk
 
 
 def chunk_priority(chunk: Chunk) -> tuple[int, float, int]:

@@ -5,8 +5,8 @@ import argparse
 import json
 import sys
 
-from ipc.client import Client
-from ipc.errors import VoxpipeError
+from voxpipe.ipc.client import Client
+from voxpipe.ipc.errors import VoxpipeError
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

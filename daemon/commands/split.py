@@ -10,12 +10,12 @@ import json
 import sys
 from pathlib import Path
 
-from daemon.config import FrontendConfig
-from stages.phonemize import PhonemizeError, Phonemizer
-from stages.text.normalize import LANGS, normalize
-from stages.text.split import CUT_POLICIES, resolve_policy, split_text
-from stages.text.policies import POLICY_ALIASES
-from stages.voices import DEFAULT_VOICE, VoiceCatalog, VoiceError
+from voxpipe.config import FrontendConfig
+from voxpipe.stages.phonemize import PhonemizeError, Phonemizer
+from voxpipe.stages.text.normalize import LANGS, normalize
+from voxpipe.stages.text.split import CUT_POLICIES, resolve_policy, split_text
+from voxpipe.stages.text.policies import POLICY_ALIASES
+from voxpipe.stages.voices import DEFAULT_VOICE, VoiceCatalog, VoiceError
 
 USAGE_ERROR = 2
 

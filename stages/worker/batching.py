@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ipc.messages import Chunk
-from stages.chunk_queue import ChunkQueue
+from voxpipe.ipc.messages import Chunk
+from voxpipe.stages.worker.chunk_queue import ChunkQueue
 
 MIN_BUDGET = 64  # phonemes: below this a batch is one chunk anyway
 

@@ -3,8 +3,8 @@ the frontend's last-minute summary for `voxpipe status`, and the per-request log
 
 Importing this package is cheap: prometheus_client is imported only where metrics are on.
 """
-from daemon.metrics.definitions import MULTIPROC_ENV, Recorder, recorder
-from daemon.metrics.recent import RecentWindow, voice_cache_summary
-from daemon.metrics.requestlog import request_log_line
+from voxpipe.metrics.definitions import MULTIPROC_ENV, Recorder, recorder
+from voxpipe.metrics.recent import RecentWindow, voice_cache_summary
+from voxpipe.metrics.requestlog import request_log_line
 
 __all__ = ["MULTIPROC_ENV", "Recorder", "RecentWindow", "recorder", "request_log_line", "voice_cache_summary"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from stages.engines.base import Engine, LoadedVoice
-from stages.voices import VoiceSpec
+from voxpipe.stages.engines.base import Engine, LoadedVoice
+from voxpipe.stages.voices import VoiceSpec
 
 
 class VoiceCache:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from daemon.config import Config
-from ipc.messages import Chunk, SynthesisRequest
-from stages.engines import engine_names
-from stages.phonemize import Phonemizer, PhonemizeError
-from stages.text.gsv.phonemizer import GsvPhonemizer, sampling_options
-from stages.text.normalize import normalize
-from stages.text.split import resolve_policy, split_text
-from stages.voices import VoiceCatalog, VoiceSpec
+from voxpipe.config import Config
+from voxpipe.ipc.messages import Chunk, SynthesisRequest
+from voxpipe.stages.engines import engine_names
+from voxpipe.stages.phonemize import Phonemizer, PhonemizeError
+from voxpipe.stages.text.gsv.phonemizer import GsvPhonemizer, sampling_options
+from voxpipe.stages.text.normalize import normalize
+from voxpipe.stages.text.split import resolve_policy, split_text
+from voxpipe.stages.voices import VoiceCatalog, VoiceSpec
 
 ENGINE_NAMES = tuple(engine_names())
 OPTION_RANGES = {"noise_scale": (0.0, 2.0), "length_scale": (0.1, 5.0), "noise_w": (0.0, 2.0)}

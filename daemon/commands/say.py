@@ -7,9 +7,9 @@ from pathlib import Path
 
 import soundfile
 
-from ipc.client import Client
-from ipc.errors import VoxpipeError
-from tools.progress import Progress
+from voxpipe.ipc.client import Client
+from voxpipe.ipc.errors import VoxpipeError
+from voxpipe.daemon.commands.progress import Progress
 
 FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
 

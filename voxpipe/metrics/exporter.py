@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable
 
-from daemon.metrics.definitions import MULTIPROC_ENV, supervisor_families
+from voxpipe.metrics.definitions import MULTIPROC_ENV, supervisor_families
 
 
 class MetricsError(Exception):

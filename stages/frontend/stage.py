@@ -12,21 +12,21 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from daemon import __version__
-from daemon.metrics import RecentWindow, recorder, request_log_line, voice_cache_summary
-from ipc import codec, sockets
-from ipc.errors import ProtocolError
-from ipc.messages import (PROTOCOL_VERSION, Cancel, ChunkDone, Control, DropRequest, Error, Fragment, Hello,
-                          Ping, Pong, RequestFailed, Result, StatusQuery, StatusReply, SupervisorReport,
-                          SynthesisRequest, Welcome, WorkerState)
-from ipc.messages import Chunk
-from ipc.shm import PoolError, ShmPool
-from ipc.security import needs_curve, secure_server
-from stages.client_peers import ClientPeers
-from stages.planner import PlanError, Planner
-from stages.runtime import StageArgs, StageRuntime
-from stages.scheduler import Scheduler
-from stages.voices import VoiceCatalog, VoiceError
+from voxpipe import __version__
+from voxpipe.metrics import RecentWindow, recorder, request_log_line, voice_cache_summary
+from voxpipe.ipc import codec, sockets
+from voxpipe.ipc.errors import ProtocolError
+from voxpipe.ipc.messages import (PROTOCOL_VERSION, Cancel, Chunk, ChunkDone, Drain, DropRequest, Error, Fragment,
+                                  Hello, MergerLost, Ping, Pong, RequestFailed, Rescan, Result, StatusQuery,
+                                  StatusReply, Stop, SupervisorReport, SynthesisRequest, Welcome, WorkerLost,
+                                  WorkerState)
+from voxpipe.ipc.shm import PoolError, ShmPool
+from voxpipe.ipc.security import needs_curve, secure_server
+from voxpipe.stages.frontend.client_peers import ClientPeers
+from voxpipe.stages.frontend.planner import PlanError, Planner
+from voxpipe.stages.runtime import StageArgs, StageRuntime
+from voxpipe.stages.frontend.scheduler import Scheduler
+from voxpipe.stages.voices import VoiceCatalog, VoiceError
 
 MAX_REQUEST_ID = 64
 PLAN_SLICE_S = 0.005  # planning runs in slices this long between socket reads
@@ -300,24 +300,23 @@ class Frontend:
         for _, message, _ in self._messages(self.rt.control, router=False):
             if isinstance(message, SupervisorReport):
                 self.report = message
-            elif isinstance(message, Control):
+            else:
                 self._on_control(message)
 
-    def _on_control(self, control: Control) -> None:
-        if control.command == "worker_lost":
-            worker = str(control.args.get("worker", ""))
-            for chunk in self.scheduler.worker_lost(worker):
+    def _on_control(self, control: object) -> None:
+        if isinstance(control, WorkerLost):
+            for chunk in self.scheduler.worker_lost(control.worker):
                 self._retry(chunk, "its worker died")
-            self._rerun_unmerged_chunks_of(worker)
-        elif control.command == "merger_lost":
+            self._rerun_unmerged_chunks_of(control.worker)
+        elif isinstance(control, MergerLost):
             self._drain_merger()  # every fragment the old merger sent, first
-            self.fragment_pool.reclaim_owner(int(control.args.get("pid", 0)), set())
+            self.fragment_pool.reclaim_owner(control.pid, set())
             self._rerun_merged_chunks()
-        elif control.command == "drain":
+        elif isinstance(control, Drain):
             self.draining = True
-        elif control.command == "rescan":
+        elif isinstance(control, Rescan):
             self.catalog.rescan()
-        elif control.command == "stop":
+        elif isinstance(control, Stop):
             self.running = False
 
     def _retry(self, chunk: Chunk, why: str) -> None:

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from daemon.metrics import recorder
-from ipc import sockets
-from ipc.errors import ProtocolError
-from ipc.messages import ChunkAudio, Control, DropRequest, Fragment, RequestFailed, Result
-from ipc.shm import PoolError, PoolFull, ShmPool, StaleHandle
-from stages.crossfade import CrossfadeJoiner, to_pcm16
-from stages.runtime import StageArgs, StageRuntime
+from voxpipe.metrics import recorder
+from voxpipe.ipc import sockets
+from voxpipe.ipc.errors import ProtocolError
+from voxpipe.ipc.messages import ChunkAudio, DropRequest, Fragment, ProducerLost, RequestFailed, Reset, Result, Stop
+from voxpipe.ipc.shm import PoolError, PoolFull, ShmPool, StaleHandle
+from voxpipe.stages.merger.crossfade import CrossfadeJoiner, to_pcm16
+from voxpipe.stages.runtime import StageArgs, StageRuntime
 
 POOL_RETRY_S = 0.005
 FINISHED_MEMORY = 4096  # finished request ids remembered, to ignore late duplicate chunks
@@ -81,22 +81,21 @@ class Merger:
                 self._on_audio(message)
             elif isinstance(message, DropRequest):
                 self._drop(message.request_id)
-            elif isinstance(message, Control):
-                self._on_control(message)
+            elif isinstance(message, Stop):
+                self.running = False
+            elif isinstance(message, ProducerLost):
+                self._reclaim(message.pool, message.pid)
+            elif isinstance(message, Reset):
+                self._reset()
 
-    def _on_control(self, control: Control) -> None:
-        if control.command == "stop":
-            self.running = False
-        elif control.command == "producer_lost":
-            self._reclaim(str(control.args.get("pool", "")), int(control.args.get("pid", 0)))
-        elif control.command == "reset":
-            # A new frontend knows none of the requests in progress; their clients resend
-            # them, and everything starts over clean.
-            for request_id in list(self.requests):
-                self._drop(request_id)
-            self.finished.clear()
-            # Fragments the old frontend never read: nobody will read them now.
-            self.out_pool.reclaim_owner(os.getpid(), set())
+    def _reset(self) -> None:
+        # A new frontend knows none of the requests in progress; their clients resend
+        # them, and everything starts over clean.
+        for request_id in list(self.requests):
+            self._drop(request_id)
+        self.finished.clear()
+        # Fragments the old frontend never read: nobody will read them now.
+        self.out_pool.reclaim_owner(os.getpid(), set())
 
     def _on_audio(self, msg: ChunkAudio) -> None:
         pool = self.in_pools.get(msg.handle.pool)

@@ -6,9 +6,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from ipc.client import AsyncClient, run_async
-from ipc.errors import VoxpipeError
-from tools.progress import Progress
+from voxpipe.ipc.client import AsyncClient, run_async
+from voxpipe.ipc.errors import VoxpipeError
+from voxpipe.daemon.commands.progress import Progress
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

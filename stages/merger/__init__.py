@@ -1,0 +1,1 @@
+"""The merger process: reorders chunk audio, crossfades joins, streams fragments."""

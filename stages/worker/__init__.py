@@ -1,0 +1,1 @@
+"""The synthesis worker process: its chunk queue, batching and LRU voice cache."""
