@@ -181,8 +181,10 @@ class Supervisor:
 
     def _preload_list(self) -> list[str]:
         """The config's preload list, then the most used voices that still exist."""
+        from voxpipe.stages import families
         from voxpipe.stages.voices import VoiceCatalog
 
+        families.configure(self.config.families)
         known = set(VoiceCatalog(self.config.voices_path()).names())
         wanted = list(self.config.preload)
         wanted += [v for v in self.usage.top(self.config.preload_popular + len(wanted)) if v in known]

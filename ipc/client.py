@@ -23,7 +23,7 @@ from voxpipe.ipc import codec, sockets
 from voxpipe.ipc.errors import ProtocolError, VoxpipeError
 from voxpipe.ipc.security import SecurityError, needs_curve, secure_client
 from voxpipe.ipc.messages import (PROTOCOL_VERSION, Cancel, Error, Fragment, Hello, Ping, Pong, Result, StatusQuery,
-                          StatusReply, SynthesisOptions, SynthesisRequest, Welcome)
+                          StatusReply, SynthesisOptions, SynthesisRequest, Welcome, synthesis_options)
 
 DEFAULT_TIMEOUT_S = 300.0
 CONNECT_TIMEOUT_S = 5.0
@@ -68,10 +68,9 @@ class Audio:
 
 
 def _options(**kwargs: Any) -> SynthesisOptions:
-    unknown = set(kwargs) - {f for f in SynthesisOptions.__dataclass_fields__}
-    if unknown:
-        raise TypeError(f"unknown synthesis option(s): {', '.join(sorted(unknown))}")
-    return SynthesisOptions(**kwargs)
+    """The pipeline's options by name; the rest go to the voice's family, which checks
+    them (an option it does not take: VoxpipeError `bad_option`)."""
+    return synthesis_options(**kwargs)
 
 
 def _request(text: str, voice: str, stream: bool, timeout: float | None, request_id: str | None,

@@ -29,23 +29,28 @@ class ShmHandle:
 
 @dataclass
 class SynthesisOptions:
-    """Per-request knobs; None means the voice's default."""
+    """Per-request knobs. The pipeline's own are fields; a model family's (Piper's
+    noise_scale, GPT-SoVITS's top_k, ...) ride in `params` and are checked by the voice's
+    family against the options it declares (unknown name or bad value: `bad_option`)."""
 
     TAG: ClassVar[int] = 2
-    noise_scale: float | None = None
-    length_scale: float | None = None
-    noise_w: float | None = None
-    speaker_id: int = 0
-    seed: int | None = None
+    seed: int | None = None  # chunk n of a request uses seed + n
     policy: str | None = None  # text cut policy
     first_chunk: bool | None = None
     engine_stream: bool = False  # within-sentence streaming where the engine supports it
     engine: str | None = None  # runtime for the voice's family (onnx, torch, tensorrt); None: the daemon's
-    # GPT-SoVITS voices: semantic-token sampling (None: the voice's default; top_k=1: greedy)
-    top_k: int | None = None
-    top_p: float | None = None
-    temperature: float | None = None
-    repetition_penalty: float | None = None
+    params: dict = field(default_factory=dict)  # family option name -> scalar; absent: the voice's default
+
+
+PIPELINE_OPTIONS = frozenset(f for f in SynthesisOptions.__dataclass_fields__ if f not in ("TAG", "params"))
+
+
+def synthesis_options(**options: object) -> SynthesisOptions:
+    """Options from keyword arguments as users write them (`seed=1, noise_scale=0.5`): the
+    pipeline's own become fields, the rest the family's `params`; None means unset."""
+    fields = {k: v for k, v in options.items() if k in PIPELINE_OPTIONS}
+    params = {k: v for k, v in options.items() if k not in PIPELINE_OPTIONS and v is not None}
+    return SynthesisOptions(**fields, params=params)
 
 
 # ---- client <-> frontend -------------------------------------------------------------
@@ -153,6 +158,17 @@ class Pong:
 # ---- frontend -> worker -> merger -------------------------------------------------------
 
 @dataclass
+class FamilyInputs:
+    """A model family's inputs for one chunk, made by its text frontend and read only by
+    its runner in the worker; the pipeline moves them without looking inside."""
+
+    TAG: ClassVar[int] = 36
+    ids: list[int]  # the family's token ids (Piper: phoneme ids with BOS/EOS/padding)
+    options: dict  # every option the family declares, resolved (request, else the voice's default)
+    extras: dict = field(default_factory=dict)  # more per-chunk data (GPT-SoVITS: its language runs)
+
+
+@dataclass
 class Chunk:
     """One piece of a request's text, ready to synthesize."""
 
@@ -161,28 +177,15 @@ class Chunk:
     seq: int
     count: int
     voice: str
+    family: str
     text: str
-    phoneme_ids: list[int]
-    noise_scale: float
-    length_scale: float
-    noise_w: float
-    speaker_id: int
+    inputs: FamilyInputs
     seed: int | None
     stream: bool
     deadline: float  # time.monotonic() seconds; CLOCK_MONOTONIC is shared by all processes
     attempt: int = 0
     submitted_at: float = 0.0
     engine: str = ""  # "" = the worker's default engine
-    # GPT-SoVITS voices: the text's language runs (phone_ids is their concatenation; a
-    # Mandarin run's norm_text and phones per character align its BERT features) and sampling
-    seg_langs: list[str] = field(default_factory=list)
-    seg_texts: list[str] = field(default_factory=list)
-    seg_phones: list[int] = field(default_factory=list)
-    seg_word2ph: list[list[int]] = field(default_factory=list)
-    top_k: int = 15
-    top_p: float = 1.0
-    temperature: float = 1.0
-    repetition_penalty: float = 1.35
 
 
 @dataclass
@@ -332,6 +335,6 @@ class SupervisorReport:
 
 ALL_MESSAGES: tuple[type, ...] = (
     ShmHandle, SynthesisOptions, Hello, Welcome, SynthesisRequest, Cancel, StatusQuery,
-    StatusReply, Fragment, Result, Error, Ping, Pong, Chunk, ChunkAudio,
+    StatusReply, Fragment, Result, Error, Ping, Pong, FamilyInputs, Chunk, ChunkAudio,
     ChunkDone, WorkerState, DropRequest, RequestFailed, Heartbeat, *CONTROL_MESSAGES, SupervisorReport,
 )

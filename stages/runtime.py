@@ -40,6 +40,9 @@ class StageRuntime:
         die_with_parent(args.parent_pid)
         set_title(f"voxpipe: {args.role} {args.name}" if args.name != args.role else f"voxpipe: {args.role}")
         ignore_interrupts()
+        from voxpipe.stages import families
+
+        families.configure(args.config.families)  # the config's extra model families, in every stage
         self.args = args
         self.ctx = zmq.Context(io_threads=1)
         self.control = sockets.make_socket(self.ctx, zmq.DEALER, identity=args.name.encode())

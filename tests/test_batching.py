@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from voxpipe.ipc.client import AsyncClient
-from voxpipe.ipc.messages import Chunk
+from voxpipe.ipc.messages import Chunk, FamilyInputs
 from voxpipe.stages.worker.batching import BatchBudget, take_batch
 from voxpipe.stages.worker.chunk_queue import ChunkQueue
 from tests.daemon_proc import Daemon
@@ -22,7 +22,7 @@ TEXTS = ["Hello there.", "Good morning to you all.", "Thank you very much.", "Se
 
 
 def chunk(rid: str, n: int, voice: str = "joe", deadline: float = 1e12) -> Chunk:
-    return Chunk(rid, 0, 1, voice, "x", list(range(n)), 0.0, 1.0, 0.0, 0, None, False, deadline, 0, 0.0)
+    return Chunk(rid, 0, 1, voice, "piper", "x", FamilyInputs(list(range(n)), {}), None, False, deadline, 0, 0.0)
 
 
 def test_take_batch_groups_by_voice_and_length_within_budget():

@@ -3,14 +3,18 @@ import pytest
 
 from voxpipe.ipc import codec
 from voxpipe.ipc.errors import ProtocolError
-from voxpipe.ipc.messages import (Chunk, ChunkAudio, Fragment, Heartbeat, ShmHandle, SynthesisOptions, SynthesisRequest)
+from voxpipe.ipc.messages import (Chunk, ChunkAudio, FamilyInputs, Fragment, Heartbeat, ShmHandle, SynthesisOptions,
+                                  SynthesisRequest, synthesis_options)
 
 
 def test_round_trip_keeps_every_field():
     handle = ShmHandle("w0", 3, 7, 4096, 800, "<f4", [200])
     for message in [
-        SynthesisRequest("r1", "Hello.", "joe", True, SynthesisOptions(noise_scale=0.0, seed=5), 12.5),
-        Chunk("r1", 0, 2, "joe", "Hello.", [1, 0, 20, 2], 0.667, 1.0, 0.8, 0, None, False, 123.0),
+        SynthesisRequest("r1", "Hello.", "joe", True, SynthesisOptions(seed=5, params={"noise_scale": 0.0}), 12.5),
+        Chunk("r1", 0, 2, "joe", "piper", "Hello.", FamilyInputs([1, 0, 20, 2], {"noise_scale": 0.667}), None, False,
+              123.0),
+        Chunk("r1", 1, 2, "v", "gpt-sovits", "你好", FamilyInputs([5, 6], {"top_k": 5}, {"langs": ["zh"], "phones": [2]}),
+              7, True, 9.0),
         ChunkAudio("r1", 1, 2, 22050, handle, 0.1, 0.01),
         Fragment("r1", 0, 22050, 200),
         Heartbeat("worker", "w0", 42, True, {"queue": 3}),
@@ -29,11 +33,18 @@ def test_round_trip_keeps_every_field():
     msgpack.packb([12, "r1", "text", "joe", 1, [2]]),  # wrong type for a bool
     msgpack.packb([12, "r1", "text", "joe", True, [1, "w0", 0, 0, 0, 0, "<f4", []]]),  # wrong nested message
     msgpack.packb([12, "r1", "text", "joe", True, [2], None, "extra", "fields"]),
-    msgpack.packb([30, "r1", 0, 1, "joe", "t", [1, "two"], 0.1, 1.0, 0.1, 0, None, True, 1.0]),  # str in ids
+    msgpack.packb([30, "r1", 0, 1, "joe", "piper", "t", [36, [1, "two"], {}], None, True, 1.0]),  # str in ids
+    msgpack.packb([30, "r1", 0, 1, "joe", "piper", "t", [2, None], None, True, 1.0]),  # options where inputs go
 ])
 def test_malformed_frames_raise_protocol_error(frame):
     with pytest.raises(ProtocolError):
         codec.decode(frame)
+
+
+def test_options_split_into_pipeline_fields_and_family_params():
+    options = synthesis_options(seed=3, policy="sentences", noise_scale=0.5, top_k=None, speaker_id=1)
+    assert (options.seed, options.policy) == (3, "sentences")
+    assert options.params == {"noise_scale": 0.5, "speaker_id": 1}  # None: the voice's default
 
 
 def test_huge_declared_lengths_are_refused_without_allocating():

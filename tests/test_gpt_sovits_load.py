@@ -146,22 +146,24 @@ def test_missing_pretrained_model_is_named(files, tmp_path):
 
 def test_planner_cuts_gsv_text_into_runs_with_sampling(files, tmp_path):
     from voxpipe.config import Config
-    from voxpipe.ipc.messages import SynthesisOptions, SynthesisRequest
+    from voxpipe.ipc.messages import SynthesisRequest, synthesis_options
     from voxpipe.stages.frontend.planner import PlanError, Planner
 
     _voice_dir(tmp_path, files, GOOD_TOML)
     planner = Planner(Config(), VoiceCatalog(tmp_path))
-    request = SynthesisRequest("r1", "你好，世界。This is a test. 好", "myvoice", False, SynthesisOptions(seed=5, top_p=0.8))
+    request = SynthesisRequest("r1", "你好，世界。This is a test. 好", "myvoice", False, synthesis_options(seed=5, top_p=0.8))
     plan = planner.plan(request, deadline=1e12)
     assert plan.chunks and plan.spec.sample_rate == 32000
     for chunk in plan.chunks:
-        assert sum(chunk.seg_phones) == len(chunk.phoneme_ids) > 0
-        assert len(chunk.seg_langs) == len(chunk.seg_texts) == len(chunk.seg_word2ph) == len(chunk.seg_phones)
-        for lang, text, w2p, n in zip(chunk.seg_langs, chunk.seg_texts, chunk.seg_word2ph, chunk.seg_phones):
+        runs, options = chunk.inputs.extras, chunk.inputs.options
+        assert chunk.family == "gpt-sovits"
+        assert sum(runs["phones"]) == len(chunk.inputs.ids) > 0
+        assert len(runs["langs"]) == len(runs["texts"]) == len(runs["word2ph"]) == len(runs["phones"])
+        for lang, text, w2p, n in zip(runs["langs"], runs["texts"], runs["word2ph"], runs["phones"]):
             assert (sum(w2p) == n and len(w2p) == len(text)) if lang == "zh" else w2p == []
-        assert (chunk.top_k, chunk.top_p, chunk.repetition_penalty) == (5, 0.8, 1.35)  # voice.toml's top_k
-    assert {lang for c in plan.chunks for lang in c.seg_langs} == {"zh", "en"}
+        assert (options["top_k"], options["top_p"], options["repetition_penalty"]) == (5, 0.8, 1.35)  # voice.toml's top_k
+    assert {lang for c in plan.chunks for lang in c.inputs.extras["langs"]} == {"zh", "en"}
     assert [c.seed for c in plan.chunks] == [5 + i for i in range(len(plan.chunks))]
     with pytest.raises(PlanError) as err:
-        planner.plan(SynthesisRequest("r2", "你好", "myvoice", False, SynthesisOptions(temperature=0.0)), 1e12)
+        planner.plan(SynthesisRequest("r2", "你好", "myvoice", False, synthesis_options(temperature=0.0)), 1e12)
     assert err.value.code == "bad_option"

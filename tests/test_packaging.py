@@ -3,6 +3,7 @@ top-level modules (tools, ipc, ...) in anyone's site-packages."""
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -75,8 +76,14 @@ def test_wheel_holds_one_namespace(tmp_path):
 
     if int(setuptools.__version__.split(".")[0]) < 77:
         pytest.skip(f"setuptools {setuptools.__version__} here; the build needs 77 or newer")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+    leftover = ROOT / "build"
+    existed = leftover.exists()
+    try:
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(tmp_path), str(ROOT)], check=True, capture_output=True, timeout=300)
+    finally:
+        if not existed:  # setuptools builds in the source tree
+            shutil.rmtree(leftover, ignore_errors=True)
     (wheel,) = tmp_path.glob("voxpipe-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith((".dist-info", ".data"))}

@@ -1,9 +1,9 @@
-from voxpipe.ipc.messages import Chunk
+from voxpipe.ipc.messages import Chunk, FamilyInputs
 from voxpipe.stages.frontend.scheduler import Scheduler
 
 
 def chunk(rid: str, seq: int, t: float, voice: str = "joe") -> Chunk:
-    return Chunk(rid, seq, 3, voice, "x", [1, 2], 0.0, 1.0, 0.0, 0, None, False, 1e9, 0, t)
+    return Chunk(rid, seq, 3, voice, "piper", "x", FamilyInputs([1, 2], {}), None, False, 1e9, 0, t)
 
 
 def test_first_chunks_go_before_later_ones_and_credits_bound_each_worker():

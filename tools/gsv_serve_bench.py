@@ -144,12 +144,11 @@ def run_sequential(model, reqs: list[Request]) -> Run:
 
 
 def _item(req: Request):
-    from voxpipe.stages.engines.base import SynthesisItem
+    from voxpipe.stages.engines.gpt_sovits.item import GsvItem
 
     ids = np.asarray([p for s in req.segments for p in s.phone_ids], dtype=np.int64)
     runs = tuple((s.lang, s.norm_text, len(s.phone_ids), s.word2ph) for s in req.segments)
-    # length_scale 1.0 (speed 1), noise_w unused by GPT-SoVITS.
-    return SynthesisItem(ids, NOISE_SCALE, 1.0, 0.8, 0, req.seed, text_segments=runs, **SAMPLING)
+    return GsvItem(ids, NOISE_SCALE, 1.0, req.seed, text_segments=runs, **SAMPLING)  # length_scale 1: speed 1
 
 
 def run_batched(model, reqs: list[Request]) -> Run:

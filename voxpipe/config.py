@@ -9,6 +9,7 @@ import dataclasses
 import grp
 import ipaddress
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -118,6 +119,8 @@ class Config:
     shm: ShmConfig = field(default_factory=ShmConfig)
     supervisor: SupervisorConfig = field(default_factory=SupervisorConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    # more model families, beside the built-in piper and gpt-sovits: name = "module:Class"
+    families: dict[str, str] = field(default_factory=dict)
 
     def voices_path(self) -> Path | None:
         return Path(self.voices_dir).expanduser() if self.voices_dir else None
@@ -163,6 +166,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
         return from_dict(hint, value, f"{key}.")
+    if typing.get_origin(hint) is dict:
+        _, item = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
+        return {k: _coerce(item, v, f"{key}.{k}") for k, v in value.items()}
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -249,6 +257,8 @@ def validate(config: Config) -> Config:
         (config.worker.precision in PRECISIONS,
          f"worker.precision: expected one of {', '.join(PRECISIONS)}, got {config.worker.precision!r}"),
     ]
+    checks += [(bool(re.fullmatch(r"[\w.]+:\w+", target)), f"families.{name}: expected \"module:Class\", got {target!r}")
+               for name, target in config.families.items()]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)

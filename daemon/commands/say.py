@@ -26,7 +26,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-scale", type=float)
     parser.add_argument("--noise-w", type=float)
     parser.add_argument("--length-scale", type=float)
-    parser.add_argument("--speaker", type=int, default=0)
+    parser.add_argument("--speaker", type=int, default=None, help="speaker of a multi-speaker voice (default 0)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--top-k", type=int, help="GPT-SoVITS voices: sample among the k likeliest tokens (1: greedy)")
     parser.add_argument("--top-p", type=float, help="GPT-SoVITS voices: nucleus sampling threshold")
@@ -45,10 +45,12 @@ def read_text(args: argparse.Namespace) -> str:
 
 
 def options(args: argparse.Namespace) -> dict:
+    """Options as given; those left out (None) take the voice's defaults, and each voice's
+    family checks the ones it takes (a Piper option sent to a GPT-SoVITS voice: bad_option)."""
     return {"noise_scale": args.noise_scale, "noise_w": args.noise_w, "length_scale": args.length_scale,
             "speaker_id": args.speaker, "seed": args.seed, "policy": args.policy, "engine": args.engine,
-            **{k: v for k, v in (("top_k", args.top_k), ("top_p", args.top_p), ("temperature", args.temperature),
-                                 ("repetition_penalty", args.repetition_penalty)) if v is not None}}
+            "top_k": args.top_k, "top_p": args.top_p, "temperature": args.temperature,
+            "repetition_penalty": args.repetition_penalty}
 
 
 def run(args: argparse.Namespace) -> int:

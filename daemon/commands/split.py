@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from voxpipe.config import FrontendConfig
-from voxpipe.stages.phonemize import PhonemizeError, Phonemizer
+from voxpipe.stages import families
+from voxpipe.stages.families.base import TextError
 from voxpipe.stages.text.normalize import LANGS, normalize
 from voxpipe.stages.text.split import CUT_POLICIES, resolve_policy, split_text
 from voxpipe.stages.text.policies import POLICY_ALIASES
@@ -57,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail("nothing to say: the text is empty or only whitespace and punctuation")
     try:
         catalog = VoiceCatalog(Path(args.voices_dir) if args.voices_dir else None)
-        phonemizer = Phonemizer(catalog.get(args.voice))
-        chunks = split_text(normalized, budget=args.budget, count=phonemizer.count, policy=policy,
+        spec = catalog.get(args.voice)
+        frontend = families.get(spec.family).frontend(spec)
+        chunks = split_text(normalized, budget=args.budget, count=frontend.count, policy=policy,
                             first_chunk=args.first_chunk, first_chunk_words=args.first_chunk_words)
-    except (VoiceError, PhonemizeError) as exc:
+    except (VoiceError, TextError, families.FamilyError) as exc:
         return _fail(str(exc))
     if args.json:
         payload = {"chunks": [{"text": c.text, "phonemes": c.units, "oversize": c.oversize} for c in chunks]}

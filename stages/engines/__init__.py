@@ -1,4 +1,5 @@
-"""Engine plug-ins, chosen by name; imported lazily so torch/TensorRT stay optional."""
+"""The Piper/VITS runtimes, chosen by name (`--engine`); imported lazily so torch and
+TensorRT stay optional. Other families create their own engines (stages/families/)."""
 from __future__ import annotations
 
 import importlib
@@ -10,7 +11,6 @@ _ENGINES = {
     "torch": ("voxpipe.stages.engines.torch_engine", "TorchEngine"),
     "tensorrt": ("voxpipe.stages.engines.tensorrt_engine", "TensorRTEngine"),
     "null": ("voxpipe.stages.engines.null_engine", "NullEngine"),
-    "gpt-sovits": ("voxpipe.stages.engines.gpt_sovits.engine", "GptSovitsEngine"),  # picked by voice family
 }
 
 

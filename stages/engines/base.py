@@ -1,13 +1,14 @@
 """The one interface every synthesis engine implements.
 
-The worker knows nothing else about an engine: it loads voices through it, hands it
-batches of phoneme-id sequences and gets float32 audio back, one array per item.
+An engine is a runtime (onnxruntime, torch, TensorRT, ...): it loads voices and turns a
+batch of its family's items into float32 audio, one array per item. The worker reaches
+an engine only through its family's runner (stages/families/).
 """
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 
@@ -26,7 +27,7 @@ class EngineSettings:
 
 @dataclass(frozen=True)
 class SynthesisItem:
-    """One chunk to synthesize: phoneme ids plus the per-request sampling settings."""
+    """One Piper/VITS chunk to synthesize: phoneme ids plus the request's VITS settings."""
 
     phoneme_ids: np.ndarray  # int64, 1-D, already wrapped with BOS/EOS/pad ids
     noise_scale: float
@@ -34,12 +35,6 @@ class SynthesisItem:
     noise_w: float
     speaker_id: int = 0
     seed: int | None = None
-    # GPT-SoVITS: language runs (lang, norm_text, n_phones, word2ph) and token sampling
-    text_segments: tuple[tuple[str, str, int, tuple[int, ...]], ...] = ()
-    top_k: int = 15
-    top_p: float = 1.0
-    temperature: float = 1.0
-    repetition_penalty: float = 1.35
 
 
 @dataclass
@@ -78,8 +73,17 @@ class Engine(abc.ABC):
         """Load a voice's model; raise EngineError naming the voice on failure."""
 
     @abc.abstractmethod
-    def synthesize(self, voice: LoadedVoice, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
-        """Synthesize a batch; returns one float32 mono array per item, trimmed exactly."""
+    def synthesize(self, voice: LoadedVoice, items: Sequence[Any]) -> list[np.ndarray]:
+        """Synthesize a batch of the family's items; one float32 mono array per item, trimmed exactly."""
+
+    def synthesize_stream(self, voice: LoadedVoice, item: Any, window_frames: int) -> Iterator[np.ndarray]:
+        """One item's audio in windows of about `window_frames` latent frames, each as soon
+        as it is decoded; joined, they equal `synthesize`'s audio. Engines that can override it."""
+        raise EngineError(f"engine {self.name!r} cannot stream inside a chunk")
+
+    @property
+    def can_stream(self) -> bool:
+        return type(self).synthesize_stream is not Engine.synthesize_stream
 
     def unload_voice(self, voice: LoadedVoice) -> None:
         """Release what load_voice took (GPU memory, sessions). Default: drop references."""

@@ -1,21 +1,17 @@
-"""Turns a validated request into chunks: normalize, split within a phoneme budget,
-phonemize each chunk for its voice."""
+"""Turns a validated request into chunks: the voice's family checks the options and
+provides the text frontend; text is normalized, split within a budget, and each piece
+becomes the family's inputs."""
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
 from voxpipe.config import Config
-from voxpipe.ipc.messages import Chunk, SynthesisRequest
-from voxpipe.stages.engines import engine_names
-from voxpipe.stages.phonemize import Phonemizer, PhonemizeError
-from voxpipe.stages.text.gsv.phonemizer import GsvPhonemizer, sampling_options
-from voxpipe.stages.text.normalize import normalize
+from voxpipe.ipc.messages import Chunk, FamilyInputs, SynthesisRequest
+from voxpipe.stages import families
+from voxpipe.stages.families.base import Family, OptionError, TextError, TextFrontend
 from voxpipe.stages.text.split import resolve_policy, split_text
 from voxpipe.stages.voices import VoiceCatalog, VoiceSpec
-
-ENGINE_NAMES = tuple(engine_names())
-OPTION_RANGES = {"noise_scale": (0.0, 2.0), "length_scale": (0.1, 5.0), "noise_w": (0.0, 2.0)}
 
 
 class PlanError(Exception):
@@ -35,23 +31,24 @@ class Planner:
     def __init__(self, config: Config, catalog: VoiceCatalog) -> None:
         self.config = config
         self.catalog = catalog
-        self._phonemizers: dict[str, Phonemizer] = {}
+        self._frontends: dict[str, tuple[VoiceSpec, TextFrontend]] = {}
 
     def warm_up(self, voices: list[str]) -> None:
         """Load what the first request would otherwise pay for (espeak's data, the number
         readers), so it is not charged to whoever arrives first."""
-        normalize("Warm up: 1,234.5 at 3:30 p.m. on 2024-03-05.")
         for name in voices:
             try:
-                self.phonemizer(self.catalog.get(name)).count("Hello there.")
+                spec = self.catalog.get(name)
+                frontend = self.frontend(spec)
+                frontend.count(frontend.normalize("Warm up: 1,234.5 at 3:30 p.m. on 2024-03-05. Hello there."))
             except Exception:  # a voice that cannot warm up reports itself on first use
                 continue
 
-    def phonemizer(self, spec: VoiceSpec) -> Phonemizer:
-        cached = self._phonemizers.get(spec.name)
-        if cached is None or cached.spec != spec:
-            cached = self._phonemizers[spec.name] = GsvPhonemizer(spec) if spec.family == "gpt-sovits" else Phonemizer(spec)
-        return cached
+    def frontend(self, spec: VoiceSpec) -> TextFrontend:
+        cached = self._frontends.get(spec.name)
+        if cached is None or cached[0] != spec:
+            cached = self._frontends[spec.name] = (spec, families.get(spec.family).frontend(spec))
+        return cached[1]
 
     def plan(self, request: SynthesisRequest, deadline: float) -> Plan:
         """Raises VoiceError or PlanError with the code the client gets."""
@@ -62,48 +59,44 @@ class Planner:
         if len(request.text) > limits.max_text_chars:
             raise PlanError("too_long", f"text has {len(request.text)} characters; the limit is {limits.max_text_chars}")
         opts = request.options
-        scales = {}
-        for name, (low, high) in OPTION_RANGES.items():
-            value = getattr(opts, name)
-            value = getattr(spec, name) if value is None else value
-            if not low <= value <= high:
-                raise PlanError("bad_option", f"{name}={value} is outside [{low}, {high}]")
-            scales[name] = value
-        if not 0 <= opts.speaker_id < max(1, spec.num_speakers):
-            raise PlanError("bad_option", f"speaker_id={opts.speaker_id}: voice {spec.name!r} has {spec.num_speakers} speaker(s)")
+        try:
+            family = families.get(spec.family)
+        except families.FamilyError as exc:
+            raise PlanError("voice_unavailable", str(exc)) from None
+        options = self._options(family, spec, opts.params)
         engine = opts.engine or ""
-        if engine and engine not in ENGINE_NAMES:
-            raise PlanError("bad_option", f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_NAMES)}")
-        gsv_sampling = {}
-        if spec.family == "gpt-sovits":
-            try:
-                gsv_sampling = sampling_options(opts, spec.config["defaults"])
-            except ValueError as exc:
-                raise PlanError("bad_option", str(exc)) from None
+        if engine and engine not in family.engine_names():
+            raise PlanError("bad_option", f"engine {engine!r} cannot run {family.name} voices; "
+                                          f"choose one of {', '.join(family.engine_names())}")
         try:
             policy = resolve_policy(opts.policy or front.policy)
         except ValueError as exc:
             raise PlanError("bad_option", str(exc)) from None
-        phonemizer = self.phonemizer(spec)
+        frontend = self.frontend(spec)
         try:
-            pieces = split_text(normalize(request.text), budget=front.chunk_budget, count=phonemizer.count,
+            pieces = split_text(frontend.normalize(request.text), budget=front.chunk_budget, count=frontend.count,
                                 policy=policy, first_chunk=front.first_chunk if opts.first_chunk is None else opts.first_chunk,
                                 first_chunk_words=front.first_chunk_words)
-            id_lists = [phonemizer.text_to_ids(piece.text) for piece in pieces]
-        except PhonemizeError as exc:
+            inputs = [frontend.inputs(piece.text) for piece in pieces]
+        except TextError as exc:
             raise PlanError("voice_unavailable", str(exc)) from None
         # Pieces with no phonemes (stray punctuation) would be silent chunks: leave them out.
-        min_ids = 1 if spec.family == "gpt-sovits" else 4  # GPT-SoVITS ids carry no BOS/EOS/padding
-        kept = [(piece, ids) for piece, ids in zip(pieces, id_lists) if len(ids) >= min_ids]
+        kept = [(piece, ids, extras) for piece, (ids, extras) in zip(pieces, inputs) if len(ids) >= frontend.min_ids]
         if not kept:
             raise PlanError("unspeakable", "text has nothing to say")
         now = time.monotonic()
-        chunks = [Chunk(request.request_id, seq, len(kept), spec.name, piece.text, ids.tolist(),
-                        scales["noise_scale"], scales["length_scale"], scales["noise_w"], opts.speaker_id,
-                        None if opts.seed is None else opts.seed + seq, request.stream, deadline, 0, now, engine)
-                  for seq, (piece, ids) in enumerate(kept)]
-        if spec.family == "gpt-sovits":  # language runs for BERT, and token sampling
-            for chunk, (piece, _) in zip(chunks, kept):
-                for key, value in {**phonemizer.chunk_fields(piece.text), **gsv_sampling}.items():
-                    setattr(chunk, key, value)
+        chunks = [Chunk(request.request_id, seq, len(kept), spec.name, spec.family, piece.text,
+                        FamilyInputs(ids, options, extras), None if opts.seed is None else opts.seed + seq,
+                        request.stream, deadline, 0, now, engine)
+                  for seq, (piece, ids, extras) in enumerate(kept)]
         return Plan(spec, chunks, len(request.text))
+
+    @staticmethod
+    def _options(family: Family, spec: VoiceSpec, params: dict) -> dict:
+        if not all(isinstance(k, str) for k in params) or not all(
+                v is None or type(v) in (int, float, bool, str) for v in params.values()):
+            raise PlanError("bad_option", "options must be names with plain values (numbers, true/false, text)")
+        try:
+            return family.resolve_options(spec, params)
+        except OptionError as exc:
+            raise PlanError("bad_option", str(exc)) from None

@@ -34,7 +34,7 @@ class BatchBudget:
 
 
 def padded_cost(chunks: list[Chunk]) -> int:
-    return len(chunks) * max(len(c.phoneme_ids) for c in chunks)
+    return len(chunks) * max(len(c.inputs.ids) for c in chunks)
 
 
 def take_batch(first: Chunk, queue: ChunkQueue, budget: BatchBudget, now: float) -> list[Chunk]:
@@ -43,15 +43,15 @@ def take_batch(first: Chunk, queue: ChunkQueue, budget: BatchBudget, now: float)
     batch = [first]
     if budget.max_items <= 1:
         return batch
-    length = len(first.phoneme_ids)
+    length = len(first.inputs.ids)
 
     def compatible(chunk: Chunk) -> bool:
         if (chunk.voice, chunk.engine) != (first.voice, first.engine) or chunk.deadline <= now:
             return False
-        lengths = [len(c.phoneme_ids) for c in batch] + [len(chunk.phoneme_ids)]
+        lengths = [len(c.inputs.ids) for c in batch] + [len(chunk.inputs.ids)]
         return max(lengths) <= budget.max_pad_ratio * min(lengths) and padded_cost([*batch, chunk]) <= budget.phonemes
 
-    for chunk in sorted(queue, key=lambda c: abs(len(c.phoneme_ids) - length)):
+    for chunk in sorted(queue, key=lambda c: abs(len(c.inputs.ids) - length)):
         if len(batch) >= budget.max_items:
             break
         if compatible(chunk):

@@ -12,14 +12,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, SynthesisItem
+from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice
+from voxpipe.stages.engines.gpt_sovits.item import GsvItem
 from voxpipe.stages.engines.gpt_sovits import checkpoints, features
 from voxpipe.stages.engines.gpt_sovits.t2s import Sampling
 from voxpipe.stages.engines.gpt_sovits.voice import GsvModel, TextSegment, VoiceFiles
 from voxpipe.stages.voices import VoiceSpec
 
 
-def item_segments(item: SynthesisItem) -> list[TextSegment]:
+def item_segments(item: GsvItem) -> list[TextSegment]:
     """The item's language runs; without any, the whole chunk is one run without BERT."""
     ids = [int(i) for i in item.phoneme_ids]
     if not item.text_segments:
@@ -35,15 +36,9 @@ def item_segments(item: SynthesisItem) -> list[TextSegment]:
 
 class GptSovitsEngine(Engine):
     name = "gpt-sovits"
-    # The worker serves this engine's chunks through a StreamRunner (serving.py):
+    # The family serves this engine's chunks through a StreamRunner (serving.py):
     # continuous batching of the decoder, audio in windows as tokens come.
-    continuous = True
     max_batch = 16  # sequences in the running batch, at most
-
-    def stream_runner(self, max_sequences: int):
-        from voxpipe.stages.engines.gpt_sovits.serving import StreamRunner
-
-        return StreamRunner(max_sequences)
 
     def __init__(self, settings: EngineSettings) -> None:
         super().__init__(settings)
@@ -81,7 +76,7 @@ class GptSovitsEngine(Engine):
         free, total = torch.cuda.mem_get_info(torch.device(self.device))
         return {"free": int(free), "total": int(total)}
 
-    def synthesize(self, voice: LoadedVoice, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+    def synthesize(self, voice: LoadedVoice, items: Sequence[GsvItem]) -> list[np.ndarray]:
         model: GsvModel = voice.model
         out = []
         for item in items:

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from voxpipe.stages.engines.base import EngineError, LoadedVoice, SynthesisItem, is_out_of_memory
+from voxpipe.stages.engines.base import EngineError, LoadedVoice, is_out_of_memory
+from voxpipe.stages.engines.gpt_sovits.item import GsvItem
 from voxpipe.stages.engines.gpt_sovits import features
 from voxpipe.stages.engines.gpt_sovits.continuous import ContinuousDecoder, Sequence, sequence_for
 from voxpipe.stages.engines.gpt_sovits.t2s import Sampling
@@ -61,7 +62,7 @@ class StreamRunner:
     def has_room(self) -> bool:
         return self.decoder.has_room()
 
-    def admit(self, voice: LoadedVoice, chunk: Any, item: SynthesisItem) -> None:
+    def admit(self, voice: LoadedVoice, chunk: Any, item: GsvItem) -> None:
         """Start decoding a chunk; it joins the batch at the next step. EngineError on bad input."""
         from voxpipe.stages.engines.gpt_sovits.engine import item_segments
 

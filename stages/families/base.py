@@ -1,0 +1,219 @@
+"""What a model family is to the pipeline: one interface, no other knowledge.
+
+A family (Piper/VITS, GPT-SoVITS, ...) owns four things:
+- its voices: which folders are its own and how to read them into a `VoiceSpec`;
+- its text frontend: text (already normalized and split) to its token ids and extras;
+- its request options: declared once as a dataclass with defaults and checks;
+- its runner: how its chunks become audio on an engine (batched, windowed, continuous),
+  which the worker drives through `Runner.step()` alone.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+from voxpipe.config import Config
+from voxpipe.ipc.messages import Chunk
+from voxpipe.stages.engines.base import Engine, EngineSettings, LoadedVoice
+from voxpipe.stages.voices import VoiceSpec
+
+
+class OptionError(ValueError):
+    """A request option is unknown or out of range; the message names it (`bad_option`)."""
+
+
+def option(default: Any, low: float | None = None, high: float | None = None, *, open_low: bool = False,
+           doc: str = "") -> Any:
+    """A declared request option: its default (None: the voice's) and its range."""
+    return field(default=default, metadata={"low": low, "high": high, "open_low": open_low, "doc": doc})
+
+
+class Options:
+    """Base of a family's options dataclass. `resolve` fills what a request left out from
+    the voice's defaults, then the declared defaults, and checks types and ranges."""
+
+    @classmethod
+    def resolve(cls, params: dict[str, Any], voice_defaults: dict[str, Any]) -> dict[str, Any]:
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(params) - set(fields))
+        if unknown:
+            raise OptionError(f"unknown option(s) {', '.join(unknown)} for this voice; "
+                              f"it takes {', '.join(sorted(fields))}")
+        out: dict[str, Any] = {}
+        for name, spec in fields.items():
+            value = params.get(name)
+            value = voice_defaults.get(name, spec.default) if value is None else value
+            out[name] = _checked(name, value, spec)
+        return out
+
+
+def _checked(name: str, value: Any, spec: dataclasses.Field) -> Any:
+    kind = spec.type if isinstance(spec.type, type) else {"int": int, "float": float, "bool": bool}.get(
+        str(spec.type).split("|")[0].strip(), object)
+    if value is None:
+        return None
+    if kind is int:
+        if type(value) is float and value.is_integer():
+            value = int(value)
+        if type(value) is not int:
+            raise OptionError(f"{name} must be an integer, not {value!r}")
+    elif kind is float:
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise OptionError(f"{name} must be a number, not {value!r}")
+        value = float(value)
+    elif kind is bool and type(value) is not bool:
+        raise OptionError(f"{name} must be true or false, not {value!r}")
+    low, high, open_low = spec.metadata.get("low"), spec.metadata.get("high"), spec.metadata.get("open_low")
+    if low is not None and (value < low or (open_low and value == low)) or high is not None and value > high:
+        raise OptionError(f"{name}={value} is outside {'(' if open_low else '['}{low}, {high}]")
+    return value
+
+
+class TextFrontend(Protocol):
+    """A voice's view of text, used by the planner."""
+
+    min_ids: int  # pieces with fewer ids have nothing to say and are left out
+
+    def normalize(self, text: str) -> str: ...
+
+    def count(self, text: str) -> int:
+        """A cheap length estimate in the family's units, for splitting within a budget."""
+
+    def inputs(self, text: str) -> tuple[list[int], dict[str, Any]]:
+        """Token ids and per-chunk extras for one piece of text. Raises TextError."""
+
+
+class TextError(Exception):
+    """Text could not be turned into a voice's inputs (the voice's G2P failed)."""
+
+
+@dataclass
+class Piece:
+    """Audio a runner made ready: a whole chunk, or one part of a streamed chunk."""
+
+    chunk: Chunk
+    audio: np.ndarray  # float32 mono
+    sample_rate: int
+    part: int = 0
+    last: bool = True
+    synth_s: float = 0.0  # in the engine for this chunk
+    queued_s: float = 0.0  # from submission to the engine taking it
+
+
+@dataclass
+class StepResult:
+    pieces: list[Piece] = field(default_factory=list)
+    failed: list[tuple[Chunk, str, str]] = field(default_factory=list)  # (chunk, error code, message)
+    requeue: list[Chunk] = field(default_factory=list)  # out of memory: queue again, run later
+    batch: int = 0  # items in this step's engine call (0: none ran)
+    oom_events: int = 0
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """What the worker's configuration says about running chunks."""
+
+    batch_wait_s: float = 0.005
+    batch_phonemes: int = 8192
+    stream_frames: int = 0  # > 0: engines that can stream inside a chunk do, this many frames a window
+    max_batch: int = 0  # 0: the engine's own
+
+
+class Runner(abc.ABC):
+    """Turns a family's chunks into audio on one engine. The worker admits chunks while
+    `has_room()`, then calls `step()` whenever `wait_s()` says so; a step does one unit
+    of work (a batch, a window, a decoding step) and returns what became ready."""
+
+    @abc.abstractmethod
+    def admit(self, voice: LoadedVoice, chunk: Chunk) -> None:
+        """Take a chunk; raise EngineError if its inputs are unusable."""
+
+    @abc.abstractmethod
+    def step(self, now: float) -> StepResult: ...
+
+    @abc.abstractmethod
+    def drop(self, request_id: str) -> list[Chunk]:
+        """Forget a request's chunks (cancelled, failed); -> them."""
+
+    @abc.abstractmethod
+    def clear(self) -> list[Chunk]:
+        """Forget everything held (a new frontend knows none of it); -> the chunks."""
+
+    @abc.abstractmethod
+    def wait_s(self, now: float) -> float:
+        """0: step now; > 0: a partial batch may fill this long; inf: nothing to do."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    def has_room(self) -> bool:
+        return True
+
+    @property
+    def capacity(self) -> int:
+        """Chunks it can use at once (a full batch): the worker asks for at least this many."""
+        return 1
+
+    def expire(self, now: float) -> list[Chunk]:
+        """Chunks whose deadline passed while held here; they leave the runner."""
+        return []
+
+    def stats(self) -> dict[str, Any]:
+        """For status: `queued` (chunks waiting for an engine call), and what else it keeps."""
+        return {}
+
+
+class Family(abc.ABC):
+    """A model family as a plug-in (see the module docstring)."""
+
+    name: ClassVar[str]
+    options: ClassVar[type[Options]]  # the family's request options, a dataclass of option(...) fields
+
+    @abc.abstractmethod
+    def claims(self, directory: Path) -> bool:
+        """True if a voices-directory folder holds a voice of this family."""
+
+    @abc.abstractmethod
+    def load_spec(self, name: str, directory: Path) -> VoiceSpec:
+        """Read a voice folder; raise VoiceError('voice_unavailable') naming what is wrong."""
+
+    @abc.abstractmethod
+    def frontend(self, spec: VoiceSpec) -> TextFrontend: ...
+
+    def voice_defaults(self, spec: VoiceSpec) -> dict[str, Any]:
+        """Option defaults a voice sets for itself (from its config)."""
+        return {}
+
+    def resolve_options(self, spec: VoiceSpec, params: dict[str, Any]) -> dict[str, Any]:
+        return self.options.resolve(params, self.voice_defaults(spec))
+
+    @abc.abstractmethod
+    def engine_names(self) -> tuple[str, ...]:
+        """The runtimes that can run this family; the first is its default."""
+
+    def engine_for(self, requested: str, default: str) -> str:
+        """The runtime a chunk runs on: the requested one, else the daemon's if this family
+        has it, else the family's own default."""
+        names = self.engine_names()
+        for name in (requested, default):
+            if name and name in names:
+                return name
+        return names[0]
+
+    @abc.abstractmethod
+    def create_engine(self, name: str, settings: EngineSettings) -> Engine: ...
+
+    @abc.abstractmethod
+    def runner(self, engine: Engine, settings: RunnerSettings) -> Runner: ...
+
+
+def runner_settings(config: Config) -> RunnerSettings:
+    worker = config.worker
+    return RunnerSettings(worker.batch_wait_ms / 1000.0, worker.batch_phonemes, worker.engine_stream_frames,
+                          worker.max_batch)

@@ -1,0 +1,91 @@
+"""Piper/VITS voices as a family (see stages/families/base.py for the interface)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxpipe.ipc.messages import Chunk
+from voxpipe.stages.engines import create_engine, engine_names
+from voxpipe.stages.engines.base import Engine, EngineSettings, SynthesisItem
+from voxpipe.stages.families.base import Family, OptionError, Options, Runner, RunnerSettings, TextError, option
+from voxpipe.stages.families.piper.spec import load_piper_spec, piper_model_files
+from voxpipe.stages.families.runners import BatchRunner
+from voxpipe.stages.phonemize import PhonemizeError, Phonemizer
+from voxpipe.stages.text.normalize import normalize
+from voxpipe.stages.voices import VoiceSpec
+
+
+@dataclass
+class PiperOptions(Options):
+    noise_scale: float | None = option(None, 0.0, 2.0, doc="VITS noise (voice's default)")
+    length_scale: float | None = option(None, 0.1, 5.0, doc="slower above 1 (voice's default)")
+    noise_w: float | None = option(None, 0.0, 2.0, doc="duration noise (voice's default)")
+    speaker_id: int = option(0, 0, None, doc="speaker of a multi-speaker voice")
+
+
+class PiperTextFrontend:
+    """espeak-ng phoneme ids, wrapped with BOS/EOS and padding as piper does."""
+
+    min_ids = 4  # BOS, one phoneme, padding, EOS
+
+    def __init__(self, spec: VoiceSpec) -> None:
+        self.phonemizer = Phonemizer(spec)
+
+    def normalize(self, text: str) -> str:
+        return normalize(text)
+
+    def count(self, text: str) -> int:
+        try:
+            return self.phonemizer.count(text)
+        except PhonemizeError as exc:
+            raise TextError(str(exc)) from None
+
+    def inputs(self, text: str) -> tuple[list[int], dict[str, Any]]:
+        try:
+            return self.phonemizer.text_to_ids(text).tolist(), {}
+        except PhonemizeError as exc:
+            raise TextError(str(exc)) from None
+
+
+def piper_item(chunk: Chunk) -> SynthesisItem:
+    o = chunk.inputs.options
+    return SynthesisItem(np.asarray(chunk.inputs.ids, dtype=np.int64), o["noise_scale"], o["length_scale"],
+                         o["noise_w"], o["speaker_id"], chunk.seed)
+
+
+class PiperFamily(Family):
+    name = "piper"
+    options = PiperOptions
+
+    def claims(self, directory: Path) -> bool:
+        return any(p.is_file() for p in directory.glob("*.onnx"))
+
+    def load_spec(self, name: str, directory: Path) -> VoiceSpec:
+        model, config = piper_model_files(directory)
+        return load_piper_spec(name, model, config)
+
+    def frontend(self, spec: VoiceSpec) -> PiperTextFrontend:
+        return PiperTextFrontend(spec)
+
+    def voice_defaults(self, spec: VoiceSpec) -> dict[str, Any]:
+        return {"noise_scale": spec.noise_scale, "length_scale": spec.length_scale, "noise_w": spec.noise_w}
+
+    def resolve_options(self, spec: VoiceSpec, params: dict[str, Any]) -> dict[str, Any]:
+        resolved = super().resolve_options(spec, params)
+        if resolved["speaker_id"] >= max(1, spec.num_speakers):
+            raise OptionError(f"speaker_id={resolved['speaker_id']}: voice {spec.name!r} has "
+                              f"{spec.num_speakers} speaker(s)")
+        return resolved
+
+    def engine_names(self) -> tuple[str, ...]:
+        return tuple(engine_names())
+
+    def create_engine(self, name: str, settings: EngineSettings) -> Engine:
+        return create_engine(name, settings)
+
+    def runner(self, engine: Engine, settings: RunnerSettings) -> Runner:
+        return BatchRunner(engine, settings, piper_item)
+

@@ -1,0 +1,162 @@
+"""Runners any family can use for engines that synthesize whole items:
+`BatchRunner` batches queued chunks of one voice by padded length (dynamic batching) and,
+for streamed chunks on engines that can, decodes a chunk window by window so its first
+audio comes after one window."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from voxpipe.ipc.messages import Chunk
+from voxpipe.stages.engines.base import Engine, EngineError, LoadedVoice, is_out_of_memory
+from voxpipe.stages.families.base import Piece, Runner, RunnerSettings, StepResult
+from voxpipe.stages.worker.batching import BatchBudget, take_batch
+from voxpipe.stages.worker.chunk_queue import ChunkQueue, chunk_priority
+
+ItemMaker = Callable[[Chunk], Any]
+
+
+@dataclass
+class _Window:
+    """A chunk being decoded window by window."""
+
+    chunk: Chunk
+    voice: LoadedVoice
+    pieces: Iterator[np.ndarray] | None = None
+    part: int = 0
+    started: float = 0.0
+
+
+class BatchRunner(Runner):
+    def __init__(self, engine: Engine, settings: RunnerSettings, make_item: ItemMaker) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.make_item = make_item
+        max_items = settings.max_batch if settings.max_batch > 0 else getattr(engine, "max_batch", 1)
+        memory = engine.memory_info()
+        self.budget = BatchBudget.from_memory(max_items, memory.get("free"), engine.bytes_per_phoneme,
+                                              settings.batch_phonemes)
+        self.pending = ChunkQueue()
+        self.voices: dict[tuple[str, int], LoadedVoice] = {}
+        self.windows: list[_Window] = []
+        self._since: float | None = None  # when the pending queue last became non-empty
+        self.can_stream = settings.stream_frames > 0 and engine.can_stream
+
+    def __len__(self) -> int:
+        return len(self.pending) + len(self.windows)
+
+    @property
+    def capacity(self) -> int:
+        return self.budget.max_items
+
+    def admit(self, voice: LoadedVoice, chunk: Chunk) -> None:
+        if chunk.stream and self.can_stream:
+            self.windows.append(_Window(chunk, voice))
+            return
+        if not len(self.pending):
+            self._since = time.monotonic()
+        self.pending.push(chunk)
+        self.voices[(chunk.request_id, chunk.seq)] = voice
+
+    def wait_s(self, now: float) -> float:
+        if self.windows:
+            return 0.0
+        if not len(self.pending):
+            return math.inf
+        if self.budget.max_items <= 1 or len(self.pending) >= self.budget.max_items:
+            return 0.0
+        return max(0.0, self.settings.batch_wait_s - (now - (self._since or now)))
+
+    def drop(self, request_id: str) -> list[Chunk]:
+        dropped = self.pending.drop(request_id)
+        for chunk in dropped:
+            self.voices.pop((chunk.request_id, chunk.seq), None)
+        gone = [w for w in self.windows if w.chunk.request_id == request_id]
+        self.windows = [w for w in self.windows if w.chunk.request_id != request_id]
+        return dropped + [w.chunk for w in gone]
+
+    def clear(self) -> list[Chunk]:
+        ids = {c.request_id for c in self.pending} | {w.chunk.request_id for w in self.windows}
+        return [chunk for request_id in ids for chunk in self.drop(request_id)]
+
+    def expire(self, now: float) -> list[Chunk]:
+        late = {c.request_id for c in self.pending if c.deadline < now}
+        late |= {w.chunk.request_id for w in self.windows if w.chunk.deadline < now}
+        return [chunk for request_id in late for chunk in self.drop(request_id)]
+
+    def step(self, now: float) -> StepResult:
+        """The chunk that should go first, by the queue's priority: a window of a streamed
+        chunk, or a batch led by the best pending chunk."""
+        head = self.pending.peek()
+        if self.windows and (head is None or chunk_priority(self.windows[0].chunk) <= chunk_priority(head)):
+            return self._window_step()
+        result = StepResult()
+        first = self.pending.pop()
+        if first is None:
+            return result
+        batch = take_batch(first, self.pending, self.budget, now)
+        self._since = time.monotonic() if len(self.pending) else None
+        voice = self.voices[(first.request_id, first.seq)]
+        for chunk in batch:
+            self.voices.pop((chunk.request_id, chunk.seq), None)
+        self._run_batch(voice, batch, result)
+        return result
+
+    def _run_batch(self, voice: LoadedVoice, batch: list[Chunk], result: StepResult) -> None:
+        started = time.monotonic()
+        try:
+            audios = self.engine.synthesize(voice, [self.make_item(c) for c in batch])
+        except EngineError as exc:
+            result.failed += [(c, "engine_error", str(exc)) for c in batch]
+            return
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            # Out of memory: halve the budget and run the halves; one chunk alone that
+            # still does not fit goes back to the frontend to try elsewhere.
+            self.budget.shrink()
+            result.oom_events += 1
+            if len(batch) == 1:
+                result.failed.append((batch[0], "no_memory", f"out of memory synthesizing one chunk: {exc}"))
+                return
+            half = len(batch) // 2
+            self._run_batch(voice, batch[:half], result)
+            self._run_batch(voice, batch[half:], result)
+            return
+        synth_s = time.monotonic() - started
+        result.batch = max(result.batch, len(batch))
+        rate = voice.spec.sample_rate
+        result.pieces += [Piece(c, audio, rate, 0, True, synth_s, started - c.submitted_at)
+                          for c, audio in zip(batch, audios)]
+
+    def _window_step(self) -> StepResult:
+        """One window of the first streamed chunk; an empty last part marks its end."""
+        result = StepResult()
+        window = self.windows[0]
+        if window.pieces is None:
+            window.started = time.monotonic()
+            window.pieces = self.engine.synthesize_stream(window.voice, self.make_item(window.chunk),
+                                                          self.settings.stream_frames)
+        try:
+            audio = next(window.pieces, None)
+        except EngineError as exc:
+            self.windows.pop(0)
+            result.failed.append((window.chunk, "engine_error", str(exc)))
+            return result
+        last = audio is None
+        if last:
+            self.windows.pop(0)
+        chunk = window.chunk
+        result.batch = 1
+        result.pieces.append(Piece(chunk, np.zeros(0, np.float32) if last else audio, window.voice.spec.sample_rate,
+                                   window.part, last, time.monotonic() - window.started,
+                                   window.started - chunk.submitted_at))
+        window.part += 1
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        return {"batch_budget": self.budget.phonemes, "queued": len(self.pending)}
