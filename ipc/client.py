@@ -3,7 +3,9 @@
 Both keep one socket per client object (never one per request), check the protocol
 version when they connect, and offer `synthesize(...)` (the whole audio) and
 `stream(...)` (fragments as they arrive). Errors come back as `VoxpipeError` with the
-daemon's typed code.
+daemon's typed code. What a request's messages mean (fragments, resends after a frontend
+restart, the end) is decided in one place, `exchange.RequestExchange`; this module only
+moves messages between it and a socket.
 """
 from __future__ import annotations
 
@@ -12,59 +14,23 @@ import os
 import time
 import uuid
 from pathlib import Path
-from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Iterator
 
-import numpy as np
 import zmq
 import zmq.asyncio
 
 from voxpipe.ipc import codec, sockets
 from voxpipe.ipc.errors import ProtocolError, VoxpipeError
+from voxpipe.ipc.exchange import Audio, AudioFragment, RequestExchange, collect
 from voxpipe.ipc.security import SecurityError, needs_curve, secure_client
-from voxpipe.ipc.messages import (PROTOCOL_VERSION, Cancel, Error, Fragment, Hello, Ping, Pong, Result, StatusQuery,
-                          StatusReply, SynthesisOptions, SynthesisRequest, Welcome, synthesis_options)
+from voxpipe.ipc.messages import (PROTOCOL_VERSION, Cancel, Error, Hello, Ping, Pong, Result, StatusQuery,
+                                  StatusReply, SynthesisOptions, SynthesisRequest, Welcome, synthesis_options)
 
 DEFAULT_TIMEOUT_S = 300.0
 CONNECT_TIMEOUT_S = 5.0
 PROBE_S = 1.0  # while waiting, ping after this much silence to learn of a frontend restart
 
-
-class _FrontendRestarted(Exception):
-    """The frontend was replaced while a request was in flight: resend it."""
-
-
-@dataclass
-class AudioFragment:
-    index: int
-    samples: np.ndarray  # int16 PCM, mono
-    sample_rate: int
-    received_at: float  # time.monotonic()
-    chunks_done: int = 0  # progress of the request when this fragment was cut
-    chunks: int = 0
-
-
-@dataclass
-class Audio:
-    request_id: str
-    samples: np.ndarray  # int16 PCM, mono
-    sample_rate: int
-    fragments: int
-    chunks: int
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def duration(self) -> float:
-        return len(self.samples) / self.sample_rate
-
-    def as_float(self) -> np.ndarray:
-        return self.samples.astype(np.float32) / 32767.0
-
-    def write(self, path: str | os.PathLike[str]) -> None:
-        """Write by extension (.wav, .flac, .ogg) through soundfile."""
-        import soundfile
-
-        soundfile.write(os.fspath(path), self.samples, self.sample_rate)
+__all__ = ["Audio", "AudioFragment", "AsyncClient", "Client", "SynthesisStream", "run_async"]
 
 
 def _options(**kwargs: Any) -> SynthesisOptions:
@@ -92,67 +58,32 @@ def _secure(sock: zmq.Socket, endpoint: str, keys_dir: str | None) -> None:
         raise VoxpipeError("unavailable", str(exc)) from None
 
 
-def _resend(request: SynthesisRequest, received: int) -> SynthesisRequest:
-    """The same request (same id), asking only for the audio after what we have."""
-    request.resume_samples = received
-    return request
-
-
 def _decode_reply(frames: list[bytes]) -> tuple[Any, bytes | None]:
     message = codec.decode(frames[0])
     return message, (frames[1] if len(frames) > 1 else None)
-
-
-def _fragment(message: Fragment, payload: bytes | None) -> AudioFragment:
-    samples = np.frombuffer(payload or b"", dtype=np.int16)
-    if len(samples) != message.samples:
-        raise VoxpipeError("internal", f"fragment {message.index} carries {len(samples)} samples, "
-                                       f"announced {message.samples}", message.request_id)
-    return AudioFragment(message.index, samples, message.sample_rate, time.monotonic(), message.chunks_done,
-                         message.chunks)
-
-
-def _collect(request_id: str, fragments: list[AudioFragment], result: Result) -> Audio:
-    samples = np.concatenate([f.samples for f in fragments]) if fragments else np.zeros(0, np.int16)
-    return Audio(request_id, samples, result.sample_rate, result.fragments, result.chunks, dict(result.timings))
 
 
 class SynthesisStream:
     """Iterate for fragments; `result` holds the final totals once iteration ends.
     Leaving early (break, close(), garbage collection) cancels the request."""
 
-    def __init__(self, client: "Client", request: SynthesisRequest, deadline: float) -> None:
-        self._client, self.request_id, self._deadline = client, request.request_id, deadline
-        self._request = request
+    def __init__(self, client: "Client", exchange: RequestExchange) -> None:
+        self._client, self._exchange = client, exchange
+        self.request_id = exchange.request_id
         self.result: Result | None = None
-        self._finished = False
 
     def __iter__(self) -> Iterator[AudioFragment]:
-        received = 0
         try:
-            while True:
-                try:
-                    message, payload = self._client._receive(self.request_id, self._deadline)
-                except _FrontendRestarted:
-                    sockets.send(self._client._sock, _resend(self._request, received))
-                    continue
-                if isinstance(message, Fragment):
-                    fragment = _fragment(message, payload)
-                    received += len(fragment.samples)
-                    yield fragment
-                elif isinstance(message, Result):
-                    self.result, self._finished = message, True
-                    return
-                elif isinstance(message, Error):
-                    self._finished = True
-                    raise VoxpipeError(message.code, message.message, message.request_id)
+            for item in self._client._drive(self._exchange):
+                if isinstance(item, Result):
+                    self.result = item
+                else:
+                    yield item
         finally:
             self.close()
 
     def close(self) -> None:
-        if not self._finished:
-            self._finished = True
-            self._client.cancel(self.request_id)
+        self._client._leave(self._exchange)
 
     def __enter__(self) -> "SynthesisStream":
         return self
@@ -187,59 +118,84 @@ class Client:
         return message
 
     def _receive(self, request_id: str, deadline: float, unavailable: bool = False) -> tuple[Any, bytes | None]:
-        """Next message for `request_id` ('' for replies that carry none). While a request
-        waits, silence is met with a ping; a pong from a new frontend incarnation means the
-        request was lost with the old one (raises _FrontendRestarted)."""
+        """The next reply that names no request ('' ids: handshake, status, pong)."""
         while True:
             remaining = deadline - time.monotonic()
-            if remaining > 0 and request_id and not self._sock.poll(int(min(remaining, PROBE_S) * 1000) + 1):
-                sockets.send(self._sock, Ping(0))
-                continue
             if remaining <= 0 or not self._sock.poll(int(remaining * 1000) + 1):
                 if unavailable:
                     self.close()
                     raise VoxpipeError("unavailable", f"no voxpipe daemon answered at {self.endpoint}")
-                if request_id:
-                    self.cancel(request_id)
                 raise VoxpipeError("timeout", "no answer from the daemon in time", request_id or None)
-            try:
-                message, payload = _decode_reply(self._sock.recv_multipart())
-            except ProtocolError as exc:
-                raise VoxpipeError("bad_request", f"undecodable reply: {exc}") from None
-            if isinstance(message, Pong) and request_id and message.incarnation != self.incarnation:
-                self.incarnation = message.incarnation
-                raise _FrontendRestarted()
-            rid = getattr(message, "request_id", "")
-            if rid == request_id or (isinstance(message, Error) and not rid):
+            message, payload = self._recv()
+            if getattr(message, "request_id", "") == request_id:
                 return message, payload
             # else: a late message of an earlier request (cancelled, timed out): skip it
 
+    def _recv(self) -> tuple[Any, bytes | None]:
+        try:
+            return _decode_reply(self._sock.recv_multipart())
+        except ProtocolError as exc:
+            raise VoxpipeError("bad_request", f"undecodable reply: {exc}") from None
+
+    def _receive_for(self, exchange: RequestExchange) -> tuple[Any, bytes | None]:
+        """The next message for a request, or a Pong. Silence is met with a ping: its
+        pong tells the exchange whether the frontend that holds the request is still there."""
+        while True:
+            remaining = exchange.remaining()
+            if remaining <= 0:
+                raise exchange.timed_out()
+            if not self._sock.poll(int(min(remaining, PROBE_S) * 1000) + 1):
+                sockets.send(self._sock, Ping(0))
+                continue
+            message, payload = self._recv()
+            rid = getattr(message, "request_id", "")
+            if isinstance(message, Pong) or rid == exchange.request_id or (isinstance(message, Error) and not rid):
+                return message, payload
+
+    def _start(self, text: str, voice: str, stream: bool, timeout: float | None, request_id: str | None,
+               options: dict[str, Any]) -> RequestExchange:
+        timeout = timeout or self.timeout
+        exchange = RequestExchange(_request(text, voice, stream, timeout, request_id, options), self.incarnation,
+                                   timeout)
+        sockets.send(self._sock, exchange.start())
+        return exchange
+
+    def _drive(self, exchange: RequestExchange) -> Iterator[AudioFragment | Result]:
+        """Carry one request's exchange over this socket: its fragments, then its Result.
+        However it is left (end, error, timeout, the caller stopping), an unfinished
+        request is cancelled."""
+        try:
+            while True:
+                step = exchange.feed(*self._receive_for(exchange))
+                self.incarnation = exchange.incarnation  # the next request goes to this frontend
+                if isinstance(step, SynthesisRequest):
+                    sockets.send(self._sock, step)
+                elif step is not None:
+                    yield step
+                    if isinstance(step, Result):
+                        return
+        finally:
+            self._leave(exchange)
+
+    def _leave(self, exchange: RequestExchange) -> None:
+        cancel = exchange.leave()
+        if cancel is not None:
+            self.cancel(cancel.request_id)
+
     def stream(self, text: str, voice: str = "joe", *, timeout: float | None = None, request_id: str | None = None,
                **options: Any) -> SynthesisStream:
-        timeout = timeout or self.timeout
-        request = _request(text, voice, True, timeout, request_id, options)
-        sockets.send(self._sock, request)
-        return SynthesisStream(self, request, time.monotonic() + timeout + 5.0)
+        return SynthesisStream(self, self._start(text, voice, True, timeout, request_id, options))
 
     def synthesize(self, text: str, voice: str = "joe", *, timeout: float | None = None,
                    request_id: str | None = None, **options: Any) -> Audio:
-        timeout = timeout or self.timeout
-        request = _request(text, voice, False, timeout, request_id, options)
-        sockets.send(self._sock, request)
-        deadline = time.monotonic() + timeout + 5.0
+        exchange = self._start(text, voice, False, timeout, request_id, options)
         fragments: list[AudioFragment] = []
-        while True:
-            try:
-                message, payload = self._receive(request.request_id, deadline)
-            except _FrontendRestarted:
-                sockets.send(self._sock, _resend(request, sum(len(f.samples) for f in fragments)))
-                continue
-            if isinstance(message, Fragment):
-                fragments.append(_fragment(message, payload))
-            elif isinstance(message, Result):
-                return _collect(request.request_id, fragments, message)
-            elif isinstance(message, Error):
-                raise VoxpipeError(message.code, message.message, message.request_id)
+        for item in self._drive(exchange):
+            if isinstance(item, AudioFragment):
+                fragments.append(item)
+            else:
+                return collect(exchange.request_id, fragments, item)
+        raise VoxpipeError("internal", "the request ended without a result", exchange.request_id)
 
     def cancel(self, request_id: str) -> None:
         try:
@@ -343,12 +299,13 @@ class AsyncClient:
                 message, payload = _decode_reply(frames)
             except ProtocolError:
                 continue
-            if isinstance(message, Pong) and message.nonce == 0:  # our keepalive: only news of a restart
-                if self.welcome and message.incarnation != self.welcome.incarnation:
-                    self.welcome.incarnation = message.incarnation
-                    for rid, queue in self._queues.items():
-                        if rid:
-                            queue.put_nowait((_FrontendRestarted(), None))
+            if isinstance(message, Pong) and message.nonce == 0:
+                # Our keepalive: every waiting request's exchange checks it for a restart.
+                if self.welcome and message.incarnation:
+                    self.welcome.incarnation = message.incarnation  # where new requests go
+                for rid, queue in self._queues.items():
+                    if rid:
+                        queue.put_nowait((message, None))
                 continue
             rid = getattr(message, "request_id", "")
             if isinstance(message, (StatusReply, Pong)):
@@ -374,41 +331,37 @@ class AsyncClient:
             if isinstance(item, AudioFragment):
                 fragments.append(item)
             else:
-                return _collect(request.request_id, fragments, item)
-        raise VoxpipeError("internal", "stream ended without a result", request.request_id)
+                return collect(request.request_id, fragments, item)
+        raise VoxpipeError("internal", "the request ended without a result", request.request_id)
 
     async def _run(self, request: SynthesisRequest, timeout: float) -> AsyncIterator[AudioFragment | Result]:
-        rid = request.request_id
+        """Carry one request's exchange over the shared socket: its fragments, then its
+        Result. However it is left, an unfinished request is cancelled."""
+        assert self.welcome is not None, "call connect() first"
+        exchange = RequestExchange(request, self.welcome.incarnation, timeout)
+        rid = exchange.request_id
         queue = self._queues[rid] = asyncio.Queue()
-        finished = False
-        received = 0
         try:
-            await self._send(request)
+            await self._send(exchange.start())
             if self._on_sent is not None:
                 self._on_sent(rid)
-            deadline = time.monotonic() + timeout + 5.0
             while True:
                 try:
-                    message, payload = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
+                    message, payload = await asyncio.wait_for(queue.get(), max(0.0, exchange.remaining()))
                 except asyncio.TimeoutError:
-                    raise VoxpipeError("timeout", "no answer from the daemon in time", rid) from None
-                if isinstance(message, _FrontendRestarted):
-                    await self._send(_resend(request, received))
-                elif isinstance(message, Fragment):
-                    fragment = _fragment(message, payload)
-                    received += len(fragment.samples)
-                    yield fragment
-                elif isinstance(message, Result):
-                    finished = True
-                    yield message
-                    return
-                elif isinstance(message, Error):
-                    finished = True
-                    raise VoxpipeError(message.code, message.message, rid)
+                    raise exchange.timed_out() from None
+                step = exchange.feed(message, payload)
+                if isinstance(step, SynthesisRequest):
+                    await self._send(step)
+                elif step is not None:
+                    yield step
+                    if isinstance(step, Result):
+                        return
         finally:
             self._queues.pop(rid, None)
-            if not finished and self._sock is not None and not self._sock.closed:
-                await self._send(Cancel(rid))
+            cancel = exchange.leave()
+            if cancel is not None and self._sock is not None and not self._sock.closed:
+                await self._send(cancel)
 
     async def status(self, timeout: float = 10.0) -> dict[str, Any]:
         query_id = uuid.uuid4().hex

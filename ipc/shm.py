@@ -12,6 +12,7 @@ no longer matches is stale and is refused. Orphans are reclaimed: WRITING slots 
 new producer attaches (its predecessor died mid-write), and READY slots whose request
 deadline passed long ago, and the READY slots of a producer that died, once its
 consumer has read every message the producer managed to send (`reclaim_owner`).
+A producer that finds the pool full waits for its consumer with `put_waiting`.
 
 The supervisor holds an exclusive flock on every pool it created; a pool file nobody
 holds a lock on belongs to a daemon that is gone, and is removed at the next start.
@@ -38,6 +39,7 @@ _META_DTYPE = np.dtype([("state", "<u4"), ("generation", "<u4"), ("span", "<u4")
                         ("deadline", "<f8")])
 FREE, WRITING, READY, CONTINUED = 0, 1, 2, 3
 ORPHAN_GRACE_S = 30.0  # how long past its deadline a READY slot may wait for its consumer
+WAIT_RETRY_S = 0.005  # put_waiting: how often to look for free slots again
 
 
 class PoolError(Exception):
@@ -46,6 +48,14 @@ class PoolError(Exception):
 
 class PoolFull(PoolError):
     """No run of free slots is large enough right now."""
+
+
+class PoolTooSmall(PoolFull):
+    """The tensor is larger than the whole pool: no amount of waiting makes it fit."""
+
+
+class PoolWaitTimeout(PoolFull):
+    """The pool stayed full until the deadline passed."""
 
 
 class StaleHandle(PoolError):
@@ -141,7 +151,7 @@ class ShmPool:
         """Reserve slots for a tensor; returns its handle and a writable array on it."""
         span = max(1, math.ceil(nbytes / self.spec.slot_bytes))
         if span > self.spec.slots:
-            raise PoolFull(f"{nbytes} bytes exceed pool {self.spec.name!r} ({self.spec.slots * self.spec.slot_bytes} bytes)")
+            raise PoolTooSmall(f"{nbytes} bytes exceed pool {self.spec.name!r} ({self.spec.slots * self.spec.slot_bytes} bytes)")
         start = self._find_run(span)
         if start is None:
             self.reclaim(writing=False)
@@ -172,6 +182,20 @@ class ShmPool:
         view[...] = array
         self.publish(handle)
         return handle
+
+    def put_waiting(self, array: np.ndarray, deadline: float, retry_s: float = WAIT_RETRY_S) -> ShmHandle:
+        """`put`, waiting for the consumer to free slots until `deadline` (time.monotonic();
+        also the slots' own deadline). Raises PoolTooSmall at once if the array can never
+        fit, PoolWaitTimeout once the deadline passes with the pool still full."""
+        while True:
+            try:
+                return self.put(array, deadline)
+            except PoolTooSmall:
+                raise
+            except PoolFull as exc:
+                if time.monotonic() >= deadline:
+                    raise PoolWaitTimeout(f"{exc}; waited until the deadline") from None
+                time.sleep(retry_s)
 
     def _find_run(self, span: int) -> int | None:
         states = self._meta["state"]

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from voxpipe.ipc.client import AsyncClient
+from voxpipe.ipc.client import AsyncClient, AudioFragment
 from voxpipe.ipc.errors import VoxpipeError
 from tests.daemon_proc import Daemon, longform, our_segments
 
@@ -128,6 +128,29 @@ def test_frontend_restart_clients_resend_and_get_each_sample_once(daemon):
                 os.kill(frontend, signal.SIGKILL)
     audio = np.concatenate(fragments)
     assert np.array_equal(audio, undisturbed)
+
+
+def test_frontend_restart_async_client_resends_every_request_in_flight(daemon):
+    # Two requests over one socket, one streamed and one whole: each is resent after the
+    # restart and each ends with exactly the audio an undisturbed run gives.
+    text = several_chunks()
+    with daemon.client() as client:
+        undisturbed = client.synthesize(text, "joe", **NOISE_OFF).samples
+    frontend = pid_of(daemon, "frontend")
+
+    async def both() -> tuple[np.ndarray, np.ndarray]:
+        async with AsyncClient(daemon.endpoint, timeout=120) as client:
+            whole = asyncio.create_task(client.synthesize(text, "joe", **NOISE_OFF))
+            fragments = []
+            async for item in client.stream(text, "joe", **NOISE_OFF):
+                if isinstance(item, AudioFragment):
+                    fragments.append(item.samples)
+                    if len(fragments) == 1:
+                        os.kill(frontend, signal.SIGKILL)
+            return np.concatenate(fragments), (await whole).samples
+
+    streamed, whole = asyncio.run(both())
+    assert np.array_equal(streamed, undisturbed) and np.array_equal(whole, undisturbed)
 
 
 def test_overload_gets_busy_promptly_and_accepted_requests_finish(tmp_path):

@@ -1,10 +1,12 @@
+import threading
 import time
 import uuid
 
 import numpy as np
 import pytest
 
-from voxpipe.ipc.shm import PoolFull, PoolSpec, ShmPool, StaleHandle, pool_path, remove_stale_pools
+from voxpipe.ipc.shm import (PoolFull, PoolSpec, PoolTooSmall, PoolWaitTimeout, ShmPool, StaleHandle, pool_path,
+                             remove_stale_pools)
 
 
 @pytest.fixture
@@ -48,6 +50,43 @@ def test_full_pool_raises_and_recovers(spec):
         producer.put(np.zeros(1024, np.float32), time.monotonic() + 10)
     consumer.release(handles[5])
     assert producer.put(np.zeros(1024, np.float32), time.monotonic() + 10).slot == 5
+
+
+def test_put_waiting_waits_for_the_consumer_to_free_a_slot(spec):
+    producer, consumer = ShmPool.attach(spec, producer=True), ShmPool.attach(spec)
+    handles = [producer.put(np.zeros(1024, np.float32), time.monotonic() + 60) for _ in range(16)]
+    released = threading.Event()
+
+    def consume_later() -> None:
+        time.sleep(0.5)  # long enough that the producer finds the pool full and waits
+        consumer.release(handles[7])
+        released.set()
+
+    reader = threading.Thread(target=consume_later)
+    reader.start()
+    try:
+        handle = producer.put_waiting(np.full(1024, 2.0, np.float32), time.monotonic() + 30)
+    finally:
+        reader.join()
+    assert released.is_set() and handle.slot == 7
+    assert consumer.read(handle)[0] == 2.0
+
+
+def test_put_waiting_gives_up_at_the_deadline(spec):
+    producer = ShmPool.attach(spec, producer=True)
+    for _ in range(16):
+        producer.put(np.zeros(1024, np.float32), time.monotonic() + 60)
+    deadline = time.monotonic() + 0.6
+    with pytest.raises(PoolWaitTimeout) as info:
+        producer.put_waiting(np.zeros(1024, np.float32), deadline)
+    assert time.monotonic() >= deadline and isinstance(info.value, PoolFull)
+
+
+def test_put_waiting_refuses_at_once_what_can_never_fit(spec):
+    producer = ShmPool.attach(spec, producer=True)
+    with pytest.raises(PoolTooSmall):  # 17 slots' worth in a 16-slot pool: no waiting
+        producer.put_waiting(np.zeros(17 * 1024, np.float32), time.monotonic() + 3600)
+    assert producer.usage()["free"] == 16
 
 
 def test_new_producer_reclaims_slots_its_dead_predecessor_was_writing(spec):

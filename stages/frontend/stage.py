@@ -8,7 +8,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from dataclasses import dataclass, field
+from typing import Callable, TypeVar
+from dataclasses import dataclass
 
 import zmq
 
@@ -24,32 +25,29 @@ from voxpipe.ipc.shm import PoolError, ShmPool
 from voxpipe.ipc.security import needs_curve, secure_server
 from voxpipe.stages.frontend.client_peers import ClientPeers
 from voxpipe.stages.frontend.planner import PlanError, Planner
+from voxpipe.stages.frontend.request_state import ProgressError, RequestProgress
 from voxpipe.stages.runtime import StageArgs, StageRuntime
 from voxpipe.stages.frontend.scheduler import Scheduler
 from voxpipe.stages.voices import VoiceCatalog, VoiceError
 
 MAX_REQUEST_ID = 64
 PLAN_SLICE_S = 0.005  # planning runs in slices this long between socket reads
+T = TypeVar("T")
 
 
 @dataclass
 class Active:
+    """A planned request: who asked, its limits, and its progress (positions and done
+    chunks, for recovery), which changes only through RequestProgress's methods."""
+
     client: bytes
     voice: str
     chars: int
-    chunks: int
     deadline: float
     received: float
     stream: bool
-    plan: list[Chunk] = field(default_factory=list)  # kept to re-run chunks if the merger restarts
-    # Chunks a worker reported done (their audio sent to the merger): seq -> that worker.
-    done_by: dict[int, str] = field(default_factory=dict)
-    merged: int = 0  # chunks the merger has taken in, in order (from its fragments)
-    client_has: int = 0  # samples of this request the client holds (resumed requests start > 0)
-    merger_pos: int = 0  # samples the current merger has produced for it
-    fragments_sent: int = 0
+    progress: RequestProgress
     first_audio: float | None = None
-    attempts: dict[int, int] = field(default_factory=dict)
 
 
 class Frontend:
@@ -193,8 +191,8 @@ class Frontend:
         self.metrics.stage_latency("plan", time.monotonic() - now)
         if not self.scheduler.has_room(len(plan.chunks)):
             return self._reply_error(client, rid, "busy", "the synthesis queue is full; try again later")
-        self.active[rid] = Active(client, plan.spec.name, plan.text_chars, len(plan.chunks), deadline, now,
-                                  request.stream, plan.chunks, client_has=max(0, request.resume_samples))
+        progress = RequestProgress(plan.chunks, max(0, request.resume_samples))
+        self.active[rid] = Active(client, plan.spec.name, plan.text_chars, deadline, now, request.stream, progress)
         self.scheduler.submit(plan.chunks)
         self.counts["accepted"] += 1
         self.voice_usage[plan.spec.name] = self.voice_usage.get(plan.spec.name, 0) + 1
@@ -227,14 +225,15 @@ class Frontend:
         chunk = self.scheduler.done(worker, done.request_id, done.seq)
         active = self.active.get(done.request_id)
         if active is not None and done.ok:
-            active.done_by[done.seq] = worker
+            return self._advance(done.request_id, lambda: active.progress.chunk_done(done.seq, worker))
         if done.ok or chunk is None or active is None or done.code == "cancelled":
             return
         if done.code == "voice_unavailable":
             self.catalog.mark_unavailable(chunk.voice, done.message)
-        attempts = active.attempts[done.seq] = active.attempts.get(done.seq, 0) + 1
+        attempts = self._advance(done.request_id, lambda: active.progress.chunk_failed(done.seq))
+        if attempts is None:
+            return
         if done.code in ("engine_error", "no_memory") and attempts < self.config.limits.max_chunk_attempts:
-            chunk.attempt = attempts
             self.scheduler.submit([chunk])  # another worker (or a fresh start) may succeed
         else:
             code = "retries_exhausted" if done.code in ("engine_error", "no_memory") else done.code
@@ -266,23 +265,20 @@ class Frontend:
             pcm = self.fragment_pool.read(fragment.handle) if fragment.handle else None
         except PoolError as exc:
             return self._finish(fragment.request_id, Error(fragment.request_id, "internal", f"lost audio: {exc}"))
-        if active is not None:
-            active.merged = max(active.merged, fragment.chunks_done)
-        if active is None or pcm is None:
+        if active is None:
             return
         # After a merger restart (or for a resent request) the audio starts over from
         # the beginning: relay only what the client does not have yet.
-        start, active.merger_pos = active.merger_pos, active.merger_pos + len(pcm)
-        if active.merger_pos <= active.client_has:
+        samples = 0 if pcm is None else len(pcm)
+        relay = self._advance(fragment.request_id, lambda: active.progress.take_fragment(samples, fragment.chunks_done))
+        if relay is None or pcm is None:
             return
-        pcm = pcm[max(0, active.client_has - start):]
-        active.client_has = active.merger_pos
+        pcm = pcm[relay.skip:]
         if active.first_audio is None:
             active.first_audio = time.monotonic()
-        relay = Fragment(fragment.request_id, active.fragments_sent, fragment.sample_rate, len(pcm), None,
-                         fragment.chunks_done, fragment.chunks)
-        active.fragments_sent += 1
-        if not self._send_client(active.client, relay, pcm.tobytes()):
+        message = Fragment(fragment.request_id, relay.index, fragment.sample_rate, len(pcm), None,
+                           fragment.chunks_done, fragment.chunks)
+        if not self._send_client(active.client, message, pcm.tobytes()):
             self._finish(fragment.request_id, None)  # the client is gone: stop working for it
 
     def _on_result(self, result: Result) -> None:
@@ -291,7 +287,7 @@ class Frontend:
             return
         now = time.monotonic()
         result.timings.update(first_audio_s=(active.first_audio or now) - active.received, total_s=now - active.received)
-        result.samples, result.fragments = active.client_has, active.fragments_sent
+        result.samples, result.fragments = active.progress.client_has, active.progress.fragments_sent
         self.counts["completed"] += 1
         self._finish(result.request_id, result, failed=False)
 
@@ -321,12 +317,15 @@ class Frontend:
 
     def _retry(self, chunk: Chunk, why: str) -> None:
         """Queue a chunk again, unless it has used up its attempts."""
-        if chunk.request_id not in self.active:
+        active = self.active.get(chunk.request_id)
+        if active is None:
             return
-        chunk.attempt += 1
-        if chunk.attempt >= self.config.limits.max_chunk_attempts:
+        attempts = self._advance(chunk.request_id, lambda: active.progress.chunk_failed(chunk.seq))
+        if attempts is None:
+            return
+        if attempts >= self.config.limits.max_chunk_attempts:
             self._finish(chunk.request_id, Error(chunk.request_id, "retries_exhausted",
-                                                 f"chunk {chunk.seq} failed {chunk.attempt} times; last: {why}"))
+                                                 f"chunk {chunk.seq} failed {attempts} times; last: {why}"))
         else:
             self.scheduler.submit([chunk])
 
@@ -336,19 +335,13 @@ class Frontend:
         again. Audio that did arrive makes the rerun a duplicate, which the merger drops.
         Not an attempt: these chunks succeeded once."""
         for active in list(self.active.values()):
-            rerun = {s for s, w in active.done_by.items() if w == worker and s >= active.merged}
-            for seq in rerun:
-                del active.done_by[seq]
-            self.scheduler.submit([c for c in active.plan if c.seq in rerun])
+            self.scheduler.submit(active.progress.rerun_unmerged_of(worker))
 
     def _rerun_merged_chunks(self) -> None:
         """The merger restarted and lost its state: the chunks whose audio it had taken
         in must run again; the audio clients already have is skipped when it comes back."""
         for active in list(self.active.values()):
-            active.merger_pos = active.merged = 0  # the new merger starts from the first chunk
-            rerun = [c for c in active.plan if c.seq in active.done_by]
-            active.done_by.clear()
-            for chunk in rerun:
+            for chunk in active.progress.merger_restarted():
                 self._retry(chunk, "the merger restarted")
 
     def _forget_vanished_clients(self) -> None:
@@ -386,8 +379,17 @@ class Frontend:
         audio_s = answer.samples / answer.sample_rate if isinstance(answer, Result) and answer.sample_rate else 0.0
         self.metrics.request_ended(outcome, total, first, audio_s, active.chars)
         self.recent.add(outcome == "ok", total, first, audio_s)
-        print(request_log_line(request_id, active.voice, active.chars, active.chunks, first, total, outcome),
+        print(request_log_line(request_id, active.voice, active.chars, active.progress.chunks, first, total, outcome),
               file=sys.stderr, flush=True)
+
+    def _advance(self, request_id: str, step: Callable[[], T]) -> T | None:
+        """Apply one change to a request's progress; one that would break its invariants
+        (a message that cannot be right) fails that request, never the frontend."""
+        try:
+            return step()
+        except ProgressError as exc:
+            self._finish(request_id, Error(request_id, "internal", f"inconsistent progress: {exc}"))
+            return None
 
     def _expire(self) -> None:
         now = time.monotonic()

@@ -17,7 +17,6 @@ from voxpipe.ipc.shm import PoolError, PoolFull, ShmPool, StaleHandle
 from voxpipe.stages.merger.crossfade import CrossfadeJoiner, to_pcm16
 from voxpipe.stages.runtime import StageArgs, StageRuntime
 
-POOL_RETRY_S = 0.005
 FINISHED_MEMORY = 4096  # finished request ids remembered, to ignore late duplicate chunks
 
 
@@ -155,15 +154,12 @@ class Merger:
 
     def _emit(self, request_id: str, state: MergeState, audio: np.ndarray) -> bool:
         pcm = to_pcm16(audio)
-        while True:
-            try:
-                handle = self.out_pool.put(pcm, state.deadline)
-                break
-            except PoolFull as exc:
-                if time.monotonic() > state.deadline or pcm.nbytes > self.out_pool.spec.slots * self.out_pool.spec.slot_bytes:
-                    self._fail(request_id, "no_memory", str(exc))
-                    return False
-                time.sleep(POOL_RETRY_S)
+        try:
+            # The frontend frees slots as it reads them; wait for it within the deadline.
+            handle = self.out_pool.put_waiting(pcm, state.deadline)
+        except PoolFull as exc:
+            self._fail(request_id, "no_memory", str(exc))
+            return False
         sockets.send(self.frontend, Fragment(request_id, state.fragments, state.sample_rate, len(pcm), handle,
                                              state.next_seq, state.count))
         state.fragments += 1

@@ -24,7 +24,6 @@ from voxpipe.stages.voices import VoiceCatalog, VoiceError
 from voxpipe.stages.worker.chunk_queue import ChunkQueue
 from voxpipe.stages.worker.lanes import Lane, Lanes
 
-POOL_RETRY_S = 0.005
 IDLE_POLL_MS = 100
 
 
@@ -204,16 +203,11 @@ class Worker:
 
     def _send_audio(self, piece: Piece) -> bool:
         chunk = piece.chunk
-        while True:
-            try:
-                handle = self.pool.put(piece.audio, chunk.deadline)
-                break
-            except PoolFull as exc:
-                # The merger frees slots as it reads them; wait for it within the deadline.
-                if time.monotonic() > chunk.deadline or piece.audio.nbytes > self.pool.spec.slots * self.pool.spec.slot_bytes:
-                    self._done(chunk, False, "no_memory", str(exc))
-                    return False
-                time.sleep(POOL_RETRY_S)
+        try:  # the merger frees slots as it reads them: wait for one within the deadline
+            handle = self.pool.put_waiting(piece.audio, chunk.deadline)
+        except PoolFull as exc:
+            self._done(chunk, False, "no_memory", str(exc))
+            return False
         sockets.send(self.merger, ChunkAudio(chunk.request_id, chunk.seq, chunk.count, piece.sample_rate, handle,
                                              piece.synth_s, piece.queued_s, piece.part, piece.last,
                                              stream=chunk.stream, deadline=chunk.deadline))
