@@ -37,9 +37,9 @@ class LimitsConfig:
 @dataclass
 class FrontendConfig:
     chunk_budget: int = 400  # phonemes per chunk
-    policy: str = "punctuation"
-    first_chunk: bool = True  # cut the first chunk short so first audio comes fast
-    first_chunk_words: int = 6
+    policy: str = "punctuation"  # one sentence a chunk (a long one cut at clauses); "packed" packs sentences
+    first_chunk: bool = True  # the first chunk ends at the first clause mark (fast first audio)
+    first_chunk_words: int = 4  # ... after at least this many words
 
 
 @dataclass
