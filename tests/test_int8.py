@@ -134,7 +134,9 @@ def test_unknown_method_is_refused(voices, tmp_path):
 
 def test_engine_int8_option(voices, static_cache, caplog):
     spec = VoiceCatalog(voices).get("tiny")
-    settings = EngineSettings(precision="int8", options={"int8_cache_dir": str(static_cache)})
+    # One session per graph and the model's own level: the figures compared here are the model's.
+    plain = {"max_threads": 1, "loudness": False}
+    settings = EngineSettings(precision="int8", options={"int8_cache_dir": str(static_cache), **plain})
     engine = create_engine("onnx", settings)
     with caplog.at_level(logging.WARNING, logger="voxpipe.stages.engines.onnx_engine"):
         voice = engine.load_voice(spec)
@@ -147,7 +149,7 @@ def test_engine_int8_option(voices, static_cache, caplog):
         assert warned and f"{snr:.1f} dB" in warned[0]
     else:
         assert not warned
-    fp32 = create_engine("onnx", EngineSettings())
+    fp32 = create_engine("onnx", EngineSettings(options=plain))
     float_voice = fp32.load_voice(spec)
     phonemizer = Phonemizer(spec)
     for text in (TEXT, quantize.PROBE_TEXT):

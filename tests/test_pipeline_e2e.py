@@ -65,7 +65,11 @@ def test_long_form_streams_in_fragments_that_equal_the_whole(daemon):
         whole = client.synthesize(text, "joe", **NOISE_OFF)
     assert len(fragments) >= 2
     assert stream.result is not None and stream.result.fragments == len(fragments)
-    assert np.array_equal(np.concatenate([f.samples for f in fragments]), whole.samples)
+    streamed = np.concatenate([f.samples for f in fragments])
+    assert streamed.shape == whole.samples.shape
+    # Streamed chunks decode in windows, equal to the whole decode up to float rounding
+    # (1e-4 of full scale, about 3 int16 steps).
+    assert np.abs(streamed.astype(np.int32) - whole.samples).max() <= 4
     # the first fragment arrived well before the last
     assert fragments[0].received_at < fragments[-1].received_at
 

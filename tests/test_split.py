@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from voxpipe.stages.text.normalize import normalize
-from voxpipe.stages.text.split import CUT_POLICIES, TextChunk, resolve_policy, split_text
+from voxpipe.stages.text.policies import Rank
+from voxpipe.stages.text.split import CUT_POLICIES, TextChunk, resolve_policy, split_text, tokenize
 from voxpipe.daemon.commands import split as split_cli
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
@@ -106,11 +107,18 @@ def test_chinese_quotes_and_ellipses(text: str, expected: list[str]) -> None:
     assert split_all(text, policy="clauses") == expected
 
 
-def test_sentences_pack_up_to_budget() -> None:
+def test_default_chunks_hold_one_sentence() -> None:
+    # As Piper does: one sentence a model call, however much room the budget leaves.
+    text = "One two three. Four five six? Seven eight nine! Ten."
+    assert split_all(text) == ["One two three.", "Four five six?", "Seven eight nine!", "Ten."]
+    assert split_all("Dr. Smith paid 3.50 at St. Mary's. He left.") == ["Dr. Smith paid 3.50 at St. Mary's.", "He left."]
+
+
+def test_packed_policy_packs_sentences_up_to_budget() -> None:
     text = "One two three. Four five six. Seven eight nine. Ten."
     # each sentence has 11-14 letters; two fit in 30
-    assert split_all(text, budget=30) == ["One two three. Four five six.", "Seven eight nine. Ten."]
-    assert split_all(text, budget=1000) == [text]
+    assert split_all(text, budget=30, policy="packed") == ["One two three. Four five six.", "Seven eight nine. Ten."]
+    assert split_all(text, budget=1000, policy="packed") == [text]
 
 
 def test_long_sentence_cut_at_clauses_then_words() -> None:
@@ -144,7 +152,8 @@ def test_oversize_token_is_reported_alone() -> None:
 
 
 def test_paragraphs_are_cut() -> None:
-    assert split_all("One. Two.\n\nThree.") == ["One. Two.", "Three."]
+    assert split_all("One. Two.\n\nThree.", policy="packed") == ["One. Two.", "Three."]
+    assert split_all("One. Two.\n\nThree.") == ["One.", "Two.", "Three."]
     assert split_all("One. Two.\n\nThree.", policy="none") == ["One. Two.\n\nThree."]
 
 
@@ -198,59 +207,67 @@ def test_budget_applies_on_top_of_every_policy(policy: str) -> None:
 
 # ---------------------------------------------------------------- the first chunk
 
-def test_first_chunk_stops_at_first_clause_mark() -> None:
-    text = "Hello, this is a rather long first sentence. And more."
-    assert texts(split_text(text, budget=1000, count=letters))[0] == "Hello,"
+def test_first_chunk_is_the_first_clause() -> None:
+    text = "The lighthouse at the end of the pier, painted white, turned all night. And more."
+    assert texts(split_text(text, budget=1000, count=letters)) == [
+        "The lighthouse at the end of the pier,", "painted white, turned all night.", "And more."]
 
 
-def test_first_chunk_stops_after_n_words() -> None:
-    text = "This sentence has many words before any mark appears at all. Next."
-    chunks = texts(split_text(text, budget=1000, count=letters, first_chunk_words=6))
-    assert chunks == ["This sentence has many words before", "any mark appears at all. Next."]
+def test_a_short_first_clause_runs_on() -> None:
+    text = "Hello, this is a rather long first sentence, with more to come. And more."
+    chunks = texts(split_text(text, budget=1000, count=letters, first_chunk_words=4))
+    assert chunks[0] == "Hello, this is a rather long first sentence,"
+    text = "Well, yes. And more."
+    assert texts(split_text(text, budget=1000, count=letters))[0] == "Well, yes."  # the sentence ends first
 
 
-def test_first_chunk_never_cuts_a_number() -> None:
-    text = "The price is five dollars and fifty cents today."
-    assert texts(split_text(text, budget=1000, count=letters))[0] == "The price is"
-    text = "one thousand two hundred thirty-four thousand five hundred people came."
-    assert texts(split_text(text, budget=1000, count=letters))[0] == \
-        "one thousand two hundred thirty-four thousand five hundred"
+@pytest.mark.parametrize("text", [
+    "This sentence has many words before any mark appears at all. Next.",
+    "The lighthouse at the end of the northern pier was painted white. Storms came.",
+    "The price is five dollars and fifty cents today.",
+    "one thousand two hundred thirty-four thousand five hundred people came.",
+])
+def test_first_chunk_is_never_cut_between_words(text: str) -> None:
+    first = texts(split_text(text, budget=1000, count=letters))[0]
+    assert first[-1] in ".,;:!?", first  # a phrase is never cut where a reader would not pause
 
 
 def test_first_chunk_in_chinese_counts_two_characters_a_word() -> None:
     text = "当请求到达时守护进程会先规范化文本，按句子切分。"
-    assert texts(split_text(text, budget=1000, count=letters))[0] == "当请求到达时守护进程会先"
+    assert texts(split_text(text, budget=1000, count=letters))[0] == "当请求到达时守护进程会先规范化文本，"
+    assert texts(split_text("你好，世界。", budget=1000, count=letters))[0] == "你好，世界。"  # one word: runs on
 
 
 def test_no_first_chunk() -> None:
     text = "Hello, this is a rather long first sentence. And more."
-    assert split_all(text) == [text]
+    assert split_all(text) == ["Hello, this is a rather long first sentence.", "And more."]
 
 
 def _longform() -> str:
     return normalize((BENCH / "longform_en.txt").read_text(encoding="utf-8"))
 
 
-def test_longform_first_chunk_short_then_whole_sentences() -> None:
+def test_longform_first_chunk_a_clause_then_one_sentence_a_chunk() -> None:
     p = phonemizer()
     text = _longform()
     chunks = split_text(text, budget=400, count=p.count)
     first, rest = chunks[0], chunks[1:]
-    assert len(first.text.split()) <= 6 and first.units < 60
+    assert first.text[-1] in ".,;:!?" and first.units < 200
     assert rest
     for chunk in rest:
         assert chunk.text[-1] in ".!?", chunk.text  # every later chunk ends a sentence...
         assert chunk.units <= 400 and not chunk.oversize
         assert chunk.units == p.count(chunk.text)
-    # ...and from the third on starts one: whole sentences only
+        # ...and holds exactly one (no sentence end inside it)
+        assert all(t.rank < Rank.SENTENCE for t in tokenize(chunk.text)[:-1]), chunk.text
     for chunk in rest[1:]:
         assert chunk.text[0].isupper()
     assert re.sub(r"\s", "", "".join(texts(chunks))) == re.sub(r"\s", "", text)
 
 
-def test_longform_packs_sentences_near_budget() -> None:
+def test_longform_packed_policy_packs_sentences_near_budget() -> None:
     p = phonemizer()
-    chunks = split_text(_longform(), budget=400, count=p.count, first_chunk=False)
+    chunks = split_text(_longform(), budget=400, count=p.count, first_chunk=False, policy="packed")
     # paragraphs are cut; inside each, sentences pack until the next would not fit
     assert len(chunks) <= 10
     assert max(c.units for c in chunks) > 300
@@ -266,10 +283,10 @@ def test_bench_chinese_texts_split_at_their_punctuation(text: str) -> None:
     text = normalize(text)
     clauses = re.findall(r"[^，。！？；、：]+[，。！？；、：]", text)
     assert split_all(text, policy="clauses") == clauses
-    # default policy: the short first chunk ends at the first mark or after six words (twelve
+    # default policy: the first chunk is the first clauses up to a mark after four words (eight
     # characters); the rest is one sentence
     chunks = texts(split_text(text, budget=1000, count=letters))
-    assert chunks[0] == clauses[0] or (clauses[0].startswith(chunks[0]) and len(chunks[0]) == 12)
+    assert chunks[0][-1] in "，。！？；、：" and (len(chunks[0].rstrip("，。！？；、：")) >= 8 or chunks == [text])
     assert len(chunks) <= 2 and "".join(chunks) == text
     # a small budget still only cuts at marks while the clauses fit
     small = texts(split_text(text, budget=max(letters(c) for c in clauses), count=letters,
@@ -304,7 +321,7 @@ def test_cli_json(capsys) -> None:
     assert cli("--json", "--budget", "60", "Dr. Smith paid $5.50. He left at 3 p.m. today.") == 0
     payload = json.loads(capsys.readouterr().out)
     chunks = payload["chunks"]
-    assert chunks[0]["text"] == "Doctor Smith paid"
+    assert chunks[0]["text"] == "Doctor Smith paid five dollars and fifty cents."
     assert " ".join(c["text"] for c in chunks) == "Doctor Smith paid five dollars and fifty cents. He left at three PM today."
     assert all(set(c) == {"text", "phonemes", "oversize"} and c["phonemes"] <= 60 for c in chunks)
 
@@ -318,7 +335,7 @@ def test_cli_text_output_and_options(capsys) -> None:
 def test_cli_stdin(capsys, monkeypatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("One. Two.\n"))
     assert cli("--json", "--no-first-chunk", "-") == 0
-    assert [c["text"] for c in json.loads(capsys.readouterr().out)["chunks"]] == ["One. Two."]
+    assert [c["text"] for c in json.loads(capsys.readouterr().out)["chunks"]] == ["One.", "Two."]
 
 
 @pytest.mark.parametrize("argv", [["   "], ["...!?"], ["--policy", "cut9", "hi"], ["--budget", "0", "hi"],

@@ -38,9 +38,9 @@ class LimitsConfig:
 @dataclass
 class FrontendConfig:
     chunk_budget: int = 400  # phonemes per chunk
-    policy: str = "punctuation"
-    first_chunk: bool = True  # cut the first chunk short so first audio comes fast
-    first_chunk_words: int = 6
+    policy: str = "punctuation"  # one sentence a chunk (a long one cut at clauses); "packed" packs sentences
+    first_chunk: bool = True  # the first chunk ends at the first clause mark (fast first audio)
+    first_chunk_words: int = 4  # ... after at least this many words
 
 
 @dataclass
@@ -55,7 +55,9 @@ class WorkerConfig:
     batch_phonemes: int = 8192  # ceiling on a batch's padded phonemes (memory may lower it)
     batch_wait_ms: float = 5.0  # wait this long for a batch to fill before running it
     voice_cache_mib: float = 2048.0  # LRU voice cache bound per worker
-    engine_stream_frames: int = 0  # >0: within-sentence streaming window (torch engine)
+    engine_stream_frames: int = 64  # >0: streamed chunks decode in windows, the first this many frames (onnx, torch)
+    max_threads: int = 0  # onnx engine: threads a call may use while other workers idle; 0 = all cores
+    loudness: bool = True  # onnx engine: one gain per voice, measured at load, for Piper's level
 
 
 @dataclass
@@ -223,6 +225,8 @@ def validate(config: Config) -> Config:
         (config.frontend.first_chunk_words >= 1, "frontend.first_chunk_words must be >= 1"),
         (config.worker.count >= 0, "worker.count must be >= 0"),
         (config.worker.threads >= 1, "worker.threads must be >= 1"),
+        (config.worker.max_threads >= 0, "worker.max_threads must be >= 0 (0 = all cores)"),
+        (config.worker.engine_stream_frames >= 0, "worker.engine_stream_frames must be >= 0 (0 = off)"),
         (config.worker.credits >= 1, "worker.credits must be >= 1"),
         (config.worker.max_batch >= 0, "worker.max_batch must be >= 0"),
         (config.worker.batch_phonemes >= 64, "worker.batch_phonemes must be >= 64"),

@@ -33,7 +33,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-first-chunk", dest="first_chunk", action="store_false",
                         help="do not cut the first chunk short")
     parser.add_argument("--first-chunk-words", type=int, default=defaults.first_chunk_words,
-                        help=f"most words in the short first chunk (default {defaults.first_chunk_words})")
+                        help=f"fewest words before a clause mark may end the first chunk (default {defaults.first_chunk_words})")
     parser.add_argument("--lang", choices=LANGS, default="auto", help="text language (default auto)")
     parser.add_argument("--voices-dir", default=None, help="directory of extra voices (NAME/*.onnx + .onnx.json)")
     parser.add_argument("--json", action="store_true", help='print {"chunks": [{"text", "phonemes", "oversize"}]}')

@@ -337,7 +337,7 @@ _TITLE_RE = re.compile(rf"\b({'|'.join(_TITLES)})\.(?= )")
 _ABBREV_RE = re.compile(rf"\b({'|'.join(_ABBREVIATIONS)})\.")
 _LATIN_RE = re.compile(r"(?<![\w.])(e\.\s?g\.|i\.\s?e\.|vs\.?|cf\.|viz\.)(?!\w)", re.IGNORECASE)
 _LATIN = {"eg": "for example", "ie": "that is", "vs": "versus", "cf": "compare", "viz": "namely"}
-_SAINT_DOCTOR = re.compile(r"\b(St|Dr)\.(?= |$)", re.MULTILINE)
+_SAINT_DOCTOR = re.compile(r"\b(St|Dr)\.(?=[ ,;:!?)\"'”’]|$)", re.MULTILINE)
 _NUMBER_ABBREV = re.compile(r"\b(No|Nos|no|nos)\.\s?(?=\d|#)")
 _ACRONYM = re.compile(r"(?<![\w.])((?:[A-Z]\.){2,})(?!\w)")
 _LONE_AMPM = re.compile(r"(?<![\w.])([ap])\.m\.(?!\w)", re.IGNORECASE)
@@ -370,18 +370,45 @@ def _latin(m: re.Match[str]) -> str:
     return _LATIN[re.sub(r"[.\s]", "", m[1]).lower()]
 
 
-def _saint_doctor(m: re.Match[str]) -> str:
-    # "Main St.", "Elm Dr.": a name comes right before (not a sentence's first word) -> a road;
-    # otherwise ("St. Louis", "met Dr. Watson", "Ask Dr. Lee") a title.
-    text, end = m.string, m.end()
-    prefix = text[:m.start()].rstrip()
-    before = prefix.rsplit(None, 1)[-1] if prefix else ""
+# Words after which "St." names a saint, not a street: "Mount St. Helens", "Port St. Lucie".
+_SAINT_PLACES = frozenset(("Mount", "Fort", "Port", "Lake", "Cape", "Point", "Isle", "Sainte", "Mont"))
+# Abbreviations whose dot does not end a sentence (the text still holds some when St./Dr. are read).
+_NON_FINAL = frozenset(("St.", "Dr.", "Mt.", "Ft.", "Mr.", "Mrs.", "Ms.", "Prof.", "Jr.", "Sr."))
+_ORDINAL_WORD = re.compile(r"(?:[a-z]+-)?(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh"
+                           r"|twelfth|[a-z]+teenth|[a-z]+ieth|hundredth|thousandth)|\d+(?:st|nd|rd|th)?")
+_NEXT_WORD = re.compile(r"[\"'”’)\]]*\s+[\"“‘(]?(\S+)")
+
+
+def _name_before(text: str, start: int) -> str | None:
+    """The word right before `start` if it can be part of a street's name (a capitalized
+    word that does not merely open its sentence, or a number or ordinal); else None."""
+    prefix = text[:start].rstrip()
+    if not prefix or prefix[-1] in ",;:!?\n" or (prefix[-1] == "." and prefix.rsplit(None, 1)[-1] not in _NON_FINAL):
+        return None  # the text, a clause or a sentence starts here
+    before = prefix.rsplit(None, 1)[-1]
+    if _ORDINAL_WORD.fullmatch(before.lower()) and (before[0].isdigit() or before.islower()):
+        return before  # "Fifth St.", "42nd St.", "forty-second St."
+    if not before[:1].isupper():
+        return None
     prior = prefix[:len(prefix) - len(before)].rstrip()
-    sentence_first = not prior or prior[-1] in ".!?:\n"
-    if not before[:1].isupper() or before[-1] in ",;:" or sentence_first:
-        return "Saint" if m[1] == "St" else "Doctor"
-    words = "Street" if m[1] == "St" else "Drive"
-    return words + "." if _sentence_ends_after(text, end) else words
+    opens_sentence = not prior or prior[-1] in "!?:\n" or (prior[-1] == "." and prior.rsplit(None, 1)[-1] not in _NON_FINAL)
+    return None if opens_sentence else before
+
+
+def _saint_doctor(m: re.Match[str]) -> str:
+    """St. is Street or Saint, Dr. Drive or Doctor, by context: a title always precedes a
+    capitalized name ("St. James", "met Dr. Watson"); a road's kind follows its name ("James
+    St.", "Elm Dr.") and is followed by anything but a name, unless the next sentence starts
+    there ("on Main St. Then ...")."""
+    text, end = m.string, m.end()
+    following = _NEXT_WORD.match(text, end)
+    nxt = following[1] if following else ""
+    name = _name_before(text, m.start())
+    title = "Saint" if m[1] == "St" else "Doctor"
+    road = "Street" if m[1] == "St" else "Drive"
+    if nxt[:1].isupper() and (name is None or (m[1] == "St" and name in _SAINT_PLACES)):
+        return title
+    return road + "." if _sentence_ends_after(text, end) else road
 
 
 def _acronym(m: re.Match[str]) -> str:

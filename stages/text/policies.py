@@ -13,15 +13,19 @@ policies that mean the same here:
 
 GPT-SoVITS counts cut1's "sentences" between any of its marks, commas included, and its
 cut4 splits at every dot; here a sentence is a sentence and a dot inside "3.5" or "e.g." is
-not a cut. "punctuation", the default, has no hard cuts but paragraphs: whole sentences are
-packed up to the budget. Every policy but "none" also cuts at blank lines.
+not a cut. "punctuation", the default, cuts at every sentence end, as Piper does: one
+sentence a model call keeps each sentence's own ending and the pause after it (sentences
+merged into one call blur into each other); a sentence over the budget is cut at its
+clauses. "packed" packs whole sentences up to the budget (fewer, longer calls). Every
+policy but "none" also cuts at blank lines.
 """
 from __future__ import annotations
 
 from enum import IntEnum
 from typing import Callable, Protocol, Sequence
 
-CUT_POLICIES: tuple[str, ...] = ("punctuation", "sentences", "length", "none", "period_zh", "period_en", "clauses")
+CUT_POLICIES: tuple[str, ...] = ("punctuation", "packed", "sentences", "length", "none", "period_zh", "period_en",
+                                 "clauses")
 POLICY_ALIASES = {"cut0": "none", "cut1": "sentences", "cut2": "length", "cut3": "period_zh",
                   "cut4": "period_en", "cut5": "clauses"}
 
@@ -104,6 +108,8 @@ def hard_cuts(policy: str, tokens: Sequence[Token], lo: int, hi: int, *,
     if policy == "none":
         return [(lo, hi)]
     if policy == "punctuation":
+        return _cut_after(tokens, lo, hi, lambda t: t.rank >= Rank.SENTENCE)
+    if policy == "packed":
         return _cut_after(tokens, lo, hi, lambda t: t.rank >= Rank.PARAGRAPH)
     if policy == "sentences":
         return _every_n_sentences(tokens, lo, hi, sentences_per_chunk)

@@ -194,9 +194,10 @@ class _Packer:
 
     def pack(self, lo: int, hi: int, units: int | None = None) -> list[TextChunk]:
         """Chunks for tokens[lo:hi]: one if it fits, else its pieces at its strongest boundary."""
-        if units is None and (hi - lo == 1 or len(self.span_text(lo, hi)) <= self.budget):
-            # Worth counting whole only when it may well fit (about a phoneme a character);
-            # a longer span is counted by its pieces, which packing needs anyway.
+        if units is None and (hi - lo == 1 or len(self.span_text(lo, hi)) <= 2 * self.budget):
+            # Worth counting whole only when it may fit (about a phoneme a character, and
+            # spaces and marks count for nothing); a longer span is counted by its pieces,
+            # which packing needs anyway.
             units = self.units(lo, hi)
         if units is not None and (units <= self.budget or hi - lo == 1):
             return [self.chunk(lo, hi, units)]
@@ -257,38 +258,28 @@ class _Packer:
 # ---------------------------------------------------------------- the first chunk
 
 def _first_cut(tokens: list[_Token], words: int) -> int | None:
-    """Index of the first chunk's last token: the first clause mark or `words` words,
-    whichever comes first, never inside a number; None if that is the whole text."""
+    """Index of the first chunk's last token: the first clause mark after at least `words`
+    words, or the first sentence's end, whichever comes first; None if that is the whole
+    text. A cut between words would break a phrase (and leave a pause inside it): windowed
+    streaming makes the first audio fast without one."""
     seen = 0.0
     for i, token in enumerate(tokens):
         seen += token.weight
-        if token.rank >= Rank.CLAUSE:
-            break
-        if seen >= words:
-            j = i
-            while j >= 0 and tokens[j].rank < Rank.WORD:
-                j -= 1  # back off to the word before the number
-            if j < 0:
-                j = i
-                while j < len(tokens) - 1 and tokens[j].rank < Rank.WORD:
-                    j += 1  # the text opens with a long number: keep it whole
-            i = j
-            break
-    else:
-        return None
-    return i if i < len(tokens) - 1 else None
+        if token.rank >= Rank.SENTENCE or (token.rank >= Rank.CLAUSE and seen >= words):
+            return i if i < len(tokens) - 1 else None
+    return None
 
 
 # ---------------------------------------------------------------- entry point
 
 def split_text(text: str, *, budget: int, count: Callable[[str], int], policy: str = "punctuation",
-               first_chunk: bool = True, first_chunk_words: int = 6, sentences_per_chunk: int = 4,
+               first_chunk: bool = True, first_chunk_words: int = 4, sentences_per_chunk: int = 4,
                chars_per_chunk: int = 50) -> list[TextChunk]:
     """Cut already-normalized `text` into chunks of at most `budget` units as measured by
     `count` (phonemes of the target voice). With `first_chunk`, the first chunk stops at the
-    first clause mark or after `first_chunk_words` words so first audio comes fast (not under
-    policy "none", which asks for no cuts). A single token over budget becomes its own chunk
-    marked `oversize`."""
+    first clause mark after at least `first_chunk_words` words (or the first sentence's end)
+    so first audio comes fast (not under policy "none", which asks for no cuts). A single
+    token over budget becomes its own chunk marked `oversize`."""
     if budget < 1:
         raise ValueError(f"budget must be at least 1, not {budget}")
     if first_chunk_words < 1 or sentences_per_chunk < 1 or chars_per_chunk < 1:

@@ -1,0 +1,201 @@
+"""The onnxruntime engine's split graph: windowed vocoder, threads that follow the busy
+workers, and the per-voice output level."""
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")  # exporting the split graphs needs torch and onnx
+pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from voxpipe.stages.engines import create_engine, loudness  # noqa: E402
+from voxpipe.stages.engines.base import EngineError, EngineSettings, SynthesisItem  # noqa: E402
+from voxpipe.stages.engines.busy_board import BusyBoard, threads_for  # noqa: E402
+from voxpipe.stages.engines.vits.random_voice import write_random_piper_voice  # noqa: E402
+from voxpipe.stages.phonemize import Phonemizer  # noqa: E402
+from voxpipe.stages.voices import VoiceCatalog  # noqa: E402
+
+BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
+SENTENCE = "The lighthouse at the end of the northern pier was painted white, and its lens turned all night."
+
+
+def _engine(tmp: Path, **options) -> object:
+    return create_engine("onnx", EngineSettings(options={"busy_dir": str(tmp / "busy"), **options}))
+
+
+@pytest.fixture(scope="module")
+def joe(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("joe")
+    spec = VoiceCatalog(None).get("joe")
+    engine = _engine(tmp)
+    return engine, engine.load_voice(spec), Phonemizer(spec)
+
+
+def _item(phonemizer: Phonemizer, text: str = SENTENCE, noise: float = 0.0, sid: int = 0) -> SynthesisItem:
+    return SynthesisItem(phonemizer.text_to_ids(text), noise, 1.0, noise, speaker_id=sid)
+
+
+@pytest.mark.parametrize("window", [1, 16, 64, 10_000])
+def test_windows_join_to_the_whole_decode(joe, window):
+    engine, voice, phonemizer = joe
+    assert voice.model.split  # the default: acoustic part + vocoder
+    item = _item(phonemizer)
+    whole = engine.synthesize(voice, [item])[0]
+    pieces = list(engine.synthesize_stream(voice, item, window))
+    hop = voice.model.hop
+    assert len(pieces[0]) == min(window * hop, len(whole))  # first audio after one window
+    joined = np.concatenate(pieces)
+    assert joined.shape == whole.shape
+    assert np.abs(joined - whole).max() <= 1e-4
+
+
+def test_too_little_context_would_show(joe):
+    # Guards the test above: windows decoded without their context do differ at the seams.
+    engine, voice, phonemizer = joe
+    item = _item(phonemizer)
+    whole = engine.synthesize(voice, [item])[0]
+    radius, voice.model.radius = voice.model.radius, 0
+    try:
+        joined = np.concatenate(list(engine.synthesize_stream(voice, item, 16)))
+    finally:
+        voice.model.radius = radius
+    assert np.abs(joined - whole).max() > 1e-3
+
+
+def test_split_graph_matches_the_voice_as_shipped(tmp_path):
+    spec = VoiceCatalog(None).get("joe")
+    engine = _engine(tmp_path, loudness=False)
+    voice = engine.load_voice(spec)
+    ids = Phonemizer(spec).text_to_ids(SENTENCE)
+    shipped = ort.InferenceSession(str(spec.model_path), providers=["CPUExecutionProvider"])
+    reference = shipped.run(None, {"input": ids[None].astype(np.int64), "input_lengths": np.array([len(ids)]),
+                                   "scales": np.array([0.0, 1.0, 0.0], dtype=np.float32)})[0].reshape(-1)
+    audio = engine.synthesize(voice, [SynthesisItem(ids, 0.0, 1.0, 0.0)])[0]
+    assert voice.model.gain == 1.0  # loudness off: the model's own level
+    assert audio.shape == reference.shape
+    assert np.abs(audio - reference).max() <= 1e-3
+
+
+def test_stream_with_speakers_and_noise(tmp_path):
+    write_random_piper_voice(tmp_path / "voices", "tiny", seed=3, num_speakers=3, sample_rate=22050)
+    spec = VoiceCatalog(tmp_path / "voices").get("tiny")
+    engine = _engine(tmp_path, parts_cache_dir=str(tmp_path / "parts"))
+    voice = engine.load_voice(spec)
+    phonemizer = Phonemizer(spec)
+    item = _item(phonemizer, sid=2)
+    whole = engine.synthesize(voice, [item])[0]
+    assert np.abs(np.concatenate(list(engine.synthesize_stream(voice, item, 7))) - whole).max() <= 1e-4
+    other = engine.synthesize(voice, [_item(phonemizer, sid=1)])[0]
+    assert not np.allclose(other[:len(whole)], whole[:len(other)])  # the speaker id reaches the graph
+    noisy = list(engine.synthesize_stream(voice, _item(phonemizer, noise=0.667, sid=2), 7))
+    assert len(noisy) > 1 and all(np.isfinite(p).all() for p in noisy)
+    with pytest.raises(EngineError, match="tiny"):
+        list(engine.synthesize_stream(voice, _item(phonemizer, sid=9), 7))  # no such speaker
+    with pytest.raises(EngineError, match="window"):
+        list(engine.synthesize_stream(voice, item, 0))
+
+
+def test_one_piece_graph_when_split_is_off(tmp_path):
+    spec = VoiceCatalog(None).get("joe")
+    engine = _engine(tmp_path, split=False)
+    voice = engine.load_voice(spec)
+    assert not voice.model.split
+    pieces = list(engine.synthesize_stream(voice, _item(Phonemizer(spec)), 16))
+    assert len(pieces) == 1 and len(pieces[0]) > 0
+
+
+# ---------------------------------------------------------------- threads
+
+
+def test_busy_board_counts_processes_in_a_model_call(tmp_path):
+    board = BusyBoard(tmp_path)
+    assert board.others_busy() == 0
+    peer = os.open(tmp_path / "1.busy", os.O_RDWR | os.O_CREAT)  # pid 1 lives: its file stays
+    try:
+        assert board.others_busy() == 0  # idle peer
+        fcntl.flock(peer, fcntl.LOCK_EX)
+        assert board.others_busy() == 1
+        with board.busy():  # this process's own lock is not counted
+            assert board.others_busy() == 1
+        fcntl.flock(peer, fcntl.LOCK_UN)
+        assert board.others_busy() == 0
+    finally:
+        os.close(peer)
+    dead = tmp_path / "999999999.busy"  # beyond pid_max: a process that is gone
+    dead.touch()
+    board.others_busy()
+    assert not dead.exists() and (tmp_path / "1.busy").exists()
+    board.close()
+    assert not (tmp_path / board.name).exists()
+
+
+@pytest.mark.parametrize("others, expected", [(0, 2), (1, 1), (5, 1)])
+def test_threads_follow_the_busy_workers(others, expected):
+    assert threads_for(others, base=1, most=2, cores=2) == expected
+
+
+def test_threads_on_a_bigger_machine():
+    assert threads_for(0, base=2, most=8, cores=8) == 8
+    assert threads_for(2, base=2, most=8, cores=8) == 4
+    assert threads_for(9, base=2, most=8, cores=8) == 2
+
+
+# ---------------------------------------------------------------- level
+
+
+def _bench_sentences() -> list[str]:
+    rows = (BENCH / "texts_en.tsv").read_text(encoding="utf-8").splitlines()
+    return [line.split("\t", 1)[1] for line in rows if line and not line.startswith("#")]
+
+
+def test_level_within_one_db_of_pipers(joe):
+    """Piper scales each sentence to full-scale peaks; a voice's one gain lands within 1 dB
+    of that level over the benchmark sentences."""
+    from piper import PiperVoice, SynthesisConfig
+
+    engine, voice, phonemizer = joe
+    spec = voice.spec
+    piper = PiperVoice.load(str(spec.model_path), config_path=str(spec.config_path))
+    quiet = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    ours, theirs, raw = [], [], []
+    for text in _bench_sentences():
+        ours.append(engine.synthesize(voice, [_item(phonemizer, text)])[0])
+        theirs.extend(chunk.audio_float_array for chunk in piper.synthesize(text, quiet))
+        raw.append(ours[-1] / voice.model.gain)
+    reference = loudness.rms_dbfs(np.concatenate(theirs))
+    assert abs(loudness.rms_dbfs(np.concatenate(ours)) - reference) <= 1.0
+    assert loudness.rms_dbfs(np.concatenate(raw)) < reference - 2.0  # guards: without the gain it is not
+    assert max(np.abs(a).max() for a in ours) <= 1.0
+
+
+def test_gain_is_the_same_in_every_worker(joe, tmp_path):
+    _, voice, _ = joe
+    again = _engine(tmp_path).load_voice(voice.spec)
+    assert again.model.gain == pytest.approx(voice.model.gain, rel=1e-6)
+
+
+def test_limiter_is_pointwise_and_bounded():
+    x = np.linspace(-3, 3, 601, dtype=np.float32)
+    y = loudness.apply_gain(x, 1.0)
+    assert np.abs(y).max() <= 1.0 and np.all(np.diff(y) >= 0)  # bounded, and keeps the order
+    near = np.abs(x) <= 1.2
+    assert np.all(np.diff(y[near]) > 0) and np.abs(y[near]).max() < 1.0  # smooth, not clipped
+    small = np.abs(x) <= loudness.KNEE
+    assert np.array_equal(y[small], x[small])
+    halves = np.concatenate([loudness.apply_gain(x[:300], 2.0), loudness.apply_gain(x[300:], 2.0)])
+    assert np.array_equal(halves, loudness.apply_gain(x, 2.0))
+
+
+def test_silent_reference_is_a_level_error():
+    with pytest.raises(loudness.LevelError):
+        loudness.peak_gain([np.zeros(100, np.float32), np.zeros(0, np.float32)])
+    assert loudness.peak_gain([np.full(10, 0.5, np.float32), np.zeros(5, np.float32)]) == pytest.approx(2.0)
+    # Two sentences of equal energy, one twice as loud at its peak: the mean of their gains squared.
+    a, b = np.full(40, 0.5, np.float32), np.r_[np.full(10, 0.5), np.full(30, 0.2)].astype(np.float32) * 2
+    gain = loudness.peak_gain([a, b])
+    assert gain == pytest.approx(np.sqrt(((a ** 2).sum() * 4 + (b ** 2).sum()) / ((a ** 2).sum() + (b ** 2).sum())))
