@@ -32,7 +32,8 @@ def engine_settings(args: StageArgs) -> EngineSettings:
     options: dict[str, object] = {"max_batch": cfg.worker.max_batch} if cfg.worker.max_batch > 0 else {}
     # Each engine reads the options it knows: torch the graphs, tensorrt its plans, onnx int8.
     options.update(cuda_graphs=cfg.gpu.cuda_graphs, trt_max_frames=cfg.gpu.tensorrt_max_frames,
-                   int8_method=cfg.worker.int8_method)
+                   int8_method=cfg.worker.int8_method, max_threads=cfg.worker.max_threads,
+                   loudness=cfg.worker.loudness)
     if cfg.gpu.tensorrt_plan_dir:
         options["plan_dir"] = str(Path(cfg.gpu.tensorrt_plan_dir).expanduser())
     return EngineSettings(device=args.device, threads=cfg.worker.threads, precision=cfg.worker.precision,
