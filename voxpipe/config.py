@@ -137,13 +137,23 @@ class Config:
 def load_config(path: Path | None) -> Config:
     if path is None:
         return validate(Config())
+    # Every error names the file once, as its first word.
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return validate(from_dict(Config, raw, ""))
+    try:
+        return validate(from_dict(Config, raw, ""))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def from_dict(cls: type, raw: dict[str, Any], prefix: str) -> Any:
@@ -231,7 +241,9 @@ def validate(config: Config) -> Config:
          f"endpoint {config.endpoint!r}: a tcp:// endpoint is refused without CURVE keys; set curve_keys_dir "
          "(create keys with: voxpipe keys generate DIR)"),
         (_is_ip(config.metrics_address), f"metrics_address: not an IP address: {config.metrics_address!r}"),
-        (_group_exists(config.socket_group), f"socket_group: no group named {config.socket_group!r}"),
+        (_group_exists(config.socket_group),
+         f"socket_group: no group named {config.socket_group!r} on this machine "
+         f"(create it first: groupadd --system {config.socket_group})"),
         (config.preload_popular >= 0, "preload_popular must be >= 0"),
         (not config.http.bind or parse_bind(config.http.bind) is not None,
          f"http.bind: expected HOST:PORT or PORT, got {config.http.bind!r}"),
