@@ -1,4 +1,4 @@
-"""The `voxpipe` command: serve, say, submit, status, split, voice, keys, bench, config check."""
+"""The `voxpipe` command: serve, say, submit, status, split, voice, keys, bench, config check|sample."""
 from __future__ import annotations
 
 import argparse
@@ -69,6 +69,13 @@ def _config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_sample(args: argparse.Namespace) -> int:
+    from voxpipe.config_sample import SAMPLE
+
+    sys.stdout.write(SAMPLE)
+    return 0
+
+
 def _lazy(module: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
     def configure(parser: argparse.ArgumentParser) -> None:
         __import__(module, fromlist=["configure_parser"]).configure_parser(parser)
@@ -104,6 +111,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a config file")
     check.add_argument("file")
     check.set_defaults(handler=_config_check)
+    sample = config_sub.add_parser("sample", help="print a commented config with every key at its default")
+    sample.set_defaults(handler=_config_sample)
     return parser
 
 
