@@ -59,11 +59,15 @@ def test_config_check_command(tmp_path):
     assert result.returncode == 1 and "threds" in result.stderr
 
 
+TABLE_VALUED = {"http.voice_aliases"}  # keys whose value is a table of the user's own names
+
+
 def _keys(table: dict, prefix: str = "") -> set[str]:
     """Every key of a (nested) TOML table, dotted."""
     keys = set()
     for name, value in table.items():
-        keys |= _keys(value, f"{prefix}{name}.") if isinstance(value, dict) else {prefix + name}
+        nested = isinstance(value, dict) and prefix + name not in TABLE_VALUED
+        keys |= _keys(value, f"{prefix}{name}.") if nested else {prefix + name}
     return keys
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import grp
 import ipaddress
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -89,6 +90,14 @@ class SupervisorConfig:
     restart_window_s: float = 60.0
 
 
+# OpenAI's voice names, which apps built on its SDK hard-code: by default each speaks with
+# the bundled voice, so such apps work unchanged.
+OPENAI_VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage",
+                 "shimmer", "verse")
+# A voice name as stages/voices.py accepts it (this layer cannot import stages/).
+_VOICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
 @dataclass
 class HttpConfig:
     bind: str = ""  # "HOST:PORT" (or "PORT": host 127.0.0.1) serves the HTTP gateway; "" = off
@@ -96,6 +105,9 @@ class HttpConfig:
     max_text_chars: int = 0  # longer input: 400; 0 = limits.max_text_chars
     max_streams: int = 64  # audio responses at once; more: 429
     send_timeout_s: float = 30.0  # a client that accepts no bytes for this long is dropped
+    # OpenAI route: `voice` name -> the voxpipe voice that speaks for it, unless a voice of
+    # that name exists. Setting the table replaces these defaults; {} turns aliases off.
+    voice_aliases: dict[str, str] = field(default_factory=lambda: {name: "joe" for name in OPENAI_VOICES})
 
 
 @dataclass
@@ -173,6 +185,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
         return from_dict(hint, value, f"{key}.")
+    if typing.get_origin(hint) is dict:
+        key_type, value_type = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
+        return {_coerce(key_type, k, f"{key}.{k}"): _coerce(value_type, v, f"{key}.{k}") for k, v in value.items()}
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -210,6 +227,14 @@ def _group_exists(name: str) -> bool:
         return True
     except KeyError:
         return False
+
+
+def _bad_alias(aliases: dict[str, str]) -> str:
+    """The first alias entry that is not a plain voice name on both sides, or ""."""
+    for name, target in aliases.items():
+        if not _VOICE_NAME_RE.fullmatch(name) or not _VOICE_NAME_RE.fullmatch(target):
+            return f"{name} = {target!r}"
+    return ""
 
 
 def validate(config: Config) -> Config:
@@ -251,6 +276,9 @@ def validate(config: Config) -> Config:
         (config.http.max_text_chars >= 0, "http.max_text_chars must be >= 0 (0 = limits.max_text_chars)"),
         (config.http.max_streams >= 1, "http.max_streams must be >= 1"),
         (config.http.send_timeout_s > 0, "http.send_timeout_s must be > 0"),
+        (not _bad_alias(config.http.voice_aliases),
+         f"http.voice_aliases: {_bad_alias(config.http.voice_aliases)}: names and voices are letters, digits, "
+         "'-' and '_'"),
         (config.supervisor.hang_timeout_s > 2 * config.heartbeat_s, "supervisor.hang_timeout_s must exceed two heartbeats"),
         (config.supervisor.start_timeout_s > 0, "supervisor.start_timeout_s must be > 0"),
         (config.supervisor.restart_budget >= 0, "supervisor.restart_budget must be >= 0"),

@@ -74,4 +74,19 @@ max_body_kib = 256            # larger request bodies: 413
 max_text_chars = 0            # longer input: 400; 0 = limits.max_text_chars
 max_streams = 64              # audio responses at once; more: 429
 send_timeout_s = 30.0         # a client that accepts no bytes for this long is dropped
+
+[http.voice_aliases]          # OpenAI route: apps hard-code OpenAI's voice names; each speaks with a voice
+alloy = "joe"                 # (a voice of the same name wins); setting this table replaces these defaults
+ash = "joe"
+ballad = "joe"
+cedar = "joe"
+coral = "joe"
+echo = "joe"
+fable = "joe"
+marin = "joe"
+nova = "joe"
+onyx = "joe"
+sage = "joe"
+shimmer = "joe"
+verse = "joe"
 """
