@@ -8,12 +8,11 @@ import re
 import statistics
 import subprocess
 import sys
-import time
 
 import pytest
 
 from voxpipe.ipc.errors import VoxpipeError
-from tests.daemon_proc import ROOT, Daemon
+from tests.daemon_proc import ROOT, Daemon, settled_status
 
 TEXTS = ["Good morning.", "Status tables should add up. This request has two sentences."]
 
@@ -27,15 +26,9 @@ def daemon(tmp_path_factory):
             d.results = [client.synthesize(text, "joe", request_id=f"status-{i}") for i, text in enumerate(TEXTS)]
             with pytest.raises(VoxpipeError):
                 client.synthesize("Nobody speaks this.", "no-such-voice", request_id="status-bad")
-            # Worker counters reach the status by heartbeat: wait until they are all in,
-            # so every test compares settled figures.
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                cache = client.status().get("voice_cache", {})
-                if cache.get("hits", 0) + cache.get("misses", 0) >= 1 + len(TEXTS) + 1:
-                    break
-                time.sleep(0.1)
-            time.sleep(1.0)
+        # Worker counters reach the status by heartbeat: wait until they count every
+        # request, so every test compares settled figures.
+        settled_status(d)
         yield d
     finally:
         d.stop()
