@@ -30,6 +30,7 @@ from voxpipe.stages.voices import VoiceCatalog, VoiceError
 
 MAX_REQUEST_ID = 64
 PLAN_SLICE_S = 0.005  # planning runs in slices this long between socket reads
+MAX_LOGGED_VOICE = 80  # a refused request's voice name is the client's: log no more of it
 
 
 @dataclass
@@ -146,7 +147,7 @@ class Frontend:
             if isinstance(message, SynthesisRequest):
                 refusal = self._admission_error(message, admitted)
                 if refusal:
-                    self._reply_error(client, message.request_id[:MAX_REQUEST_ID], *refusal)
+                    self._reply_error(client, message.request_id[:MAX_REQUEST_ID], *refusal, request=message)
                 else:
                     admitted[message.request_id] = (client, message)
             elif isinstance(message, Cancel):
@@ -189,10 +190,11 @@ class Frontend:
         try:
             plan = self.planner.plan(request, deadline)
         except (VoiceError, PlanError) as exc:
-            return self._reply_error(client, rid, exc.code, str(exc))
+            return self._reply_error(client, rid, exc.code, str(exc), request=request)
         self.metrics.stage_latency("plan", time.monotonic() - now)
         if not self.scheduler.has_room(len(plan.chunks)):
-            return self._reply_error(client, rid, "busy", "the synthesis queue is full; try again later")
+            return self._reply_error(client, rid, "busy", "the synthesis queue is full; try again later",
+                                     request=request)
         self.active[rid] = Active(client, plan.spec.name, plan.text_chars, len(plan.chunks), deadline, now,
                                   request.stream, plan.chunks, client_has=max(0, request.resume_samples))
         self.scheduler.submit(plan.chunks)
@@ -200,11 +202,15 @@ class Frontend:
         self.voice_usage[plan.spec.name] = self.voice_usage.get(plan.spec.name, 0) + 1
         self._dispatch()
 
-    def _reply_error(self, client: bytes, request_id: str, code: str, message: str) -> None:
+    def _reply_error(self, client: bytes, request_id: str, code: str, message: str,
+                     request: SynthesisRequest | None = None) -> None:
+        """Refuse a request; its log line names the voice and the size it asked for."""
         self.counts["rejected"] += 1
         self.metrics.request_ended(code)
         if request_id:
-            print(request_log_line(request_id, "-", 0, 0, None, None, code), file=sys.stderr, flush=True)
+            voice = request.voice[:MAX_LOGGED_VOICE] if request is not None and isinstance(request.voice, str) else "-"
+            chars = len(request.text) if request is not None and isinstance(request.text, str) else 0
+            print(request_log_line(request_id, voice or "-", chars, 0, None, None, code), file=sys.stderr, flush=True)
         self._send_client(client, Error(request_id, code, message))
 
     def _send_client(self, client: bytes, message: object, *extra: bytes) -> bool:
@@ -395,13 +401,22 @@ class Frontend:
             self._finish(rid, Error(rid, "timeout", "the request's deadline passed"))
 
     def status(self) -> dict:
-        processes = list(self.report.processes) or [{"role": "frontend", "name": "frontend", "pid": os.getpid()}]
+        live = self._stats()
+        processes = self._processes(live)
         return {"ready": self.report.ready, "draining": self.draining or self.report.draining,
                 "run_id": self.args.layout.run_id, "version": __version__, "processes": processes,
-                "queues": self.scheduler.stats(), "active_requests": len(self.active) + len(self.admitted),
+                "queues": self.scheduler.stats(), "active_requests": live["active"],
                 "voices": self.catalog.names(), "unavailable_voices": self.catalog.broken(),
                 "counts": dict(self.counts), "last_minute": self.recent.summary(),
                 "voice_cache": voice_cache_summary(processes), **self.report.info}
+
+    def _processes(self, live: dict) -> list[dict]:
+        """The supervisor's process list with this frontend's row made now: the row and the
+        status's top-level counts come from the same figures, not one a heartbeat older."""
+        rows = list(self.report.processes) or [{"role": "frontend", "name": "frontend", "pid": os.getpid()}]
+        own = {**live, "stats_at": time.monotonic()}
+        return [{**row, "stats": {**(row.get("stats") or {}), **own}} if row.get("pid") == os.getpid() else row
+                for row in rows]
 
     def _stats(self) -> dict:
         return {"active": len(self.active) + len(self.admitted), "queued": len(self.scheduler.queue), **self.counts,
