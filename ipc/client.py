@@ -7,23 +7,28 @@ daemon's typed code.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import uuid
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
-import numpy as np
 import zmq
-import zmq.asyncio
 
 from voxpipe.ipc import codec, sockets
 from voxpipe.ipc.errors import ProtocolError, VoxpipeError
 from voxpipe.ipc.security import SecurityError, needs_curve, secure_client
 from voxpipe.ipc.messages import (PROTOCOL_VERSION, Cancel, Error, Fragment, Hello, Ping, Pong, Result, StatusQuery,
                           StatusReply, SynthesisOptions, SynthesisRequest, Welcome)
+
+# numpy, asyncio and zmq.asyncio load where they are used: the sync client's first request
+# goes out before numpy loads, and it never loads asyncio (`voxpipe say` starts faster).
+if TYPE_CHECKING:
+    import asyncio
+
+    import numpy as np
+    import zmq.asyncio
 
 DEFAULT_TIMEOUT_S = 300.0
 CONNECT_TIMEOUT_S = 5.0
@@ -58,6 +63,8 @@ class Audio:
         return len(self.samples) / self.sample_rate
 
     def as_float(self) -> np.ndarray:
+        import numpy as np
+
         return self.samples.astype(np.float32) / 32767.0
 
     def write(self, path: str | os.PathLike[str]) -> None:
@@ -105,6 +112,8 @@ def _decode_reply(frames: list[bytes]) -> tuple[Any, bytes | None]:
 
 
 def _fragment(message: Fragment, payload: bytes | None) -> AudioFragment:
+    import numpy as np
+
     samples = np.frombuffer(payload or b"", dtype=np.int16)
     if len(samples) != message.samples:
         raise VoxpipeError("internal", f"fragment {message.index} carries {len(samples)} samples, "
@@ -114,6 +123,8 @@ def _fragment(message: Fragment, payload: bytes | None) -> AudioFragment:
 
 
 def _collect(request_id: str, fragments: list[AudioFragment], result: Result) -> Audio:
+    import numpy as np
+
     samples = np.concatenate([f.samples for f in fragments]) if fragments else np.zeros(0, np.int16)
     return Audio(request_id, samples, result.sample_rate, result.fragments, result.chunks, dict(result.timings))
 
@@ -298,6 +309,8 @@ class AsyncClient:
         self.timeout = timeout
         self._curve_keys_dir = curve_keys_dir
         self._on_sent = on_sent  # called with each request id once it is on the wire (for timing)
+        import zmq.asyncio
+
         self._ctx = zmq.asyncio.Context.instance()
         self._sock: zmq.asyncio.Socket | None = None
         self._queues: dict[str, asyncio.Queue[tuple[Any, bytes | None]]] = {}
@@ -306,6 +319,8 @@ class AsyncClient:
         self.welcome: Welcome | None = None
 
     async def connect(self, timeout: float = CONNECT_TIMEOUT_S) -> "AsyncClient":
+        import asyncio
+
         self._sock = sockets.make_socket(self._ctx, zmq.DEALER)  # type: ignore[assignment]
         _secure(self._sock, self.endpoint, self._curve_keys_dir)
         self._sock.connect(self.endpoint)
@@ -327,6 +342,8 @@ class AsyncClient:
     async def _probe_loop(self) -> None:
         """While requests wait, ping now and then: a pong from a new frontend incarnation
         means they were lost with the old one, and each is resent."""
+        import asyncio
+
         while True:
             await asyncio.sleep(PROBE_S)
             if len(self._queues) > 1:
@@ -379,6 +396,8 @@ class AsyncClient:
         raise VoxpipeError("internal", "stream ended without a result", request.request_id)
 
     async def _run(self, request: SynthesisRequest, timeout: float) -> AsyncIterator[AudioFragment | Result]:
+        import asyncio
+
         rid = request.request_id
         queue = self._queues[rid] = asyncio.Queue()
         finished = False
@@ -412,6 +431,8 @@ class AsyncClient:
                 await self._send(Cancel(rid))
 
     async def status(self, timeout: float = 10.0) -> dict[str, Any]:
+        import asyncio
+
         query_id = uuid.uuid4().hex
         await self._send(StatusQuery(query_id))
         queue = self._queues[""]
@@ -422,6 +443,8 @@ class AsyncClient:
                 return message.status
 
     async def close(self) -> None:
+        import asyncio
+
         for task in (self._prober, self._reader):
             if task is not None:
                 task.cancel()
@@ -441,6 +464,8 @@ class AsyncClient:
 
 def run_async(coro: Any) -> Any:
     """asyncio.run on uvloop when it is installed."""
+    import asyncio
+
     try:
         import uvloop
     except ImportError:

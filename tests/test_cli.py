@@ -172,3 +172,24 @@ def test_stdout_in_each_streamable_format(daemon, reference, fmt):
         assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
         data = data[44:]
     assert np.array_equal(np.frombuffer(data, "<i2"), reference)
+
+
+# ---- start-up: heavy modules load only when a command runs -----------------------------------------------
+def imported_modules(*args: str) -> set[str]:
+    """The modules a `python -X importtime` run imports (its stderr lists every one)."""
+    result = subprocess.run([sys.executable, "-X", "importtime", *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    return {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("command", ["say", "submit", "status"])
+def test_help_and_argument_errors_import_no_heavy_module(command):
+    for args in (["--help"], ["--no-such-option"]):
+        loaded = imported_modules("-m", "voxpipe.daemon.cli", command, *args)
+        assert "argparse" in loaded  # the listing worked
+        assert not loaded & {"numpy", "soundfile", "zmq", "asyncio", "voxpipe.ipc.client"}, (args, loaded)
+
+
+def test_the_sync_client_sends_before_numpy_or_asyncio_load():
+    loaded = imported_modules("-c", "import voxpipe.ipc.client")
+    assert "zmq" in loaded and not loaded & {"numpy", "asyncio", "zmq.asyncio", "zmq.auth"}
