@@ -1,7 +1,9 @@
-"""The `voxpipe` command: serve, say, submit, status, split, config check."""
+"""The `voxpipe` command: serve, say, submit, status, split, voice, keys, bench, config check|sample."""
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
@@ -61,9 +63,16 @@ def _config_check(args: argparse.Namespace) -> int:
     try:
         load_config(Path(args.file))
     except ConfigError as exc:
-        print(f"{args.file}: {exc}", file=sys.stderr)
+        print(exc, file=sys.stderr)  # the message starts with the file's name
         return 1
     print(f"{args.file}: ok")
+    return 0
+
+
+def _config_sample(args: argparse.Namespace) -> int:
+    from voxpipe.config_sample import SAMPLE
+
+    sys.stdout.write(SAMPLE)
     return 0
 
 
@@ -102,6 +111,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a config file")
     check.add_argument("file")
     check.set_defaults(handler=_config_check)
+    sample = config_sub.add_parser("sample", help="print a commented config with every key at its default")
+    sample.set_defaults(handler=_config_sample)
     return parser
 
 
@@ -109,7 +120,24 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     selected = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(selected).parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # here, so that a reader that went away is caught below
+    except BrokenPipeError:
+        # The reader of stdout stopped (`| head`): end quietly, as Unix tools do.
+        _silence_stdout()
+        return 128 + signal.SIGPIPE
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 128 + signal.SIGINT
+    return code
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

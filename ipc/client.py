@@ -9,15 +9,13 @@ moves messages between it and a socket.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterator
 
 import zmq
-import zmq.asyncio
 
 from voxpipe.ipc import codec, sockets
 from voxpipe.ipc.errors import ProtocolError, VoxpipeError
@@ -25,6 +23,14 @@ from voxpipe.ipc.exchange import Audio, AudioFragment, RequestExchange, collect
 from voxpipe.ipc.security import SecurityError, needs_curve, secure_client
 from voxpipe.ipc.messages import (PROTOCOL_VERSION, Cancel, Error, Hello, Ping, Pong, Result, StatusQuery,
                                   StatusReply, SynthesisOptions, SynthesisRequest, Welcome, synthesis_options)
+
+# numpy, asyncio and zmq.asyncio load where they are used: the sync client's first request
+# goes out before numpy loads, and it never loads asyncio (`voxpipe say` starts faster).
+if TYPE_CHECKING:
+    import asyncio
+
+    import numpy as np
+    import zmq.asyncio
 
 DEFAULT_TIMEOUT_S = 300.0
 CONNECT_TIMEOUT_S = 5.0
@@ -253,6 +259,8 @@ class AsyncClient:
         self.timeout = timeout
         self._curve_keys_dir = curve_keys_dir
         self._on_sent = on_sent  # called with each request id once it is on the wire (for timing)
+        import zmq.asyncio
+
         self._ctx = zmq.asyncio.Context.instance()
         self._sock: zmq.asyncio.Socket | None = None
         self._queues: dict[str, asyncio.Queue[tuple[Any, bytes | None]]] = {}
@@ -261,6 +269,8 @@ class AsyncClient:
         self.welcome: Welcome | None = None
 
     async def connect(self, timeout: float = CONNECT_TIMEOUT_S) -> "AsyncClient":
+        import asyncio
+
         self._sock = sockets.make_socket(self._ctx, zmq.DEALER)  # type: ignore[assignment]
         _secure(self._sock, self.endpoint, self._curve_keys_dir)
         self._sock.connect(self.endpoint)
@@ -282,6 +292,8 @@ class AsyncClient:
     async def _probe_loop(self) -> None:
         """While requests wait, ping now and then: a pong from a new frontend incarnation
         means they were lost with the old one, and each is resent."""
+        import asyncio
+
         while True:
             await asyncio.sleep(PROBE_S)
             if len(self._queues) > 1:
@@ -337,6 +349,8 @@ class AsyncClient:
     async def _run(self, request: SynthesisRequest, timeout: float) -> AsyncIterator[AudioFragment | Result]:
         """Carry one request's exchange over the shared socket: its fragments, then its
         Result. However it is left, an unfinished request is cancelled."""
+        import asyncio
+
         assert self.welcome is not None, "call connect() first"
         exchange = RequestExchange(request, self.welcome.incarnation, timeout)
         rid = exchange.request_id
@@ -364,6 +378,8 @@ class AsyncClient:
                 await self._send(cancel)
 
     async def status(self, timeout: float = 10.0) -> dict[str, Any]:
+        import asyncio
+
         query_id = uuid.uuid4().hex
         await self._send(StatusQuery(query_id))
         queue = self._queues[""]
@@ -374,6 +390,8 @@ class AsyncClient:
                 return message.status
 
     async def close(self) -> None:
+        import asyncio
+
         for task in (self._prober, self._reader):
             if task is not None:
                 task.cancel()
@@ -393,6 +411,8 @@ class AsyncClient:
 
 def run_async(coro: Any) -> Any:
     """asyncio.run on uvloop when it is installed."""
+    import asyncio
+
     try:
         import uvloop
     except ImportError:

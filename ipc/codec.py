@@ -36,6 +36,9 @@ def encode(message: Any) -> bytes:
 
 
 def _to_wire(value: Any) -> Any:
+    names = _FIELD_NAMES.get(type(value))
+    if names is not None:  # a message (the field names are cached: dataclasses.fields() is slow)
+        return [value.TAG, *(_to_wire(getattr(value, name)) for name in names)]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return [value.TAG, *(_to_wire(getattr(value, f.name)) for f in dataclasses.fields(value))]
     if isinstance(value, (list, tuple)):
@@ -59,6 +62,24 @@ def decode(frame: bytes | memoryview, expect: tuple[type, ...] | None = None) ->
     return message
 
 
+def peek(frame: bytes | memoryview, cls: type, names: tuple[str, ...]) -> dict[str, Any] | None:
+    """The named fields of a `cls` message, unchecked, or None if the frame is malformed
+    or another message. Costs an unpack, not decode()'s checks: for answers that must
+    not wait (refusing work when full). Anything acted upon goes through decode()."""
+    if len(frame) > MAX_FRAME_BYTES:
+        return None
+    try:
+        wire = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True, **_UNPACK_LIMITS)
+    except Exception:  # as in decode(): any failure means "not this message"
+        return None
+    if not isinstance(wire, list) or not wire or wire[0] != cls.TAG or type(wire[0]) is not int:
+        return None
+    order = _FIELD_INDEX[cls]
+    if any(order[name] >= len(wire) for name in names):
+        return None
+    return {name: wire[order[name]] for name in names}
+
+
 def _from_wire(wire: Any) -> Any:
     if not isinstance(wire, list) or not wire or type(wire[0]) is not int:
         raise ProtocolError("a message is an array that starts with an integer tag")
@@ -67,8 +88,7 @@ def _from_wire(wire: Any) -> Any:
         raise ProtocolError(f"unknown message tag {wire[0]}")
     checkers = _checkers_for(cls)
     values = wire[1:]
-    required = sum(1 for f in dataclasses.fields(cls)
-                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    required = _REQUIRED[cls]
     if not required <= len(values) <= len(checkers):
         raise ProtocolError(f"{cls.__name__}: expected {required}..{len(checkers)} fields, got {len(values)}")
     kwargs = {}
@@ -136,3 +156,12 @@ def _checker(hint: Any) -> Checker:
 # Build every checker at import time so a bad annotation fails loudly, not mid-request.
 for _cls in messages.ALL_MESSAGES:
     _checkers_for(_cls)
+# Per message class, computed once: field names in wire order, each name's position on
+# the wire (after the tag, for peek()), and how many fields have no default.
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in messages.ALL_MESSAGES}
+_FIELD_INDEX: dict[type, dict[str, int]] = {
+    cls: {name: i + 1 for i, name in enumerate(names)} for cls, names in _FIELD_NAMES.items()}
+_REQUIRED: dict[type, int] = {
+    cls: sum(1 for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+             and f.default_factory is dataclasses.MISSING) for cls in messages.ALL_MESSAGES}

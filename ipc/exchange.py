@@ -31,12 +31,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from voxpipe.ipc.errors import VoxpipeError
 from voxpipe.ipc.messages import Cancel, Error, Fragment, Pong, Result, SynthesisRequest
+
+if TYPE_CHECKING:  # numpy loads on the first audio, after the request is on its way
+    import numpy as np
 
 DEADLINE_GRACE_S = 5.0  # the client waits this much past the request's own timeout
 
@@ -65,6 +66,8 @@ class Audio:
         return len(self.samples) / self.sample_rate
 
     def as_float(self) -> np.ndarray:
+        import numpy as np
+
         return self.samples.astype(np.float32) / 32767.0
 
     def write(self, path: str | os.PathLike[str]) -> None:
@@ -143,6 +146,8 @@ class RequestExchange:
         return self.request
 
     def _on_fragment(self, message: Fragment, payload: bytes | None) -> AudioFragment | None:
+        import numpy as np
+
         samples = np.frombuffer(payload or b"", dtype=np.int16)
         if len(samples) != message.samples:
             self._fail("internal", f"fragment {message.index} carries {len(samples)} samples, "
@@ -193,5 +198,7 @@ class RequestExchange:
 
 def collect(request_id: str, fragments: list[AudioFragment], result: Result) -> Audio:
     """The whole audio of a finished request from its fragments."""
+    import numpy as np
+
     samples = np.concatenate([f.samples for f in fragments]) if fragments else np.zeros(0, np.int16)
     return Audio(request_id, samples, result.sample_rate, result.fragments, result.chunks, dict(result.timings))

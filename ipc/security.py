@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
-import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
+
+if TYPE_CHECKING:  # zmq.auth loads only where keys are used: clients of ipc:// never pay for it
+    from zmq.auth.thread import ThreadAuthenticator
 
 
 class SecurityError(Exception):
@@ -27,6 +29,8 @@ def needs_curve(endpoint: str) -> bool:
 
 
 def generate_keys(directory: Path) -> None:
+    import zmq.auth
+
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     (directory / "clients").mkdir(exist_ok=True, mode=0o700)
     zmq.auth.create_certificates(str(directory), "server")
@@ -35,6 +39,8 @@ def generate_keys(directory: Path) -> None:
 
 
 def _load(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
+    import zmq.auth
+
     if not path.is_file():
         raise SecurityError(f"missing CURVE key file {path}")
     try:
@@ -52,6 +58,8 @@ def secure_server(ctx: zmq.Context, sock: zmq.Socket, keys_dir: Path) -> ThreadA
     clients = keys_dir / "clients"
     if not clients.is_dir() or not any(clients.glob("*.key")):
         raise SecurityError(f"no authorized client keys in {clients}")
+    from zmq.auth.thread import ThreadAuthenticator
+
     auth = ThreadAuthenticator(ctx)
     auth.start()
     auth.configure_curve(domain="*", location=str(clients))

@@ -48,11 +48,21 @@ class StageRuntime:
         self.control = sockets.make_socket(self.ctx, zmq.DEALER, identity=args.name.encode())
         self.control.connect(args.layout.control_endpoint)
         self.ready = False
-        self.stats: dict[str, Any] = {}
+        self._stats: dict[str, Any] = {}
+        self._stats_at = time.monotonic()
         self.busy_since: float | None = None
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         self._beat.start()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return self._stats
+
+    @stats.setter
+    def stats(self, value: dict[str, Any]) -> None:
+        self._stats = value
+        self._stats_at = time.monotonic()  # after the dict: a beat that reads this time has the dict too
 
     def _heartbeat_loop(self) -> None:
         sock = sockets.make_socket(self.ctx, zmq.PUSH, hwm=4)
@@ -61,8 +71,12 @@ class StageRuntime:
         try:
             while not self._stop.wait(period):
                 busy = self.busy_since
-                stats = dict(self.stats)
+                made_at = self._stats_at  # read before the dict (see the setter)
+                stats = dict(self._stats)
                 stats["busy_for"] = 0.0 if busy is None else time.monotonic() - busy
+                # When the stage made these figures (CLOCK_MONOTONIC, the same in every
+                # process of the machine): a reader can wait for figures newer than an event.
+                stats["stats_at"] = made_at
                 beat = Heartbeat(self.args.role, self.args.name, os.getpid(), self.ready, stats)
                 try:
                     sockets.send(sock, beat, flags=zmq.NOBLOCK)

@@ -39,6 +39,8 @@ def _toml(value: object) -> str:
         return f'"{value}"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
     return repr(value)
 
 
@@ -109,6 +111,23 @@ class Daemon:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def settled_status(daemon: Daemon, timeout: float = 60.0) -> dict:
+    """The daemon's status once every stage's reported stats were made after this call
+    began (their `stats_at`): the counters that travel by heartbeat then count everything
+    the daemon finished before the call. Waits on that state, not on a guess of time."""
+    since = time.monotonic()
+    deadline = since + timeout
+    with Client(daemon.endpoint) as client:
+        while True:
+            status = client.status()
+            stale = [p.get("name") for p in status.get("processes", []) if p.get("role") != "supervisor"
+                     and (p.get("stats") or {}).get("stats_at", 0.0) < since]
+            if not stale:
+                return status
+            assert time.monotonic() < deadline, f"no fresh stats from {stale} in {timeout} s"
+            time.sleep(0.05)
 
 
 def our_segments() -> set[str]:

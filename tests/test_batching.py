@@ -3,7 +3,6 @@ batch, and every request still gets exactly its own audio."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from voxpipe.ipc.client import AsyncClient
 from voxpipe.ipc.messages import Chunk, FamilyInputs
 from voxpipe.stages.worker.batching import BatchBudget, take_batch
 from voxpipe.stages.worker.chunk_queue import ChunkQueue
-from tests.daemon_proc import Daemon
+from tests.daemon_proc import Daemon, settled_status
 
 pytest.importorskip("torch")
 
@@ -56,9 +55,8 @@ def test_queued_chunks_run_as_one_batch_and_each_request_gets_its_own_audio(tmp_
                 return await asyncio.gather(*(client.synthesize(t, "joe", **NOISE_OFF) for t in TEXTS))
 
         results = asyncio.run(together())
-        time.sleep(1.0)  # let a heartbeat carry the batch counters
-        with daemon.client() as client:
-            stats = next(p["stats"] for p in client.status()["processes"] if p["role"] == "worker")
+        status = settled_status(daemon)  # a heartbeat has carried the batch counters
+        stats = next(p["stats"] for p in status["processes"] if p["role"] == "worker")
     assert stats["batches"] < stats["batch_items"], stats  # some chunks shared a batch
     for text, audio in zip(TEXTS, results):
         assert len(audio.samples) == len(alone[text])

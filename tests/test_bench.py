@@ -182,8 +182,7 @@ def test_bad_clients_option(tmp_path, capsys) -> None:
     assert "--clients" in capsys.readouterr().err
 
 
-def test_tiny_run_writes_everything(tmp_path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr("tools.bench.run.SETTLE_S", 0.3)  # fresh worker stats matter little here
+def test_tiny_run_writes_everything(tmp_path, capsys) -> None:
     texts = _texts_dir(tmp_path / "texts", ["short\tHello there.", "medium\tGood morning to you all."],
                        "It was late. The lamp was still on.")
     out = tmp_path / "out"

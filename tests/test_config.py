@@ -57,3 +57,60 @@ def test_config_check_command(tmp_path):
     result = subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "config", "check", str(bad)], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 1 and "threds" in result.stderr
+
+
+TABLE_VALUED = {"http.voice_aliases"}  # keys whose value is a table of the user's own names
+
+
+def _keys(table: dict, prefix: str = "") -> set[str]:
+    """Every key of a (nested) TOML table, dotted."""
+    keys = set()
+    for name, value in table.items():
+        nested = isinstance(value, dict) and prefix + name not in TABLE_VALUED
+        keys |= _keys(value, f"{prefix}{name}.") if nested else {prefix + name}
+    return keys
+
+
+def test_sample_passes_check_and_holds_every_key_at_its_default(tmp_path):
+    import dataclasses
+    import tomllib
+
+    from voxpipe.config import Config
+    from voxpipe.config_sample import SAMPLE
+
+    result = subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "config", "sample"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == SAMPLE
+    path = write(tmp_path, result.stdout)
+    check = subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "config", "check", str(path)], cwd=ROOT,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert load_config(path) == Config()
+    assert _keys(tomllib.loads(SAMPLE)) == _keys(dataclasses.asdict(Config()))
+
+
+def test_readme_lists_every_key():
+    import tomllib
+
+    from voxpipe.config_sample import SAMPLE
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    listed = tomllib.loads(readme.split("```toml\n", 1)[1].split("```", 1)[0])
+    assert _keys(listed) == _keys(tomllib.loads(SAMPLE))
+
+
+def test_operations_sample_fails_only_for_a_missing_group(tmp_path):
+    """docs/operations.md's config is valid once its group exists (made a step before it)."""
+    import grp
+
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    sample = text.split("<<'EOF'\n", 1)[1].split("\nEOF", 1)[0]
+    assert 'socket_group = "voxpipe-clients"' in sample
+    try:
+        grp.getgrnam("voxpipe-clients")
+    except KeyError:
+        with pytest.raises(ConfigError, match="groupadd --system voxpipe-clients"):
+            load_config(write(tmp_path, sample))
+    else:
+        load_config(write(tmp_path, sample))
+    load_config(write(tmp_path, sample.replace("voxpipe-clients", "")))

@@ -6,7 +6,10 @@ import asyncio
 import io
 import json
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +30,8 @@ from tests.daemon_proc import Daemon, longform  # noqa: E402
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it takes a nap."
 NOISE_OFF = {"noise_scale": 0.0, "noise_w": 0.0}
 MAX_STREAMS = 3
+# A configured table replaces the defaults: "echo" is no alias here. "amy" is a voice, which wins.
+ALIASES = {"alloy": "amy", "shimmer": "nobody", "amy": "joe"}
 
 
 def free_port() -> int:
@@ -56,7 +61,7 @@ def daemon(tmp_path_factory, voices_dir):
     port = free_port()
     d = Daemon(tmp_path_factory.mktemp("http"), workers=1, voices_dir=str(voices_dir),
                http={"bind": f"127.0.0.1:{port}", "max_streams": MAX_STREAMS, "max_body_kib": 16,
-                     "send_timeout_s": 3.0})
+                     "send_timeout_s": 3.0, "voice_aliases": ALIASES})
     d.start()
     d.url = f"http://127.0.0.1:{port}"
     try:
@@ -180,11 +185,38 @@ def test_wav_streams_its_first_bytes_while_the_text_is_still_being_synthesized(d
 
 def test_unknown_voice_gets_openai_error_shape(client, daemon):
     with pytest.raises(openai.BadRequestError) as caught:
-        client.audio.speech.create(model="tts-1", voice="alloy", input="Hello.", response_format="wav")
+        client.audio.speech.create(model="tts-1", voice="echo", input="Hello.", response_format="wav")
     body = caught.value.response.json()
     assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
     assert body["error"]["code"] == "unknown_voice" and body["error"]["param"] == "voice"
-    assert body["error"]["type"] == "invalid_request_error" and "alloy" in body["error"]["message"]
+    assert body["error"]["type"] == "invalid_request_error" and "echo" in body["error"]["message"]
+
+
+@pytest.mark.parametrize("voice, speaker", [("alloy", "amy"), ("amy", "amy"), ("joe", "joe")])
+def test_openai_voice_names_speak_through_the_alias_table(client, voice, speaker):
+    reply = client.audio.speech.with_raw_response.create(model="tts-1", voice=voice, input="Hello.",
+                                                         response_format="pcm")
+    assert reply.status_code == 200 and reply.headers["x-voxpipe-voice"] == speaker
+    assert len(reply.content) > 1000
+
+
+def test_an_alias_of_a_missing_voice_says_so(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.audio.speech.create(model="tts-1", voice="shimmer", input="Hello.", response_format="wav")
+    error = caught.value.response.json()["error"]
+    assert error["code"] == "unknown_voice" and "alias of 'nobody'" in error["message"]
+
+
+def test_default_aliases_map_openai_voice_names_to_the_bundled_voice():
+    from voxpipe.config import OPENAI_VOICES
+
+    aliases = Config().http.voice_aliases
+    assert {"alloy", "echo", "fable", "onyx", "nova", "shimmer"} <= set(aliases) == set(OPENAI_VOICES)
+    assert set(aliases.values()) == {"joe"}
+    config = Config()
+    config.http.voice_aliases = {"alloy": "../etc"}
+    with pytest.raises(ConfigError, match="http.voice_aliases"):
+        validate(config)
 
 
 @pytest.mark.parametrize("payload, status, code", [
@@ -225,7 +257,8 @@ def test_unhonoured_fields_are_reported_not_dropped(client):
 def test_models_and_voices_are_listed(client, daemon):
     assert {"voxpipe", "tts-1"} <= {m.id for m in client.models.list()}
     voices = httpx.get(daemon.url + "/v1/audio/voices", timeout=10).json()
-    assert {v["id"] for v in voices["data"]} == {"joe", "amy"}
+    assert {"joe", "amy"} <= {v["id"] for v in voices["data"]} <= {"joe", "amy", GSV}
+    assert voices["aliases"] == {"alloy": "amy", "shimmer": "nobody"}  # "amy" is a voice, not an alias
 
 
 # ---- GPT-SoVITS /tts ------------------------------------------------------------------------------------
@@ -288,6 +321,80 @@ def test_gsv_failures_are_json_with_400(daemon, params, fragment):
     reply = httpx.get(daemon.url + "/tts", params=params, timeout=30)
     assert reply.status_code == 400
     assert fragment in reply.json()["message"]
+
+
+# ---- GPT-SoVITS api_v2 clients: weights, reference clips, /control ------------------------------------------
+GSV = "gsv"
+
+
+@pytest.fixture(scope="module")
+def gsv_voice(daemon, voices_dir, tmp_path_factory) -> dict[str, Path]:
+    """A random-weight GPT-SoVITS voice added to the running daemon's voices directory, its
+    reference clip kept outside that directory (voice.toml names it by its absolute path).
+    Written beside it first and moved in whole, so the daemon never sees half a voice."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    staging = tmp_path_factory.mktemp("gsv-staging")
+    outside = tmp_path_factory.mktemp("gsv-clips")
+    made = subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "voice", "random", GSV, "--family",
+                           "gpt-sovits", "-d", str(staging)], capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stderr
+    clip = outside / "clip.wav"
+    (staging / GSV / "reference.wav").rename(clip)
+    (outside / "other.wav").write_bytes(clip.read_bytes())
+    toml = staging / GSV / "voice.toml"
+    toml.write_text(toml.read_text().replace('audio = "reference.wav"', f'audio = "{clip}"'))
+    (staging / ".gsv-pretrained").rename(voices_dir / ".gsv-pretrained")
+    (staging / GSV).rename(voices_dir / GSV)
+    daemon.proc.send_signal(signal.SIGHUP)  # reload: rescan the voices directory
+    deadline = time.monotonic() + 30
+    with daemon.client() as c:
+        while GSV not in c.status()["voices"]:
+            assert time.monotonic() < deadline, "the daemon did not pick up the new voice"
+            time.sleep(0.2)
+    directory = voices_dir / GSV
+    return {"gpt": next(directory.glob("*.ckpt")), "sovits": next(directory.glob("*.pth")), "reference": clip,
+            "other": outside / "other.wav"}
+
+
+@pytest.mark.parametrize("route, kind", [("set_gpt_weights", "gpt"), ("set_sovits_weights", "sovits")])
+def test_gsv_weights_of_a_known_voice_are_accepted(daemon, voices_dir, gsv_voice, route, kind):
+    path = gsv_voice[kind]
+    for spelling in (str(path), str(path.relative_to(voices_dir)), str(voices_dir / GSV / ".." / GSV / path.name)):
+        reply = httpx.get(f"{daemon.url}/{route}", params={"weights_path": spelling}, timeout=30)
+        assert reply.status_code == 200, (spelling, reply.text)
+        assert reply.json()["message"] == "success" and reply.json()["voice"] == GSV
+
+
+@pytest.mark.parametrize("route, wrong", [
+    ("set_gpt_weights", "sovits"), ("set_sovits_weights", "gpt"), ("set_gpt_weights", "reference"),
+    ("set_gpt_weights", "/etc/passwd"), ("set_sovits_weights", "amy/amy.onnx"), ("set_gpt_weights", ""),
+    ("set_sovits_weights", "../../etc/passwd"),
+])
+def test_gsv_other_weights_get_400(daemon, gsv_voice, route, wrong):
+    path = str(gsv_voice.get(wrong, wrong))
+    reply = httpx.get(f"{daemon.url}/{route}", params={"weights_path": path}, timeout=30)
+    assert reply.status_code == 400
+    assert "weights_path" in reply.json()["message"]
+
+
+def test_gsv_ref_audio_path_may_be_a_voices_reference_clip(daemon, gsv_voice):
+    params = {"text": "Hello there.", "text_lang": "en", "media_type": "raw"}
+    reply = httpx.get(daemon.url + "/tts", params={**params, "ref_audio_path": str(gsv_voice["reference"])},
+                      timeout=300)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-voxpipe-sample-rate"] == "32000" and len(reply.content) > 3200
+    refused = httpx.get(daemon.url + "/tts", params={**params, "ref_audio_path": str(gsv_voice["other"])},
+                        timeout=30)
+    assert refused.status_code == 400 and "ref_audio_path" in refused.json()["message"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_gsv_control_is_refused_clearly(daemon, method):
+    reply = httpx.request(method, daemon.url + "/control", params={"command": "restart"}, timeout=10)
+    assert reply.status_code == 400
+    body = reply.json()
+    assert body["code"] == "not_supported" and "supervisor" in body["message"]
 
 
 # ---- probes ---------------------------------------------------------------------------------------------

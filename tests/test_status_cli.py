@@ -8,14 +8,15 @@ import re
 import statistics
 import subprocess
 import sys
-import time
 
 import pytest
 
 from voxpipe.ipc.errors import VoxpipeError
-from tests.daemon_proc import ROOT, Daemon
+from tests.daemon_proc import ROOT, Daemon, settled_status
 
 TEXTS = ["Good morning.", "Status tables should add up. This request has two sentences."]
+BAD_VOICE_TEXT = "Nobody speaks this."
+LONG_TEXT = "Far too long for the daemon's limit. " * 1000  # 37,000 characters; the limit is 20,000
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +27,12 @@ def daemon(tmp_path_factory):
         with d.client() as client:
             d.results = [client.synthesize(text, "joe", request_id=f"status-{i}") for i, text in enumerate(TEXTS)]
             with pytest.raises(VoxpipeError):
-                client.synthesize("Nobody speaks this.", "no-such-voice", request_id="status-bad")
-            # Worker counters reach the status by heartbeat: wait until they are all in,
-            # so every test compares settled figures.
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                cache = client.status().get("voice_cache", {})
-                if cache.get("hits", 0) + cache.get("misses", 0) >= 1 + len(TEXTS) + 1:
-                    break
-                time.sleep(0.1)
-            time.sleep(1.0)
+                client.synthesize(BAD_VOICE_TEXT, "no-such-voice", request_id="status-bad")
+            with pytest.raises(VoxpipeError, match="too_long|characters"):
+                client.synthesize(LONG_TEXT, "joe", request_id="status-long")
+        # Worker counters reach the status by heartbeat: wait until they count every
+        # request, so every test compares settled figures.
+        settled_status(d)
         yield d
     finally:
         d.stop()
@@ -112,7 +109,23 @@ def test_one_log_line_per_request(daemon):
         assert entry["outcome"] == "ok" and entry["voice"] == "joe"
         assert int(entry["chars"]) > 0 and int(entry["chunks"]) == result.chunks
         assert 0 < float(entry["first_audio_s"]) <= float(entry["total_s"])
-    assert by_id["status-bad"]["outcome"] == "unknown_voice"
+    # refused requests name what they asked for, as accepted ones do
+    bad, long = by_id["status-bad"], by_id["status-long"]
+    assert (bad["outcome"], bad["voice"], int(bad["chars"])) == ("unknown_voice", "no-such-voice", len(BAD_VOICE_TEXT))
+    assert (long["outcome"], long["voice"], int(long["chars"])) == ("too_long", "joe", len(LONG_TEXT))
+
+
+def test_top_line_and_frontend_row_agree_right_after_a_request(daemon):
+    """The frontend's row is made with the status, not a heartbeat earlier."""
+    with daemon.client() as client:
+        for i in range(3):
+            client.synthesize("Quick check.", "joe", request_id=f"agree-{i}")
+            status = client.status()  # at once: no heartbeat in between
+            row = next(p["stats"] for p in status["processes"] if p["role"] == "frontend")
+            assert status["active_requests"] == row["active"] == 0
+            assert row["completed"] == status["counts"]["completed"] and row["accepted"] == status["counts"]["accepted"]
+    table = cli(daemon).stdout
+    assert "active requests 0" in table and re.search(r"^frontend .* active 0 ", table, re.M), table
 
 
 def test_no_daemon_is_a_clear_error(tmp_path):

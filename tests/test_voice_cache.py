@@ -7,7 +7,7 @@ import time
 import pytest
 
 from voxpipe.stages.engines.vits.random_voice import write_random_piper_voice
-from tests.daemon_proc import Daemon
+from tests.daemon_proc import Daemon, settled_status
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_preload_list_and_popular_voices_load_before_ready_and_usage_survives(tm
         with daemon.client() as client:
             for voice in "ccb":
                 client.synthesize("Hi.", voice)
-        time.sleep(1.5)  # a heartbeat carries the counts to the supervisor
+        settled_status(daemon)  # a heartbeat has carried the usage counts to the supervisor
     assert (tmp_path / "state" / "usage.json").is_file()
     with Daemon(tmp_path / "two", workers=1, **config) as daemon:
         # ready means preloaded: the config's voice and the most used one are resident

@@ -92,6 +92,14 @@ class SupervisorConfig:
     restart_window_s: float = 60.0
 
 
+# OpenAI's voice names, which apps built on its SDK hard-code: by default each speaks with
+# the bundled voice, so such apps work unchanged.
+OPENAI_VOICES = ("alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage",
+                 "shimmer", "verse")
+# A voice name as stages/voices.py accepts it (this layer cannot import stages/).
+_VOICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
 @dataclass
 class HttpConfig:
     bind: str = ""  # "HOST:PORT" (or "PORT": host 127.0.0.1) serves the HTTP gateway; "" = off
@@ -99,6 +107,9 @@ class HttpConfig:
     max_text_chars: int = 0  # longer input: 400; 0 = limits.max_text_chars
     max_streams: int = 64  # audio responses at once; more: 429
     send_timeout_s: float = 30.0  # a client that accepts no bytes for this long is dropped
+    # OpenAI route: `voice` name -> the voxpipe voice that speaks for it, unless a voice of
+    # that name exists. Setting the table replaces these defaults; {} turns aliases off.
+    voice_aliases: dict[str, str] = field(default_factory=lambda: {name: "joe" for name in OPENAI_VOICES})
 
 
 @dataclass
@@ -142,13 +153,23 @@ class Config:
 def load_config(path: Path | None) -> Config:
     if path is None:
         return validate(Config())
+    # Every error names the file once, as its first word.
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return validate(from_dict(Config, raw, ""))
+    try:
+        return validate(from_dict(Config, raw, ""))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def from_dict(cls: type, raw: dict[str, Any], prefix: str) -> Any:
@@ -169,10 +190,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
         return from_dict(hint, value, f"{key}.")
     if typing.get_origin(hint) is dict:
-        _, item = typing.get_args(hint)
+        key_type, value_type = typing.get_args(hint)
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, got {type(value).__name__}")
-        return {k: _coerce(item, v, f"{key}.{k}") for k, v in value.items()}
+        return {_coerce(key_type, k, f"{key}.{k}"): _coerce(value_type, v, f"{key}.{k}") for k, v in value.items()}
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
@@ -212,6 +233,14 @@ def _group_exists(name: str) -> bool:
         return False
 
 
+def _bad_alias(aliases: dict[str, str]) -> str:
+    """The first alias entry that is not a plain voice name on both sides, or ""."""
+    for name, target in aliases.items():
+        if not _VOICE_NAME_RE.fullmatch(name) or not _VOICE_NAME_RE.fullmatch(target):
+            return f"{name} = {target!r}"
+    return ""
+
+
 def validate(config: Config) -> Config:
     """Range checks that types alone cannot express."""
     checks: list[tuple[bool, str]] = [
@@ -243,7 +272,9 @@ def validate(config: Config) -> Config:
          f"endpoint {config.endpoint!r}: a tcp:// endpoint is refused without CURVE keys; set curve_keys_dir "
          "(create keys with: voxpipe keys generate DIR)"),
         (_is_ip(config.metrics_address), f"metrics_address: not an IP address: {config.metrics_address!r}"),
-        (_group_exists(config.socket_group), f"socket_group: no group named {config.socket_group!r}"),
+        (_group_exists(config.socket_group),
+         f"socket_group: no group named {config.socket_group!r} on this machine "
+         f"(create it first: groupadd --system {config.socket_group})"),
         (config.preload_popular >= 0, "preload_popular must be >= 0"),
         (not config.http.bind or parse_bind(config.http.bind) is not None,
          f"http.bind: expected HOST:PORT or PORT, got {config.http.bind!r}"),
@@ -251,6 +282,9 @@ def validate(config: Config) -> Config:
         (config.http.max_text_chars >= 0, "http.max_text_chars must be >= 0 (0 = limits.max_text_chars)"),
         (config.http.max_streams >= 1, "http.max_streams must be >= 1"),
         (config.http.send_timeout_s > 0, "http.send_timeout_s must be > 0"),
+        (not _bad_alias(config.http.voice_aliases),
+         f"http.voice_aliases: {_bad_alias(config.http.voice_aliases)}: names and voices are letters, digits, "
+         "'-' and '_'"),
         (config.supervisor.hang_timeout_s > 2 * config.heartbeat_s, "supervisor.hang_timeout_s must exceed two heartbeats"),
         (config.supervisor.start_timeout_s > 0, "supervisor.start_timeout_s must be > 0"),
         (config.supervisor.restart_budget >= 0, "supervisor.restart_budget must be >= 0"),

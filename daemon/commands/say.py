@@ -1,24 +1,23 @@
-"""`voxpipe say`: synthesize text through the daemon to a file or to stdout."""
+"""`voxpipe say`: synthesize text through the daemon to a file or to stdout.
+
+Only argparse is imported at the top: numpy, soundfile and the client library load when
+the command runs, so `--help` and argument errors answer at once."""
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-import soundfile
-
-from voxpipe.ipc.client import Client
-from voxpipe.ipc.errors import VoxpipeError
-from voxpipe.daemon.commands.progress import Progress
-
-FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+from voxpipe.daemon.commands.audio_out import FORMATS
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="?", help="text to say, or - for stdin")
     parser.add_argument("-f", "--file", help="read the text from a file")
     parser.add_argument("-o", "--output", default=None,
-                        help="output file (.wav, .flac, .ogg) or - for raw 16-bit PCM on stdout")
+                        help="output file (.wav, .flac, .ogg, .pcm), a device such as /dev/null, or - for "
+                             "stdout (default: voxpipe.wav on a terminal, else stdout)")
+    parser.add_argument("--format", choices=FORMATS,
+                        help="audio format (default: from the file's extension, else wav; raw 16-bit PCM on stdout)")
     parser.add_argument("--voice", default="joe")
     parser.add_argument("--endpoint")
     parser.add_argument("--stream", action="store_true", help="write audio as it arrives")
@@ -37,10 +36,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def read_text(args: argparse.Namespace) -> str:
+    from voxpipe.daemon.commands.textin import read_stdin, read_text_file
+
     if args.file:
-        return Path(args.file).read_text(encoding="utf-8")
+        return read_text_file(args.file)
     if args.text in (None, "-"):
-        return sys.stdin.read()
+        return read_stdin()
     return args.text
 
 
@@ -53,32 +54,28 @@ def options(args: argparse.Namespace) -> dict:
             "repetition_penalty": args.repetition_penalty}
 
 
+def _fail(message: str, code: int = 1) -> int:
+    print(f"voxpipe say: {message}", file=sys.stderr)
+    return code
+
+
 def run(args: argparse.Namespace) -> int:
-    text = read_text(args)
+    from voxpipe.daemon.commands.audio_out import OutputError, check_output, pick_format
+    from voxpipe.daemon.commands.textin import InputError
+
     output = args.output or ("-" if not sys.stdout.isatty() else "voxpipe.wav")
-    if output != "-" and Path(output).suffix.lower() not in FORMATS:
-        print(f"voxpipe say: unsupported output {output!r}; use .wav, .flac, .ogg or -", file=sys.stderr)
-        return 2
     try:
-        with Client(args.endpoint, timeout=args.timeout) as client:
-            stream = client.stream(text, args.voice, **options(args))
-            progress = Progress(1, "synthesizing", enabled=sys.stderr.isatty() and len(text) > 200)
-            writer = None
-            try:
-                for fragment in stream:
-                    if writer is None:
-                        writer = _open(output, fragment.sample_rate)
-                    _write(writer, fragment.samples, flush=args.stream)
-                    progress.total = max(progress.total, fragment.chunks)
-                    progress.update(fragment.chunks_done)
-            finally:
-                progress.close()
-                if writer is not None and writer is not sys.stdout.buffer:
-                    writer.close()
-    except VoxpipeError as exc:
-        print(f"voxpipe say: {exc}", file=sys.stderr)
-        return 1
-    result = stream.result
+        text = read_text(args)
+        fmt = pick_format(output, args.format)
+        check_output(output)
+    except (InputError, OutputError) as exc:
+        return _fail(str(exc), 2)
+    from voxpipe.ipc.errors import VoxpipeError
+
+    try:
+        result = _synthesize(args, text, output, fmt)
+    except (VoxpipeError, OutputError) as exc:
+        return _fail(str(exc))
     if output != "-" and result is not None:
         timings = result.timings
         print(f"{output}: {result.samples / result.sample_rate:.2f} s of audio, first audio after "
@@ -86,17 +83,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(output: str, sample_rate: int):
-    if output == "-":
-        return sys.stdout.buffer
-    return soundfile.SoundFile(output, "w", samplerate=sample_rate, channels=1,
-                               format=FORMATS[Path(output).suffix.lower()], subtype=None)
+def _synthesize(args: argparse.Namespace, text: str, output: str, fmt: str):
+    """Stream the request into the output; the final Result (or None)."""
+    from voxpipe.daemon.commands.audio_out import AudioSink
+    from voxpipe.daemon.commands.progress import Progress
+    from voxpipe.ipc.client import Client
 
-
-def _write(writer, samples, flush: bool) -> None:
-    if writer is sys.stdout.buffer:
-        writer.write(samples.tobytes())
-        if flush:
-            writer.flush()
-    else:
-        writer.write(samples)
+    sink = AudioSink(output, fmt)
+    with Client(args.endpoint, timeout=args.timeout) as client:
+        stream = client.stream(text, args.voice, **options(args))
+        progress = Progress(1, "synthesizing", enabled=sys.stderr.isatty() and len(text) > 200)
+        try:
+            for fragment in stream:
+                sink.write(fragment.samples, fragment.sample_rate, flush=args.stream)
+                progress.total = max(progress.total, fragment.chunks)
+                progress.update(fragment.chunks_done)
+        finally:
+            progress.close()
+        sink.close()
+    return stream.result

@@ -5,9 +5,6 @@ import argparse
 import json
 import sys
 
-from voxpipe.ipc.client import Client
-from voxpipe.ipc.errors import VoxpipeError
-
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint")
@@ -17,6 +14,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from voxpipe.ipc.client import Client  # here, not at the top: `--help` answers at once
+    from voxpipe.ipc.errors import VoxpipeError
+
     try:
         with Client(args.endpoint, connect_timeout=max(2.0, args.wait)) as client:
             status = client.wait_ready(args.wait) if args.wait else client.status()

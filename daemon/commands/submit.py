@@ -1,14 +1,11 @@
-"""`voxpipe submit`: synthesize every line of a file, N at a time, one audio file each."""
+"""`voxpipe submit`: synthesize every line of a file, N at a time, one audio file each.
+
+The client library loads when the command runs, so `--help` answers at once."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
-
-from voxpipe.ipc.client import AsyncClient, run_async
-from voxpipe.ipc.errors import VoxpipeError
-from voxpipe.daemon.commands.progress import Progress
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -21,9 +18,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=300.0)
 
 
-async def _submit(args: argparse.Namespace, lines: list[tuple[int, str]]) -> int:
-    outdir = Path(args.outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+async def _submit(args: argparse.Namespace, lines: list[tuple[int, str]], outdir: Path) -> int:
+    import asyncio
+
+    from voxpipe.daemon.commands.progress import Progress
+    from voxpipe.ipc.client import AsyncClient
+    from voxpipe.ipc.errors import VoxpipeError
+
     progress = Progress(len(lines), "submit")
     gate = asyncio.Semaphore(max(1, args.concurrency))
     failures: list[str] = []
@@ -38,6 +39,8 @@ async def _submit(args: argparse.Namespace, lines: list[tuple[int, str]]) -> int
                     audio.write(outdir / f"{number:05d}.{args.format}")
                 except VoxpipeError as exc:
                     failures.append(f"line {number}: {exc}")
+                except (OSError, RuntimeError) as exc:  # the file cannot be written (soundfile: RuntimeError)
+                    failures.append(f"line {number}: cannot write: {getattr(exc, 'strerror', None) or exc}")
             done += 1
             progress.update(done, f"{len(failures)} failed" if failures else "")
 
@@ -49,18 +52,30 @@ async def _submit(args: argparse.Namespace, lines: list[tuple[int, str]]) -> int
     return 1 if failures else 0
 
 
+def _fail(message: str, code: int) -> int:
+    print(f"voxpipe submit: {message}", file=sys.stderr)
+    return code
+
+
 def run(args: argparse.Namespace) -> int:
+    from voxpipe.daemon.commands.textin import InputError, read_text_file
+
     try:
-        text = Path(args.file).read_text(encoding="utf-8")
-    except OSError as exc:
-        print(f"voxpipe submit: {exc}", file=sys.stderr)
-        return 2
+        text = read_text_file(args.file)
+    except InputError as exc:
+        return _fail(str(exc), 2)
     lines = [(i, line.strip()) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not lines:
-        print("voxpipe submit: no text lines in the file", file=sys.stderr)
-        return 2
+        return _fail(f"{args.file}: no text lines in the file", 2)
+    outdir = Path(args.outdir)
     try:
-        return run_async(_submit(args, lines))
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _fail(f"{outdir}: cannot create the output directory: {exc.strerror or exc}", 2)
+    from voxpipe.ipc.client import run_async
+    from voxpipe.ipc.errors import VoxpipeError
+
+    try:
+        return run_async(_submit(args, lines, outdir))
     except VoxpipeError as exc:
-        print(f"voxpipe submit: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), 1)

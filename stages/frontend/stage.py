@@ -33,6 +33,8 @@ from voxpipe.stages.voices import VoiceCatalog, VoiceError
 MAX_REQUEST_ID = 64
 PLAN_SLICE_S = 0.005  # planning runs in slices this long between socket reads
 T = TypeVar("T")
+MAX_LOGGED_VOICE = 80  # a refused request's voice name is the client's: log no more of it
+MAX_QUICK_REFUSALS = 4096  # `busy` answers per turn without a full decode (each a few microseconds)
 
 
 @dataclass
@@ -124,7 +126,10 @@ class Frontend:
     def _drain_clients(self) -> None:
         admitted = self.admitted
         self.peers.refresh()
-        for _ in range(256):
+        decoded = refused = 0
+        # A bounded number of full decodes per turn, so no socket starves the others;
+        # quick refusals while full cost a few microseconds and are bounded separately.
+        while decoded < 256 and refused < MAX_QUICK_REFUSALS:
             try:
                 parts = self.clients.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -132,6 +137,10 @@ class Frontend:
             client, body = parts[0].bytes, [p.bytes for p in parts[1:]]
             if body:
                 self.peers.seen(client, parts[1])
+            if len(body) == 1 and self._refused_while_full(client, body[0], admitted):
+                refused += 1
+                continue
+            decoded += 1
             if len(body) != 1:
                 self._reply_error(client, "", "bad_request", f"expected one message frame, got {len(body)}")
                 continue
@@ -144,7 +153,7 @@ class Frontend:
             if isinstance(message, SynthesisRequest):
                 refusal = self._admission_error(message, admitted)
                 if refusal:
-                    self._reply_error(client, message.request_id[:MAX_REQUEST_ID], *refusal)
+                    self._reply_error(client, message.request_id[:MAX_REQUEST_ID], *refusal, request=message)
                 else:
                     admitted[message.request_id] = (client, message)
             elif isinstance(message, Cancel):
@@ -159,6 +168,27 @@ class Frontend:
             elif isinstance(message, Ping):
                 self._send_client(client, Pong(message.nonce, self.incarnation))
 
+    def _full(self, admitted: dict) -> bool:
+        return self.draining or len(self.active) + len(admitted) >= self.config.limits.max_active_requests
+
+    def _refused_while_full(self, client: bytes, frame: bytes, admitted: dict) -> bool:
+        """While full, answer a synthesis request `busy` from its id alone, before the full
+        decode (which checks every field and costs far more): a burst's refusals then
+        come back in microseconds. Whatever else the frame holds gets the usual path,
+        so a malformed request may hear `busy` where it would hear `bad_request` when
+        there is room: both are true, and retrying shows the second."""
+        if not self._full(admitted):
+            return False
+        fields = codec.peek(frame, SynthesisRequest, ("request_id", "text", "voice"))
+        if fields is None:
+            return False
+        rid = fields["request_id"]
+        refusal = self._admission_error_for(rid, admitted) if isinstance(rid, str) else None
+        if refusal is None or refusal[0] != "busy":
+            return False  # bad ids and duplicates get their own answers
+        self._reply_error(client, rid, *refusal, voice=fields["voice"], chars=fields["text"])
+        return True
+
     def _on_hello(self, client: bytes, hello: Hello) -> None:
         if hello.protocol != PROTOCOL_VERSION:
             self._reply_error(client, "", "protocol_mismatch",
@@ -168,14 +198,16 @@ class Frontend:
 
     def _admission_error(self, request: SynthesisRequest, admitted: dict) -> tuple[str, str] | None:
         """The cheap checks, before any planning: (code, message) to refuse, or None."""
-        rid = request.request_id
+        return self._admission_error_for(request.request_id, admitted)
+
+    def _admission_error_for(self, rid: str, admitted: dict) -> tuple[str, str] | None:
         if not rid or len(rid) > MAX_REQUEST_ID:
             return "bad_request", "request_id must be 1..64 characters"
         if rid in self.active or rid in admitted:
             return "duplicate", f"request {rid} is already being served"
         if self.draining:
             return "busy", "the daemon is shutting down"
-        if len(self.active) + len(admitted) >= self.config.limits.max_active_requests:
+        if self._full(admitted):
             return "busy", f"{len(self.active) + len(admitted)} requests in progress; try again later"
         return None
 
@@ -187,10 +219,11 @@ class Frontend:
         try:
             plan = self.planner.plan(request, deadline)
         except (VoiceError, PlanError) as exc:
-            return self._reply_error(client, rid, exc.code, str(exc))
+            return self._reply_error(client, rid, exc.code, str(exc), request=request)
         self.metrics.stage_latency("plan", time.monotonic() - now)
         if not self.scheduler.has_room(len(plan.chunks)):
-            return self._reply_error(client, rid, "busy", "the synthesis queue is full; try again later")
+            return self._reply_error(client, rid, "busy", "the synthesis queue is full; try again later",
+                                     request=request)
         progress = RequestProgress(plan.chunks, max(0, request.resume_samples))
         self.active[rid] = Active(client, plan.spec.name, plan.text_chars, deadline, now, request.stream, progress)
         self.scheduler.submit(plan.chunks)
@@ -198,11 +231,19 @@ class Frontend:
         self.voice_usage[plan.spec.name] = self.voice_usage.get(plan.spec.name, 0) + 1
         self._dispatch()
 
-    def _reply_error(self, client: bytes, request_id: str, code: str, message: str) -> None:
+    def _reply_error(self, client: bytes, request_id: str, code: str, message: str,
+                     request: SynthesisRequest | None = None, voice: object = None, chars: object = None) -> None:
+        """Refuse a request; its log line names the voice and the size it asked for (from
+        `request`, or from the raw `voice` and `chars` (the text) of an undecoded one)."""
         self.counts["rejected"] += 1
         self.metrics.request_ended(code)
+        if request is not None:
+            voice, chars = request.voice, request.text
         if request_id:
-            print(request_log_line(request_id, "-", 0, 0, None, None, code), file=sys.stderr, flush=True)
+            logged_voice = voice[:MAX_LOGGED_VOICE] if isinstance(voice, str) and voice else "-"
+            logged_chars = len(chars) if isinstance(chars, str) else 0
+            print(request_log_line(request_id, logged_voice, logged_chars, 0, None, None, code), file=sys.stderr,
+                  flush=True)
         self._send_client(client, Error(request_id, code, message))
 
     def _send_client(self, client: bytes, message: object, *extra: bytes) -> bool:
@@ -397,13 +438,22 @@ class Frontend:
             self._finish(rid, Error(rid, "timeout", "the request's deadline passed"))
 
     def status(self) -> dict:
-        processes = list(self.report.processes) or [{"role": "frontend", "name": "frontend", "pid": os.getpid()}]
+        live = self._stats()
+        processes = self._processes(live)
         return {"ready": self.report.ready, "draining": self.draining or self.report.draining,
                 "run_id": self.args.layout.run_id, "version": __version__, "processes": processes,
-                "queues": self.scheduler.stats(), "active_requests": len(self.active) + len(self.admitted),
+                "queues": self.scheduler.stats(), "active_requests": live["active"],
                 "voices": self.catalog.names(), "unavailable_voices": self.catalog.broken(),
                 "counts": dict(self.counts), "last_minute": self.recent.summary(),
                 "voice_cache": voice_cache_summary(processes), **self.report.info}
+
+    def _processes(self, live: dict) -> list[dict]:
+        """The supervisor's process list with this frontend's row made now: the row and the
+        status's top-level counts come from the same figures, not one a heartbeat older."""
+        rows = list(self.report.processes) or [{"role": "frontend", "name": "frontend", "pid": os.getpid()}]
+        own = {**live, "stats_at": time.monotonic()}
+        return [{**row, "stats": {**(row.get("stats") or {}), **own}} if row.get("pid") == os.getpid() else row
+                for row in rows]
 
     def _stats(self) -> dict:
         return {"active": len(self.active) + len(self.admitted), "queued": len(self.scheduler.queue), **self.counts,

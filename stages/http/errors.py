@@ -17,6 +17,7 @@ STATUS_BY_CODE: dict[str, tuple[int, str]] = {
     "bad_voice": (400, "invalid_request_error"),
     "unsupported_format": (400, "invalid_request_error"),
     "model_not_found": (400, "invalid_request_error"),
+    "not_supported": (400, "invalid_request_error"),
     "not_found": (404, "invalid_request_error"),
     "method_not_allowed": (405, "invalid_request_error"),
     "body_too_large": (413, "invalid_request_error"),

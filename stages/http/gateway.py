@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncGenerator, AsyncIterator
+from typing import Any, AsyncGenerator, AsyncIterator, Mapping
 
 import numpy as np
 
@@ -84,9 +84,11 @@ class Synthesis:
 
 
 class Gateway:
-    def __init__(self, endpoint: str, limits: Limits, curve_keys_dir: str | None = None) -> None:
+    def __init__(self, endpoint: str, limits: Limits, curve_keys_dir: str | None = None,
+                 voice_aliases: Mapping[str, str] | None = None) -> None:
         self.endpoint = endpoint
         self.limits = limits
+        self.voice_aliases = dict(voice_aliases or {})  # OpenAI route: name -> voice (http.voice_aliases)
         self._curve_keys_dir = curve_keys_dir  # a tcp:// endpoint is CURVE-only
         self.client = self._new_client()
         self.connected = False
@@ -135,6 +137,19 @@ class Gateway:
 
     async def voices(self) -> list[str]:
         return list((await self.status()).get("voices", []))
+
+    async def resolve_alias(self, name: str) -> str:
+        """The voice that speaks for `name`: an alias's target, unless a voice of that name exists."""
+        target = self.voice_aliases.get(name)
+        if target is None:
+            return name
+        voices = await self.voices()
+        if name in voices:
+            return name
+        if target not in voices:
+            raise HttpError("unknown_voice", f"voice {name!r} is an alias of {target!r} (http.voice_aliases), "
+                                             f"which is not a voice of the daemon; known voices: {', '.join(voices)}")
+        return target
 
     def check_text(self, text: object, param: str) -> str:
         if not isinstance(text, str) or not text.strip():

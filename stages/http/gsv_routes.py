@@ -3,7 +3,8 @@ with its parameter names and its answers (audio with HTTP 200; failures as JSON 
 HTTP 400).
 
 What maps onto voxpipe: `text`; `ref_audio_path` names the voice (a voice known to the
-daemon, by name or by a file inside the voices directory, never any other path);
+daemon, by name, by a file inside the voices directory, or by the path of a GPT-SoVITS
+voice's own reference clip; never any other path);
 `text_split_method` cut0..cut5 (the frontend's cut policies of the same names);
 `speed_factor` (length_scale = 1 / speed_factor); `seed` (-1: random); `media_type`
 wav/raw/ogg/aac; `streaming_mode` (0/false: the whole file, with its length; 1/true,
@@ -12,6 +13,11 @@ language, sampling settings, batching) has no meaning for a voxpipe voice: it is
 accepted and named in the `X-Voxpipe-Ignored` response header. `text_lang` is checked
 to be present, as GPT-SoVITS does, and reported there too: a voice speaks its own
 language.
+
+`/set_gpt_weights` and `/set_sovits_weights` succeed when `weights_path` is a known
+GPT-SoVITS voice's own checkpoint and change nothing: each request's voice comes from its
+`ref_audio_path`, so concurrent clients never switch weights under each other. Any other
+path is a 400. `/control` (restart, exit) is refused: the supervisor owns the processes.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from starlette.routing import Route
 
 from voxpipe.stages.http.errors import HttpError
 from voxpipe.stages.http.gateway import Gateway, SpeechRequest
+from voxpipe.stages.http.gsv_files import voice_files, voice_of_file
 from voxpipe.stages.http.params import VOXPIPE_OPTIONS, as_float, as_int, as_str, read_json, voxpipe_options
 from voxpipe.stages.http.streaming import AudioResponse, check_format
 
@@ -59,6 +66,19 @@ def resolve_voice(ref: str, voices: list[str], voices_dir: Path | None) -> str:
                                  f"its voices directory; known voices: {', '.join(voices)}", param="ref_audio_path")
 
 
+async def _ref_voice(ref: str, gateway: Gateway, voices_dir: Path | None) -> str:
+    """resolve_voice, or else the voice whose own reference clip `ref` is (it may lie
+    outside the voices directory, where voice.toml names it)."""
+    voices = await gateway.voices()
+    try:
+        return resolve_voice(ref, voices, voices_dir)
+    except HttpError:
+        voice = voice_of_file(ref, "reference", voice_files(voices_dir, voices), voices_dir)
+        if voice is None:
+            raise
+        return voice
+
+
 def _streaming(value: Any) -> bool:
     """GPT-SoVITS's streaming_mode: false/0 whole file; true/1, 2, 3 streamed."""
     if isinstance(value, bool):
@@ -87,7 +107,7 @@ async def parse_tts(params: dict[str, Any], gateway: Gateway, voices_dir: Path |
                                               f"choose one of {', '.join(MEDIA_TYPES)}")
     check_format(MEDIA_TYPES[media_type])
     streaming = _streaming(params.get("streaming_mode", False))
-    voice = resolve_voice(as_str(ref, "ref_audio_path"), await gateway.voices(), voices_dir)
+    voice = await _ref_voice(as_str(ref, "ref_audio_path"), gateway, voices_dir)
     options = voxpipe_options({k: v for k, v in params.items() if k != "seed"})  # GPT-SoVITS's seed: below
     if params.get("text_split_method") not in (None, ""):
         options["policy"] = as_str(params["text_split_method"], "text_split_method")
@@ -119,4 +139,43 @@ async def tts(request: Request) -> Response:
                          headers=headers)
 
 
-routes = [Route("/tts", tts, methods=["GET", "POST"])]
+async def _set_weights(request: Request, kind: str) -> Response:
+    """api_v2's model switch: a check that the path is a known voice's own checkpoint."""
+    gateway: Gateway = request.app.state.gateway
+    voices_dir: Path | None = request.app.state.voices_dir
+    path = request.query_params.get("weights_path", "")
+    try:
+        if not path:
+            raise HttpError("bad_request", "weights_path is required", param="weights_path")
+        files = voice_files(voices_dir, await gateway.voices())
+        voice = voice_of_file(path, kind, files, voices_dir)
+        if voice is None:
+            known = ", ".join(sorted(files)) or "none"
+            raise HttpError("bad_voice", f"weights_path {path!r} is not the {kind.upper()} checkpoint of a voice "
+                                         f"known to the daemon (GPT-SoVITS voices: {known}); voxpipe loads no "
+                                         f"other weights", param="weights_path")
+    except HttpError as err:
+        return gsv_error(err)
+    return JSONResponse({"message": "success", "voice": voice,
+                         "note": f"no switch is needed: pass ref_audio_path={voice!r} (or its reference clip) "
+                                 f"to /tts"})
+
+
+async def set_gpt_weights(request: Request) -> Response:
+    return await _set_weights(request, "gpt")
+
+
+async def set_sovits_weights(request: Request) -> Response:
+    return await _set_weights(request, "sovits")
+
+
+async def control(request: Request) -> Response:
+    return gsv_error(HttpError("not_supported", "/control is not available: the daemon's supervisor owns its "
+                                                "processes; restart or stop the service instead (for example "
+                                                "systemctl restart voxpipe)", param="command"))
+
+
+routes = [Route("/tts", tts, methods=["GET", "POST"]),
+          Route("/set_gpt_weights", set_gpt_weights, methods=["GET"]),
+          Route("/set_sovits_weights", set_sovits_weights, methods=["GET"]),
+          Route("/control", control, methods=["GET", "POST"])]

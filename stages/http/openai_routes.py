@@ -1,5 +1,6 @@
 """The OpenAI-compatible speech API: POST /v1/audio/speech, GET /v1/models and
-GET /v1/audio/voices, with errors in OpenAI's `{"error": {...}}` shape."""
+GET /v1/audio/voices, with errors in OpenAI's `{"error": {...}}` shape. OpenAI's own voice
+names (`alloy`, ...) speak through the configured `http.voice_aliases`."""
 from __future__ import annotations
 
 from typing import Any
@@ -60,9 +61,12 @@ async def speech(request: Request) -> Response:
     try:
         body = await read_json(request, gateway.limits.max_body_bytes)
         speech_request, fmt, ignored = parse_speech(body, gateway)
+        speech_request.voice = await gateway.resolve_alias(speech_request.voice)
     except HttpError as err:
         return openai_error(err)
-    headers = {"X-Voxpipe-Ignored": ",".join(ignored)} if ignored else {}
+    headers = {"X-Voxpipe-Voice": speech_request.voice}
+    if ignored:
+        headers["X-Voxpipe-Ignored"] = ",".join(ignored)
     out_rate = PCM_RATE if fmt == "pcm" and can_resample() else None
     return AudioResponse(gateway, speech_request, fmt, openai_error, out_rate=out_rate, headers=headers)  # type: ignore[return-value]
 
@@ -88,8 +92,11 @@ async def voices(request: Request) -> Response:
         status = await gateway.status()
     except HttpError as err:
         return openai_error(err)
-    data = [{"id": name, "object": "voice", "name": name} for name in status.get("voices", [])]
-    return JSONResponse({"object": "list", "data": data, "unavailable": status.get("unavailable_voices", {})})
+    names = status.get("voices", [])
+    data = [{"id": name, "object": "voice", "name": name} for name in names]
+    aliases = {alias: voice for alias, voice in gateway.voice_aliases.items() if alias not in names}
+    return JSONResponse({"object": "list", "data": data, "aliases": aliases,
+                         "unavailable": status.get("unavailable_voices", {})})
 
 
 routes = [

@@ -83,7 +83,7 @@ async def serve(args: StageArgs, runtime: StageRuntime) -> None:
     assert bind is not None, "validated with the config"
     sock = listen(*bind)
     gateway = Gateway(args.layout.client_endpoint, Limits.from_config(config),
-                      config.curve_keys_dir or None)
+                      config.curve_keys_dir or None, config.http.voice_aliases)
     await gateway.connect()
     formats = available()  # probe the codecs once, before the first request
     missing = {name: why for name, why in formats.items() if why}

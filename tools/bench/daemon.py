@@ -155,15 +155,27 @@ class CpuSnapshot:
     roles: dict[int, str]
 
 
-def snapshot(daemon: BenchDaemon, settle_s: float) -> CpuSnapshot:
+SETTLED_TIMEOUT_S = 10.0  # twenty heartbeats: a worker silent this long has no figures to give
+
+
+def snapshot(daemon: BenchDaemon, timeout_s: float = SETTLED_TIMEOUT_S) -> CpuSnapshot:
     """CPU of every daemon process now, and the engine CPU the workers report. Workers
-    report through heartbeats, so the engine figure is read after waiting `settle_s`
-    (more than a heartbeat period and a supervisor report); engine time does not grow
-    while the daemon is idle, so the two figures describe the same moment."""
+    report through heartbeats, so the engine figure is read once every worker's reported
+    stats were made after this call began (their `stats_at`), which means they count
+    every chunk finished before it; engine time does not grow while the daemon is idle,
+    so the two figures describe the same moment. A worker that reports nothing newer
+    within `timeout_s` leaves the engine figure unknown (None)."""
+    since = time.monotonic()
     cpu = daemon.cpu_by_pid()
-    time.sleep(settle_s)
-    status = daemon.status()
-    engine: float | None = 0.0
+    deadline = since + timeout_s
+    while True:
+        status = daemon.status()
+        workers = [proc.get("stats") or {} for proc in status.get("processes", []) if proc.get("role") == "worker"]
+        if all(float(stats.get("stats_at", 0.0)) >= since for stats in workers) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    fresh = all(float(stats.get("stats_at", 0.0)) >= since for stats in workers)
+    engine: float | None = 0.0 if fresh else None
     roles = {}
     for proc in status.get("processes", []):
         pid, role = proc.get("pid"), proc.get("role", "?")

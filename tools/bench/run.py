@@ -34,9 +34,6 @@ class BenchError(Exception):
     """A bad option value."""
 
 
-# Worker stats reach the status reply through a heartbeat and the supervisor's next report
-# (each every heartbeat_s, 0.5 s by default): wait this long for them to be fresh.
-SETTLE_S = 1.5
 WARMUP_TEXTS = ("Warm up.", "The quick brown fox jumps over the lazy dog today.")
 
 
@@ -182,12 +179,11 @@ def _throughput_phase(args: argparse.Namespace, daemon: BenchDaemon, baseline: P
         for turn, load in enumerate(loads):
             for system, config in (steps if (level + turn) % 2 == 0 else steps[::-1]):
                 if system == "voxpipe":
-                    time.sleep(SETTLE_S)  # the engine figures of the last run are reported by now
                     foreign = ForeignLoad(daemon)
-                    before = snapshot(daemon, 0.0)
+                    before = snapshot(daemon)  # waits for figures that count every earlier chunk
                     run = voxpipe_side.throughput(daemon.endpoint, load, clients, vox_config)
                     run.foreign_cores = foreign.cores()
-                    measured = window(before, snapshot(daemon, SETTLE_S))
+                    measured = window(before, snapshot(daemon))
                     if measured is None:
                         cpu_known = False
                         say("note: no CPU figures for this run (a stage was replaced, or a worker "
