@@ -45,6 +45,13 @@ class DaemonSettings:
         unknown = sorted(set(data) - known)
         if unknown:
             raise DaemonSettingsError(f"daemon: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        for f in fields(cls):  # `serve run ... daemon.workers=2` passes strings
+            value = data.get(f.name)
+            if isinstance(value, str) and f.type in ("int", "float"):
+                try:
+                    data[f.name] = int(value) if f.type == "int" else float(value)
+                except ValueError:
+                    raise DaemonSettingsError(f"daemon.{f.name}: {value!r} is not a number") from None
         settings = cls(**data)
         settings.check()
         return settings
