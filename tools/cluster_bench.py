@@ -335,10 +335,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kill-replica-after", type=float, default=None, metavar="S",
                         help="SIGKILL one replica's daemon this many seconds into the load")
     parser.add_argument("--engine", choices=["null", "onnx"], default="null")
-    parser.add_argument("--emulated-gpu-ms", type=float, default=40.0,
+    parser.add_argument("--emulated-gpu-ms", type=float, default=100.0,
                         help="null engine: wall time per chunk, using no core (a GPU's time, emulated)")
     parser.add_argument("--voices-per-replica", type=int, default=12, help="voices one replica holds (LRU)")
-    parser.add_argument("--max-ongoing", type=int, default=16, help="max ongoing requests per replica")
+    parser.add_argument("--max-ongoing", type=int, default=8,
+                        help="max ongoing requests per replica: past it, a busy voice spreads to another replica")
     parser.add_argument("--throughput-requests", type=int, default=150,
                         help="requests per point of the 1..N replica throughput runs (0: skip them)")
     parser.add_argument("--no-random", action="store_true", help="skip the random-routing comparison")

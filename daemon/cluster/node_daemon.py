@@ -20,6 +20,7 @@ from voxpipe.procutil import die_with_parent
 
 ENGINES = ("onnx", "torch", "tensorrt", "null")
 PID_FILE = "daemon.pid"
+IPC_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1
 
 
 class DaemonSettingsError(ValueError):
@@ -83,7 +84,12 @@ class NodeDaemon:
         self.settings = settings
         root = Path(settings.work_root or tempfile.gettempdir())
         root.mkdir(parents=True, exist_ok=True)
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"voxpipe-replica-{tag}-", dir=root))
+        # The daemon's ipc sockets go in here, and a socket path has at most 107 bytes.
+        longest = len(str(root.resolve())) + len(f"/vpr-{tag[:12]}-12345678/run-12345678/frontend-in.sock")
+        if longest > IPC_PATH_MAX:
+            raise DaemonSettingsError(f"daemon.work_root: {root} is too long a path for the daemon's ipc sockets "
+                                      f"({longest} > {IPC_PATH_MAX} bytes); choose a shorter one")
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"vpr-{tag[:12]}-", dir=root))
         self.endpoint = f"ipc://{self.workdir / 'vp.sock'}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -180,7 +186,7 @@ class NodeDaemon:
 def daemon_pids(work_root: Path) -> list[int]:
     """The pids of the live daemons replicas started under `work_root` (for fault drills)."""
     pids = []
-    for pid_file in sorted(work_root.glob(f"voxpipe-replica-*/{PID_FILE}")):
+    for pid_file in sorted(work_root.glob(f"vpr-*/{PID_FILE}")):
         try:
             pid = int(pid_file.read_text().strip())
             os.kill(pid, 0)
