@@ -337,8 +337,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=["null", "onnx"], default="null")
     parser.add_argument("--emulated-gpu-ms", type=float, default=100.0,
                         help="null engine: wall time per chunk, using no core (a GPU's time, emulated)")
-    parser.add_argument("--voices-per-replica", type=int, default=12, help="voices one replica holds (LRU)")
-    parser.add_argument("--max-ongoing", type=int, default=8,
+    parser.add_argument("--voices-per-replica", type=int, default=16, help="voices one replica holds (LRU)")
+    parser.add_argument("--max-ongoing", type=int, default=16,
                         help="max ongoing requests per replica: past it, a busy voice spreads to another replica")
     parser.add_argument("--throughput-requests", type=int, default=150,
                         help="requests per point of the 1..N replica throughput runs (0: skip them)")

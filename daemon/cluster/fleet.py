@@ -71,18 +71,39 @@ class FleetGateway(GatewayBase):
         self._status: dict[str, Any] | None = None
         self._status_at = 0.0
         self._status_lock = asyncio.Lock()
+        self._voices: list[str] = []  # the last non-empty voice list a replica gave
 
-    async def status(self) -> dict[str, Any]:
-        """One replica's status (every replica serves the same voices), refreshed at most
-        every STATUS_MAX_AGE_S."""
+    async def status(self, tries: int = 3) -> dict[str, Any]:
+        """A live replica's status (every replica serves the same voices), refreshed at
+        most every STATUS_MAX_AGE_S. A replica whose daemon just died refuses: ask again,
+        Serve picks a replica each time."""
         async with self._status_lock:
             if self._status is None or time.monotonic() - self._status_at > STATUS_MAX_AGE_S:
-                try:
-                    self._status = await asyncio.wait_for(self.replicas.status.remote(), 5.0)
-                except Exception as exc:  # noqa: BLE001 (any failure to reach the fleet is one answer)
-                    raise HttpError("unavailable", f"no replica answered a status query ({type(exc).__name__})") from None
-                self._status_at = time.monotonic()
+                failure = "no replica"
+                for _ in range(tries):
+                    try:
+                        self._status = await asyncio.wait_for(self.replicas.status.remote(), 5.0)
+                    except Exception as exc:  # noqa: BLE001 (a dead or unreachable replica: try another)
+                        failure = type(exc).__name__
+                        continue
+                    self._status_at = time.monotonic()
+                    if self._status.get("voices"):
+                        self._voices = list(self._status["voices"])
+                    break
+                else:
+                    raise HttpError("unavailable", f"no replica answered a status query ({failure})")
             return self._status
+
+    async def voices(self) -> list[str]:
+        """The voices the fleet serves; the last list known if the replica asked has none
+        to tell (a daemon restarting)."""
+        try:
+            voices = list((await self.status()).get("voices", []))
+        except HttpError:
+            if not self._voices:
+                raise
+            return list(self._voices)
+        return voices or list(self._voices)
 
     def _handle(self, voice: str) -> Any:
         model_id = voice if self.routing == "voice" else ""

@@ -29,8 +29,12 @@ RESULT = "result"  # (RESULT, {sample_rate, samples, fragments, chunks, timings,
 ERROR = "error"  # (ERROR, code, message): the daemon refused or failed the request
 LOST = "lost"  # (LOST, reason): this replica's daemon is gone; resume elsewhere
 
-DEFAULT_VOICES_PER_REPLICA = 8
+DEFAULT_VOICES_PER_REPLICA = 16
 STATUS_MAX_AGE_S = 1.0
+
+
+class ReplicaDown(RuntimeError):
+    """This replica's daemon has exited; Serve is about to replace the replica."""
 
 
 class VoiceReplica:
@@ -136,7 +140,7 @@ class VoiceReplica:
     async def status(self) -> dict[str, Any]:
         """The daemon's status, with this replica's name, held voices and counts."""
         if self.gone.done():
-            return {"ready": False, "reason": self._lost_reason(), "replica": self.name}
+            raise ReplicaDown(self._lost_reason())  # the ingress asks another replica
         status = dict(await self._daemon_status())
         status.update(replica=self.name, held_voices=list(self.held), replica_counts=dict(self.counts))
         return status
