@@ -92,9 +92,17 @@ def text_seed(voice: str, text: int) -> int:
     return (sum(map(ord, voice)) * 131 + text) % 1_000_003
 
 
+# Piper's onnx graphs draw their noise inside the graph, ignoring the seed: two daemons
+# make the same audio for a request only without that noise (the null and torch engines
+# honour the seed). The onnx runs ask for noise-free synthesis so that a resumed request
+# can be checked sample for sample.
+EXACT_OPTIONS = {"onnx": {"noise_scale": "0", "noise_w": "0"}}
+OPTIONS: dict[str, str] = {}
+
+
 async def fetch(session: Any, url: str, voice: str, text: int, stream: bool = True) -> Outcome:
     params = {"text": TEXTS[text], "text_lang": "en", "ref_audio_path": voice, "media_type": "raw",
-              "streaming_mode": "1" if stream else "0", "seed": str(text_seed(voice, text))}
+              "streaming_mode": "1" if stream else "0", "seed": str(text_seed(voice, text)), **OPTIONS}
     out = Outcome(voice, text)
     started = time.perf_counter()
     try:
@@ -368,6 +376,8 @@ def run(args: argparse.Namespace) -> int:
     from voxpipe.daemon.cluster.voices import write_fleet_voices
 
     command = "voxpipe cluster bench " + " ".join(shlex.quote(a) for a in sys.argv[3:])
+    OPTIONS.clear()
+    OPTIONS.update(EXACT_OPTIONS.get(args.engine, {}))
     with tempfile.TemporaryDirectory(prefix="vp-cluster-bench-") as tmp:
         work = Path(tmp)
         voices = write_fleet_voices(work / "voices", args.voices)
