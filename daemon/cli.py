@@ -1,4 +1,4 @@
-"""The `voxpipe` command: serve, say, submit, status, split, voice, keys, bench, config check|sample."""
+"""The `voxpipe` command: serve, say, submit, status, split, voice, keys, bench, cluster, config check|sample."""
 from __future__ import annotations
 
 import argparse
@@ -100,6 +100,7 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         "voice": ("voice helpers: write a random-weight test voice", *_lazy("voxpipe.daemon.commands.voice")),
         "keys": ("CURVE keys for tcp:// endpoints", *_lazy("voxpipe.daemon.commands.keys")),
         "bench": ("benchmark the daemon against piper in one run", *_lazy("tools.bench.run")),
+        "cluster": ("a fleet of daemons on Ray Serve: a local fleet, its benchmark", *_lazy("voxpipe.daemon.cluster.cli")),
     }
     for name, (help_text, configure, run) in commands.items():
         command = sub.add_parser(name, help=help_text)

@@ -327,10 +327,16 @@ class AsyncClient:
                 queue.put_nowait((message, payload))
 
     async def stream(self, text: str, voice: str = "joe", *, timeout: float | None = None,
-                     request_id: str | None = None, **options: Any) -> AsyncIterator[AudioFragment | Result]:
-        """Yields AudioFragments, then the final Result."""
+                     request_id: str | None = None, resume_samples: int = 0,
+                     **options: Any) -> AsyncIterator[AudioFragment | Result]:
+        """Yields AudioFragments, then the final Result. `resume_samples` > 0 continues a
+        request another daemon began: the audio starts after that many samples (same text,
+        voice and seed give the same audio, so nothing is lost or repeated)."""
+        if resume_samples < 0:
+            raise ValueError(f"resume_samples must be >= 0, not {resume_samples}")
         timeout = timeout or self.timeout
         request = _request(text, voice, True, timeout, request_id, options)
+        request.resume_samples = resume_samples
         async for item in self._run(request, timeout):
             yield item
 

@@ -89,7 +89,9 @@ class RequestExchange:
         self.request_id = request.request_id
         self.incarnation = incarnation  # the frontend we believe holds the request
         self.deadline = time.monotonic() + timeout_s + DEADLINE_GRACE_S
-        self.received = 0  # samples handed to the caller
+        # samples the caller holds: what it had before (a request resumed from another
+        # daemon) plus what this exchange handed it; a resend asks for what comes after
+        self.received = max(0, request.resume_samples)
         self.fragments = 0  # fragments handed to the caller
         self.finished = False  # the daemon ended it (Result or Error): no Cancel needed
         self.resends = 0

@@ -34,7 +34,7 @@ setup() {
         # errors still print, and a short line says what is happening instead.
         echo "voxpipe: installing into $venv (first run: about a minute) ..." >&2
         "$python" -m pip install -qq --upgrade pip
-        "$python" -m pip install -qq -c tools/constraints.txt -e ".[test,torch,http,bench,gpt-sovits]"
+        "$python" -m pip install -qq -c tools/constraints.txt -e ".[test,torch,http,bench,gpt-sovits,cluster]"
         # The GPT-SoVITS reference the exactness tests compare against. It goes in its own
         # folder, run in a subprocess: its top-level modules (tools, text, module, AR)
         # would shadow ours inside the venv. --no-deps: its full requirements pull a CUDA

@@ -52,7 +52,7 @@ class Synthesis:
     """A started request whose first answer is already in hand: iterate for int16 sample
     arrays; `aclose()` cancels it in the daemon if it has not finished."""
 
-    def __init__(self, gateway: "Gateway", stream: AsyncGenerator[AudioFragment | Result, None],
+    def __init__(self, gateway: "GatewayBase", stream: AsyncGenerator[AudioFragment | Result, None],
                  first: AudioFragment | Result) -> None:
         self._gateway, self._stream, self._first = gateway, stream, first
         self.sample_rate = first.sample_rate
@@ -83,18 +83,93 @@ class Synthesis:
             self._gateway.release(completed=self.result is not None)
 
 
-class Gateway:
-    def __init__(self, endpoint: str, limits: Limits, curve_keys_dir: str | None = None,
-                 voice_aliases: Mapping[str, str] | None = None) -> None:
-        self.endpoint = endpoint
+class GatewayBase:
+    """What the routes need of a gateway besides a daemon: limits, voice aliases, text
+    checks, stream slots and counters. `Gateway` reaches one daemon; a fleet's ingress
+    (voxpipe.daemon.cluster) reaches many through the same interface."""
+
+    def __init__(self, limits: Limits, voice_aliases: Mapping[str, str] | None = None) -> None:
         self.limits = limits
         self.voice_aliases = dict(voice_aliases or {})  # OpenAI route: name -> voice (http.voice_aliases)
-        self._curve_keys_dir = curve_keys_dir  # a tcp:// endpoint is CURVE-only
-        self.client = self._new_client()
-        self.connected = False
         self.draining = False
         self.streams = 0
         self.counts = {"requests": 0, "completed": 0, "rejected": 0, "aborted": 0}
+
+    async def status(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _stream(self, request: SpeechRequest) -> AsyncGenerator[AudioFragment | Result, None]:
+        """The request's answers: AudioFragments, then its Result."""
+        raise NotImplementedError
+
+    async def voices(self) -> list[str]:
+        return list((await self.status()).get("voices", []))
+
+    async def resolve_alias(self, name: str) -> str:
+        """The voice that speaks for `name`: an alias's target, unless a voice of that name exists."""
+        target = self.voice_aliases.get(name)
+        if target is None:
+            return name
+        voices = await self.voices()
+        if name in voices:
+            return name
+        if target not in voices:
+            raise HttpError("unknown_voice", f"voice {name!r} is an alias of {target!r} (http.voice_aliases), "
+                                             f"which is not a voice of the daemon; known voices: {', '.join(voices)}")
+        return target
+
+    def check_text(self, text: object, param: str) -> str:
+        if not isinstance(text, str) or not text.strip():
+            raise HttpError("empty_text", f"'{param}' must be a non-empty string", param=param)
+        if len(text) > self.limits.max_text_chars:
+            raise HttpError("too_long", f"'{param}' has {len(text)} characters; the limit is "
+                                        f"{self.limits.max_text_chars}", param=param)
+        return text
+
+    async def open(self, request: SpeechRequest) -> Synthesis:
+        """Start a request and wait for its first audio (or its error), so that an error
+        can still get an HTTP status of its own."""
+        self.counts["requests"] += 1
+        if self.draining:
+            self.counts["rejected"] += 1
+            raise HttpError("shutting_down", "the daemon is shutting down")
+        if self.streams >= self.limits.max_streams:
+            self.counts["rejected"] += 1
+            raise HttpError("too_many_streams", f"{self.streams} audio responses in progress; try again later")
+        self.streams += 1
+        stream = self._stream(request)
+        try:
+            first = await stream.__anext__()
+        except VoxpipeError as exc:
+            self.release(completed=False, rejected=True)
+            raise HttpError.from_voxpipe(exc) from None
+        except TypeError as exc:  # an option the client library does not know
+            self.release(completed=False, rejected=True)
+            raise HttpError("bad_option", str(exc)) from None
+        except BaseException:
+            await stream.aclose()
+            self.release(completed=False)
+            raise
+        return Synthesis(self, stream, first)
+
+    def release(self, completed: bool, rejected: bool = False) -> None:
+        """A stream slot is given back; count how its request ended."""
+        self.streams -= 1
+        key = "completed" if completed else "rejected" if rejected else "aborted"
+        self.counts[key] += 1
+
+    def stats(self) -> dict[str, Any]:
+        return {"streams": self.streams, **self.counts}
+
+
+class Gateway(GatewayBase):
+    def __init__(self, endpoint: str, limits: Limits, curve_keys_dir: str | None = None,
+                 voice_aliases: Mapping[str, str] | None = None) -> None:
+        super().__init__(limits, voice_aliases)
+        self.endpoint = endpoint
+        self._curve_keys_dir = curve_keys_dir  # a tcp:// endpoint is CURVE-only
+        self.client = self._new_client()
+        self.connected = False
         self._status: dict[str, Any] | None = None
         self._status_at = 0.0
         self._status_lock = asyncio.Lock()
@@ -135,61 +210,5 @@ class Gateway:
                 self._status_at = time.monotonic()
             return self._status
 
-    async def voices(self) -> list[str]:
-        return list((await self.status()).get("voices", []))
-
-    async def resolve_alias(self, name: str) -> str:
-        """The voice that speaks for `name`: an alias's target, unless a voice of that name exists."""
-        target = self.voice_aliases.get(name)
-        if target is None:
-            return name
-        voices = await self.voices()
-        if name in voices:
-            return name
-        if target not in voices:
-            raise HttpError("unknown_voice", f"voice {name!r} is an alias of {target!r} (http.voice_aliases), "
-                                             f"which is not a voice of the daemon; known voices: {', '.join(voices)}")
-        return target
-
-    def check_text(self, text: object, param: str) -> str:
-        if not isinstance(text, str) or not text.strip():
-            raise HttpError("empty_text", f"'{param}' must be a non-empty string", param=param)
-        if len(text) > self.limits.max_text_chars:
-            raise HttpError("too_long", f"'{param}' has {len(text)} characters; the limit is "
-                                        f"{self.limits.max_text_chars}", param=param)
-        return text
-
-    async def open(self, request: SpeechRequest) -> Synthesis:
-        """Start a request and wait for its first audio (or its error), so that an error
-        can still get an HTTP status of its own."""
-        self.counts["requests"] += 1
-        if self.draining:
-            self.counts["rejected"] += 1
-            raise HttpError("shutting_down", "the daemon is shutting down")
-        if self.streams >= self.limits.max_streams:
-            self.counts["rejected"] += 1
-            raise HttpError("too_many_streams", f"{self.streams} audio responses in progress; try again later")
-        self.streams += 1
-        stream = self.client.stream(request.text, request.voice, **request.options)
-        try:
-            first = await stream.__anext__()
-        except VoxpipeError as exc:
-            self.release(completed=False, rejected=True)
-            raise HttpError.from_voxpipe(exc) from None
-        except TypeError as exc:  # an option the client library does not know
-            self.release(completed=False, rejected=True)
-            raise HttpError("bad_option", str(exc)) from None
-        except BaseException:
-            await stream.aclose()
-            self.release(completed=False)
-            raise
-        return Synthesis(self, stream, first)
-
-    def release(self, completed: bool, rejected: bool = False) -> None:
-        """A stream slot is given back; count how its request ended."""
-        self.streams -= 1
-        key = "completed" if completed else "rejected" if rejected else "aborted"
-        self.counts[key] += 1
-
-    def stats(self) -> dict[str, Any]:
-        return {"streams": self.streams, **self.counts}
+    def _stream(self, request: SpeechRequest) -> AsyncGenerator[AudioFragment | Result, None]:
+        return self.client.stream(request.text, request.voice, **request.options)  # type: ignore[return-value]

@@ -1,0 +1,205 @@
+"""The fleet on a real local Ray cluster (a head and two more nodes on this machine):
+three replicas, each owning a null-engine daemon, tiny random Piper voices.
+
+A replica's daemon SIGKILLed while requests stream through it: every request still
+gets exactly its audio (checked sample for sample against a reference), the ingress
+reports resumes, and Serve replaces the replica. Routing by voice keeps a voice on the
+replica that holds it. A second application with autoscaling scales up under load.
+Every Ray process is stopped at the end, whatever happened."""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+pytest.importorskip("ray.serve")
+
+from ray import serve  # noqa: E402
+
+from voxpipe.daemon.cluster.app import FleetArgs, build_from  # noqa: E402
+from voxpipe.daemon.cluster.local import LocalCluster, free_port  # noqa: E402
+from voxpipe.daemon.cluster.node_daemon import daemon_pids  # noqa: E402
+from voxpipe.daemon.cluster.voices import write_fleet_voices  # noqa: E402
+from voxpipe.ipc.client import Client  # noqa: E402
+from voxpipe.ipc.errors import VoxpipeError  # noqa: E402
+
+LONG = ("This sentence opens a long request. It goes on for a while, clause after clause, so that it "
+        "streams for a good second or two. Then another sentence follows it. And a last one ends it.")
+GPU_MS = "120"  # emulated GPU time per chunk: requests stay in flight long enough to be cut
+
+
+class Fleet:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.voices = write_fleet_voices(root / "voices", 3)
+        self.cluster = LocalCluster(nodes=3)  # in the system temp dir: Ray's socket paths must stay short
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def daemon(self, work: str) -> dict[str, Any]:
+        return {"engine": "null", "workers": 1, "voices_dir": str(self.root / "voices"),
+                "work_root": str(self.root / work), "env": {"VOXPIPE_NULL_EMULATED_GPU_MS": GPU_MS}}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    fleet = Fleet(tmp_path_factory.mktemp("fleet"))
+    try:
+        fleet.cluster.start()
+        serve.start(http_options={"host": "127.0.0.1", "port": fleet.port})
+        args = FleetArgs.parse({"daemon": fleet.daemon("main"), "replicas": 3, "voices_per_replica": 2,
+                                "replica_resources": {"num_cpus": 0.5}, "max_ongoing_requests": 16})
+        serve.run(build_from(args), name="voxpipe", route_prefix="/")
+        yield fleet
+    finally:
+        fleet.cluster.stop()
+        assert fleet.cluster.pids() == [], "a Ray process outlived the cluster"
+        assert daemon_pids(fleet.root / "main") == [], "a replica's daemon outlived the cluster"
+
+
+def tts(url: str, voice: str, text: str = LONG, stream: bool = True, seed: int = 11,
+        timeout: float = 120.0) -> tuple[int, bytes]:
+    query = urllib.parse.urlencode({"text": text, "text_lang": "en", "ref_audio_path": voice, "media_type": "raw",
+                                    "streaming_mode": int(stream), "seed": seed})
+    try:
+        with urllib.request.urlopen(f"{url}/tts?{query}", timeout=timeout) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def fleet_stats(fleet: Fleet) -> dict[str, Any]:
+    return get_json(f"{fleet.url}/fleet/stats")[1]["fleet"]
+
+
+def busiest_daemon(work_root: Path) -> tuple[int, int]:
+    """(pid, active requests) of the replica daemon with the most requests in flight."""
+    best = (0, -1)
+    for pid_file in work_root.glob("vpr-*/daemon.pid"):
+        try:
+            with Client(f"ipc://{pid_file.parent / 'vp.sock'}", connect_timeout=2.0) as client:
+                active = int(client.status(timeout=2.0).get("active_requests", 0))
+        except (VoxpipeError, OSError):
+            continue
+        if active > best[1]:
+            best = (int(pid_file.read_text()), active)
+    return best
+
+
+def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_probes_and_both_route_families(fleet: Fleet) -> None:
+    assert get_json(f"{fleet.url}/health") == (200, {"status": "ok"})
+    status, ready = get_json(f"{fleet.url}/ready")
+    assert status == 200 and ready["ready"] and set(fleet.voices) <= set(ready["voices"])
+    body = json.dumps({"model": "tts-1", "voice": fleet.voices[0], "input": "Hello there.",
+                       "response_format": "wav"}).encode()
+    request = urllib.request.Request(f"{fleet.url}/v1/audio/speech", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        audio = reply.read()
+    assert reply.status == 200 and audio[:4] == b"RIFF" and len(audio) > 1000
+    status, error = tts(fleet.url, "nobody-has-this-voice", "Hello.")
+    assert status == 400 and b"ref_audio_path" in error
+
+
+def test_routing_by_voice_keeps_a_voice_where_it_is_held(fleet: Fleet) -> None:
+    voice = fleet.voices[1]
+    assert tts(fleet.url, voice, "Warm.")[0] == 200
+    before = fleet_stats(fleet)
+    for _ in range(6):
+        assert tts(fleet.url, voice, "Again and again.")[0] == 200
+    after = fleet_stats(fleet)
+    assert after["attempts"] - before["attempts"] == 6
+    assert after["hits"] - before["hits"] == 6, "every request should reach the replica holding its voice"
+
+
+def test_killed_daemon_mid_request_loses_and_repeats_nothing(fleet: Fleet) -> None:
+    work = fleet.root / "main"
+    jobs = [(fleet.voices[i % 3], 100 + i) for i in range(9)]
+    before = fleet_stats(fleet)
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        running = [pool.submit(tts, fleet.url, voice, LONG, True, seed) for voice, seed in jobs]
+        pid, active = wait_for(lambda: (lambda b: b if b[1] > 0 else None)(busiest_daemon(work)), 60,
+                               "a replica daemon with requests in flight")
+        os.kill(pid, signal.SIGKILL)
+        answers = [job.result(timeout=180) for job in running]
+    for (voice, seed), (status, audio) in zip(jobs, answers):
+        assert status == 200
+        ref_status, reference = tts(fleet.url, voice, LONG, stream=False, seed=seed)
+        assert ref_status == 200 and len(reference) > 0
+        assert len(audio) == len(reference), f"{voice}/{seed}: {len(audio) - len(reference):+d} bytes"
+        assert audio == reference, f"{voice}/{seed}: same length, different samples"
+    after = fleet_stats(fleet)
+    assert after["resumed"] - before["resumed"] >= 1, f"the kill (of {active} requests in flight) resumed nothing"
+    assert after["failed"] == before["failed"]
+    # Serve replaces the replica whose daemon died: three live daemons again.
+    wait_for(lambda: len(daemon_pids(work)) == 3 and pid not in daemon_pids(work), 120,
+             "Serve to replace the replica")
+
+
+def serve_log_tail(fleet: Fleet, lines: int = 40) -> str:
+    """The Serve controller's last log lines (why a deployment failed)."""
+    logs = sorted(fleet.cluster.temp_dir.glob("session_*/logs/serve/controller_*.log"))
+    if not logs:
+        return "(no Serve controller log)"
+    return "\n".join(logs[-1].read_text(errors="replace").splitlines()[-lines:])
+
+
+def _running_replicas(app: str) -> int:
+    deployment = serve.status().applications[app].deployments["VoiceReplica"]
+    return int(deployment.replica_states.get("RUNNING", 0))
+
+
+def test_autoscaling_adds_a_replica_under_load(fleet: Fleet) -> None:
+    args = FleetArgs.parse({"daemon": fleet.daemon("scaling"), "replica_resources": {"num_cpus": 0.5},
+                            "max_ongoing_requests": 4,
+                            "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
+                                            "upscale_delay_s": 1, "downscale_delay_s": 600}})
+    try:
+        serve.run(build_from(args), name="scaling", route_prefix="/scaling")
+    except RuntimeError as exc:
+        raise AssertionError(f"{exc}\n{serve_log_tail(fleet)}") from None
+    try:
+        assert _running_replicas("scaling") == 1
+        url = f"{fleet.url}/scaling"
+        stop = time.monotonic() + 90
+
+        def keep_busy(voice: str) -> int:
+            done = 0
+            while time.monotonic() < stop and _running_replicas("scaling") < 2:
+                assert tts(url, voice, LONG)[0] == 200
+                done += 1
+            return done
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            loads = [pool.submit(keep_busy, fleet.voices[i % 3]) for i in range(4)]
+            wait_for(lambda: _running_replicas("scaling") >= 2, 90, "a second replica")
+            assert all(load.result(timeout=120) >= 1 for load in loads)
+    finally:
+        serve.delete("scaling")
