@@ -347,6 +347,9 @@ class Supervisor:
             self._send("merger", ProducerLost(stage.name, dead_pid))
         elif stage.args.role == "merger":
             self._send("frontend", MergerLost(self.layout.MERGER_POOL, dead_pid))
+            for name, other in self.stages.items():  # their chunks streamed in parts start over
+                if other.args.role == "worker":
+                    self._send(name, MergerLost(self.layout.MERGER_POOL, dead_pid))
         quick = now - stage.started < 5.0
         stage.restart_at = now + (min(5.0, 0.2 * 2 ** min(stage.restarts, 5)) if quick else 0.0)
         self.notifier.send(f"STATUS=restarting {stage.name}: {why}")

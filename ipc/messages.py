@@ -312,7 +312,8 @@ class ProducerLost:
 
 @dataclass
 class MergerLost:
-    """Frontend: the merger died; reclaim its fragments and re-run what it had merged."""
+    """Frontend: the merger died; reclaim its fragments and re-run what it had merged.
+    Workers: chunks they were sending in parts start over, so the new merger gets every part."""
 
     TAG: ClassVar[int] = 58
     pool: str

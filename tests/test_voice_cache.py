@@ -36,7 +36,7 @@ def settled_cache(daemon: Daemon, requests: int) -> dict:
 def test_two_voice_capacity_three_voices_in_turn_is_exactly_lru(tmp_path, voices):
     directory, size = voices
     config = {"voices_dir": str(directory), "preload": [], "preload_popular": 0,
-              "worker": {"voice_cache_mib": 2.5 * size / 2**20}}
+              "worker": {"voice_cache_mib": 2.5 * size / 2**20, "max_threads": 1}}  # one onnxruntime session a voice
     with Daemon(tmp_path, workers=1, **config) as daemon, daemon.client() as client:
         # a miss, b miss, a hit, c miss (evicts b), b miss (evicts a), c hit
         for voice in "abacbc":

@@ -108,6 +108,12 @@ class Merger:
             self.duplicates += 1  # a re-dispatched chunk whose first run did finish after all
             self._release(pool, msg)
             return
+        if msg.part == 0:
+            # A chunk's parts come in order from one run; parts of it already here came
+            # from an earlier run (sent to a merger that died): this run replaces them.
+            for stale in [k for k in state.pending if k[0] == msg.seq and k[1] > 0]:
+                old = state.pending.pop(stale)
+                self._release(self.in_pools.get(old.handle.pool), old)
         state.pending[key] = msg
         # Every chunk's audio passes here once (duplicates were turned away above): the
         # one place that sees the queue wait and engine time of all workers' chunks.

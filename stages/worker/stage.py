@@ -13,7 +13,8 @@ import zmq
 
 from voxpipe.ipc import sockets
 from voxpipe.ipc.errors import ProtocolError
-from voxpipe.ipc.messages import Chunk, ChunkAudio, ChunkDone, DropRequest, Rescan, Reset, Stop, WorkerState
+from voxpipe.ipc.messages import (Chunk, ChunkAudio, ChunkDone, DropRequest, MergerLost, Rescan, Reset, Stop,
+                                  WorkerState)
 from voxpipe.ipc.shm import PoolFull, ShmPool
 from voxpipe.metrics import recorder
 from voxpipe.stages.engines.base import EngineError, EngineSettings
@@ -130,6 +131,12 @@ class Worker:
             self.announce()
         elif isinstance(message, Rescan):
             self.catalog.rescan()
+        elif isinstance(message, MergerLost):
+            # Parts already sent went to the dead merger: every chunk in a runner starts
+            # over from its first part (seeded, so its audio is the same).
+            for lane in self.lanes:
+                for chunk in lane.runner.clear():
+                    self.queue.push(chunk)
 
     # ------------------------------------------------------------------ admission
 
