@@ -132,6 +132,22 @@ def write_sovits(path: Path, version: str, generator: torch.Generator, size: str
     checkpoints.save_sovits(path, {"weight": weights, "config": hps, "info": "random"}, version)
 
 
+EOS_LOGIT = -100.0
+
+
+def _never_eos(model: Text2Semantic, eos: int) -> None:
+    """Random weights would stop at random: make EOS's logit a constant EOS_LOGIT, far
+    below every other token's, so a random voice never says it and its lengths are
+    whatever the caller's token limit says. Channel 0 of the last layer's output is made
+    a constant 1 (norm weight 0, bias 1) and only that channel feeds EOS's row."""
+    with torch.no_grad():
+        norm = model.h.layers[-1].norm2
+        norm.weight[0], norm.bias[0] = 0.0, 1.0
+        row = model.ar_predict_layer.weight[eos]
+        row.zero_()
+        row[0] = EOS_LOGIT
+
+
 def write_gpt(path: Path, generator: torch.Generator, max_sec: float, version: str = "v2",
               size: str = "tiny") -> None:
     phonemes = 512 if version == "v1" else checkpoints.V2_SYMBOLS  # GPT-SoVITS's v1 GPT has 512 rows
@@ -145,6 +161,7 @@ def write_gpt(path: Path, generator: torch.Generator, max_sec: float, version: s
               "optimizer": {"lr": 0.01}, "inference": {"top_k": 15}}
     model = Text2Semantic(T2SConfig.from_checkpoint_config(config))
     _randomize(model, generator, 1.0)
+    _never_eos(model, config["model"]["EOS"])
     weights = {"model." + k: v.half() for k, v in model.state_dict().items()}
     torch.save({"weight": weights, "config": config, "info": "GPT-e1"}, path)
 

@@ -61,8 +61,9 @@ class StreamRunner:
     def has_room(self) -> bool:
         return self.decoder.has_room()
 
-    def admit(self, voice: LoadedVoice, chunk: Any, item: SynthesisItem) -> None:
-        """Start decoding a chunk; it joins the batch at the next step. EngineError on bad input."""
+    def admit(self, voice: LoadedVoice, chunk: Any, item: SynthesisItem, max_tokens: int | None = None) -> None:
+        """Start decoding a chunk; it joins the batch at the next step. EngineError on bad
+        input. `max_tokens` caps its semantic tokens (default: the GPT's max_sec)."""
         from voxpipe.stages.engines.gpt_sovits.engine import item_segments
 
         model = voice.model
@@ -70,7 +71,8 @@ class StreamRunner:
         segs = item_segments(item)
         sampling = Sampling(item.top_k, item.top_p, item.temperature, item.repetition_penalty)
         try:
-            seq = sequence_for(model, key, chunk.request_id, segs, sampling, item.seed)
+            early_stop = None if max_tokens is None else max_tokens - 1  # it stops after early_stop + 1
+            seq = sequence_for(model, key, chunk.request_id, segs, sampling, item.seed, early_stop)
         except features.FeatureError as exc:
             raise EngineError(f"voice {voice.spec.name!r}: {exc}") from None
         ids = [i for s in segs for i in s.phone_ids]
