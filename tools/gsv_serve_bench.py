@@ -136,11 +136,11 @@ def write_voice(work: Path, size: str):
                       voice / "reference.wav")
 
 
-def load_model(files):
+def load_model(files, device: str = "cpu"):
     """Our model of the voice with its prompt built. -> GsvModel."""
     from voxpipe.stages.engines.gpt_sovits.voice import GsvModel
 
-    model = GsvModel(files)
+    model = GsvModel(files, device)
     model.build_prompt(model_segments(PROMPT_TEXT, "zh"))
     return model
 
@@ -335,7 +335,7 @@ def run_all(args: argparse.Namespace, work: Path) -> list[Row]:
     print(f"loading the reference package and ours ({args.threads} thread(s) each) ...", flush=True)
     server = ReferenceServer(Path(args.reference), files, args.threads, work)
     try:
-        model = load_model(files)
+        model = load_model(files, args.device)
         run_sequential(model, make_requests(1))  # warm-up, both paths
         run_batched(model, make_requests(2))
         server.wait_ready()
@@ -350,6 +350,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the random voice: tiny (seconds) or full, the released models' dimensions (minutes)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu",
+                        help="voxpipe's side: cpu or cuda (the reference package runs on the CPU either way)")
     parser.add_argument("--reference", default=str(ROOT / ".cache" / "gsv-reference"),
                         help="where gpt-sovits-cpufast 0.1.0 is installed (pip install --target)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the median round is reported")
@@ -365,12 +367,15 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device here", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gsv-serve-") as tmp:  # a full voice takes ~1.3 GB
         rows = run_all(args, Path(tmp))
-    header = (f"Random-weight {args.size} v2 voice, {TOKENS_PER_PHONE} semantic tokens per phone of each text, "
+    header = (f"Random-weight {args.size} v2 voice (voxpipe on {args.device}), {TOKENS_PER_PHONE} semantic tokens per phone of each text, "
               f"{args.threads} torch thread(s) on every side, sampling {SAMPLING}, noise_scale {NOISE_SCALE}, "
               f"median of {max(1, args.repeat)} round(s).")
     lines = [header, "", *table(rows), "", *[f"- {r}" for r in ratio_lines(rows)]]
