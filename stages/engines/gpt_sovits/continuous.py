@@ -278,11 +278,12 @@ def _predict(model: Text2Semantic, last: Tensor) -> Tensor:
 
 
 def sequence_for(model, key: Hashable, request_id: str, segments, sampling: Sampling, seed: int | None,
-                 early_stop: int | None = None) -> Sequence:
+                 early_stop: int | None = None, text_inputs: tuple[list[int], Tensor] | None = None) -> Sequence:
     """A `Sequence` for a GsvModel (voice.py) and a text's language runs, set up exactly as
-    `GsvModel.semantic_tokens` sets up a lone decode."""
+    `GsvModel.semantic_tokens` sets up a lone decode; `text_inputs`: the runs' phone ids
+    and BERT features when computed already (voice.batch_text_inputs)."""
     prompt = model._prompt()
-    ids, bert = model.text_inputs(segments)
+    ids, bert = model.text_inputs(segments) if text_inputs is None else text_inputs
     phones = torch.tensor([prompt.phone_ids + ids], dtype=torch.long, device=model.device)
     generator = torch.Generator(model.device).manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
     return Sequence(key, request_id, model.t2s, phones, torch.cat([prompt.bert, bert], dim=1), prompt.tokens,

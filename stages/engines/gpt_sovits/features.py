@@ -118,3 +118,27 @@ def bert_features(tokenizer, model, text: str, word2ph: Sequence[int]) -> Tensor
     if hidden.shape[0] != len(word2ph):
         raise FeatureError(f"BERT tokenized {text!r} into {hidden.shape[0]} tokens for {len(word2ph)} characters")
     return torch.repeat_interleave(hidden, torch.tensor(list(word2ph), dtype=torch.long, device=device), dim=0).T
+
+
+@torch.no_grad()
+def bert_features_batch(tokenizer, model, texts: Sequence[str],
+                        word2phs: Sequence[Sequence[int]]) -> list[Tensor | FeatureError]:
+    """`bert_features` of several texts in one padded pass (the attention mask keeps each
+    text to its own tokens); a text the tokenizer does not split one token per character
+    gets its FeatureError in its place."""
+    if not texts:
+        return []
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in tokenizer(list(texts), return_tensors="pt", padding=True).items()}
+    hidden = model(**inputs, output_hidden_states=True).hidden_states[-3].float()
+    lengths = inputs["attention_mask"].sum(dim=1).tolist()
+    out: list[Tensor | FeatureError] = []
+    for row, (text, word2ph, length) in enumerate(zip(texts, word2phs, lengths)):
+        chars = hidden[row, 1:int(length) - 1]
+        if chars.shape[0] != len(word2ph):
+            out.append(FeatureError(f"BERT tokenized {text!r} into {chars.shape[0]} tokens for "
+                                    f"{len(word2ph)} characters"))
+            continue
+        repeats = torch.tensor(list(word2ph), dtype=torch.long, device=device)
+        out.append(torch.repeat_interleave(chars, repeats, dim=0).T)
+    return out

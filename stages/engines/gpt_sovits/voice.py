@@ -157,12 +157,17 @@ class GsvModel:
         self.prompt = Prompt(tokens, phone_ids, bert, ge, ge_text)
         return self.prompt
 
-    def text_inputs(self, segments: Sequence[TextSegment]) -> tuple[list[int], Tensor]:
+    def text_inputs(self, segments: Sequence[TextSegment],
+                    bert_of: dict[TextSegment, Tensor] | None = None) -> tuple[list[int], Tensor]:
+        """Phone ids and BERT features [1024, phones] of a text's runs; `bert_of` holds
+        features computed beforehand (`batch_text_inputs`)."""
         ids: list[int] = []
         parts: list[Tensor] = []
         for seg in segments:
             ids.extend(seg.phone_ids)
-            if seg.lang == "zh":
+            if bert_of is not None and seg in bert_of:
+                parts.append(bert_of[seg])
+            elif seg.lang == "zh":
                 tokenizer, model = self.shared.get_bert()
                 try:
                     parts.append(features.bert_features(tokenizer, model, seg.norm_text, seg.word2ph))
@@ -200,3 +205,25 @@ class GsvModel:
         if self.prompt is None:
             raise RuntimeError("build_prompt() first")
         return self.prompt
+
+
+def batch_text_inputs(texts: Sequence[tuple[GsvModel, Sequence[TextSegment]]]) -> list[tuple[list[int], Tensor]]:
+    """`text_inputs` of several texts, with the BERT features of all their Mandarin runs
+    computed in one pass per BERT model (texts arriving together share it)."""
+    groups: dict[int, tuple[Shared, list[TextSegment]]] = {}
+    for model, segments in texts:
+        for seg in segments:
+            if seg.lang == "zh":
+                group = groups.setdefault(id(model.shared), (model.shared, []))
+                if seg not in group[1]:
+                    group[1].append(seg)
+    bert_of: dict[tuple[int, TextSegment], Tensor] = {}
+    for key, (shared, segs) in groups.items():
+        tokenizer, bert = shared.get_bert()
+        results = features.bert_features_batch(tokenizer, bert, [s.norm_text for s in segs], [s.word2ph for s in segs])
+        for seg, result in zip(segs, results):
+            if isinstance(result, Tensor):
+                bert_of[(key, seg)] = result
+            # else: text_inputs speaks the run without BERT, as for a lone text
+    return [model.text_inputs(segments, {seg: f for (key, seg), f in bert_of.items() if key == id(model.shared)})
+            for model, segments in texts]
