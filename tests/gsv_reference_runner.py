@@ -221,7 +221,8 @@ def serve_one(voice: SimpleNamespace, spec: dict, request: dict) -> tuple[np.nda
     s = spec["sampling"]
     pred_list, idx_list = voice.t2s.model.infer_panel_batch_infer(
         [all_ids], torch.LongTensor([len(all_ids)]), voice.prompt_semantic.unsqueeze(0), [all_bert],
-        top_k=s["top_k"], top_p=s["top_p"], temperature=s["temperature"], early_stop_num=voice.early_stop_num,
+        top_k=s["top_k"], top_p=s["top_p"], temperature=s["temperature"],
+        early_stop_num=int(request.get("early_stop", voice.early_stop_num)),  # the request's stop limit
         max_len=len(all_ids), repetition_penalty=s["repetition_penalty"])
     pred = pred_list[0][-idx_list[0]:]
     return decode(voice, pred, target_ids, spec["noise_scale"]), len(pred)

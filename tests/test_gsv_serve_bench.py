@@ -5,6 +5,7 @@ No speed is asserted. It takes ~25 s on two idle cores but ~90 s on two busy one
 VOXPIPE_BENCH=1; it needs the reference package (see tests/test_gpt_sovits_exact.py)."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -33,15 +34,22 @@ def test_tiny_run_reports_three_modes(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     pytest.importorskip("matplotlib")
     out = tmp_path / "serve"
-    run = subprocess.run([sys.executable, "-m", "tools.gsv_serve_bench", "--concurrency", "1", "2", "--seconds", "0.3",
-                          "--reference", str(REFERENCE), "--out", str(out)],
+    run = subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "bench", "gsv", "--size", "tiny",
+                          "--concurrency", "1", "3", "--reference", str(REFERENCE), "--out", str(out),
+                          "--json", str(tmp_path / "serve.json")],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     rows = _rows((tmp_path / "serve.md").read_text(encoding="utf-8"))
-    assert {(int(r[0]), r[1]) for r in rows} == {(n, m) for n in (1, 2) for m in ("reference", "sequential", "batched")}
+    assert {(int(r[0]), r[1]) for r in rows} == {(n, m) for n in (1, 3) for m in ("reference", "sequential", "batched")}
     for row in rows:
         numbers = [float(x) for x in row[2:5] + row[6:7]]  # requests/s, mean and p50 first audio, audio/request
         assert all(math.isfinite(x) and x > 0 for x in numbers), row
-        assert row[5] == "n/a"  # a correlation needs 3 requests or more
-    assert "N=2 batched vs reference" in run.stdout
+        assert (row[5] == "n/a") == (row[0] == "1")  # a correlation needs 3 requests or more
+    # Lengths follow the texts by one rule on every side: the same audio per request.
+    assert len({row[6] for row in rows if row[0] == "3"}) == 1
+    assert "N=3 batched vs reference" in run.stdout
+    data = json.loads((tmp_path / "serve.json").read_text(encoding="utf-8"))
+    assert {(r["concurrency"], r["mode"]) for r in data["rows"]} == {(int(r[0]), r[1]) for r in rows}
+    assert set(data["rows"][0]) >= {"concurrency", "mode", "requests_per_s", "first_audio_mean_s",
+                                    "first_audio_p50_s", "first_audio_length_corr"}
     assert (tmp_path / "serve.png").read_bytes().startswith(b"\x89PNG")

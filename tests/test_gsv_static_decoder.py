@@ -160,9 +160,9 @@ def test_logits_match_lone_decode_within_rounding(voices):
         assert torch.equal(got.argmax(-1), ref.argmax(-1))
 
 
-def test_padding_rows_change_nothing(voices):
+def test_padding_rows_change_nothing_in_exact_mode(voices):
     a, _ = voices
-    pool = StaticDecoder(a.t2s, 8, CAPACITY)
+    pool = StaticDecoder(a.t2s, 8, CAPACITY, exact=True)
     with torch.inference_mode():
         joined = [pool.join(*_inputs(_seq((a, text, 40, 0), i, GREEDY))) for i, text in enumerate(TEXTS[:3])]
         for slot, state in joined:
@@ -173,7 +173,7 @@ def test_padding_rows_change_nothing(voices):
         # The same step again (it rewrites the same keys) with more padding rows.
         in_8 = pool.step_runner.run(rows, 8)
         assert torch.equal(in_4[:3], in_8[:3])
-        # A row's numbers do not depend on its neighbours either.
+        # A row's numbers do not depend on its neighbours either (exact: per-row products).
         lone_row = pool.step_runner.run({0: rows[0]}, 1)
         assert torch.equal(lone_row[0], in_8[0])
 
@@ -243,10 +243,14 @@ def test_too_long_for_a_slot_takes_the_per_sequence_path(voices):
     decoder.step()
     assert long_text.slot is None and long_text.cache_bytes() > 0
     assert _run(decoder, {})["long"][0] == _lone((a, TEXTS[2], 40, 0), GREEDY)[0]
-    # Off by default on the CPU: the exact per-sequence path.
+    # On by default, on the CPU too; static=False is the per-sequence path.
     default = ContinuousDecoder()
     default.add(seq := _seq((a, TEXTS[0], 10, 0), "cpu", GREEDY))
     default.step()
+    assert seq.slot == 0
+    per_sequence = ContinuousDecoder(static=False)
+    per_sequence.add(seq := _seq((a, TEXTS[0], 10, 0), "cpu", GREEDY))
+    per_sequence.step()
     assert seq.slot is None and seq.cache_bytes() > 0
 
 
@@ -317,3 +321,19 @@ def test_cuda_fp16_error_measured(voices):
     print(f"CUDA fp16: logits max abs error {error:.2e}, greedy agreement {agree}/{total}")
     assert error < 0.02
     assert agree >= 0.9 * total
+
+
+def test_growable_cache_widens_and_keeps_what_slots_hold(voices):
+    """Eager steps start with a narrow cache and widen it as sequences grow; the tokens are
+    those of a full-width cache."""
+    a, _ = voices
+    case = (a, TEXTS[2], 200, 0)
+    lone = _lone(case, GREEDY)[0]
+    decoder = ContinuousDecoder(static=True, static_capacity=1024)
+    decoder.add(seq := _seq(case, "grow", GREEDY))
+    decoder.step()
+    cache = seq._pool.cache
+    start_width = cache.width
+    assert cache.growable and start_width < cache.max_width
+    assert _run(decoder, {})["grow"][0] == lone
+    assert cache.width > start_width  # the prompt + 200 tokens outgrew the first width

@@ -2,8 +2,9 @@
 serves), voxpipe one request at a time, and voxpipe's continuous batching + windowed
 audio, in one run, on one random-weight v2 voice and the same requests.
 
-    python -m tools.gsv_serve_bench [--concurrency 1 4 16] [--threads 2] [--seconds 2.0]
-                                    [--repeat 1] [--reference .cache/gsv-reference] [--out gsv-serve]
+    voxpipe bench gsv [--size tiny|full] [--concurrency 1 4 16] [--threads 2] [--repeat 1]
+                      [--reference .cache/gsv-reference] [--out gsv-serve] [--json FILE]
+    (or python -m tools.gsv_serve_bench with the same options)
 
 For each concurrency N, N requests of different lengths (same sampling settings, seed i
 for request i) arrive together at time 0, and each mode serves them:
@@ -26,9 +27,11 @@ voxpipe's shared memory and merger). Same torch thread count (--threads) and
 flush-denormal setting on both sides; at each N the three modes run one after another,
 never at the same time.
 
-A random decoder rarely says EOS, so every request decodes about 50 * --seconds tokens
-whatever its text: a one-at-a-time mode's correlation of first audio with text length
-then follows the queue order of the texts more than their length. Wall times move with
+Lengths as a trained voice makes them: a random voice never says EOS (random_voice.py
+pins its logit far down), and every request decodes TOKENS_PER_PHONE semantic tokens per
+phone of its text (25 tokens a second: about 8 phones a second of speech), the same on
+every side; the reference gets that number as its stop limit (`early_stop_num`).
+Wall times move with
 other load on the machine: --repeat R runs everything R times (rounds of all N and
 modes) and reports, per N and mode, the round with the median total time.
 
@@ -56,6 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ["你好。", "今天天气真不错。", "我们出去走走吧，好吗？", "Hello there, how are you today?",
          "这是一个比较长的句子，用来测试第一段音频的时间。", "Speech synthesis should start quickly, even for long sentences."]
 PROMPT_TEXT = "你好，这是一段参考音频。"
+TOKENS_PER_PHONE = 3  # semantic tokens per phone of the request's text, on every side
 SAMPLING = {"top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.35}
 NOISE_SCALE = 0.5
 MODES = ("reference", "sequential", "batched")
@@ -66,6 +70,11 @@ class Request:
     text: str
     segments: list  # [TextSegment], the G2P output both sides receive
     seed: int
+
+    @property
+    def max_tokens(self) -> int:
+        """The request's semantic tokens: TOKENS_PER_PHONE per phone of its text."""
+        return TOKENS_PER_PHONE * sum(len(s.phone_ids) for s in self.segments)
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,12 @@ class Row:
     p50_first_s: float
     corr: float  # first-audio time against text length (characters); NaN below 3 requests
     audio_s: float  # mean audio per request, to show every mode did the same work
+
+    def json(self) -> dict:
+        return {"concurrency": self.concurrency, "mode": self.mode, "requests_per_s": self.requests_per_s,
+                "first_audio_mean_s": self.mean_first_s, "first_audio_p50_s": self.p50_first_s,
+                "first_audio_length_corr": None if math.isnan(self.corr) else self.corr,
+                "audio_per_request_s": self.audio_s}
 
     @classmethod
     def of(cls, mode: str, run: Run, lengths: list[int]) -> "Row":
@@ -110,21 +125,22 @@ def make_requests(n: int) -> list[Request]:
     return [Request(TEXTS[i % len(TEXTS)], model_segments(TEXTS[i % len(TEXTS)]), i) for i in range(n)]
 
 
-def write_voice(work: Path, seconds: float):
+def write_voice(work: Path, size: str):
     """A random v2 voice's files. -> VoiceFiles."""
-    from voxpipe.stages.engines.gpt_sovits.random_voice import write_random_gsv_voice
+    from voxpipe.stages.engines.gpt_sovits.random_voice import pretrained_dirname, write_random_gsv_voice
     from voxpipe.stages.engines.gpt_sovits.voice import VoiceFiles
 
-    voice = write_random_gsv_voice(work, "bench", "v2", seed=0, max_sec=seconds)
-    return VoiceFiles(next(voice.glob("*.ckpt")), next(voice.glob("*.pth")), work / ".gsv-pretrained",
+    # max_sec: no limit of its own below the requests' (30 s = 1500 tokens, upstream's ceiling).
+    voice = write_random_gsv_voice(work, "bench", "v2", seed=0, max_sec=30.0, size=size)
+    return VoiceFiles(next(voice.glob("*.ckpt")), next(voice.glob("*.pth")), work / pretrained_dirname(size),
                       voice / "reference.wav")
 
 
-def load_model(files):
+def load_model(files, device: str = "cpu"):
     """Our model of the voice with its prompt built. -> GsvModel."""
     from voxpipe.stages.engines.gpt_sovits.voice import GsvModel
 
-    model = GsvModel(files)
+    model = GsvModel(files, device)
     model.build_prompt(model_segments(PROMPT_TEXT, "zh"))
     return model
 
@@ -135,7 +151,8 @@ def run_sequential(model, reqs: list[Request]) -> Run:
     sampling = Sampling(**SAMPLING)
     start, first, audio_s = time.perf_counter(), [], []
     for req in reqs:
-        decoded = model.semantic_tokens(req.segments, sampling, seed=req.seed)  # includes the target's BERT
+        # includes the target's BERT; early_stop + 1 tokens when no EOS comes
+        decoded = model.semantic_tokens(req.segments, sampling, seed=req.seed, early_stop=req.max_tokens - 1)
         ids = [p for s in req.segments for p in s.phone_ids]
         audio = model.render(decoded.tokens, ids, NOISE_SCALE, 1.0, req.seed)
         first.append(time.perf_counter() - start)  # one piece: first audio = all of it
@@ -159,7 +176,7 @@ def run_batched(model, reqs: list[Request]) -> Run:
     start, first, samples = time.perf_counter(), {}, {}
     for i, req in enumerate(reqs):  # admit computes the target's BERT
         chunk = SimpleNamespace(request_id=f"r{i}", seq=0, deadline=float("inf"), submitted_at=0.0)
-        runner.admit(voice, chunk, _item(req))
+        runner.admit(voice, chunk, _item(req), max_tokens=req.max_tokens)
     while len(runner):
         for piece in runner.step().pieces:
             key = piece.chunk.request_id
@@ -194,7 +211,8 @@ class ReferenceServer:
 
     @staticmethod
     def _request_json(req: Request) -> dict:
-        return {"target": [segment_json(s) for s in req.segments], "seed": req.seed}
+        # The reference returns early_stop_num tokens when no EOS comes (it drops one of early_stop_num + 1).
+        return {"target": [segment_json(s) for s in req.segments], "seed": req.seed, "early_stop": req.max_tokens}
 
     def _line(self) -> str:
         stdout: IO[str] = self.proc.stdout  # type: ignore[assignment]
@@ -310,13 +328,13 @@ def measure(model, server: ReferenceServer, concurrency: list[int], repeat: int)
 def run_all(args: argparse.Namespace, work: Path) -> list[Row]:
     """Write the voice, load both sides, warm up, measure."""
     started = time.perf_counter()
-    print(f"writing a random v2 voice ({args.seconds:g} s -> {50 * args.seconds:g} tokens per request) ...", flush=True)
-    files = write_voice(work, args.seconds)
+    print(f"writing a random {args.size} v2 voice ({TOKENS_PER_PHONE} tokens per phone) ...", flush=True)
+    files = write_voice(work, args.size)
     # The reference loads while ours does (nothing is timed yet): a shorter run.
     print(f"loading the reference package and ours ({args.threads} thread(s) each) ...", flush=True)
     server = ReferenceServer(Path(args.reference), files, args.threads, work)
     try:
-        model = load_model(files)
+        model = load_model(files, args.device)
         run_sequential(model, make_requests(1))  # warm-up, both paths
         run_batched(model, make_requests(2))
         server.wait_ready()
@@ -326,36 +344,56 @@ def run_all(args: argparse.Namespace, work: Path) -> list[Row]:
         server.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size", choices=["tiny", "full"], default="tiny",
+                        help="the random voice: tiny (seconds) or full, the released models' dimensions (minutes)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=2.0, help="max_sec of the random GPT (tokens = 50 * this)")
+    parser.add_argument("--device", default="cpu",
+                        help="voxpipe's side: cpu or cuda (the reference package runs on the CPU either way)")
     parser.add_argument("--reference", default=str(ROOT / ".cache" / "gsv-reference"),
                         help="where gpt-sovits-cpufast 0.1.0 is installed (pip install --target)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the median round is reported")
-    parser.add_argument("--out", default="gsv-serve")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", default="gsv-serve", help="OUT.md and OUT.png are written")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
+
+
+def run(args: argparse.Namespace) -> int:
     if not (Path(args.reference) / "GPT_SoVITS").is_dir():
-        print(f"reference GPT-SoVITS not installed at {args.reference}", file=sys.stderr)
+        print(f"reference GPT-SoVITS not installed at {args.reference} (bash tools/dev.sh setup installs it)",
+              file=sys.stderr)
         return 2
 
     import torch
 
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("--device cuda: no CUDA device here", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="gsv-serve-") as tmp:  # the voice takes ~100 MB
+    with tempfile.TemporaryDirectory(prefix="gsv-serve-") as tmp:  # a full voice takes ~1.3 GB
         rows = run_all(args, Path(tmp))
-    header = (f"Random-weight v2 voice, up to {50 * args.seconds:g} semantic tokens per request, "
+    header = (f"Random-weight {args.size} v2 voice (voxpipe on {args.device}), {TOKENS_PER_PHONE} semantic tokens per phone of each text, "
               f"{args.threads} torch thread(s) on every side, sampling {SAMPLING}, noise_scale {NOISE_SCALE}, "
               f"median of {max(1, args.repeat)} round(s).")
     lines = [header, "", *table(rows), "", *[f"- {r}" for r in ratio_lines(rows)]]
     print("\n".join(lines[2:]))
     Path(args.out + ".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     plot(rows, Path(args.out + ".png"))
-    print(f"wrote {args.out}.md and {args.out}.png ({time.perf_counter() - started:.0f} s in all)")
+    if args.json:
+        args.json.write_text(json.dumps({"size": args.size, "threads": args.threads,
+                                         "tokens_per_phone": TOKENS_PER_PHONE,
+                                         "rows": [r.json() for r in rows]}, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {args.out}.md and {args.out}.png{' and ' + str(args.json) if args.json else ''} "
+          f"({time.perf_counter() - started:.0f} s in all)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """`voxpipe voice random`: write a tiny random-weight voice in its family's own file
 formats, so that every family can be served and tested with no download.
 
-    voxpipe voice random NAME --family piper|gpt-sovits [--version v2|v2Pro|v2ProPlus] -d VOICES_DIR
+    voxpipe voice random NAME --family piper|gpt-sovits [--version v2|v2Pro|v2ProPlus]
+                         [--size tiny|full] -d VOICES_DIR
 """
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     random.add_argument("--family", choices=["piper", "gpt-sovits"], default="piper")
     random.add_argument("--version", choices=["v1", "v2", "v2Pro", "v2ProPlus"], default="v2",
                         help="GPT-SoVITS model version (gpt-sovits only)")
+    random.add_argument("--size", choices=["tiny", "full"], default="tiny",
+                        help="gpt-sovits only: tiny (tests) or full, the released models' dimensions "
+                             "(about 1.3 GB on disk, 2.5 GB in memory)")
     random.add_argument("-d", "--voices-dir", required=True, help="the voices directory to write into")
     random.add_argument("--seed", type=int, default=0)
 
@@ -32,12 +36,15 @@ def run(args: argparse.Namespace) -> int:
     voices = Path(args.voices_dir)
     voices.mkdir(parents=True, exist_ok=True)
     if args.family == "piper":
+        if args.size != "tiny":
+            print("voxpipe voice: --size is for gpt-sovits voices", file=sys.stderr)
+            return 2
         from voxpipe.stages.engines.vits.random_voice import write_random_piper_voice
 
         path = write_random_piper_voice(voices, name, seed=args.seed)
     else:
         from voxpipe.stages.engines.gpt_sovits.random_voice import write_random_gsv_voice
 
-        path = write_random_gsv_voice(voices, name, args.version, seed=args.seed)
+        path = write_random_gsv_voice(voices, name, args.version, seed=args.seed, size=args.size)
     print(f"wrote {args.family} voice {name!r}: {path}")
     return 0

@@ -38,6 +38,13 @@ WARMUP_TEXTS = ("Warm up.", "The quick brown fox jumps over the lazy dog today."
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    # Sub-benchmarks; without one, the daemon against piper.
+    sub = parser.add_subparsers(dest="bench_command", required=False, metavar="{gsv}")
+    gsv = sub.add_parser("gsv", help="GPT-SoVITS serving: the reference package, voxpipe one at a time and "
+                                     "voxpipe batched (tools/gsv_serve_bench.py)")
+    from tools import gsv_serve_bench
+
+    gsv_serve_bench.add_arguments(gsv)
     parser.add_argument("--quick", action="store_true",
                         help="one text per class, the long form's first paragraph, a lighter mixed load and "
                              "fewer piper configurations (under 2 minutes on 2 cores)")
@@ -291,6 +298,10 @@ def bench(args: argparse.Namespace) -> tuple[BenchResults, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "bench_command", None) == "gsv":
+        from tools import gsv_serve_bench
+
+        return gsv_serve_bench.run(args)
     try:
         results, out_dir = bench(args)
     except (TextsError, DaemonError, VoxpipeError, BaselineError, BenchError) as exc:

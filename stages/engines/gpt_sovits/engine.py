@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice
+from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, is_out_of_memory
 from voxpipe.stages.engines.gpt_sovits.item import GsvItem
 from voxpipe.stages.engines.gpt_sovits import checkpoints, features
 from voxpipe.stages.engines.gpt_sovits.t2s import Sampling
@@ -49,20 +49,31 @@ class GptSovitsEngine(Engine):
             torch.set_flush_denormal(True)  # denormals make random/quiet signals crawl on CPU
 
     def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
+        """The voice's models and prompt. Every failure is an EngineError naming the voice
+        and the reason, except running out of memory, which propagates as it is."""
         from voxpipe.stages.text.gsv import segments
 
         cfg = spec.config
-        files = VoiceFiles(Path(cfg["gpt"]), Path(cfg["sovits"]), Path(cfg["pretrained_dir"]),
-                           Path(cfg["reference"]["audio"]))
         try:
-            model = GsvModel(files, self.device)
-            if model.version != cfg["version"] and {model.version, cfg["version"]} != {"v2Pro", "v2ProPlus"}:
-                raise EngineError(f"voice {spec.name!r}: voice.toml says {cfg['version']} but "
+            files = VoiceFiles(Path(cfg["gpt"]), Path(cfg["sovits"]), Path(cfg["pretrained_dir"]),
+                               Path(cfg["reference"]["audio"]))
+            model = GsvModel(files, self.device, _feature_dtype(self.device, self.settings.precision))
+            wanted = cfg.get("version")  # None: whatever the checkpoint is
+            if wanted is not None and model.version != wanted and {model.version, wanted} != {"v2Pro", "v2ProPlus"}:
+                raise EngineError(f"voice {spec.name!r}: voice.toml says {wanted} but "
                                   f"{files.sovits.name} is a {model.version} model")
             reference = cfg["reference"]
             model.build_prompt([_to_model_segment(s) for s in segments(reference["text"], reference["language"])])
+        except EngineError:
+            raise
         except (checkpoints.CheckpointError, features.FeatureError) as exc:
             raise EngineError(f"voice {spec.name!r}: {exc}") from None
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise
+            # Anything else (a model that does not fit its config, a text the G2P refuses,
+            # a library's own error) must not take the worker down: say what it was.
+            raise EngineError(f"voice {spec.name!r}: cannot load ({type(exc).__name__}: {exc})") from exc
         return LoadedVoice(spec, model, model.nbytes())
 
     def unload_voice(self, voice: LoadedVoice) -> None:
@@ -89,6 +100,14 @@ class GptSovitsEngine(Engine):
             except features.FeatureError as exc:
                 raise EngineError(f"voice {voice.spec.name!r}: {exc}") from None
         return out
+
+
+_FEATURE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _feature_dtype(device: str, precision: str) -> torch.dtype:
+    """The shared feature models' precision: float32 on a CPU, the configured one on a GPU."""
+    return _FEATURE_DTYPES.get(precision, torch.float32) if device != "cpu" else torch.float32
 
 
 def _to_model_segment(seg) -> TextSegment:

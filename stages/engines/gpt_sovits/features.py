@@ -65,26 +65,37 @@ def _quiet_transformers() -> None:
     logging.disable_progress_bar()
 
 
-def load_hubert(root: Path):
+def _from_pretrained(cls, path: Path, dtype: torch.dtype):
+    """`cls.from_pretrained` in `dtype`, whatever the folder's config.json declares:
+    upstream's configs say `"torch_dtype": "float16"`, which recent transformers honour,
+    and a half-precision model then fails on every float32 input. The keyword is
+    `dtype` in transformers 5 and `torch_dtype` before."""
+    import transformers
+
+    keyword = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    model = cls.from_pretrained(str(path), local_files_only=True, **{keyword: dtype}).eval()
+    return model.to(dtype)  # buffers and anything the loader left in another precision
+
+
+def load_hubert(root: Path, dtype: torch.dtype = torch.float32):
     from transformers import HubertModel
 
     _quiet_transformers()
+    path = require_dir(root, HUBERT_DIR)
     try:
-        return HubertModel.from_pretrained(str(require_dir(root, HUBERT_DIR)), local_files_only=True).eval()
-    except FeatureError:
-        raise
+        return _from_pretrained(HubertModel, path, dtype)
     except Exception as exc:  # transformers raises OSError/ValueError/... for broken dirs
         raise FeatureError(f"pretrained model {HUBERT_DIR!r} in {root}: cannot load ({exc})") from None
 
 
-def load_bert(root: Path):
+def load_bert(root: Path, dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     _quiet_transformers()
     path = require_dir(root, BERT_DIR)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        model = AutoModelForMaskedLM.from_pretrained(str(path), local_files_only=True).eval()
+        model = _from_pretrained(AutoModelForMaskedLM, path, dtype)
     except Exception as exc:
         raise FeatureError(f"pretrained model {BERT_DIR!r} in {root}: cannot load ({exc})") from None
     return tokenizer, model
@@ -92,8 +103,9 @@ def load_bert(root: Path):
 
 @torch.no_grad()
 def hubert_features(model, wave16k: Tensor) -> Tensor:
-    """[samples] -> [1, 768, frames]; the raw waveform, not normalized (as GPT-SoVITS feeds it)."""
-    return model(wave16k.unsqueeze(0)).last_hidden_state.transpose(1, 2)
+    """[samples] -> float32 [1, 768, frames]; the raw waveform, not normalized (as GPT-SoVITS feeds it)."""
+    dtype = next(model.parameters()).dtype
+    return model(wave16k.unsqueeze(0).to(dtype)).last_hidden_state.transpose(1, 2).float()
 
 
 @torch.no_grad()
@@ -102,7 +114,31 @@ def bert_features(tokenizer, model, text: str, word2ph: Sequence[int]) -> Tensor
     third-to-last hidden layer."""
     device = next(model.parameters()).device
     inputs = {k: v.to(device) for k, v in tokenizer(text, return_tensors="pt").items()}
-    hidden = model(**inputs, output_hidden_states=True).hidden_states[-3][0][1:-1]
+    hidden = model(**inputs, output_hidden_states=True).hidden_states[-3][0][1:-1].float()
     if hidden.shape[0] != len(word2ph):
         raise FeatureError(f"BERT tokenized {text!r} into {hidden.shape[0]} tokens for {len(word2ph)} characters")
     return torch.repeat_interleave(hidden, torch.tensor(list(word2ph), dtype=torch.long, device=device), dim=0).T
+
+
+@torch.no_grad()
+def bert_features_batch(tokenizer, model, texts: Sequence[str],
+                        word2phs: Sequence[Sequence[int]]) -> list[Tensor | FeatureError]:
+    """`bert_features` of several texts in one padded pass (the attention mask keeps each
+    text to its own tokens); a text the tokenizer does not split one token per character
+    gets its FeatureError in its place."""
+    if not texts:
+        return []
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in tokenizer(list(texts), return_tensors="pt", padding=True).items()}
+    hidden = model(**inputs, output_hidden_states=True).hidden_states[-3].float()
+    lengths = inputs["attention_mask"].sum(dim=1).tolist()
+    out: list[Tensor | FeatureError] = []
+    for row, (text, word2ph, length) in enumerate(zip(texts, word2phs, lengths)):
+        chars = hidden[row, 1:int(length) - 1]
+        if chars.shape[0] != len(word2ph):
+            out.append(FeatureError(f"BERT tokenized {text!r} into {chars.shape[0]} tokens for "
+                                    f"{len(word2ph)} characters"))
+            continue
+        repeats = torch.tensor(list(word2ph), dtype=torch.long, device=device)
+        out.append(torch.repeat_interleave(chars, repeats, dim=0).T)
+    return out

@@ -18,7 +18,8 @@ import numpy as np
 from voxpipe.stages.engines.base import EngineError, LoadedVoice, is_out_of_memory
 from voxpipe.stages.engines.gpt_sovits.item import GsvItem
 from voxpipe.stages.engines.gpt_sovits import features
-from voxpipe.stages.engines.gpt_sovits.continuous import ContinuousDecoder, Sequence, sequence_for
+from voxpipe.stages.engines.gpt_sovits.continuous import ContinuousDecoder, DecoderFull, Sequence, sequence_for
+from voxpipe.stages.engines.gpt_sovits.voice import batch_text_inputs
 from voxpipe.stages.engines.gpt_sovits.t2s import Sampling
 from voxpipe.stages.engines.gpt_sovits.windowed import WindowedRenderer, WindowPlan
 
@@ -26,10 +27,22 @@ from voxpipe.stages.engines.gpt_sovits.windowed import WindowedRenderer, WindowP
 @dataclass
 class Stream:
     chunk: Any  # the worker's Chunk
-    seq: Sequence
+    seq: Sequence | None  # None while it waits for the next step's BERT pass
     renderer: WindowedRenderer
     admitted_at: float
     parts_sent: int = 0
+
+
+@dataclass
+class _Admitted:
+    """A chunk admitted since the last step: its sequence is made in the step's BERT pass."""
+
+    voice: LoadedVoice
+    key: tuple[str, int]
+    segments: list
+    sampling: Sampling
+    seed: int | None
+    early_stop: int | None
 
 
 @dataclass
@@ -54,34 +67,60 @@ class StreamRunner:
         self.decoder = ContinuousDecoder(max_sequences)
         self.plan = plan
         self.streams: dict[tuple[str, int], Stream] = {}
+        self.admitted: list[_Admitted] = []  # join the decoder at the next step
         self.oom_events = 0
 
     def __len__(self) -> int:
         return len(self.streams)
 
     def has_room(self) -> bool:
-        return self.decoder.has_room()
+        return len(self.decoder) + len(self.admitted) < self.decoder.max_sequences
 
-    def admit(self, voice: LoadedVoice, chunk: Any, item: GsvItem) -> None:
-        """Start decoding a chunk; it joins the batch at the next step. EngineError on bad input."""
+    def admit(self, voice: LoadedVoice, chunk: Any, item: GsvItem, max_tokens: int | None = None) -> None:
+        """Start decoding a chunk; it joins the batch at the next step. EngineError on bad
+        input. `max_tokens` caps its semantic tokens (default: the GPT's max_sec)."""
         from voxpipe.stages.engines.gpt_sovits.engine import item_segments
 
         model = voice.model
         key = (chunk.request_id, chunk.seq)
+        if not self.has_room():
+            raise DecoderFull(f"{len(self)} sequences admitted (limit {self.decoder.max_sequences})")
+        if key in self.streams:
+            raise ValueError(f"chunk {key!r} is already admitted")
         segs = item_segments(item)
         sampling = Sampling(item.top_k, item.top_p, item.temperature, item.repetition_penalty)
-        try:
-            seq = sequence_for(model, key, chunk.request_id, segs, sampling, item.seed)
-        except features.FeatureError as exc:
-            raise EngineError(f"voice {voice.spec.name!r}: {exc}") from None
+        early_stop = None if max_tokens is None else max_tokens - 1  # a sequence stops after early_stop + 1
         ids = [i for s in segs for i in s.phone_ids]
         renderer = WindowedRenderer(model, ids, item.noise_scale, 1.0 / item.length_scale, item.seed, self.plan)
-        self.decoder.add(seq)
-        self.streams[key] = Stream(chunk, seq, renderer, time.monotonic())
+        # BERT runs at the next step, in one pass for every chunk admitted until then.
+        self.admitted.append(_Admitted(voice, key, segs, sampling, item.seed, early_stop))
+        self.streams[key] = Stream(chunk, None, renderer, time.monotonic())
+
+    def _join_admitted(self, result: StepResult) -> None:
+        """The BERT features of the chunks admitted since the last step, in one pass; then
+        they join the decoder."""
+        admitted, self.admitted = self.admitted, []
+        try:
+            inputs = batch_text_inputs([(a.voice.model, a.segments) for a in admitted])
+        except Exception as exc:
+            if is_out_of_memory(exc):  # they wait in the caller's queue again
+                self.oom_events += 1
+                result.evicted.extend(self.streams.pop(a.key).chunk for a in admitted)
+                return
+            if not isinstance(exc, features.FeatureError):
+                raise
+            for a in admitted:
+                result.failed.append((self.streams.pop(a.key).chunk, f"voice {a.voice.spec.name!r}: {exc}"))
+            return
+        for a, text in zip(admitted, inputs):
+            seq = sequence_for(a.voice.model, a.key, a.key[0], a.segments, a.sampling, a.seed, a.early_stop, text)
+            self.decoder.add(seq)
+            self.streams[a.key].seq = seq
 
     def drop(self, request_id: str) -> list[Any]:
         """Take a request out of the batch (its caches freed); -> its chunks."""
         self.decoder.remove(request_id)
+        self.admitted = [a for a in self.admitted if a.key[0] != request_id]
         gone = [k for k in self.streams if k[0] == request_id]
         return [self.streams.pop(k).chunk for k in gone]
 
@@ -92,6 +131,8 @@ class StreamRunner:
 
     def step(self) -> StepResult:
         result = StepResult()
+        if self.admitted:
+            self._join_admitted(result)
         try:
             events = self.decoder.step()
         except Exception as exc:

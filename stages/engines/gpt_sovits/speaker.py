@@ -153,5 +153,6 @@ def load_speaker_model(state: dict[str, Tensor]) -> ERes2NetV2:
 
 @torch.no_grad()
 def speaker_embedding(model: ERes2NetV2, wave16k: Tensor) -> Tensor:
-    """1-D 16 kHz waveform -> [1, 20480]."""
-    return model.embedding(fbank(wave16k).unsqueeze(0))
+    """1-D 16 kHz waveform -> float32 [1, 20480] (the model may run in another precision)."""
+    dtype = next(model.parameters()).dtype
+    return model.embedding(fbank(wave16k.float()).unsqueeze(0).to(dtype)).float()

@@ -30,18 +30,20 @@ DEFAULT_CAPACITY = DEFAULT_PREFILL_LIMIT + MAX_DECODE_STEPS
 class StaticDecoder:
     def __init__(self, model: Text2Semantic, slots: int, capacity: int = DEFAULT_CAPACITY,
                  dtype: torch.dtype | None = None, exact: bool | None = None, graphs: bool | None = None) -> None:
-        """`exact` (default: on the CPU) runs the linear layers one row at a time, so a
-        row's numbers do not depend on the others; `graphs` (default: on CUDA) replays
-        each bucket's step as a CUDA graph."""
+        """`exact` (default off) runs the linear layers one row at a time, so a row's
+        numbers do not depend on the others (on the CPU); off, each layer is one shared
+        product over the batch. `graphs` (default: on CUDA) replays each bucket's step as
+        a CUDA graph."""
         weight = model.ar_predict_layer.weight
         device = weight.device
         dtype = weight.dtype if dtype is None else dtype
         with torch.inference_mode():
             self.model = model if dtype == weight.dtype else copy.deepcopy(model).to(dtype)
+            graphs = device.type == "cuda" if graphs is None else graphs
+            # Graphs need fixed addresses: a full-width cache. Eager steps widen it as needed.
             self.cache = SlotCache(len(model.h.layers), slots, capacity, model.cfg.hidden_dim, model.cfg.n_heads,
-                                   dtype, device)
-            self.step_runner = StaticStep(self.model, self.cache, device.type == "cpu" if exact is None else exact,
-                                          device.type == "cuda" if graphs is None else graphs)
+                                   dtype, device, growable=not graphs)
+            self.step_runner = StaticStep(self.model, self.cache, bool(exact), graphs)
         self.buckets = bucket_sizes(slots)
 
     @property

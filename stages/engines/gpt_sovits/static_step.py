@@ -50,10 +50,10 @@ def bucket_for(rows: int, sizes: tuple[int, ...]) -> int:
 
 
 @contextlib.contextmanager
-def _batch_invariant_attention(device: torch.device) -> Iterator[None]:
+def _batch_invariant_attention(device: torch.device, exact: bool) -> Iterator[None]:
     # The CPU's fused attention splits its work by batch size and thread count, so a row's
     # result would depend on the other rows; the plain (math) kernel computes each alone.
-    if device.type == "cpu":
+    if exact and device.type == "cpu":
         with sdpa_kernel(SDPBackend.MATH):
             yield
     else:
@@ -80,6 +80,9 @@ class StaticStep:
     def run(self, rows: dict[int, FedToken], bucket: int) -> Tensor:
         """One step of slots [0, bucket) (`rows`: slot -> its input; the others are padding)
         -> logits [bucket, vocab]. On CUDA graphs the result is overwritten by the next step."""
+        last_column = max(fed.column for fed in rows.values())
+        if self.cache.growable:
+            self.cache.ensure(last_column + 1)
         slots = self.cache.slots
         tokens, audio_positions, columns = [0] * slots, [0] * slots, [self.cache.sink] * slots
         for slot, fed in rows.items():
@@ -88,7 +91,8 @@ class StaticStep:
             tokens[slot], audio_positions[slot], columns[slot] = fed
         self.inputs.copy_(torch.tensor([tokens, audio_positions, columns]))  # one copy to the device
         if not self.graphs:
-            return self.forward(bucket)
+            # Eager: attend over the columns in use only (rounded up), not the whole slot.
+            return self.forward(bucket, min(self.cache.width, -(-(last_column + 1) // 16) * 16))
         captured = self._captured.get(bucket)
         if captured is None:
             captured = self._captured[bucket] = self._capture(bucket)
@@ -96,17 +100,26 @@ class StaticStep:
         graph.replay()
         return logits
 
-    def forward(self, n: int) -> Tensor:
-        """The step itself over the first n slots (eager; what a graph records)."""
+    def forward(self, n: int, columns_used: int | None = None) -> Tensor:
+        """The step itself over the first n slots (eager; what a graph records), attending
+        over the first `columns_used` columns of each slot (default: all of them)."""
         model, cache = self.model, self.cache
         tokens, audio_positions, columns = self.inputs[0, :n], self.inputs[1, :n], self.inputs[2, :n]
         h = model.ar_audio_embedding.word_embeddings(tokens) + self._audio_positions[audio_positions]
         h = h.unsqueeze(1)
-        flat_columns = (self._row_start[:n] + columns.unsqueeze(1)).view(-1)  # [n * heads]
-        allowed = (self._key_index.unsqueeze(0) <= columns.unsqueeze(1)).view(n, 1, 1, cache.width)
-        with _batch_invariant_attention(self.device):
+        width = cache.width
+        used = width if columns_used is None else columns_used
+        if self.graphs:  # fixed tensors: the graph's addresses
+            key_index, row_start = self._key_index, self._row_start
+        else:  # a growable cache changes width between steps
+            key_index = torch.arange(used, device=self.device)
+            row_start = (torch.arange(cache.slots * cache.heads, device=self.device) * width).view(
+                cache.slots, cache.heads)
+        flat_columns = (row_start[:n] + columns.unsqueeze(1)).view(-1)  # [n * heads]
+        allowed = (key_index[:used].unsqueeze(0) <= columns.unsqueeze(1)).view(n, 1, 1, used)
+        with _batch_invariant_attention(self.device, self.exact):
             for layer, k_cache, v_cache in zip(model.h.layers, cache.k, cache.v):
-                attend = partial(_attend_slots, k_cache, v_cache, flat_columns, allowed, layer.n_heads)
+                attend = partial(_attend_slots, k_cache, v_cache, flat_columns, allowed, layer.n_heads, used)
                 h = block_rows(layer, h, attend, self.exact)
         return row_linear(h, model.ar_predict_layer.weight, None, self.exact)[:, 0]
 
@@ -127,12 +140,13 @@ class StaticStep:
         return graph, logits
 
 
-def _attend_slots(k_cache: Tensor, v_cache: Tensor, flat_columns: Tensor, allowed: Tensor, heads: int,
+def _attend_slots(k_cache: Tensor, v_cache: Tensor, flat_columns: Tensor, allowed: Tensor, heads: int, used: int,
                   q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Write the new keys/values into each row's slot, then attend over the row's slot."""
+    """Write the new keys/values into each row's slot, then attend over the row's first
+    `used` columns."""
     n, _, d = q.shape
     head_dim = d // heads
     k_cache.view(-1, head_dim).index_copy_(0, flat_columns, k.reshape(n * heads, head_dim))
     v_cache.view(-1, head_dim).index_copy_(0, flat_columns, v.reshape(n * heads, head_dim))
-    return F.scaled_dot_product_attention(q.view(n, 1, heads, head_dim).transpose(1, 2), k_cache[:n], v_cache[:n],
-                                          allowed)
+    return F.scaled_dot_product_attention(q.view(n, 1, heads, head_dim).transpose(1, 2), k_cache[:n, :, :used],
+                                          v_cache[:n, :, :used], allowed)

@@ -55,18 +55,19 @@ class Shared:
 
     root: Path
     device: str = "cpu"
+    dtype: torch.dtype = torch.float32  # the daemon's choice, never a config.json's
     hubert: object | None = None
     bert: tuple | None = None
     sv: speaker.ERes2NetV2 | None = None
 
     def get_hubert(self):
         if self.hubert is None:
-            self.hubert = features.load_hubert(self.root).to(self.device)
+            self.hubert = features.load_hubert(self.root, self.dtype).to(self.device)
         return self.hubert
 
     def get_bert(self):
         if self.bert is None:
-            tokenizer, model = features.load_bert(self.root)
+            tokenizer, model = features.load_bert(self.root, self.dtype)
             self.bert = tokenizer, model.to(self.device)
         return self.bert
 
@@ -75,25 +76,33 @@ class Shared:
             path = self.root / speaker.SV_FILE
             if not path.is_file():
                 raise features.FeatureError(f"pretrained speaker-verification model not found: expected {path}")
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-            self.sv = speaker.load_speaker_model(state).to(self.device)
+            try:
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
+                model = speaker.load_speaker_model(state)
+            except Exception as exc:  # a truncated file, another network's weights, ...
+                raise features.FeatureError(f"pretrained speaker-verification model {path}: cannot load "
+                                            f"({type(exc).__name__}: {exc})") from None
+            self.sv = model.to(self.device, self.dtype)
         return self.sv
 
 
-_SHARED: dict[tuple[Path, str], Shared] = {}
+_SHARED: dict[tuple[Path, str, torch.dtype], Shared] = {}
 
 
-def shared_models(root: Path, device: str = "cpu") -> Shared:
-    key = (root.resolve(), device)
+def shared_models(root: Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Shared:
+    """One set per pretrained directory, device and precision, whatever the number of voices."""
+    key = (root.resolve(), device, dtype)
     if key not in _SHARED:
-        _SHARED[key] = Shared(key[0], device)
+        _SHARED[key] = Shared(*key)
     return _SHARED[key]
 
 
 class GsvModel:
     """Both models of a voice plus its prompt: `semantic_tokens` then `render` speak a text."""
 
-    def __init__(self, files: VoiceFiles, device: str = "cpu") -> None:
+    def __init__(self, files: VoiceFiles, device: str = "cpu", feature_dtype: torch.dtype = torch.float32) -> None:
+        """`feature_dtype`: the precision of the shared HuBERT, BERT and speaker models
+        (float32 on a CPU); the voice's own models run in float32."""
         gpt_config, gpt_weights = checkpoints.load_gpt(files.gpt)
         self.version, sovits_config, sovits_weights = checkpoints.load_sovits(files.sovits)
         n_symbols = int(sovits_weights["enc_p.text_embedding.weight"].shape[0])
@@ -106,7 +115,7 @@ class GsvModel:
         self.device = torch.device(device)
         self.t2s.to(self.device)
         self.synth.to(self.device)
-        self.shared = shared_models(files.pretrained, str(self.device))
+        self.shared = shared_models(files.pretrained, str(self.device), feature_dtype)
         self.files = files
         self.prompt: Prompt | None = None
 
@@ -148,12 +157,17 @@ class GsvModel:
         self.prompt = Prompt(tokens, phone_ids, bert, ge, ge_text)
         return self.prompt
 
-    def text_inputs(self, segments: Sequence[TextSegment]) -> tuple[list[int], Tensor]:
+    def text_inputs(self, segments: Sequence[TextSegment],
+                    bert_of: dict[TextSegment, Tensor] | None = None) -> tuple[list[int], Tensor]:
+        """Phone ids and BERT features [1024, phones] of a text's runs; `bert_of` holds
+        features computed beforehand (`batch_text_inputs`)."""
         ids: list[int] = []
         parts: list[Tensor] = []
         for seg in segments:
             ids.extend(seg.phone_ids)
-            if seg.lang == "zh":
+            if bert_of is not None and seg in bert_of:
+                parts.append(bert_of[seg])
+            elif seg.lang == "zh":
                 tokenizer, model = self.shared.get_bert()
                 try:
                     parts.append(features.bert_features(tokenizer, model, seg.norm_text, seg.word2ph))
@@ -191,3 +205,25 @@ class GsvModel:
         if self.prompt is None:
             raise RuntimeError("build_prompt() first")
         return self.prompt
+
+
+def batch_text_inputs(texts: Sequence[tuple[GsvModel, Sequence[TextSegment]]]) -> list[tuple[list[int], Tensor]]:
+    """`text_inputs` of several texts, with the BERT features of all their Mandarin runs
+    computed in one pass per BERT model (texts arriving together share it)."""
+    groups: dict[int, tuple[Shared, list[TextSegment]]] = {}
+    for model, segments in texts:
+        for seg in segments:
+            if seg.lang == "zh":
+                group = groups.setdefault(id(model.shared), (model.shared, []))
+                if seg not in group[1]:
+                    group[1].append(seg)
+    bert_of: dict[tuple[int, TextSegment], Tensor] = {}
+    for key, (shared, segs) in groups.items():
+        tokenizer, bert = shared.get_bert()
+        results = features.bert_features_batch(tokenizer, bert, [s.norm_text for s in segs], [s.word2ph for s in segs])
+        for seg, result in zip(segs, results):
+            if isinstance(result, Tensor):
+                bert_of[(key, seg)] = result
+            # else: text_inputs speaks the run without BERT, as for a lone text
+    return [model.text_inputs(segments, {seg: f for (key, seg), f in bert_of.items() if key == id(model.shared)})
+            for model, segments in texts]

@@ -1,6 +1,7 @@
 """`voice.toml`: how a GPT-SoVITS voice directory describes the user's files.
 
-    version = "v2"                  # v2 | v2Pro | v2ProPlus (v1 too); checked against the .pth
+    version = "v2"                  # v2 | v2Pro | v2ProPlus (v1 too); checked against the .pth,
+                                    # which says it when this line is left out
     gpt = "my_voice-e15.ckpt"       # GPT-SoVITS's own files, unconverted, beside voice.toml
     sovits = "my_voice_e8_s96.pth"
     pretrained_dir = "/opt/GPT-SoVITS/GPT_SoVITS/pretrained_models"   # default: VOICES_DIR/.gsv-pretrained
@@ -19,7 +20,8 @@
     noise_scale = 0.5
     speed = 1.0
 
-Relative paths are relative to the voice directory. Reading it needs no torch.
+Relative paths are relative to the voice directory. Reading it needs no torch. The
+returned "version" is None when voice.toml leaves it out.
 """
 from __future__ import annotations
 
@@ -41,6 +43,15 @@ class VoiceConfigError(ValueError):
     """voice.toml is missing something or names files that are not there."""
 
 
+def _check_version(version: str) -> str:
+    if version in UNSUPPORTED:
+        raise VoiceConfigError(f"voice.toml: GPT-SoVITS {version} (CFM + BigVGAN/HiFi-GAN vocoder) is not "
+                               f"supported; supported versions: {', '.join(VERSIONS)}")
+    if version not in VERSIONS:
+        raise VoiceConfigError(f"voice.toml: unknown version {version!r}; supported: {', '.join(VERSIONS)}")
+    return version
+
+
 def read_voice_toml(directory: Path) -> dict[str, Any]:
     """Parse and check `directory/voice.toml`; paths come back absolute."""
     path = directory / "voice.toml"
@@ -54,12 +65,8 @@ def read_voice_toml(directory: Path) -> dict[str, Any]:
     family = raw.get("family", "gpt-sovits")
     if family != "gpt-sovits":
         raise VoiceConfigError(f"voice.toml: family {family!r} is not 'gpt-sovits'")
-    version = str(raw.get("version", "v2"))
-    if version in UNSUPPORTED:
-        raise VoiceConfigError(f"voice.toml: GPT-SoVITS {version} (CFM + BigVGAN/HiFi-GAN vocoder) is not "
-                               f"supported; supported versions: {', '.join(VERSIONS)}")
-    if version not in VERSIONS:
-        raise VoiceConfigError(f"voice.toml: unknown version {version!r}; supported: {', '.join(VERSIONS)}")
+    # Left out: the SoVITS checkpoint says which version it is (read when the voice loads).
+    version = None if raw.get("version") is None else _check_version(str(raw["version"]))
     reference = raw.get("reference")
     if not isinstance(reference, dict):
         raise VoiceConfigError("voice.toml: missing [reference] table (audio, text, language)")
