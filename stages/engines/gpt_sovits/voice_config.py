@@ -1,6 +1,6 @@
 """`voice.toml`: how a GPT-SoVITS voice directory describes the user's files.
 
-    version = "v2"                  # v2 | v2Pro | v2ProPlus (v1 too); checked against the .pth
+    version = "v2"                  # v2 | v2Pro | v2ProPlus | v3 | v4 (v1 too); checked against the .pth
     gpt = "my_voice-e15.ckpt"       # GPT-SoVITS's own files, unconverted, beside voice.toml
     sovits = "my_voice_e8_s96.pth"
     pretrained_dir = "/opt/GPT-SoVITS/GPT_SoVITS/pretrained_models"   # default: VOICES_DIR/.gsv-pretrained
@@ -18,6 +18,7 @@
     repetition_penalty = 1.35
     noise_scale = 0.5
     speed = 1.0
+    sample_steps = 32               # v3/v4 only: CFM steps (default 32 for v3, 8 for v4)
 
 Relative paths are relative to the voice directory. Reading it needs no torch.
 """
@@ -27,9 +28,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")
-UNSUPPORTED = ("v3", "v4")
+VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus", "v3", "v4")
 SAMPLE_RATE = 32000
+MEL_VERSIONS = ("v3", "v4")  # CFM mel decoder + vocoder: their own rate and a sample_steps default
+MEL_SAMPLE_RATE = {"v3": 24000, "v4": 48000}
+SAMPLE_STEPS = {"v3": 32, "v4": 8}
 DEFAULTS = {"top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.35, "noise_scale": 0.5,
             "speed": 1.0}
 PRETRAINED_DIRNAME = ".gsv-pretrained"
@@ -55,9 +58,6 @@ def read_voice_toml(directory: Path) -> dict[str, Any]:
     if family != "gpt-sovits":
         raise VoiceConfigError(f"voice.toml: family {family!r} is not 'gpt-sovits'")
     version = str(raw.get("version", "v2"))
-    if version in UNSUPPORTED:
-        raise VoiceConfigError(f"voice.toml: GPT-SoVITS {version} (CFM + BigVGAN/HiFi-GAN vocoder) is not "
-                               f"supported; supported versions: {', '.join(VERSIONS)}")
     if version not in VERSIONS:
         raise VoiceConfigError(f"voice.toml: unknown version {version!r}; supported: {', '.join(VERSIONS)}")
     reference = raw.get("reference")
@@ -80,15 +80,17 @@ def read_voice_toml(directory: Path) -> dict[str, Any]:
         if value not in ("zh", "en", "auto"):
             raise VoiceConfigError(f"voice.toml: {key} {value!r}: use zh, en or auto")
     defaults = dict(DEFAULTS)
+    if version in MEL_VERSIONS:
+        defaults["sample_steps"] = SAMPLE_STEPS[version]
     for key, value in (raw.get("defaults") or {}).items():
-        if key not in DEFAULTS:
-            raise VoiceConfigError(f"voice.toml: unknown default {key!r}; known: {', '.join(DEFAULTS)}")
-        if type(value) not in (int, float) or (key == "top_k" and type(value) is not int):
+        if key not in defaults:
+            raise VoiceConfigError(f"voice.toml: unknown default {key!r}; known: {', '.join(defaults)}")
+        if type(value) not in (int, float) or (key in ("top_k", "sample_steps") and type(value) is not int):
             raise VoiceConfigError(f"voice.toml: defaults.{key} must be a number")
         defaults[key] = value
     pretrained = raw.get("pretrained_dir")
     pretrained_dir = (directory / pretrained).resolve() if pretrained else (directory.parent / PRETRAINED_DIRNAME).resolve()
     return {"family": "gpt-sovits", "version": version, "gpt": str(files["gpt"]), "sovits": str(files["sovits"]),
-            "pretrained_dir": str(pretrained_dir), "language": lang, "sample_rate": int(raw.get("sample_rate", SAMPLE_RATE)),
+            "pretrained_dir": str(pretrained_dir), "language": lang, "sample_rate": int(raw.get("sample_rate", MEL_SAMPLE_RATE.get(version, SAMPLE_RATE))),
             "reference": {"audio": str(files["reference.audio"]), "text": text, "language": ref_lang},
             "defaults": defaults}
