@@ -75,7 +75,12 @@ class StreamRunner:
         except features.FeatureError as exc:
             raise EngineError(f"voice {voice.spec.name!r}: {exc}") from None
         ids = [i for s in segs for i in s.phone_ids]
-        renderer = WindowedRenderer(model, ids, item.noise_scale, 1.0 / item.length_scale, item.seed, self.plan)
+        if hasattr(model, "decoder"):  # v3/v4: CFM mel decoder + vocoder, audio per mel chunk
+            from voxpipe.stages.engines.gpt_sovits.voice_v3 import MelStreamRenderer
+
+            renderer = MelStreamRenderer(model, ids, 1.0 / item.length_scale, item.sample_steps, item.seed)
+        else:
+            renderer = WindowedRenderer(model, ids, item.noise_scale, 1.0 / item.length_scale, item.seed, self.plan)
         self.decoder.add(seq)
         self.streams[key] = Stream(chunk, seq, renderer, time.monotonic())
 

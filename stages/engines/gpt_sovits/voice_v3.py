@@ -216,3 +216,36 @@ class GsvModelV3(GsvModel):
         (noise_scale has no part in v3/v4; the CFM's noise comes from the seed)."""
         self._prompt()
         return self.decoder.vocode(self.decoder.render_mel(tokens, phone_ids, speed, steps, seed))
+
+
+class MelStreamRenderer:
+    """The serving runner's renderer for v3/v4 voices (serving.py): nothing while tokens
+    come (the text encoder needs them all), then one piece of audio per CFM chunk.
+
+    Each chunk's mel is vocoded with up to `context` frames of the previous chunk's mel
+    before it, whose audio is cut away, so the vocoder's convolutions see across the
+    join; only its right side lacks what rendering whole would see."""
+
+    context = 32  # mel frames
+
+    def __init__(self, model: GsvModelV3, phone_ids: Sequence[int], speed: float, steps: int | None,
+                 seed: int | None) -> None:
+        self.model, self.phone_ids, self.speed, self.steps, self.seed = model, list(phone_ids), speed, steps, seed
+
+    def push(self, tokens: Sequence[int], final: bool) -> list[np.ndarray]:
+        if not final:
+            return []
+        decoder = self.model.decoder
+        return list(vocode_chunks(decoder, decoder.mel_chunks(decoder.start(tokens, self.phone_ids, self.speed,
+                                                                             self.steps, self.seed)), self.context))
+
+
+def vocode_chunks(decoder: MelDecoder, chunks, context: int) -> Iterator[np.ndarray]:
+    """Audio of each mel chunk in turn, each vocoded after `context` frames of the mel before it."""
+    before: Tensor | None = None
+    hop = decoder.plan.hop
+    for chunk in chunks:
+        lead = 0 if before is None else min(context, before.shape[2])
+        frames = chunk if not lead else torch.cat([before[:, :, -lead:], chunk], 2)
+        yield decoder.vocode(frames)[lead * hop:]
+        before = chunk if before is None else torch.cat([before[:, :, -context:], chunk], 2)
