@@ -222,9 +222,8 @@ class MelStreamRenderer:
     """The serving runner's renderer for v3/v4 voices (serving.py): nothing while tokens
     come (the text encoder needs them all), then one piece of audio per CFM chunk.
 
-    Each chunk's mel is vocoded with up to `context` frames of the previous chunk's mel
-    before it, whose audio is cut away, so the vocoder's convolutions see across the
-    join; only its right side lacks what rendering whole would see."""
+    The vocoder sees `context` mel frames on both sides of each piece (the last frames of
+    a chunk wait for the next), so the pieces join closely (tests/test_gsv_v3_stream.py)."""
 
     context = 32  # mel frames
 
@@ -241,11 +240,20 @@ class MelStreamRenderer:
 
 
 def vocode_chunks(decoder: MelDecoder, chunks, context: int) -> Iterator[np.ndarray]:
-    """Audio of each mel chunk in turn, each vocoded after `context` frames of the mel before it."""
-    before: Tensor | None = None
+    """Audio of mel chunks as they come. Each piece is vocoded with `context` frames of
+    mel on both sides of it where they exist: the last `context` frames of a chunk wait
+    for the next one, and the frames before a piece are rendered then cut away."""
     hop = decoder.plan.hop
-    for chunk in chunks:
-        lead = 0 if before is None else min(context, before.shape[2])
-        frames = chunk if not lead else torch.cat([before[:, :, -lead:], chunk], 2)
-        yield decoder.vocode(frames)[lead * hop:]
-        before = chunk if before is None else torch.cat([before[:, :, -context:], chunk], 2)
+    mel_so_far: Tensor | None = None
+    emitted = 0  # frames whose audio has gone out
+    pending = next(chunks, None)
+    while pending is not None:
+        mel_so_far = pending if mel_so_far is None else torch.cat([mel_so_far, pending], 2)
+        pending = next(chunks, None)
+        end = mel_so_far.shape[2] if pending is None else max(emitted, mel_so_far.shape[2] - context)
+        if end == emitted:
+            continue
+        lead = min(context, emitted)
+        audio = decoder.vocode(mel_so_far[:, :, emitted - lead:min(mel_so_far.shape[2], end + context)])
+        yield audio[lead * hop:(lead + end - emitted) * hop]
+        emitted = end
