@@ -78,6 +78,15 @@ class MelDecoder:
         self.prompt_mel: Tensor | None = None  # [1, 100, n] normalized, the reference's last frames
         self.prompt_fea: Tensor | None = None  # [1, C, n] aligned with prompt_mel
 
+    @classmethod
+    def from_modules(cls, synth: SynthesizerV3, vocoder: torch.nn.Module, version: str) -> "MelDecoder":
+        """A decoder around models already built (benchmarks with random weights)."""
+        decoder = cls.__new__(cls)
+        decoder.version, decoder.device, decoder.plan = version, next(synth.parameters()).device, PLANS[version]
+        decoder.synth, decoder.vocoder = synth.eval(), vocoder.eval()
+        decoder.ge = decoder.prompt_mel = decoder.prompt_fea = None
+        return decoder
+
     @property
     def default_steps(self) -> int:
         return DEFAULT_STEPS[self.version]
