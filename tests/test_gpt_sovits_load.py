@@ -113,7 +113,8 @@ def test_voice_toml_is_checked(files, tmp_path):
     cfg = read_voice_toml(d)
     assert cfg["defaults"]["top_k"] == 5 and cfg["defaults"]["repetition_penalty"] == 1.35
     assert Path(cfg["gpt"]).is_absolute() and cfg["pretrained_dir"].endswith("nothing-here")
-    for toml, message in ((GOOD_TOML.replace('"v2"', '"v3"'), "v3 .* not supported"),
+    for toml, message in ((GOOD_TOML.replace('"v2"', '"v5"'), "unknown version 'v5'"),
+                          (GOOD_TOML.replace("top_k = 5", "sample_steps = 8"), "unknown default 'sample_steps'"),
                           (GOOD_TOML.replace('"b.pth"', '"missing.pth"'), "sovits file 'missing.pth' not found"),
                           (GOOD_TOML.replace("top_k = 5", "top_kk = 5"), "unknown default 'top_kk'"),
                           (GOOD_TOML.replace('text = "你好。"\n', ""), "reference.text")):
@@ -128,9 +129,9 @@ def test_catalog_lists_gsv_voices_and_reports_broken_ones(files, tmp_path):
     spec = catalog.get("myvoice")
     assert spec.family == "gpt-sovits" and spec.sample_rate == 32000 and spec.noise_scale == 0.5
     assert catalog.get("joe").family == "piper"  # Piper voices unchanged
-    (d / "voice.toml").write_text(GOOD_TOML.replace('"v2"', '"v4"'), encoding="utf-8")
+    (d / "voice.toml").write_text(GOOD_TOML.replace('"v2"', '"v9"'), encoding="utf-8")
     catalog.rescan()
-    with pytest.raises(VoiceError, match="v4"):
+    with pytest.raises(VoiceError, match="v9"):
         catalog.get("myvoice")
 
 

@@ -1,8 +1,8 @@
 """`voxpipe voice random`: write a tiny random-weight voice in its family's own file
 formats, so that every family can be served and tested with no download.
 
-    voxpipe voice random NAME --family piper|gpt-sovits [--version v2|v2Pro|v2ProPlus]
-                         [--size tiny|full] -d VOICES_DIR
+    voxpipe voice random NAME --family piper|gpt-sovits [--version v2|v2Pro|v2ProPlus|v3|v4]
+        [--size tiny|full] [--lora] -d VOICES_DIR
 """
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     random = sub.add_parser("random", help="write a tiny random-weight voice (for tests and trials)")
     random.add_argument("name", help="voice name (letters, digits, '-', '_')")
     random.add_argument("--family", choices=["piper", "gpt-sovits"], default="piper")
-    random.add_argument("--version", choices=["v1", "v2", "v2Pro", "v2ProPlus"], default="v2",
+    random.add_argument("--version", choices=["v1", "v2", "v2Pro", "v2ProPlus", "v3", "v4"], default="v2",
                         help="GPT-SoVITS model version (gpt-sovits only)")
     random.add_argument("--size", choices=["tiny", "full"], default="tiny",
                         help="gpt-sovits only: tiny (tests) or full, the released models' dimensions "
-                             "(about 1.3 GB on disk, 2.5 GB in memory)")
+                             "(slow to write; v2ProPlus about 1.3 GB on disk, 2.5 GB in memory)")
+    random.add_argument("--lora", action="store_true",
+                        help="v3/v4: write the SoVITS model as a LoRA file over a base in the pretrained folder")
     random.add_argument("-d", "--voices-dir", required=True, help="the voices directory to write into")
     random.add_argument("--seed", type=int, default=0)
 
@@ -45,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         from voxpipe.stages.engines.gpt_sovits.random_voice import write_random_gsv_voice
 
-        path = write_random_gsv_voice(voices, name, args.version, seed=args.seed, size=args.size)
+        if args.version not in ("v3", "v4") and args.lora:
+            print("voxpipe voice: --lora applies to v3/v4 voices", file=sys.stderr)
+            return 2
+        path = write_random_gsv_voice(voices, name, args.version, seed=args.seed, size=args.size, lora=args.lora)
     print(f"wrote {args.family} voice {name!r}: {path}")
     return 0

@@ -20,7 +20,7 @@ from torch import Tensor
 SUPPORTED_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")
 VERSION_TAGS = {b"00": "v1", b"01": "v2", b"05": "v2Pro", b"06": "v2ProPlus"}
 TAG_OF_VERSION = {"v2Pro": b"05", "v2ProPlus": b"06"}
-UNSUPPORTED_TAGS = {b"02": "v3", b"03": "v3", b"04": "v4"}
+MEL_TAGS = {b"02": "v3", b"03": "v3", b"04": "v4"}  # read by sovits_v3.py, not here
 V1_SYMBOLS, V2_SYMBOLS = 322, 732
 
 
@@ -105,15 +105,15 @@ def load_gpt(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
 
 def sovits_version(head: bytes, weights: dict[str, Tensor], name: str) -> str:
     """The model version from the file's tag, else (plain zip files) from the weights."""
-    if head in UNSUPPORTED_TAGS:
-        raise CheckpointError(f"{name}: SoVITS {UNSUPPORTED_TAGS[head]} checkpoints (CFM + BigVGAN/HiFi-GAN "
-                              "vocoder) are not supported; use a v2, v2Pro or v2ProPlus model")
+    if head in MEL_TAGS:
+        raise CheckpointError(f"{name}: a SoVITS {MEL_TAGS[head]} checkpoint; say version = \"{MEL_TAGS[head]}\" "
+                              "in voice.toml (or leave version out)")
     if head in VERSION_TAGS and VERSION_TAGS[head] in ("v2Pro", "v2ProPlus"):
         return VERSION_TAGS[head]
     embedding = weights.get("enc_p.text_embedding.weight")
     if embedding is None or any(k.startswith(("cfm.", "bridge.")) for k in weights):
         raise CheckpointError(f"{name}: looks like a SoVITS v3/v4 checkpoint (no phone embedding / a CFM "
-                              "module), which is not supported; use a v2, v2Pro or v2ProPlus model")
+                              "module); say version = \"v3\" or \"v4\" in voice.toml")
     if "sv_emb.weight" in weights:
         return "v2Pro"  # a Pro model saved as a plain zip; v2Pro and v2ProPlus run alike
     return "v1" if embedding.shape[0] == V1_SYMBOLS else "v2"
@@ -124,7 +124,7 @@ def load_sovits(path: Path) -> tuple[str, dict[str, Any], dict[str, Tensor]]:
     data = _read(path)
     head = data[:2]
     if head != b"PK":
-        if head in UNSUPPORTED_TAGS:
+        if head in MEL_TAGS:
             sovits_version(head, {}, path.name)
         if head not in VERSION_TAGS:
             raise CheckpointError(f"{path.name}: unknown SoVITS file header {head!r}")

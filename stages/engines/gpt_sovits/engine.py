@@ -17,6 +17,7 @@ from voxpipe.stages.engines.gpt_sovits.item import GsvItem
 from voxpipe.stages.engines.gpt_sovits import checkpoints, features
 from voxpipe.stages.engines.gpt_sovits.t2s import Sampling
 from voxpipe.stages.engines.gpt_sovits.voice import GsvModel, TextSegment, VoiceFiles
+from voxpipe.stages.engines.gpt_sovits.voice_config import MEL_VERSIONS
 from voxpipe.stages.voices import VoiceSpec
 
 
@@ -57,8 +58,13 @@ class GptSovitsEngine(Engine):
         try:
             files = VoiceFiles(Path(cfg["gpt"]), Path(cfg["sovits"]), Path(cfg["pretrained_dir"]),
                                Path(cfg["reference"]["audio"]))
-            model = GsvModel(files, self.device, _feature_dtype(self.device, self.settings.precision))
             wanted = cfg.get("version")  # None: whatever the checkpoint is
+            if wanted in MEL_VERSIONS:
+                from voxpipe.stages.engines.gpt_sovits.voice_v3 import GsvModelV3
+
+                model = GsvModelV3(files, wanted, self.device)
+            else:
+                model = GsvModel(files, self.device, _feature_dtype(self.device, self.settings.precision))
             if wanted is not None and model.version != wanted and {model.version, wanted} != {"v2Pro", "v2ProPlus"}:
                 raise EngineError(f"voice {spec.name!r}: voice.toml says {wanted} but "
                                   f"{files.sovits.name} is a {model.version} model")
@@ -96,7 +102,9 @@ class GptSovitsEngine(Engine):
             try:
                 decoded = model.semantic_tokens(segs, sampling, item.seed)
                 ids = [i for s in segs for i in s.phone_ids]
-                out.append(model.render(decoded.tokens, ids, item.noise_scale, 1.0 / item.length_scale, item.seed))
+                steps = {"steps": item.sample_steps} if model.version in MEL_VERSIONS else {}
+                out.append(model.render(decoded.tokens, ids, item.noise_scale, 1.0 / item.length_scale, item.seed,
+                                        **steps))
             except features.FeatureError as exc:
                 raise EngineError(f"voice {voice.spec.name!r}: {exc}") from None
         return out

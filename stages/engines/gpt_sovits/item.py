@@ -19,3 +19,4 @@ class GsvItem:
     top_p: float = 1.0
     temperature: float = 1.0
     repetition_penalty: float = 1.35
+    sample_steps: int | None = None  # v3/v4: CFM steps (None: the voice's default)

@@ -266,28 +266,44 @@ def pretrained_dirname(size: str) -> str:
 
 
 def write_random_gsv_voice(voices_dir: Path, name: str, version: str = "v2", seed: int = 0,
-                           max_sec: float = 2.0, size: str = "tiny") -> Path:
-    """Write voice `name` under `voices_dir`; returns its directory."""
+                           max_sec: float = 2.0, size: str = "tiny", lora: bool = False) -> Path:
+    """Write voice `name` under `voices_dir`; returns its directory. `size`: tiny (tests) or
+    full (the released models' dimensions); v3/v4 voices may be a LoRA file over a base
+    model in the pretrained folder (`lora`)."""
     import soundfile
 
-    if version not in ("v1", "v2", "v2Pro", "v2ProPlus"):
-        raise ValueError(f"random GPT-SoVITS voices come in v1, v2, v2Pro or v2ProPlus, not {version!r}")
+    if version not in ("v1", "v2", "v2Pro", "v2ProPlus", "v3", "v4"):
+        raise ValueError(f"random GPT-SoVITS voices come in v1, v2, v2Pro, v2ProPlus, v3 or v4, not {version!r}")
     if size not in SIZES:
         raise ValueError(f"random GPT-SoVITS voices come in sizes {', '.join(SIZES)}, not {size!r}")
     directory = Path(voices_dir) / name
     directory.mkdir(parents=True, exist_ok=True)
-    pretrained = pretrained_dirname(size)
-    write_pretrained(Path(voices_dir) / pretrained, with_sv=version in ("v2Pro", "v2ProPlus"), seed=seed, size=size)
+    pretrained_name = pretrained_dirname(size)
+    pretrained = write_pretrained(Path(voices_dir) / pretrained_name, with_sv=version in ("v2Pro", "v2ProPlus"),
+                                  seed=seed, size=size)
     generator = torch.Generator().manual_seed(seed)
-    write_gpt(directory / f"{name}-e15.ckpt", generator, max_sec, version, size)
-    write_sovits(directory / f"{name}_e8_s96.pth", version, generator, size)
+    write_gpt(directory / f"{name}-e15.ckpt", generator, max_sec, version if version != "v4" else "v3", size)
+    steps = ""
+    if version in ("v3", "v4"):
+        from voxpipe.stages.engines.gpt_sovits import random_voice_v3 as v3
+
+        v3.write_vocoder(pretrained, version, size, seed)
+        if lora:
+            v3.write_base(pretrained, version, size, seed)
+            v3.write_lora(directory / f"{name}_e8_s96.pth", version, size, generator)
+        else:
+            v3.write_full(directory / f"{name}_e8_s96.pth", version, size, generator)
+        steps = f"sample_steps = {8 if version == 'v4' else 32}\n"
+    else:
+        write_sovits(directory / f"{name}_e8_s96.pth", version, generator, size)
     soundfile.write(str(directory / "reference.wav"), reference_clip(seed=seed), 32000, subtype="FLOAT")
     (directory / "voice.toml").write_text(
         f'# A random-weight GPT-SoVITS voice for tests ({size} size, seed {seed}).\n'
         f'family = "gpt-sovits"\nversion = "{version}"\n'
         f'gpt = "{name}-e15.ckpt"\nsovits = "{name}_e8_s96.pth"\n'
-        f'pretrained_dir = "../{pretrained}"\n\n'
+        f'pretrained_dir = "../{pretrained_name}"\n\n'
         f'[reference]\naudio = "reference.wav"\ntext = "{REFERENCE_TEXT}"\nlanguage = "{REFERENCE_LANG}"\n\n'
-        f'[defaults]\ntop_k = 15\ntop_p = 1.0\ntemperature = 1.0\nrepetition_penalty = 1.35\nnoise_scale = 0.5\n',
+        f'[defaults]\ntop_k = 15\ntop_p = 1.0\ntemperature = 1.0\nrepetition_penalty = 1.35\nnoise_scale = 0.5\n'
+        f'{steps}',
         encoding="utf-8")
     return directory

@@ -10,7 +10,7 @@ import numpy as np
 
 from voxpipe.ipc.messages import Chunk
 from voxpipe.stages.engines.base import Engine, EngineSettings, LoadedVoice
-from voxpipe.stages.families.base import Family, Options, Piece, Runner, RunnerSettings, StepResult, option
+from voxpipe.stages.families.base import Family, OptionError, Options, Piece, Runner, RunnerSettings, StepResult, option
 from voxpipe.stages.families.gpt_sovits.spec import load_gsv_spec
 from voxpipe.stages.text.normalize import normalize
 from voxpipe.stages.voices import VoiceSpec
@@ -27,6 +27,7 @@ class GsvOptions(Options):
     top_p: float | None = option(None, 0.0, 1.0, open_low=True)
     temperature: float | None = option(None, 0.01, 5.0)
     repetition_penalty: float | None = option(None, 1.0, 5.0)
+    sample_steps: int | None = option(None, 1, 128, doc="v3/v4: CFM steps (voice's default: v3 32, v4 8)")
 
 
 class GsvTextFrontend:
@@ -59,7 +60,7 @@ def gsv_item(chunk: Chunk):
     runs = tuple((lang, text, int(n), tuple(w2p)) for lang, text, n, w2p in
                  zip(x.get("langs", []), x.get("texts", []), x.get("phones", []), x.get("word2ph", [])))
     return GsvItem(np.asarray(chunk.inputs.ids, dtype=np.int64), o["noise_scale"], o["length_scale"], chunk.seed,
-                   runs, o["top_k"], o["top_p"], o["temperature"], o["repetition_penalty"])
+                   runs, o["top_k"], o["top_p"], o["temperature"], o["repetition_penalty"], o.get("sample_steps"))
 
 
 class ContinuousRunner(Runner):
@@ -141,6 +142,21 @@ class GptSovitsFamily(Family):
         if speed:
             defaults["length_scale"] = 1.0 / float(speed)
         return defaults
+
+    def resolve_options(self, spec: VoiceSpec, params: dict[str, Any]) -> dict[str, Any]:
+        from voxpipe.stages.engines.gpt_sovits.voice_v3 import STEP_RANGE
+
+        version = spec.config.get("version")
+        steps = params.get("sample_steps")
+        if steps is not None and version not in STEP_RANGE:
+            raise OptionError(f"sample_steps applies to v3/v4 voices; {spec.name!r} is a {version or 'v1-v2ProPlus'} voice")
+        resolved = super().resolve_options(spec, params)
+        if version in STEP_RANGE:
+            low, high = STEP_RANGE[version]
+            if not low <= resolved["sample_steps"] <= high:
+                raise OptionError(f"sample_steps={resolved['sample_steps']} is outside [{low}, {high}] "
+                                  f"for a {version} voice")
+        return resolved
 
     def engine_names(self) -> tuple[str, ...]:
         return (ENGINE,)

@@ -1,0 +1,107 @@
+"""Real-time factor of rendering GPT-SoVITS audio from semantic tokens at the released
+models' sizes (random weights, built in memory): v3 and v4 (features, CFM at 8 and 32
+steps, vocoder) beside v2ProPlus (SoVITS text encoder, flow, HiFi-GAN). The semantic
+decoder is the same for every version and left out. The CPU may be shared: numbers are
+noisy; compare ratios within one run.
+
+    python -m tools.gsv_v3_rtf [--seconds 2] [--threads 2] [--out results/gsv_v3_rtf]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+
+def _v3(version: str, size: str = "full"):
+    from voxpipe.stages.engines.gpt_sovits import bigvgan, random_voice_v3 as rv, vocoder_v4
+    from voxpipe.stages.engines.gpt_sovits.random_voice import _randomize
+    from voxpipe.stages.engines.gpt_sovits.sovits import SovitsConfig
+    from voxpipe.stages.engines.gpt_sovits.sovits_v3 import SynthesizerV3, V3Config
+    from voxpipe.stages.engines.gpt_sovits.voice_v3 import MelDecoder
+
+    s = rv.SIZE[size]
+    g = torch.Generator().manual_seed(0)
+    synth = SynthesizerV3(V3Config(SovitsConfig.from_hparams(rv.sovits_hparams(version, size), version, 732), s.dit,
+                                   s.bridge, s.wn_layers), version)
+    _randomize(synth, g)
+    if version == "v3":
+        vocoder = bigvgan.BigVGAN(bigvgan.BigVganConfig.from_json({
+            "resblock": "1", "num_mels": 100, "upsample_rates": [4, 4, 2, 2, 2, 2], "upsample_kernel_sizes": [8, 8, 4, 4, 4, 4],
+            "upsample_initial_channel": s.bigvgan_channels, "resblock_kernel_sizes": [3, 7, 11],
+            "resblock_dilation_sizes": [[1, 3, 5]] * 3, "activation": "snakebeta", "snake_logscale": True,
+            "use_tanh_at_final": False, "use_bias_at_final": False, "sampling_rate": 24000}))
+    else:
+        vocoder = vocoder_v4.v4_vocoder(100, s.v4_channels)
+    _randomize(vocoder, g)
+    decoder = MelDecoder.from_modules(synth, vocoder, version)
+    spec = torch.rand(1, 1025, 300)
+    decoder.set_prompt(torch.randint(0, 1024, (1, 150)), list(range(10, 60)), spec,
+                       0.1 * torch.randn(decoder.plan.mel.sampling_rate * 6))
+    return decoder
+
+
+def time_v3(decoder, seconds: float, steps: int) -> float:
+    tokens = torch.randint(0, 1024, (int(seconds * 25),)).tolist()
+    started = time.perf_counter()
+    decoder.vocode(decoder.render_mel(tokens, list(range(20, 60)), 1.0, steps, 0))
+    return time.perf_counter() - started
+
+
+def time_v2pro(seconds: float) -> float:
+    from voxpipe.stages.engines.gpt_sovits.random_voice import _randomize, _sovits_hparams
+    from voxpipe.stages.engines.gpt_sovits.sovits import SovitsConfig, Synthesizer
+
+    hps = _sovits_hparams("v2ProPlus")
+    hps["model"].update({"inter_channels": 192, "filter_channels": 768, "n_layers": 6, "upsample_initial_channel": 512,
+                         "resblock_kernel_sizes": [3, 7, 11], "resblock_dilation_sizes": [[1, 3, 5]] * 3})
+    synth = Synthesizer(SovitsConfig.from_hparams(hps, "v2ProPlus", 732)).eval()
+    _randomize(synth, torch.Generator().manual_seed(0))
+    ge, ge_text = torch.randn(1, 128, 1), torch.randn(1, 512, 1)
+    tokens = torch.randint(0, 1024, (1, int(seconds * 25)))
+    started = time.perf_counter()
+    with torch.no_grad():
+        synth.vocode(synth.latent(tokens, torch.randint(1, 700, (1, 40)), ge, ge_text, 0.5), ge)
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="audio per rendering")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--out", default="results/gsv_v3_rtf")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    rows = [("v2ProPlus", "-", time_v2pro(args.seconds))]
+    for version in ("v3", "v4"):
+        decoder = _v3(version)
+        time_v3(decoder, 0.5, 1)  # warm-up
+        rows += [(version, str(steps), time_v3(decoder, args.seconds, steps)) for steps in args.steps]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"| version | sample_steps | render s | RTF ({args.seconds:g} s audio, {args.threads} threads) |",
+             "| --- | --- | --- | --- |"] + [f"| {v} | {s} | {t:.2f} | {t / args.seconds:.2f} |" for v, s, t in rows]
+    print("\n".join(lines))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3))
+        ax.bar([f"{v} {s}" for v, s, _ in rows], [t / args.seconds for *_, t in rows])
+        ax.set_ylabel("real-time factor")
+        fig.tight_layout()
+        fig.savefig(out.with_suffix(".png"))
+    except ImportError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
