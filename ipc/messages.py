@@ -117,6 +117,7 @@ class Fragment:
     handle: ShmHandle | None = None
     chunks_done: int = 0  # progress: chunks of the request merged so far
     chunks: int = 0
+    planned_at: float = 0.0  # inside the daemon: which plan of the request this audio is of
 
 
 @dataclass
@@ -130,6 +131,7 @@ class Result:
     fragments: int
     chunks: int
     timings: dict
+    planned_at: float = 0.0  # inside the daemon: which plan of the request this is of
 
 
 @dataclass
@@ -204,6 +206,10 @@ class ChunkAudio:
     last_part: bool = True
     stream: bool = False
     deadline: float = 0.0
+    # The plan the chunk belongs to (its Chunk.submitted_at, the same for every chunk of a
+    # plan): a request planned again (resent after a frontend restart) is a new plan, and
+    # audio of the old one must not be merged into it.
+    planned_at: float = 0.0
 
 
 @dataclass
@@ -247,6 +253,7 @@ class RequestFailed:
     request_id: str
     code: str
     message: str
+    planned_at: float = 0.0
 
 
 # ---- stages <-> supervisor -----------------------------------------------------------------

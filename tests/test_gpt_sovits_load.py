@@ -67,11 +67,12 @@ def test_weight_norm_is_folded_as_torch_computes_it():
     assert torch.equal(folded["dec.ups.0.weight"], ref.weight.detach())
 
 
-@pytest.mark.parametrize("tag,name", [(b"03", "v3"), (b"04", "v4")])
-def test_v3_v4_are_refused_clearly(files, tmp_path, tag, name):
+@pytest.mark.parametrize("tag,name", [(b"02", "v3"), (b"03", "v3"), (b"04", "v4")])
+def test_v3_v4_files_read_as_v2_say_which_version_to_set(files, tmp_path, tag, name):
+    """The v2 loader meets a v3/v4 file when voice.toml says otherwise: the error says what to write."""
     path = tmp_path / "new.pth"
     path.write_bytes(tag + (files / "v2.pth").read_bytes()[2:])
-    with pytest.raises(checkpoints.CheckpointError, match=f"{name} checkpoints .* not supported"):
+    with pytest.raises(checkpoints.CheckpointError, match=f'a SoVITS {name} checkpoint; say version = "{name}"'):
         checkpoints.load_sovits(path)
 
 

@@ -27,13 +27,14 @@ max_chunk_attempts = 3        # a chunk failing on this many workers fails its r
 
 [frontend]
 chunk_budget = 400            # phonemes per chunk
-policy = "punctuation"        # or sentences, length, none, clauses; GPT-SoVITS's cut0..cut5
-first_chunk = true            # cut the first chunk short for fast first audio
-first_chunk_words = 6
+policy = "punctuation"        # one sentence a chunk (a long one cut at clauses); or packed, sentences, length, none, clauses; GPT-SoVITS's cut0..cut5
+first_chunk = true            # end the first chunk at its first clause, for fast first audio
+first_chunk_words = 4         # ... once it has at least this many words
 
 [worker]
 count = 0                     # CPU workers; 0 = cores / threads (GPUs: one worker each)
 threads = 1                   # engine threads per CPU worker
+max_threads = 0               # onnx engine: a call runs on the cores idle workers leave free, up to this; 0 = all cores
 engine = "onnx"               # onnx | torch | tensorrt | null
 precision = "fp32"            # fp16/bf16: torch engine on a GPU; int8: onnx engine, audible error
 int8_method = "static"        # precision int8: static (calibrated) or dynamic quantization
@@ -41,7 +42,8 @@ credits = 2                   # chunks a worker holds at once
 max_batch = 0                 # chunks per batch; 0 = the engine's choice
 batch_phonemes = 8192         # ceiling on a batch's padded phonemes
 batch_wait_ms = 5.0           # how long a partial batch may wait to fill
-engine_stream_frames = 0      # torch engine: > 0 streams audio within a sentence
+engine_stream_frames = 64     # streamed requests: audio within a sentence, first after this many frames (0 = off)
+loudness = true               # onnx engine: one gain per voice (measured at load) for Piper's level
 voice_cache_mib = 2048.0      # per-worker LRU voice cache
 
 [gpu]

@@ -51,6 +51,12 @@ class Active:
     progress: RequestProgress
     first_audio: float | None = None
 
+    @property
+    def planned_at(self) -> float:
+        """The plan the merger's messages must be of: a request resent after a frontend
+        restart is a new plan, and the old plan's audio may still be on its way."""
+        return self.progress.plan[0].submitted_at
+
 
 class Frontend:
     def __init__(self, args: StageArgs, runtime: StageRuntime) -> None:
@@ -297,16 +303,23 @@ class Frontend:
                 self._on_fragment(message)
             elif isinstance(message, Result):
                 self._on_result(message)
-            elif isinstance(message, RequestFailed):
+            elif isinstance(message, RequestFailed) and self._of_current_plan(message):
                 self._finish(message.request_id, Error(message.request_id, message.code, message.message))
+
+    def _of_current_plan(self, message: Fragment | Result | RequestFailed) -> bool:
+        active = self.active.get(message.request_id)
+        return active is None or message.planned_at == active.planned_at
 
     def _on_fragment(self, fragment: Fragment) -> None:
         active = self.active.get(fragment.request_id)
+        current = self._of_current_plan(fragment)
         try:
             pcm = self.fragment_pool.read(fragment.handle) if fragment.handle else None
         except PoolError as exc:
+            if not current:
+                return
             return self._finish(fragment.request_id, Error(fragment.request_id, "internal", f"lost audio: {exc}"))
-        if active is None:
+        if active is None or not current:
             return
         # After a merger restart (or for a resent request) the audio starts over from
         # the beginning: relay only what the client does not have yet.
@@ -324,8 +337,9 @@ class Frontend:
 
     def _on_result(self, result: Result) -> None:
         active = self.active.get(result.request_id)
-        if active is None:
+        if active is None or not self._of_current_plan(result):
             return
+        result.planned_at = 0.0  # the daemon's own bookkeeping; the client has no use for it
         now = time.monotonic()
         result.timings.update(first_audio_s=(active.first_audio or now) - active.received, total_s=now - active.received)
         result.samples, result.fragments = active.progress.client_has, active.progress.fragments_sent

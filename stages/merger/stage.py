@@ -2,6 +2,7 @@
 crossfade and streams every contiguous prefix on to the frontend as a fragment."""
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class MergeState:
     stream: bool
     deadline: float
     joiner: CrossfadeJoiner
+    planned_at: float = 0.0  # the plan this audio is of (see ChunkAudio.planned_at)
     next_seq: int = 0
     pending: dict[tuple[int, int], ChunkAudio] = field(default_factory=dict)
     next_part: int = 0
@@ -50,7 +52,7 @@ class Merger:
         self.frontend = sockets.make_socket(runtime.ctx, zmq.PUSH)
         self.frontend.connect(layout.frontend_in_endpoint)
         self.requests: dict[str, MergeState] = {}
-        self.finished: dict[str, None] = {}
+        self.finished: dict[str, float] = {}  # request id -> the newest plan of it that ended
         self.running = True
         self.duplicates = 0
         self.metrics = recorder()
@@ -99,10 +101,18 @@ class Merger:
     def _on_audio(self, msg: ChunkAudio) -> None:
         pool = self.in_pools.get(msg.handle.pool)
         state = self.requests.get(msg.request_id)
-        if state is None and msg.request_id not in self.finished:
+        if state is not None and msg.planned_at != state.planned_at:
+            if msg.planned_at < state.planned_at:  # audio of an older plan, arriving late
+                self.duplicates += 1
+                self._release(pool, msg)
+                return
+            self._discard(msg.request_id)  # the request was planned again: start over with it
+            state = None
+        finished_plan = self.finished.get(msg.request_id)
+        if state is None and (finished_plan is None or msg.planned_at > finished_plan):
             state = self.requests[msg.request_id] = MergeState(
                 msg.count, msg.sample_rate, msg.stream, msg.deadline,
-                CrossfadeJoiner(round(self.crossfade_s * msg.sample_rate)))
+                CrossfadeJoiner(round(self.crossfade_s * msg.sample_rate)), msg.planned_at)
         key = (msg.seq, msg.part)
         if pool is None or state is None or key in state.pending or (msg.seq, msg.part) < (state.next_seq, state.next_part):
             self.duplicates += 1  # a re-dispatched chunk whose first run did finish after all
@@ -154,9 +164,10 @@ class Merger:
         if done:
             self.metrics.stage_latency("merge", state.merge_s)
             result = Result(request_id, state.sample_rate, state.samples, state.fragments, state.count,
-                            {"synth_s": state.synth_s, "queued_s": state.queued_s, "merge_s": state.merge_s})
+                            {"synth_s": state.synth_s, "queued_s": state.queued_s, "merge_s": state.merge_s},
+                            state.planned_at)
             sockets.send(self.frontend, result)
-            self._forget(request_id)
+            self._forget(request_id, state.planned_at)
 
     def _emit(self, request_id: str, state: MergeState, audio: np.ndarray) -> bool:
         pcm = to_pcm16(audio)
@@ -167,25 +178,34 @@ class Merger:
             self._fail(request_id, "no_memory", str(exc))
             return False
         sockets.send(self.frontend, Fragment(request_id, state.fragments, state.sample_rate, len(pcm), handle,
-                                             state.next_seq, state.count))
+                                             state.next_seq, state.count, state.planned_at))
         state.fragments += 1
         state.samples += len(pcm)
         return True
 
     def _fail(self, request_id: str, code: str, message: str) -> None:
-        sockets.send(self.frontend, RequestFailed(request_id, code, message))
+        state = self.requests.get(request_id)
+        sockets.send(self.frontend, RequestFailed(request_id, code, message, state.planned_at if state else 0.0))
         self._drop(request_id)
 
     def _drop(self, request_id: str) -> None:
-        state = self.requests.get(request_id)
-        if state is not None:
-            for msg in state.pending.values():
-                self._release(self.in_pools.get(msg.handle.pool), msg)
-        self._forget(request_id)
+        had_state = request_id in self.requests
+        planned_at = self._discard(request_id)
+        self._forget(request_id, planned_at if had_state else math.inf)
 
-    def _forget(self, request_id: str) -> None:
+    def _discard(self, request_id: str) -> float:
+        """Free a request's pending audio and forget its state; -> the plan it was of."""
+        state = self.requests.pop(request_id, None)
+        if state is None:
+            return 0.0
+        for msg in state.pending.values():
+            self._release(self.in_pools.get(msg.handle.pool), msg)
+        return state.planned_at
+
+    def _forget(self, request_id: str, planned_at: float = math.inf) -> None:
+        """Remember a request as finished: audio of this plan or an older one is turned away."""
         self.requests.pop(request_id, None)
-        self.finished[request_id] = None
+        self.finished[request_id] = max(planned_at, self.finished.get(request_id) or 0.0)
         while len(self.finished) > FINISHED_MEMORY:
             self.finished.pop(next(iter(self.finished)))
 
