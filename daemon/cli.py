@@ -78,11 +78,25 @@ def _config_sample(args: argparse.Namespace) -> int:
 
 def _lazy(module: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
     def configure(parser: argparse.ArgumentParser) -> None:
-        __import__(module, fromlist=["configure_parser"]).configure_parser(parser)
+        _import(module).configure_parser(parser)
 
     def run(args: argparse.Namespace) -> int:
-        return __import__(module, fromlist=["run"]).run(args)
+        return _import(module).run(args)
     return configure, run
+
+
+def _import(module: str):
+    """A command's module. The benchmarks live in a source checkout's tools/ (not in the
+    wheel): found from the checkout's root, whichever way `voxpipe` was started."""
+    if module.startswith("tools."):
+        checkout = Path.cwd()
+        if not (checkout / "tools" / "__init__.py").is_file():
+            print(f"voxpipe: {module.split('.')[1]} is a development tool: run it from the root of a source "
+                  f"checkout (tools/ is not installed)", file=sys.stderr)
+            raise SystemExit(2)
+        if str(checkout) not in sys.path:
+            sys.path.insert(0, str(checkout))
+    return __import__(module, fromlist=["run"])
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
