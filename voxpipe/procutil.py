@@ -1,11 +1,15 @@
-"""Process plumbing shared by every stage: dying with the parent, titles, signals."""
+"""Process plumbing shared by every stage: dying with the parent, titles, signals, file locks."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
+from typing import Iterator
 
 PR_SET_PDEATHSIG = 1
 
@@ -44,3 +48,15 @@ def ignore_interrupts() -> None:
     """Stages leave SIGINT (a terminal's ^C reaches the whole group) to the supervisor,
     which drains and then stops them in order."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if need be): processes building the same
+    cached file take turns, and the later ones find it built."""
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -8,8 +8,6 @@ load with onnxruntime alone.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -17,7 +15,8 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+
+from voxpipe.procutil import exclusive_lock
 
 # Bump when the exported graphs or the sidecar change meaning: old caches are then ignored.
 PARTS_FORMAT = 1
@@ -59,15 +58,6 @@ def _read(folder: Path) -> VoiceParts | None:
     return parts if parts.acoustic.is_file() and parts.vocoder.is_file() else None
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Workers loading the same voice at once: one exports, the others wait and reuse it."""
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _export(model_path: Path, name: str, num_speakers: int, folder: Path) -> None:
@@ -98,7 +88,7 @@ def voice_parts(model_path: Path, name: str, num_speakers: int = 1, cache_dir: P
         if found is not None:
             return found
         root.mkdir(parents=True, exist_ok=True)
-        with _locked(root / f"{target.name}.lock"):
+        with exclusive_lock(root / f"{target.name}.lock"):
             found = _read(target)  # another process exported it while this one waited
             if found is not None:
                 return found

@@ -16,7 +16,6 @@ recipe, so a worker builds one once and every later load reuses it.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
+from voxpipe.procutil import exclusive_lock
 from voxpipe.stages.voices import VoiceSpec
 
 if TYPE_CHECKING:
@@ -197,15 +197,6 @@ def _no_preprocess_hint() -> Iterator[None]:
             root.removeHandler(stand_in)
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Workers loading the same voice at once: one quantizes, the others wait and reuse it."""
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def cached_path(source: Path, method: str, cache_dir: Path | None = None) -> Path:
@@ -224,7 +215,7 @@ def int8_model(source: Path, method: str = DEFAULT_METHOD, calibration: Calibrat
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(target.with_suffix(".lock")):
+    with exclusive_lock(target.with_suffix(".lock")):
         if target.is_file():  # another process built it while this one waited
             return target
         fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".onnx", dir=target.parent)

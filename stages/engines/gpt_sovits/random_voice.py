@@ -43,10 +43,14 @@ _WEIGHT_NORMED = re.compile(r"^(dec\.ups\.\d+|dec\.resblocks\.\d+\.convs[12]?\.\
 
 
 def _weight_norm_split(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return split_weight_norm(state, _WEIGHT_NORMED)
+
+
+def split_weight_norm(state: dict[str, torch.Tensor], pattern: re.Pattern) -> dict[str, torch.Tensor]:
     """Rewrite `X.weight` of the weight-normed layers as `X.weight_g` + `X.weight_v`."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if _WEIGHT_NORMED.match(key):
+        if pattern.match(key):
             base = key[: -len(".weight")]
             out[base + ".weight_g"] = torch.norm_except_dim(value, 2, 0)
             out[base + ".weight_v"] = value

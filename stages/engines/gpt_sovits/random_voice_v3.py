@@ -25,6 +25,7 @@ import torch
 
 from voxpipe.stages.engines.gpt_sovits import bigvgan, checkpoints, vocoder_v4
 from voxpipe.stages.engines.gpt_sovits.dit import DitConfig
+from voxpipe.stages.engines.gpt_sovits.random_voice import split_weight_norm
 from voxpipe.stages.engines.gpt_sovits.sovits import SovitsConfig
 from voxpipe.stages.engines.gpt_sovits.sovits_v3 import BASE_FILES, PEFT_PREFIX, V3Config, SynthesizerV3
 
@@ -69,18 +70,6 @@ def sovits_hparams(version: str, size: str) -> dict:
     }
 
 
-def _split_weight_norm(state: dict[str, torch.Tensor], pattern: re.Pattern) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in state.items():
-        if pattern.match(key):
-            base = key[: -len(".weight")]
-            out[base + ".weight_g"] = torch.norm_except_dim(value, 2, 0)
-            out[base + ".weight_v"] = value
-        else:
-            out[key] = value
-    return out
-
-
 def _random_synth(version: str, size: str, generator: torch.Generator) -> tuple[dict, dict[str, torch.Tensor]]:
     from voxpipe.stages.engines.gpt_sovits.random_voice import _randomize
 
@@ -100,7 +89,7 @@ def _random_synth(version: str, size: str, generator: torch.Generator) -> tuple[
                   # trained beside the CFM, unused at inference; present in users' files
                   "linear_mel.weight": 0.05 * torch.randn(100, s.bridge, 1, generator=generator),
                   "linear_mel.bias": torch.zeros(100)})
-    return hps, _split_weight_norm(state, _WN)
+    return hps, split_weight_norm(state, _WN)
 
 
 def _save(path: Path, checkpoint: dict, tag: bytes | None) -> None:
@@ -173,7 +162,7 @@ def write_vocoder(pretrained: Path, version: str, size: str, seed: int) -> Path:
         state.update({k: v for k, v in bigvgan.BigVGAN(model.cfg).state_dict().items() if k.endswith(".filter")})
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps(h, indent=2))
-        torch.save({"generator": _split_weight_norm(state, _BIGVGAN_WN)}, folder / "bigvgan_generator.pt")
+        torch.save({"generator": split_weight_norm(state, _BIGVGAN_WN)}, folder / "bigvgan_generator.pt")
         return folder
     path = pretrained / vocoder_v4.FILE
     if not path.is_file():
