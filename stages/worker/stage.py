@@ -211,7 +211,7 @@ class Worker:
             return False
         sockets.send(self.merger, ChunkAudio(chunk.request_id, chunk.seq, chunk.count, piece.sample_rate, handle,
                                              piece.synth_s, piece.queued_s, piece.part, piece.last,
-                                             stream=chunk.stream, deadline=chunk.deadline))
+                                             stream=chunk.stream, deadline=chunk.deadline, words=piece.words))
         if piece.last:
             self._done(chunk, True)
         return True
