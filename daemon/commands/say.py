@@ -34,6 +34,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repetition-penalty", type=float, help="GPT-SoVITS voices: penalty on repeated tokens")
     parser.add_argument("--policy", help="text cut policy (punctuation, sentences, length, none, cut0..cut5)")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--words", metavar="FILE.json",
+                        help='also write each word\'s timing: [{"word", "start", "end"}, ...] in seconds')
 
 
 def read_text(args: argparse.Namespace) -> str:
@@ -79,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"voxpipe say: {exc}", file=sys.stderr)
         return 1
     result = stream.result
+    if args.words and result is not None:
+        try:
+            write_words(args.words, stream.words)
+        except OSError as exc:
+            print(f"voxpipe say: cannot write {args.words}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     if output != "-" and result is not None:
         timings = result.timings
         print(f"{output}: {result.samples / result.sample_rate:.2f} s of audio, first audio after "
@@ -100,3 +108,11 @@ def _write(writer, samples, flush: bool) -> None:
             writer.flush()
     else:
         writer.write(samples)
+
+
+def write_words(path: str, words: list) -> None:
+    """The request's word timings as JSON, seconds of the audio, rounded to 0.1 ms."""
+    import json
+
+    rows = [{"word": w.text, "start": round(w.start, 4), "end": round(w.end, 4)} for w in words]
+    Path(path).write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
