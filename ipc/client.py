@@ -19,7 +19,7 @@ import zmq
 
 from voxpipe.ipc import codec, sockets
 from voxpipe.ipc.errors import ProtocolError, VoxpipeError
-from voxpipe.ipc.exchange import Audio, AudioFragment, RequestExchange, collect
+from voxpipe.ipc.exchange import Audio, AudioFragment, RequestExchange, Word, collect
 from voxpipe.ipc.security import SecurityError, needs_curve, secure_client
 from voxpipe.ipc.messages import (PROTOCOL_VERSION, Cancel, Error, Hello, Ping, Pong, Result, StatusQuery,
                                   StatusReply, SynthesisOptions, SynthesisRequest, Welcome, synthesis_options)
@@ -36,7 +36,7 @@ DEFAULT_TIMEOUT_S = 300.0
 CONNECT_TIMEOUT_S = 5.0
 PROBE_S = 1.0  # while waiting, ping after this much silence to learn of a frontend restart
 
-__all__ = ["Audio", "AudioFragment", "AsyncClient", "Client", "SynthesisStream", "run_async"]
+__all__ = ["Audio", "AudioFragment", "AsyncClient", "Client", "SynthesisStream", "Word", "run_async"]
 
 
 def _options(**kwargs: Any) -> SynthesisOptions:
@@ -77,6 +77,11 @@ class SynthesisStream:
         self._client, self._exchange = client, exchange
         self.request_id = exchange.request_id
         self.result: Result | None = None
+
+    @property
+    def words(self) -> list[Word]:
+        """Every word received so far (each fragment carries those that end inside it)."""
+        return list(self._exchange.words)
 
     def __iter__(self) -> Iterator[AudioFragment]:
         try:

@@ -31,15 +31,27 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from voxpipe.ipc.errors import VoxpipeError
-from voxpipe.ipc.messages import Cancel, Error, Fragment, Pong, Result, SynthesisRequest
+from voxpipe.ipc.messages import Cancel, Error, Fragment, Pong, Result, SynthesisRequest, WordSpan
 
 if TYPE_CHECKING:  # numpy loads on the first audio, after the request is on its way
     import numpy as np
 
 DEADLINE_GRACE_S = 5.0  # the client waits this much past the request's own timeout
+
+
+class Word(NamedTuple):
+    """A word of the (normalized) text and when it is spoken, in seconds of the request's audio."""
+
+    text: str
+    start: float
+    end: float
+
+
+def words_in_seconds(spans: list[WordSpan], sample_rate: int) -> list[Word]:
+    return [Word(w.text, w.start / sample_rate, w.end / sample_rate) for w in spans]
 
 
 @dataclass
@@ -50,6 +62,7 @@ class AudioFragment:
     received_at: float  # time.monotonic()
     chunks_done: int = 0  # progress of the request when this fragment was cut
     chunks: int = 0
+    words: list[Word] = field(default_factory=list)  # the words that end inside this fragment
 
 
 @dataclass
@@ -60,6 +73,7 @@ class Audio:
     fragments: int
     chunks: int
     timings: dict[str, float] = field(default_factory=dict)
+    words: list[Word] = field(default_factory=list)  # every word, in order, with its start and end
 
     @property
     def duration(self) -> float:
@@ -99,6 +113,7 @@ class RequestExchange:
         self._next_index = 0  # the frontend's next fragment index in the current run
         self._run_open = False  # resent: the next answer tells which numbering follows
         self._index_before_resend = 0
+        self.words: list[Word] = []  # every word received so far, in seconds
 
     # ---- what the transport calls ------------------------------------------------------
     def start(self) -> SynthesisRequest:
@@ -168,8 +183,10 @@ class RequestExchange:
             self._fail("internal", f"fragment {message.index} arrived while {self._next_index} was due: "
                                    "audio was lost on the way", ended=False)
         self._next_index += 1
+        words = words_in_seconds(message.words, message.sample_rate)
+        self.words += words
         fragment = AudioFragment(self.fragments, samples, message.sample_rate, time.monotonic(),
-                                 message.chunks_done, message.chunks)
+                                 message.chunks_done, message.chunks, words)
         self.fragments += 1
         self.received += len(samples)
         return fragment
@@ -179,6 +196,7 @@ class RequestExchange:
             self._fail("internal", f"the daemon sent {result.samples} samples, {self.received} arrived")
         self.finished = self._over = True
         result.fragments = self.fragments  # the frontend counts only since the last resend
+        self.words += words_in_seconds(result.words, result.sample_rate)
         return result
 
     def _on_error(self, error: Error) -> None:
@@ -203,4 +221,6 @@ def collect(request_id: str, fragments: list[AudioFragment], result: Result) -> 
     import numpy as np
 
     samples = np.concatenate([f.samples for f in fragments]) if fragments else np.zeros(0, np.int16)
-    return Audio(request_id, samples, result.sample_rate, result.fragments, result.chunks, dict(result.timings))
+    words = [w for f in fragments for w in f.words] + words_in_seconds(result.words, result.sample_rate)
+    return Audio(request_id, samples, result.sample_rate, result.fragments, result.chunks, dict(result.timings),
+                 words)

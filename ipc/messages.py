@@ -105,9 +105,21 @@ class StatusReply:
 
 
 @dataclass
+class WordSpan:
+    """A word of the text and where it is spoken, in samples: of the chunk's audio on a
+    ChunkAudio, of the request's audio on a Fragment. `end` is exclusive."""
+
+    TAG: ClassVar[int] = 21
+    text: str
+    start: int
+    end: int
+
+
+@dataclass
 class Fragment:
     """Audio for the next contiguous span of a request. To clients the int16 PCM samples
-    ride in the frame after this one; inside the daemon they sit in shared memory."""
+    ride in the frame after this one; inside the daemon they sit in shared memory.
+    `words` are the request's words that end inside this fragment (or at its end)."""
 
     TAG: ClassVar[int] = 16
     request_id: str
@@ -118,6 +130,7 @@ class Fragment:
     chunks_done: int = 0  # progress: chunks of the request merged so far
     chunks: int = 0
     planned_at: float = 0.0  # inside the daemon: which plan of the request this audio is of
+    words: list[WordSpan] = field(default_factory=list)
 
 
 @dataclass
@@ -132,6 +145,7 @@ class Result:
     chunks: int
     timings: dict
     planned_at: float = 0.0  # inside the daemon: which plan of the request this is of
+    words: list[WordSpan] = field(default_factory=list)  # words no fragment carried (normally none)
 
 
 @dataclass
@@ -210,6 +224,7 @@ class ChunkAudio:
     # plan): a request planned again (resent after a frontend restart) is a new plan, and
     # audio of the old one must not be merged into it.
     planned_at: float = 0.0
+    words: list[WordSpan] = field(default_factory=list)  # the chunk's words (any part may carry some)
 
 
 @dataclass
@@ -343,6 +358,6 @@ class SupervisorReport:
 
 ALL_MESSAGES: tuple[type, ...] = (
     ShmHandle, SynthesisOptions, Hello, Welcome, SynthesisRequest, Cancel, StatusQuery,
-    StatusReply, Fragment, Result, Error, Ping, Pong, FamilyInputs, Chunk, ChunkAudio,
+    StatusReply, WordSpan, Fragment, Result, Error, Ping, Pong, FamilyInputs, Chunk, ChunkAudio,
     ChunkDone, WorkerState, DropRequest, RequestFailed, Heartbeat, *CONTROL_MESSAGES, SupervisorReport,
 )

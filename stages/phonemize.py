@@ -97,16 +97,24 @@ class Phonemizer:
 
     def ids(self, phonemes: list[str]) -> np.ndarray:
         """Phonemes to ids, wrapped as Piper models expect: BOS, pad after each, EOS."""
+        return self.ids_with_positions(phonemes)[0]
+
+    def ids_with_positions(self, phonemes: list[str]) -> tuple[np.ndarray, list[int]]:
+        """`ids(phonemes)`, and for each phoneme the index of its first id (-1: dropped);
+        a phoneme's ids run up to the next kept phoneme's (its padding included)."""
         id_map, pad = self._id_map, self._id_map.get(PAD, [])
         ids: list[int] = [*id_map.get(BOS, []), *pad]
+        positions: list[int] = []
         for phoneme in phonemes:
             mapped = id_map.get(phoneme)
             if mapped is None:
+                positions.append(-1)
                 continue  # unknown phonemes are dropped, as piper does
+            positions.append(len(ids))
             ids.extend(mapped)
             ids.extend(pad)
         ids.extend(id_map.get(EOS, []))
-        return np.asarray(ids, dtype=np.int64)
+        return np.asarray(ids, dtype=np.int64), positions
 
     def text_to_ids(self, text: str) -> np.ndarray:
         return self.ids(self.phonemes(text))

@@ -77,6 +77,23 @@ def test_streamed_by_chunk_and_seeded(daemon):
     assert not np.array_equal(sampled[0].samples, sampled[2].samples)
 
 
+def test_word_timings_per_chunk(daemon):
+    """GPT-SoVITS has no durations: each chunk's words share its audio, in order, inside it."""
+    from voxpipe.stages.families.gpt_sovits.family import gsv_words
+
+    with daemon.client() as client:
+        audio = client.synthesize(TEXT, VOICE, top_k=1, repetition_penalty=1.0, noise_scale=0.0)
+        stream = client.stream(TEXT, VOICE, top_k=1, repetition_penalty=1.0, noise_scale=0.0)
+        fragments = list(stream)
+    assert [w.text for w in audio.words] == gsv_words(TEXT)
+    last = 0.0
+    for word in audio.words:
+        assert last <= word.start <= word.end <= audio.duration + 1e-9
+        last = word.end
+    assert audio.words[-1].end == pytest.approx(audio.duration, abs=1e-3)  # the last chunk's end is measured
+    assert [w for f in fragments for w in f.words] == stream.words == audio.words
+
+
 def test_sampling_options_are_checked(daemon):
     with daemon.client() as client:
         with pytest.raises(VoxpipeError) as err:

@@ -319,11 +319,11 @@ def test_engine_lets_out_of_memory_through(engine_and_voice, monkeypatch):
             raise RuntimeError(message)
         return acoustic
 
-    monkeypatch.setattr(voice.model, "acoustic", boom("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    monkeypatch.setattr(voice.model, "acoustic_timed", boom("CUDA out of memory. Tried to allocate 2.00 GiB"))
     with pytest.raises(RuntimeError, match="out of memory") as info:
         engine.synthesize(voice, [item])
     assert not isinstance(info.value, EngineError)
-    monkeypatch.setattr(voice.model, "acoustic", boom("something else broke"))
+    monkeypatch.setattr(voice.model, "acoustic_timed", boom("something else broke"))
     with pytest.raises(EngineError, match="tiny-multi.*something else"):
         engine.synthesize(voice, [item])
 

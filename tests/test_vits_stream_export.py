@@ -96,7 +96,7 @@ def test_exported_parts_match_torch(exported, lengths):
     feeds = {"input": ids, "input_lengths": lens, "scales": np.array([0.0, 1.1, 0.0], dtype=np.float32)}
     if multi:
         feeds["sid"] = sid
-    z, frames = acoustic.run(None, feeds)
+    z, frames, _durations = acoustic.run(None, feeds)
     sid_t = torch.from_numpy(sid) if multi else None
     with torch.inference_mode():
         z_t, frames_t = model.acoustic(torch.from_numpy(ids), torch.from_numpy(lens), 0.0, 1.1, 0.0, sid=sid_t)

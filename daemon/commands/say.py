@@ -33,6 +33,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repetition-penalty", type=float, help="GPT-SoVITS voices: penalty on repeated tokens")
     parser.add_argument("--policy", help="text cut policy (punctuation, sentences, length, none, cut0..cut5)")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--words", metavar="FILE.json",
+                        help='also write each word\'s timing: [{"word", "start", "end"}, ...] in seconds')
 
 
 def read_text(args: argparse.Namespace) -> str:
@@ -73,9 +75,14 @@ def run(args: argparse.Namespace) -> int:
     from voxpipe.ipc.errors import VoxpipeError
 
     try:
-        result = _synthesize(args, text, output, fmt)
+        result, words = _synthesize(args, text, output, fmt)
     except (VoxpipeError, OutputError) as exc:
         return _fail(str(exc))
+    if args.words and result is not None:
+        try:
+            write_words(args.words, words)
+        except OSError as exc:
+            return _fail(f"cannot write {args.words}: {exc.strerror or exc}")
     if output != "-" and result is not None:
         timings = result.timings
         print(f"{output}: {result.samples / result.sample_rate:.2f} s of audio, first audio after "
@@ -84,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _synthesize(args: argparse.Namespace, text: str, output: str, fmt: str):
-    """Stream the request into the output; the final Result (or None)."""
+    """Stream the request into the output; the final Result (or None) and the word timings."""
     from voxpipe.daemon.commands.audio_out import AudioSink
     from voxpipe.daemon.commands.progress import Progress
     from voxpipe.ipc.client import Client
@@ -101,4 +108,14 @@ def _synthesize(args: argparse.Namespace, text: str, output: str, fmt: str):
         finally:
             progress.close()
         sink.close()
-    return stream.result
+    return stream.result, stream.words
+
+
+def write_words(path: str, words: list) -> None:
+    """The request's word timings as JSON, seconds of the audio, rounded to 0.1 ms."""
+    import json
+
+    from pathlib import Path
+
+    rows = [{"word": w.text, "start": round(w.start, 4), "end": round(w.end, 4)} for w in words]
+    Path(path).write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

@@ -81,6 +81,18 @@ class Engine(abc.ABC):
         as it is decoded; joined, they equal `synthesize`'s audio. Engines that can override it."""
         raise EngineError(f"engine {self.name!r} cannot stream inside a chunk")
 
+    def synthesize_timed(self, voice: LoadedVoice, items: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """`synthesize`, with each item's samples per input id (they sum to its audio's
+        length) where the engine knows them; None where it does not. Engines that can override it."""
+        return [(audio, None) for audio in self.synthesize(voice, items)]
+
+    def synthesize_stream_timed(self, voice: LoadedVoice, item: Any,
+                                window_frames: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """`synthesize_stream`'s pieces, the first with the item's samples per input id
+        where the engine knows them (see synthesize_timed), the others with None."""
+        for piece in self.synthesize_stream(voice, item, window_frames):
+            yield piece, None
+
     @property
     def can_stream(self) -> bool:
         return type(self).synthesize_stream is not Engine.synthesize_stream

@@ -246,33 +246,48 @@ class OnnxEngine(Engine):
     # ------------------------------------------------------------------ synthesis
 
     def synthesize(self, voice: LoadedVoice, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        return [audio for audio, _ in self.synthesize_timed(voice, items)]
+
+    def synthesize_timed(self, voice: LoadedVoice,
+                         items: Sequence[SynthesisItem]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         # Piper's graphs draw their noise inside the graph with no seed input, so items run
-        # one by one: batching buys nothing on onnxruntime's CPU path anyway.
+        # one by one: batching buys nothing on onnxruntime's CPU path anyway. Durations come
+        # from the split graph's acoustic part; the one-piece graph has none.
         model = self._model(voice)
-        return [loudness.apply_gain(self._raw(voice, item), model.gain) if model.gain != 1.0
-                else self._raw(voice, item) for item in items]
+        out = []
+        for item in items:
+            audio, durations = self._raw_timed(voice, item)
+            out.append((loudness.apply_gain(audio, model.gain) if model.gain != 1.0 else audio, durations))
+        return out
 
     def synthesize_stream(self, voice: LoadedVoice, item: SynthesisItem,
                           window_frames: int = 64) -> Iterator[np.ndarray]:
+        for piece, _ in self.synthesize_stream_timed(voice, item, window_frames):
+            yield piece
+
+    def synthesize_stream_timed(self, voice: LoadedVoice, item: SynthesisItem,
+                                window_frames: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """Audio of one item in pieces: the first after one window of `window_frames` latent
         frames, then windows twice as long each time (the listener is ahead by then, and
-        longer windows waste less on context). Joined, the pieces equal the whole decode."""
+        longer windows waste less on context). Joined, the pieces equal the whole decode.
+        The first piece comes with the item's samples per phoneme id where known."""
         if window_frames < 1:
             raise EngineError(f"voice {voice.spec.name!r}: window_frames must be positive")
         model = self._model(voice)
         if not model.split:
-            yield self.synthesize(voice, [item])[0]
+            yield self.synthesize_timed(voice, [item])[0]
             return
         with self._busy():
             threads = self._threads_now()
-            z, frames = self._acoustic(voice, item, threads)
+            z, frames, durations = self._acoustic(voice, item, threads)
         total = int(frames[0])
         start, window = 0, window_frames
         while start < total:
             end = min(total, start + window)
             with self._busy():
                 piece = self._vocode_window(voice, z, total, start, end, item, self._threads_now())
-            yield loudness.apply_gain(piece, model.gain) if model.gain != 1.0 else piece
+            yield (loudness.apply_gain(piece, model.gain) if model.gain != 1.0 else piece,
+                   durations if start == 0 else None)
             start, window = end, window * 2
 
     # ------------------------------------------------------------------ the graphs
@@ -299,19 +314,29 @@ class OnnxEngine(Engine):
 
     def _raw(self, voice: LoadedVoice, item: SynthesisItem) -> np.ndarray:
         """The model's audio of one item, before the gain."""
+        return self._raw_timed(voice, item)[0]
+
+    def _raw_timed(self, voice: LoadedVoice, item: SynthesisItem) -> tuple[np.ndarray, np.ndarray | None]:
+        """The model's audio of one item before the gain, and its samples per phoneme id
+        (None from the one-piece graph)."""
         model = self._model(voice)
+        durations = None
         with self._busy():
             threads = self._threads_now()
             if not model.split:
                 audio = self._run(voice, model.whole, threads, self._feeds(item))[0]  # type: ignore[arg-type]
             else:
-                z, frames = self._acoustic(voice, item, threads)
+                z, frames, durations = self._acoustic(voice, item, threads)
                 audio = self._vocode_window(voice, z, int(frames[0]), 0, int(frames[0]), item, threads)
-        return np.ascontiguousarray(audio.reshape(-1), dtype=np.float32)
+        return np.ascontiguousarray(audio.reshape(-1), dtype=np.float32), durations
 
-    def _acoustic(self, voice: LoadedVoice, item: SynthesisItem, threads: int) -> tuple[np.ndarray, np.ndarray]:
-        z, frames = self._run(voice, self._model(voice).acoustic, threads, self._feeds(item))  # type: ignore[arg-type]
-        return z, frames
+    def _acoustic(self, voice: LoadedVoice, item: SynthesisItem,
+                  threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(z, frames, samples per phoneme id or None where the graph predates durations)."""
+        model = self._model(voice)
+        out = self._run(voice, model.acoustic, threads, self._feeds(item))  # type: ignore[arg-type]
+        durations = (np.asarray(out[2][0], dtype=np.float64) * model.hop) if len(out) > 2 else None
+        return out[0], out[1], durations
 
     def _vocode_window(self, voice: LoadedVoice, z: np.ndarray, total: int, start: int, end: int,
                        item: SynthesisItem, threads: int) -> np.ndarray:

@@ -19,7 +19,11 @@ from pathlib import Path
 from voxpipe.procutil import exclusive_lock
 
 # Bump when the exported graphs or the sidecar change meaning: old caches are then ignored.
-PARTS_FORMAT = 1
+# Format 2 adds the acoustic part's third output, each phoneme's duration (word timings).
+# Format 1 caches hold the same audio and are still used where present (re-exporting
+# costs a torch export per voice); their voices' word timings are estimated.
+PARTS_FORMAT = 2
+READABLE_FORMATS = (2, 1)  # newest first
 
 
 class PartsError(Exception):
@@ -28,7 +32,7 @@ class PartsError(Exception):
 
 @dataclass(frozen=True)
 class VoiceParts:
-    acoustic: Path  # (input, input_lengths, scales[, sid]) -> (z, frames)
+    acoustic: Path  # (input, input_lengths, scales[, sid]) -> (z, frames[, durations])
     vocoder: Path  # (z, frames[, sid]) -> audio
     radius: int  # latent frames either side that reach a frame's audio
     hop: int  # audio samples per latent frame
@@ -40,13 +44,23 @@ def default_cache_dir() -> Path:
     return (Path(base) if base else Path.home() / ".cache") / "voxpipe" / "vits-parts"
 
 
-def cache_key(model_path: Path) -> str:
+def cache_key(model_path: Path, fmt: int = PARTS_FORMAT) -> str:
     """Content hash of the voice's model: a retrained voice under the same name is re-split."""
     digest = hashlib.sha256()
     with open(model_path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return f"{digest.hexdigest()[:32]}-f{PARTS_FORMAT}"
+    return f"{digest.hexdigest()[:32]}-f{fmt}"
+
+
+def _read_any(root: Path, key: str) -> VoiceParts | None:
+    """The newest readable cache of the voice whose current-format key is `key`."""
+    stem = key.rsplit("-f", 1)[0]
+    for fmt in READABLE_FORMATS:
+        found = _read(root / f"{stem}-f{fmt}")
+        if found is not None:
+            return found
+    return None
 
 
 def _read(folder: Path) -> VoiceParts | None:
@@ -84,12 +98,12 @@ def voice_parts(model_path: Path, name: str, num_speakers: int = 1, cache_dir: P
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     try:
         target = root / cache_key(model_path)
-        found = _read(target)
+        found = _read_any(root, target.name)
         if found is not None:
             return found
         root.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(root / f"{target.name}.lock"):
-            found = _read(target)  # another process exported it while this one waited
+            found = _read_any(root, target.name)  # another process exported it while this one waited
             if found is not None:
                 return found
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))

@@ -175,19 +175,24 @@ class TorchEngine(Engine):
                     generators=generators, pad_frames=self._bucket)
 
     def synthesize(self, voice: LoadedVoice, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        return [audio for audio, _ in self.synthesize_timed(voice, items)]
+
+    def synthesize_timed(self, voice: LoadedVoice,
+                         items: Sequence[SynthesisItem]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         if not items:
             return []
         model = self._model(voice)
         inputs = self._inputs(voice, model, items)
         try:
             with torch.inference_mode():
-                z, frames = model.acoustic(**inputs)
+                z, frames, durations = model.acoustic_timed(**inputs)
                 audio = self._vocode(voice, model, z, frames, inputs["sid"])
         except RuntimeError as exc:
             self._fail(voice, exc)
         hop = model.hop_length
-        return [np.ascontiguousarray(audio[i, :int(n) * hop], dtype=np.float32)
-                for i, n in enumerate(frames.cpu().tolist())]
+        per_id = durations.float().cpu().numpy().astype(np.float64) * hop
+        return [(np.ascontiguousarray(audio[i, :int(n) * hop], dtype=np.float32), per_id[i, :len(item.phoneme_ids)])
+                for i, (n, item) in enumerate(zip(frames.cpu().tolist(), items))]
 
     def _vocode(self, voice: LoadedVoice, model: VitsModel, z: torch.Tensor, frames: torch.Tensor,
                 sid: torch.Tensor | None) -> np.ndarray:
@@ -210,13 +215,21 @@ class TorchEngine(Engine):
     def synthesize_stream(self, voice: LoadedVoice, item: SynthesisItem,
                           window_frames: int = 64) -> Iterator[np.ndarray]:
         """Audio of one item in pieces, each ready after decoding one window of frames."""
+        for piece, _ in self.synthesize_stream_timed(voice, item, window_frames):
+            yield piece
+
+    def synthesize_stream_timed(self, voice: LoadedVoice, item: SynthesisItem,
+                                window_frames: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """`synthesize_stream`'s pieces, the first with the samples per phoneme id."""
         model = self._model(voice)
         inputs = self._inputs(voice, model, [item])
         try:
             # Inference mode is entered per step: held across a yield it would leak into
             # the caller's code.
             with torch.inference_mode():
-                z, frames = model.acoustic(**inputs)
+                z, frames, durations = model.acoustic_timed(**inputs)
+                per_id: np.ndarray | None = (durations[0, :len(item.phoneme_ids)].float().cpu().numpy()
+                                             .astype(np.float64) * model.hop_length)
                 pieces = decode_windows(model, z[:, :, :int(frames[0])], window_frames, sid=inputs["sid"])
             while True:
                 with torch.inference_mode():
@@ -224,7 +237,8 @@ class TorchEngine(Engine):
                     if piece is None:
                         return
                     out = piece.float().cpu().numpy()
-                yield np.ascontiguousarray(out, dtype=np.float32)
+                yield np.ascontiguousarray(out, dtype=np.float32), per_id
+                per_id = None
         except RuntimeError as exc:
             self._fail(voice, exc)
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from voxpipe.config import Config
-from voxpipe.ipc.messages import Chunk
+from voxpipe.ipc.messages import Chunk, WordSpan
 from voxpipe.stages.engines.base import Engine, EngineSettings, LoadedVoice
 from voxpipe.stages.voices import VoiceSpec
 
@@ -104,6 +104,7 @@ class Piece:
     last: bool = True
     synth_s: float = 0.0  # in the engine for this chunk
     queued_s: float = 0.0  # from submission to the engine taking it
+    words: list[WordSpan] = field(default_factory=list)  # the chunk's words, in samples of the chunk's audio
 
 
 @dataclass

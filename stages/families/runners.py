@@ -1,7 +1,11 @@
 """Runners any family can use for engines that synthesize whole items:
 `BatchRunner` batches queued chunks of one voice by padded length (dynamic batching) and,
 for streamed chunks on engines that can, decodes a chunk window by window so its first
-audio comes after one window."""
+audio comes after one window.
+
+With a word timer, each chunk's pieces carry its words: on its first piece where the
+engine tells the samples per id (they are known before any audio), else on its last
+(an estimate needs the chunk's whole length)."""
 from __future__ import annotations
 
 import math
@@ -14,6 +18,7 @@ import numpy as np
 from voxpipe.ipc.messages import Chunk
 from voxpipe.stages.engines.base import Engine, EngineError, LoadedVoice, is_out_of_memory
 from voxpipe.stages.families.base import Piece, Runner, RunnerSettings, StepResult
+from voxpipe.stages.families.words import WordTimer
 from voxpipe.stages.worker.batching import BatchBudget, take_batch
 from voxpipe.stages.worker.chunk_queue import ChunkQueue, chunk_priority
 
@@ -26,16 +31,20 @@ class _Window:
 
     chunk: Chunk
     voice: LoadedVoice
-    pieces: Iterator[np.ndarray] | None = None
+    pieces: Iterator[tuple[np.ndarray, np.ndarray | None]] | None = None
     part: int = 0
     started: float = 0.0
+    samples: int = 0  # so far
+    timed: bool = False  # its words went out with its first piece
 
 
 class BatchRunner(Runner):
-    def __init__(self, engine: Engine, settings: RunnerSettings, make_item: ItemMaker) -> None:
+    def __init__(self, engine: Engine, settings: RunnerSettings, make_item: ItemMaker,
+                 word_timer: WordTimer | None = None) -> None:
         self.engine = engine
         self.settings = settings
         self.make_item = make_item
+        self.word_timer = word_timer
         max_items = settings.max_batch if settings.max_batch > 0 else getattr(engine, "max_batch", 1)
         memory = engine.memory_info()
         self.budget = BatchBudget.from_memory(max_items, memory.get("free"), engine.bytes_per_phoneme,
@@ -109,7 +118,10 @@ class BatchRunner(Runner):
     def _run_batch(self, voice: LoadedVoice, batch: list[Chunk], result: StepResult) -> None:
         started = time.monotonic()
         try:
-            audios = self.engine.synthesize(voice, [self.make_item(c) for c in batch])
+            if self.word_timer is None:
+                outs = [(audio, None) for audio in self.engine.synthesize(voice, [self.make_item(c) for c in batch])]
+            else:
+                outs = self.engine.synthesize_timed(voice, [self.make_item(c) for c in batch])
         except EngineError as exc:
             result.failed += [(c, "engine_error", str(exc)) for c in batch]
             return
@@ -130,8 +142,12 @@ class BatchRunner(Runner):
         synth_s = time.monotonic() - started
         result.batch = max(result.batch, len(batch))
         rate = voice.spec.sample_rate
-        result.pieces += [Piece(c, audio, rate, 0, True, synth_s, started - c.submitted_at)
-                          for c, audio in zip(batch, audios)]
+        result.pieces += [Piece(c, audio, rate, 0, True, synth_s, started - c.submitted_at,
+                                self._words(c, durations, len(audio)))
+                          for c, (audio, durations) in zip(batch, outs)]
+
+    def _words(self, chunk: Chunk, durations: np.ndarray | None, total: int) -> list:
+        return [] if self.word_timer is None else self.word_timer(chunk, durations, total)
 
     def _window_step(self) -> StepResult:
         """One window of the first streamed chunk; an empty last part marks its end."""
@@ -139,10 +155,10 @@ class BatchRunner(Runner):
         window = self.windows[0]
         if window.pieces is None:
             window.started = time.monotonic()
-            window.pieces = self.engine.synthesize_stream(window.voice, self.make_item(window.chunk),
-                                                          self.settings.stream_frames)
+            window.pieces = self.engine.synthesize_stream_timed(window.voice, self.make_item(window.chunk),
+                                                                self.settings.stream_frames)
         try:
-            audio = next(window.pieces, None)
+            audio, durations = next(window.pieces, (None, None))
         except EngineError as exc:
             self.windows.pop(0)
             result.failed.append((window.chunk, "engine_error", str(exc)))
@@ -151,10 +167,16 @@ class BatchRunner(Runner):
         if last:
             self.windows.pop(0)
         chunk = window.chunk
+        words = []
+        if durations is not None and window.part == 0:
+            words, window.timed = self._words(chunk, durations, int(round(float(np.sum(durations))))), True
+        elif last and not window.timed:
+            words = self._words(chunk, None, window.samples)
+        window.samples += 0 if last else len(audio)
         result.batch = 1
         result.pieces.append(Piece(chunk, np.zeros(0, np.float32) if last else audio, window.voice.spec.sample_rate,
                                    window.part, last, time.monotonic() - window.started,
-                                   window.started - chunk.submitted_at))
+                                   window.started - chunk.submitted_at, words))
         window.part += 1
         return result
 

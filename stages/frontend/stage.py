@@ -330,8 +330,11 @@ class Frontend:
         pcm = pcm[relay.skip:]
         if active.first_audio is None:
             active.first_audio = time.monotonic()
+        # Replayed audio: the client has the words that end in what it already holds.
+        held = active.progress.client_has - len(pcm)
+        words = fragment.words if not relay.skip else [w for w in fragment.words if w.end > held]
         message = Fragment(fragment.request_id, relay.index, fragment.sample_rate, len(pcm), None,
-                           fragment.chunks_done, fragment.chunks)
+                           fragment.chunks_done, fragment.chunks, words=words)
         if not self._send_client(active.client, message, pcm.tobytes()):
             self._finish(fragment.request_id, None)  # the client is gone: stop working for it
 

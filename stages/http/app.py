@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from voxpipe.stages.http import gsv_routes, health_routes, openai_routes, page
+from voxpipe.stages.http import caption_routes, gsv_routes, health_routes, openai_routes, page
 from voxpipe.stages.http.errors import HttpError
 from voxpipe.stages.http.gateway import Gateway
 from voxpipe.stages.http.openai_routes import openai_error
@@ -30,7 +30,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def build_app(gateway: Gateway, voices_dir: Path | None = None, metrics_url: str | None = None) -> Starlette:
-    app = Starlette(routes=[*openai_routes.routes, *gsv_routes.routes, *health_routes.routes, *page.routes],
+    app = Starlette(routes=[*openai_routes.routes, *caption_routes.routes, *gsv_routes.routes, *health_routes.routes,
+                            *page.routes],
                     exception_handlers={HTTPException: _http_exception, Exception: _unexpected})
     app.state.gateway = gateway
     app.state.voices_dir = voices_dir

@@ -14,6 +14,7 @@ import numpy as np
 from voxpipe.config import Config
 from voxpipe.ipc.client import AsyncClient, AudioFragment
 from voxpipe.ipc.errors import VoxpipeError
+from voxpipe.ipc.exchange import Word, words_in_seconds
 from voxpipe.ipc.messages import Result
 from voxpipe.stages.http.errors import HttpError
 
@@ -57,19 +58,24 @@ class Synthesis:
         self._gateway, self._stream, self._first = gateway, stream, first
         self.sample_rate = first.sample_rate
         self.result: Result | None = first if isinstance(first, Result) else None
+        self.words: list[Word] = []  # of the fragments yielded so far, then the Result's
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[np.ndarray]:
         if isinstance(self._first, AudioFragment):
+            self.words += self._first.words
             yield self._first.samples
         if self.result is not None:
+            self.words += words_in_seconds(self.result.words, self.result.sample_rate)
             return
         try:
             async for item in self._stream:
                 if isinstance(item, AudioFragment):
+                    self.words += item.words
                     yield item.samples
                 else:
                     self.result = item
+                    self.words += words_in_seconds(item.words, item.sample_rate)
         except VoxpipeError as exc:
             raise HttpError.from_voxpipe(exc) from None
 

@@ -19,6 +19,8 @@ class CrossfadeJoiner:
         self.fade = max(0, int(fade_samples))
         self._held = np.zeros(0, dtype=np.float32)
         self._curves: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.length = 0  # samples of the joined output so far (returned or held)
+        self.last_start = 0  # where the last pushed piece's first sample sits in the output
 
     def push(self, audio: np.ndarray, crossfade: bool, final: bool) -> np.ndarray:
         """Add the next piece; returns the samples that are now final.
@@ -34,7 +36,10 @@ class CrossfadeJoiner:
             mixed = held[len(held) - overlap:] * fade_out + audio[:overlap] * fade_in
             joined = np.concatenate([held[:len(held) - overlap], mixed, audio[overlap:]])
         else:
+            overlap = 0
             joined = np.concatenate([held, audio])
+        self.last_start = self.length - overlap
+        self.length = self.last_start + len(audio)
         keep = 0 if final else min(self.fade, len(joined))
         self._held = joined[len(joined) - keep:].copy()
         return joined[:len(joined) - keep]

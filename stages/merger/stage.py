@@ -13,7 +13,8 @@ import zmq
 from voxpipe.metrics import recorder
 from voxpipe.ipc import sockets
 from voxpipe.ipc.errors import ProtocolError
-from voxpipe.ipc.messages import ChunkAudio, DropRequest, Fragment, ProducerLost, RequestFailed, Reset, Result, Stop
+from voxpipe.ipc.messages import (ChunkAudio, DropRequest, Fragment, ProducerLost, RequestFailed, Reset, Result, Stop,
+                                  WordSpan)
 from voxpipe.ipc.shm import PoolError, PoolFull, ShmPool, StaleHandle
 from voxpipe.stages.merger.crossfade import CrossfadeJoiner, to_pcm16
 from voxpipe.stages.runtime import StageArgs, StageRuntime
@@ -38,6 +39,25 @@ class MergeState:
     queued_s: float = 0.0
     merge_s: float = 0.0
     held: list[np.ndarray] = field(default_factory=list)  # non-streamed output so far
+    carry: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # streamed, held back
+    chunk_start: int = 0  # where the current chunk's audio starts in the request's audio
+    words: list[WordSpan] = field(default_factory=list)  # placed, not yet sent
+    words_end: int = 0  # end of the last placed word: the next starts no earlier
+
+    def place_words(self, words: list[WordSpan]) -> None:
+        """A chunk's words (samples of the chunk) into the request's audio, where the joiner
+        put the chunk; kept in order and apart where a crossfade overlaps two chunks."""
+        for word in words:
+            start = max(self.chunk_start + word.start, self.words_end)
+            end = max(self.chunk_start + word.end, start)
+            self.words.append(WordSpan(word.text, start, end))
+            self.words_end = end
+
+    def take_words(self, upto: int | None) -> list[WordSpan]:
+        """The placed words that end by `upto` samples (None: all of them)."""
+        n = len(self.words) if upto is None else sum(1 for w in self.words if w.end <= upto)
+        taken, self.words = self.words[:n], self.words[n:]
+        return taken
 
 
 class Merger:
@@ -145,6 +165,9 @@ class Merger:
             first_of_chunk = msg.part == 0
             final = msg.last_part and msg.seq == state.count - 1
             pieces.append(state.joiner.push(audio, crossfade=first_of_chunk and msg.seq > 0, final=final))
+            if first_of_chunk:
+                state.chunk_start = state.joiner.last_start
+            state.place_words(msg.words)
             state.synth_s += msg.synth_s
             state.queued_s = max(state.queued_s, msg.queued_s)
             if msg.last_part:
@@ -154,7 +177,11 @@ class Merger:
         done = state.next_seq == state.count
         state.merge_s += time.perf_counter() - started
         if state.stream:
-            ready = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+            ready = np.concatenate([state.carry, *pieces])
+            if not done:
+                # One sample waits for the next fragment, so the last fragment always has
+                # audio to carry the words that come with a chunk's last (empty) window.
+                ready, state.carry = ready[:-1], ready[-1:]
             if len(ready) and not self._emit(request_id, state, ready):
                 return
         else:
@@ -165,7 +192,7 @@ class Merger:
             self.metrics.stage_latency("merge", state.merge_s)
             result = Result(request_id, state.sample_rate, state.samples, state.fragments, state.count,
                             {"synth_s": state.synth_s, "queued_s": state.queued_s, "merge_s": state.merge_s},
-                            state.planned_at)
+                            words=state.take_words(None), planned_at=state.planned_at)  # words: any no fragment carried
             sockets.send(self.frontend, result)
             self._forget(request_id, state.planned_at)
 
@@ -177,10 +204,12 @@ class Merger:
         except PoolFull as exc:
             self._fail(request_id, "no_memory", str(exc))
             return False
-        sockets.send(self.frontend, Fragment(request_id, state.fragments, state.sample_rate, len(pcm), handle,
-                                             state.next_seq, state.count, state.planned_at))
-        state.fragments += 1
         state.samples += len(pcm)
+        done = state.next_seq == state.count
+        sockets.send(self.frontend, Fragment(request_id, state.fragments, state.sample_rate, len(pcm), handle,
+                                             state.next_seq, state.count, planned_at=state.planned_at,
+                                             words=state.take_words(None if done else state.samples)))
+        state.fragments += 1
         return True
 
     def _fail(self, request_id: str, code: str, message: str) -> None:

@@ -218,7 +218,8 @@ class Worker:
             return False
         sockets.send(self.merger, ChunkAudio(chunk.request_id, chunk.seq, chunk.count, piece.sample_rate, handle,
                                              piece.synth_s, piece.queued_s, piece.part, piece.last,
-                                             stream=chunk.stream, deadline=chunk.deadline, planned_at=chunk.submitted_at))
+                                             stream=chunk.stream, deadline=chunk.deadline, words=piece.words,
+                                             planned_at=chunk.submitted_at))
         if piece.last:
             self._done(chunk, True)
         return True

@@ -22,14 +22,16 @@ OPSET = 15
 
 
 class AcousticGraph(nn.Module):
-    """(input, input_lengths, scales[3], sid?) -> (z [B, C, frames], frames [B])."""
+    """(input, input_lengths, scales[3], sid?) -> (z [B, C, frames], frames [B],
+    durations [B, phonemes]: the latent frames each phoneme id lasts)."""
 
     def __init__(self, model: VitsModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, ids: Tensor, lengths: Tensor, scales: Tensor, sid: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.model.acoustic(ids, lengths, scales[0], scales[1], scales[2], sid=sid)
+    def forward(self, ids: Tensor, lengths: Tensor, scales: Tensor,
+                sid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        return self.model.acoustic_timed(ids, lengths, scales[0], scales[1], scales[2], sid=sid)
 
 
 class VocoderGraph(nn.Module):
@@ -72,8 +74,8 @@ def export_acoustic(model: VitsModel, path: Path) -> Path:
     args = (ids, lengths, scales) if sid is None else (ids, lengths, scales, sid)
     inputs = ["input", "input_lengths", "scales"] + (["sid"] if sid is not None else [])
     axes = {"input": {0: "batch", 1: "phonemes"}, "input_lengths": {0: "batch"}, "sid": {0: "batch"},
-            "z": {0: "batch", 2: "frames"}, "frames": {0: "batch"}}
-    return _export(AcousticGraph(model), args, path, inputs, ["z", "frames"], axes)
+            "z": {0: "batch", 2: "frames"}, "frames": {0: "batch"}, "durations": {0: "batch", 1: "phonemes"}}
+    return _export(AcousticGraph(model), args, path, inputs, ["z", "frames", "durations"], axes)
 
 
 def export_vocoder(model: VitsModel, path: Path) -> Path:

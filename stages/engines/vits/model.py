@@ -655,6 +655,16 @@ class VitsModel(nn.Module):
         item) when given, else from the global generator. `pad_frames` maps the longest
         item's frame count to the (larger) width of z; padding is zero and masked.
         """
+        z, y_lengths, _ = self.acoustic_timed(ids, lengths, noise_scale, length_scale, noise_w, sid, generators,
+                                              pad_frames)
+        return z, y_lengths
+
+    def acoustic_timed(self, ids: Tensor, lengths: Tensor, noise_scale: Tensor | float = 0.667,
+                       length_scale: Tensor | float = 1.0, noise_w: Tensor | float = 0.8, sid: Tensor | None = None,
+                       generators: Sequence[torch.Generator | None] | None = None,
+                       pad_frames: Callable[[int], int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """`acoustic`, plus the frames each phoneme id lasts [B, T] (0 past an item's length):
+        what word timings are made of."""
         batch = ids.shape[0]
         g = self.speaker(sid, batch, ids.device)
         x, m_p, logs_p, x_mask = self.enc_p(ids, lengths)
@@ -684,7 +694,7 @@ class VitsModel(nn.Module):
 
         z_p = m_p + _noise(m_p, y_lengths, generators) * torch.exp(logs_p) * _per_item(noise_scale, x)
         z = self.flow(z_p, y_mask, g=g)
-        return z * y_mask, y_lengths
+        return z * y_mask, y_lengths, w_ceil[:, 0, :]
 
     def vocode(self, z: Tensor, y_lengths: Tensor | None = None, sid: Tensor | None = None) -> Tensor:
         """Latent [B, C, frames] -> audio [B, frames * hop]; pass y_lengths for ragged batches."""

@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from voxpipe.ipc.messages import Chunk
+from voxpipe.ipc.messages import Chunk, WordSpan
 from voxpipe.stages.engines.base import Engine, EngineSettings, LoadedVoice
 from voxpipe.stages.families.base import Family, OptionError, Options, Piece, Runner, RunnerSettings, StepResult, option
 from voxpipe.stages.families.gpt_sovits.spec import load_gsv_spec
+from voxpipe.stages.families.words import even_spans, text_words
 from voxpipe.stages.text.normalize import normalize
 from voxpipe.stages.voices import VoiceSpec
 
@@ -72,6 +73,7 @@ class ContinuousRunner(Runner):
 
         self.inner = StreamRunner(max_sequences)
         self.rates: dict[tuple[str, int], int] = {}
+        self.samples: dict[tuple[str, int], int] = {}  # audio sent so far per chunk, for its words
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -103,6 +105,7 @@ class ContinuousRunner(Runner):
     def _forget(self, chunks: list[Chunk]) -> list[Chunk]:
         for chunk in chunks:
             self.rates.pop((chunk.request_id, chunk.seq), None)
+            self.samples.pop((chunk.request_id, chunk.seq), None)
         return chunks
 
     def step(self, now: float) -> StepResult:
@@ -114,13 +117,47 @@ class ContinuousRunner(Runner):
         for p in inner.pieces:
             key = (p.chunk.request_id, p.chunk.seq)
             rate = self.rates.pop(key) if p.last else self.rates[key]
-            result.pieces.append(Piece(p.chunk, p.audio, rate, p.part, p.last, p.synth_s, p.queued_s))
+            total = self.samples.pop(key, 0) + len(p.audio)
+            if not p.last:
+                self.samples[key] = total
+            words = gsv_chunk_words(p.chunk, total) if p.last else []
+            result.pieces.append(Piece(p.chunk, p.audio, rate, p.part, p.last, p.synth_s, p.queued_s, words))
         return result
 
     def _pairs(self, failed: list[tuple[Chunk, str]]) -> list[tuple[Chunk, str]]:
         for chunk, _ in failed:
             self.rates.pop((chunk.request_id, chunk.seq), None)
+            self.samples.pop((chunk.request_id, chunk.seq), None)
         return failed
+
+
+def gsv_words(text: str) -> list[str]:
+    """The words of a GPT-SoVITS chunk: the text's words, each CJK character one word."""
+    words: list[str] = []
+    for word in text_words(text):
+        run = ""
+        for ch in word + " ":
+            if _is_cjk(ch) or ch == " " or not (ch.isalnum() or ch in "'-."):
+                stripped = run.strip("'-.")
+                words += [stripped] if any(c.isalnum() for c in stripped) else []
+                words += [ch] if _is_cjk(ch) else []
+                run = ""
+            else:
+                run += ch
+    return words
+
+
+def _is_cjk(ch: str) -> bool:
+    return "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" or "\u3040" <= ch <= "\u30ff"
+
+
+def gsv_chunk_words(chunk: Chunk, total: int) -> list[WordSpan]:
+    """GPT-SoVITS has no durations to read (its decoder generates semantic tokens with no
+    alignment to the phones), so only a chunk's ends are measured: its words share the
+    chunk's audio by their letters (a CJK character counting two)."""
+    words = gsv_words(chunk.text)
+    weights = [sum(2 if _is_cjk(c) else 1 for c in w if c.isalnum()) for w in words]
+    return even_spans(words, weights, total)
 
 
 class GptSovitsFamily(Family):

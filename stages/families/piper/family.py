@@ -12,7 +12,9 @@ from voxpipe.stages.engines import create_engine, engine_names
 from voxpipe.stages.engines.base import Engine, EngineSettings, SynthesisItem
 from voxpipe.stages.families.base import Family, OptionError, Options, Runner, RunnerSettings, TextError, option
 from voxpipe.stages.families.piper.spec import load_piper_spec, piper_model_files
+from voxpipe.stages.families.piper.words import piper_words
 from voxpipe.stages.families.runners import BatchRunner
+from voxpipe.stages.families.words import chunk_word_spans
 from voxpipe.stages.phonemize import PhonemizeError, Phonemizer
 from voxpipe.stages.text.normalize import normalize
 from voxpipe.stages.voices import VoiceSpec
@@ -44,10 +46,14 @@ class PiperTextFrontend:
             raise TextError(str(exc)) from None
 
     def inputs(self, text: str) -> tuple[list[int], dict[str, Any]]:
+        """The chunk's ids, and in extras its words with the ids that speak each."""
         try:
-            return self.phonemizer.text_to_ids(text).tolist(), {}
+            phonemes = self.phonemizer.phonemes(text)
+            ids, positions = self.phonemizer.ids_with_positions(phonemes)
+            words = piper_words(self.phonemizer, text, phonemes, positions, len(ids))
         except PhonemizeError as exc:
             raise TextError(str(exc)) from None
+        return ids.tolist(), {"words": words}
 
 
 def piper_item(chunk: Chunk) -> SynthesisItem:
@@ -87,5 +93,5 @@ class PiperFamily(Family):
         return create_engine(name, settings)
 
     def runner(self, engine: Engine, settings: RunnerSettings) -> Runner:
-        return BatchRunner(engine, settings, piper_item)
+        return BatchRunner(engine, settings, piper_item, chunk_word_spans)
 
