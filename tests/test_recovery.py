@@ -12,7 +12,7 @@ import pytest
 
 from voxpipe.ipc.client import AsyncClient, AudioFragment
 from voxpipe.ipc.errors import VoxpipeError
-from tests.daemon_proc import Daemon, longform, our_segments
+from tests.daemon_proc import Daemon, longform, our_segments, same_audio
 
 NOISE_OFF = {"noise_scale": 0.0, "noise_w": 0.0}
 TEXTS = ["Hello there.", "Good morning to you.", "The quick brown fox jumps over the lazy dog.",
@@ -112,7 +112,7 @@ def test_merger_restart_loses_no_request_and_no_audio_repeats(daemon):
             if len(fragments) == 1:
                 os.kill(merger, signal.SIGKILL)
     audio = np.concatenate(fragments)
-    assert len(audio) == len(undisturbed) and np.array_equal(audio, undisturbed)
+    assert same_audio(audio, undisturbed)
 
 
 def test_frontend_restart_clients_resend_and_get_each_sample_once(daemon):
@@ -127,7 +127,7 @@ def test_frontend_restart_clients_resend_and_get_each_sample_once(daemon):
             if len(fragments) == 1:
                 os.kill(frontend, signal.SIGKILL)
     audio = np.concatenate(fragments)
-    assert np.array_equal(audio, undisturbed)
+    assert same_audio(audio, undisturbed)
 
 
 def test_frontend_restart_async_client_resends_every_request_in_flight(daemon):
@@ -150,7 +150,7 @@ def test_frontend_restart_async_client_resends_every_request_in_flight(daemon):
             return np.concatenate(fragments), (await whole).samples
 
     streamed, whole = asyncio.run(both())
-    assert np.array_equal(streamed, undisturbed) and np.array_equal(whole, undisturbed)
+    assert same_audio(streamed, undisturbed) and same_audio(whole, undisturbed)
 
 
 def test_overload_gets_busy_promptly_and_accepted_requests_finish(tmp_path):
