@@ -78,8 +78,12 @@ class Engine(abc.ABC):
 
     def synthesize_stream(self, voice: LoadedVoice, item: Any, window_frames: int) -> Iterator[np.ndarray]:
         """One item's audio in windows of about `window_frames` latent frames, each as soon
-        as it is decoded; joined, they equal `synthesize`'s audio. Engines that can override it."""
-        raise EngineError(f"engine {self.name!r} cannot stream inside a chunk")
+        as it is decoded; joined, they equal `synthesize`'s audio. Engines that can stream
+        override this or `synthesize_stream_timed` (whose pieces this then yields)."""
+        if type(self).synthesize_stream_timed is Engine.synthesize_stream_timed:
+            raise EngineError(f"engine {self.name!r} cannot stream inside a chunk")
+        for piece, _ in self.synthesize_stream_timed(voice, item, window_frames):
+            yield piece
 
     def synthesize_timed(self, voice: LoadedVoice, items: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """`synthesize`, with each item's samples per input id (they sum to its audio's
@@ -95,7 +99,9 @@ class Engine(abc.ABC):
 
     @property
     def can_stream(self) -> bool:
-        return type(self).synthesize_stream is not Engine.synthesize_stream
+        cls = type(self)
+        return (cls.synthesize_stream is not Engine.synthesize_stream
+                or cls.synthesize_stream_timed is not Engine.synthesize_stream_timed)
 
     def unload_voice(self, voice: LoadedVoice) -> None:
         """Release what load_voice took (GPU memory, sessions). Default: drop references."""

@@ -260,11 +260,6 @@ class OnnxEngine(Engine):
             out.append((loudness.apply_gain(audio, model.gain) if model.gain != 1.0 else audio, durations))
         return out
 
-    def synthesize_stream(self, voice: LoadedVoice, item: SynthesisItem,
-                          window_frames: int = 64) -> Iterator[np.ndarray]:
-        for piece, _ in self.synthesize_stream_timed(voice, item, window_frames):
-            yield piece
-
     def synthesize_stream_timed(self, voice: LoadedVoice, item: SynthesisItem,
                                 window_frames: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """Audio of one item in pieces: the first after one window of `window_frames` latent

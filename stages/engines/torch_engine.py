@@ -212,12 +212,6 @@ class TorchEngine(Engine):
                 max_graphs=int(options.get("cuda_graph_max_cached", 16)), capture=self.graph_capture)
         return graphed
 
-    def synthesize_stream(self, voice: LoadedVoice, item: SynthesisItem,
-                          window_frames: int = 64) -> Iterator[np.ndarray]:
-        """Audio of one item in pieces, each ready after decoding one window of frames."""
-        for piece, _ in self.synthesize_stream_timed(voice, item, window_frames):
-            yield piece
-
     def synthesize_stream_timed(self, voice: LoadedVoice, item: SynthesisItem,
                                 window_frames: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """`synthesize_stream`'s pieces, the first with the samples per phoneme id."""
