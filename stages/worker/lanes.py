@@ -56,9 +56,6 @@ class Lanes:
     def voice_names(self) -> list[str]:
         return [name for lane in self for name in lane.cache.names()]
 
-    def busy(self) -> int:
-        return sum(len(lane.runner) for lane in self)
-
     def cache_stats(self) -> dict[str, int]:
         total: dict[str, int] = {}
         for lane in self:
