@@ -92,7 +92,7 @@ def results(tmp_path_factory):
                       "ref_audio": str(files.ref_audio), "prompt": [_segment_json(s) for s in PROMPT],
                       "target": [_segment_json(s) for s in TARGET], "noise_scale": 0.0,
                       "sampling": {"top_k": 1, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.0},
-                      "decode_tokens": decoded.tokens, "output": str(voices / f"{name}.npz")})
+                      "output": str(voices / f"{name}.npz")})
     (voices / "cases.json").write_text(json.dumps(cases), encoding="utf-8")
     run = subprocess.run([sys.executable, str(ROOT / "tests" / "gsv_reference_runner.py"), str(REFERENCE),
                           str(voices / "cases.json")], capture_output=True, text=True, timeout=600, cwd=voices)
@@ -112,20 +112,13 @@ def test_prompt_matches_reference(results, name):
 def test_tokens_and_audio_match_reference(results, name):
     """Equal tokens, and audio equal within 1e-3.
 
-    Where EOS never comes (a random decoder rarely says it), both stop after
-    early_stop_num tokens; the reference then returns y[-idx:] with idx one short of the
-    tokens it generated, dropping the first one (an off-by-one; with EOS the same slice is
-    exact). We keep every token, so ours equal the reference's with our first token in
-    front, and the audio of our tokens is compared with the reference decoder's audio of
-    the same tokens."""
+    Where EOS never comes (a random decoder rarely says it), both keep early_stop_num
+    tokens: the reference's default decode generates one more and drops it."""
     _, decoded, audio, ref = results[name]
-    if decoded.stopped_by_eos:
-        assert decoded.tokens == ref["tokens"].tolist()
-        expected = ref["audio"]
-    else:
-        assert len(decoded.tokens) == 51  # early_stop_num = 50 * max_sec (1.0), plus the token that crossed it
-        assert decoded.tokens[1:] == ref["tokens"].tolist()
-        expected = ref["audio_of_given_tokens"]
+    assert decoded.tokens == ref["tokens"].tolist()
+    if not decoded.stopped_by_eos:
+        assert len(decoded.tokens) == 50  # early_stop_num = 50 * max_sec (1.0)
+    expected = ref["audio"]
     assert audio.shape == expected.shape
     assert np.abs(audio).max() > 0.05  # a real signal, so that the tolerance means something
     assert np.abs(audio - expected).max() < 1e-3

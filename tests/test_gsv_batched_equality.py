@@ -27,9 +27,9 @@ def model(tmp_path_factory):
 
 def test_batched_greedy_tokens_and_logits_equal_a_lone_decode(model):
     requests = make_requests(6)  # every bench text once
-    seqs = [sequence_for(model, i, f"r{i}", r.segments, GREEDY, r.seed, r.max_tokens - 1)
+    seqs = [sequence_for(model, i, f"r{i}", r.segments, GREEDY, r.seed, r.max_tokens)
             for i, r in enumerate(requests)]
-    lone = [model.semantic_tokens(r.segments, GREEDY, r.seed, r.max_tokens - 1).tokens for r in requests]
+    lone = [model.semantic_tokens(r.segments, GREEDY, r.seed, r.max_tokens).tokens for r in requests]
     assert [len(t) for t in lone] == [r.max_tokens for r in requests]  # no EOS: the bench's lengths
     decoder = ContinuousDecoder(len(seqs))
     for seq in seqs:
@@ -39,7 +39,7 @@ def test_batched_greedy_tokens_and_logits_equal_a_lone_decode(model):
     batched = _run(decoder, {})
     assert decoder.peak_batch == len(seqs)
     assert [batched[i][0] for i in range(len(seqs))] == lone
-    fresh = [sequence_for(model, i, f"r{i}", r.segments, GREEDY, r.seed, r.max_tokens - 1)
+    fresh = [sequence_for(model, i, f"r{i}", r.segments, GREEDY, r.seed, r.max_tokens)
              for i, r in enumerate(requests)]
     together = _static_logits(StaticDecoder(model.t2s, len(fresh)), fresh, lone)
     for seq, tokens, got in zip(fresh, lone, together):
@@ -83,5 +83,5 @@ def test_stream_runner_joins_chunks_admitted_together_after_one_bert_pass(model)
         last |= {p.chunk.request_id for p in result.pieces if p.last}
     assert last == {"r0", "r1", "r2"}
     for i, r in enumerate(requests):
-        lone = model.semantic_tokens(r.segments, GREEDY, r.seed, 29).tokens
+        lone = model.semantic_tokens(r.segments, GREEDY, r.seed, 30).tokens
         assert seqs[(f"r{i}", 0)].tokens == lone

@@ -110,8 +110,8 @@ def test_bucket_sizes_and_slot_bookkeeping():
     assert [bucket_for(n, bucket_sizes(12)) for n in (1, 2, 3, 5, 9, 12)] == [1, 2, 4, 8, 12, 12]
     with pytest.raises(ValueError):
         bucket_for(13, bucket_sizes(12))
-    assert keys_needed(100, 50) == 150
-    assert keys_needed(100, 10**6) == 100 + MAX_DECODE_STEPS - 1
+    assert keys_needed(100, 50) == 149  # 50 tokens kept, the last never fed back
+    assert keys_needed(100, 10**6) == 100 + MAX_DECODE_STEPS - 2  # 1499 kept at the ceiling
     cache = SlotCache(n_layers=2, slots=3, capacity=8, hidden=4, heads=2, dtype=torch.float32,
                       device=torch.device("cpu"))
     assert [cache.acquire() for _ in range(3)] == [0, 1, 2]

@@ -151,8 +151,8 @@ def run_sequential(model, reqs: list[Request]) -> Run:
     sampling = Sampling(**SAMPLING)
     start, first, audio_s = time.perf_counter(), [], []
     for req in reqs:
-        # includes the target's BERT; early_stop + 1 tokens when no EOS comes
-        decoded = model.semantic_tokens(req.segments, sampling, seed=req.seed, early_stop=req.max_tokens - 1)
+        # includes the target's BERT; early_stop tokens when no EOS comes, as the reference
+        decoded = model.semantic_tokens(req.segments, sampling, seed=req.seed, early_stop=req.max_tokens)
         ids = [p for s in req.segments for p in s.phone_ids]
         audio = model.render(decoded.tokens, ids, NOISE_SCALE, 1.0, req.seed)
         first.append(time.perf_counter() - start)  # one piece: first audio = all of it
@@ -211,7 +211,7 @@ class ReferenceServer:
 
     @staticmethod
     def _request_json(req: Request) -> dict:
-        # The reference returns early_stop_num tokens when no EOS comes (it drops one of early_stop_num + 1).
+        # The reference returns early_stop_num tokens when no EOS comes, as voxpipe does.
         return {"target": [segment_json(s) for s in req.segments], "seed": req.seed, "early_stop": req.max_tokens}
 
     def _line(self) -> str:

@@ -28,8 +28,8 @@ from torch.nn import functional as F
 from voxpipe.stages.engines.gpt_sovits.batched_block import block_rows
 from voxpipe.stages.engines.gpt_sovits.static_decoder import DEFAULT_CAPACITY, StaticDecoder
 from voxpipe.stages.engines.gpt_sovits.static_step import FedToken
-from voxpipe.stages.engines.gpt_sovits.t2s import (MAX_DECODE_STEPS, MIN_TOKENS_BEFORE_EOS, LayerCache, PrefillState, Sampling,
-                                           Text2Semantic, sample)
+from voxpipe.stages.engines.gpt_sovits.t2s import (MIN_TOKENS_BEFORE_EOS, LayerCache, PrefillState, Sampling,
+                                           Text2Semantic, sample, token_limit)
 
 
 class DecoderFull(Exception):
@@ -48,7 +48,7 @@ class Sequence:
     prompt: Tensor | None  # [1, T0] prompt semantic tokens
     sampling: Sampling
     generator: torch.Generator
-    early_stop: int
+    early_stop: int  # upstream's early_stop_num: it keeps at most token_limit(early_stop) tokens
     tokens: list[int] = field(default_factory=list)  # generated so far, EOS excluded
     finished: bool = False
     stopped_by_eos: bool = False
@@ -266,7 +266,7 @@ def _advance(seq: Sequence, logits: Tensor) -> StepEvent:
         return StepEvent(seq, None, True)
     seq.tokens.append(token)
     state.record(token)
-    if len(seq.tokens) > seq.early_stop or seq.steps >= MAX_DECODE_STEPS:
+    if len(seq.tokens) >= token_limit(seq.early_stop):
         seq.finished = True
         return StepEvent(seq, token, True)
     return StepEvent(seq, token, False)

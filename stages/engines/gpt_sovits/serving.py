@@ -89,7 +89,6 @@ class StreamRunner:
             raise ValueError(f"chunk {key!r} is already admitted")
         segs = item_segments(item)
         sampling = Sampling(item.top_k, item.top_p, item.temperature, item.repetition_penalty)
-        early_stop = None if max_tokens is None else max_tokens - 1  # a sequence stops after early_stop + 1
         ids = [i for s in segs for i in s.phone_ids]
         if hasattr(model, "decoder"):  # v3/v4: CFM mel decoder + vocoder, audio per mel chunk
             from voxpipe.stages.engines.gpt_sovits.voice_v3 import MelStreamRenderer
@@ -98,7 +97,7 @@ class StreamRunner:
         else:
             renderer = WindowedRenderer(model, ids, item.noise_scale, 1.0 / item.length_scale, item.seed, self.plan)
         # BERT runs at the next step, in one pass for every chunk admitted until then.
-        self.admitted.append(_Admitted(voice, key, segs, sampling, item.seed, early_stop))
+        self.admitted.append(_Admitted(voice, key, segs, sampling, item.seed, max_tokens))
         self.streams[key] = Stream(chunk, None, renderer, time.monotonic())
 
     def _join_admitted(self, result: StepResult) -> None:

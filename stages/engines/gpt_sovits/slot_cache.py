@@ -13,16 +13,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from voxpipe.stages.engines.gpt_sovits.t2s import MAX_DECODE_STEPS, LayerCache
+from voxpipe.stages.engines.gpt_sovits.t2s import LayerCache, token_limit
 
 COLUMN_ALIGNMENT = 16
 
 
 def keys_needed(prefill_length: int, early_stop: int) -> int:
     """Cache columns a sequence can fill: its prefill, then one per token fed back (a
-    sequence stops after early_stop + 1 tokens or MAX_DECODE_STEPS steps; the last token
-    is never fed)."""
-    return prefill_length + min(max(early_stop, 0), MAX_DECODE_STEPS - 1)
+    sequence keeps at most `token_limit(early_stop)` tokens; the last is never fed)."""
+    return prefill_length + token_limit(early_stop) - 1
 
 
 GROW_FROM = 256  # first physical width of a growable cache, in columns

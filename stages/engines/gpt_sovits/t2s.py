@@ -23,6 +23,14 @@ MIN_TOKENS_BEFORE_EOS = 11  # EOS is not allowed in the first steps
 TOKENS_PER_SECOND = 50  # early_stop_num = TOKENS_PER_SECOND * max_sec, as GPT-SoVITS counts
 
 
+def token_limit(early_stop: int) -> int:
+    """The most semantic tokens a sequence keeps when EOS never comes. GPT-SoVITS's
+    default decode (api_v2's `parallel_infer`, `infer_panel_batch_infer`) generates
+    early_stop_num + 1 tokens and returns the first early_stop_num; at its 1500-step
+    ceiling it returns 1499. Stopping at the limit gives the same tokens a step sooner."""
+    return max(1, min(early_stop, MAX_DECODE_STEPS - 1))
+
+
 @dataclass(frozen=True)
 class T2SConfig:
     embedding_dim: int
@@ -193,7 +201,7 @@ class Text2Semantic(nn.Module):
         """phones [1, P] (prompt phones + target phones), bert [1024, P], prompt tokens
         [1, T0] or None -> the generated tokens."""
         cfg = self.cfg
-        early_stop = cfg.early_stop if early_stop is None else early_stop
+        limit = token_limit(cfg.early_stop if early_stop is None else early_stop)
         state = self.prefill_state(phones, bert, prompt)
         greedy_only = sampling.top_k == 1 and sampling.repetition_penalty == 1.0
         generated: list[int] = []
@@ -215,7 +223,7 @@ class Text2Semantic(nn.Module):
                 break
             generated.append(token)
             state.record(token)
-            if len(generated) > early_stop:
+            if len(generated) >= limit:
                 break
             token_in[0, 0] = token
             h = self.ar_audio_embedding.word_embeddings(token_in) + state.positions[:, step:step + 1]
