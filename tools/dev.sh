@@ -28,13 +28,17 @@ setup() {
     fi
     # Reinstall only when the dependency declarations change.
     stamp="$venv/.voxpipe-deps"
-    want="$(cat pyproject.toml tools/constraints.txt | sha256sum | cut -d' ' -f1)"
+    want="$(cat pyproject.toml tools/constraints.txt tools/dev.sh | sha256sum | cut -d' ' -f1)"
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         # -qq: pip's notes about this machine's package sources are noise to a newcomer;
         # errors still print, and a short line says what is happening instead.
         echo "voxpipe: installing into $venv (first run: about a minute) ..." >&2
         "$python" -m pip install -qq --upgrade pip
         "$python" -m pip install -qq -c tools/constraints.txt -e ".[test,torch,http,bench,gpt-sovits,cluster]"
+        # NVIDIA's BigVGAN, the live oracle of the v3 vocoder (tests/test_bigvgan_oracle.py).
+        # --no-deps: its requirements are its training stack (tensorboard, pesq, auraloss);
+        # importing it needs only librosa (the test extra) and huggingface_hub (transformers').
+        "$python" -m pip install -qq -c tools/constraints.txt --no-deps bigvgan==2.4.1
         # The GPT-SoVITS reference the exactness tests compare against. It goes in its own
         # folder, run in a subprocess: its top-level modules (tools, text, module, AR)
         # would shadow ours inside the venv. --no-deps: its full requirements pull a CUDA
