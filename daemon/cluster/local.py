@@ -20,6 +20,10 @@ RAY_ENV = {
     # Small machines: fewer idle workers kept warm, and no pre-started ones.
     "RAY_num_prestart_python_workers": "0",
     "RAY_worker_maximum_startup_concurrency": "2",
+    # Serve's controller kills a proxy that has not said ready within 5 s (then 10 s, ...),
+    # and serve.start fails with it; a proxy's worker starting on a busy small machine
+    # can take longer than that.
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
 }
 MARK_ENV = "VOXPIPE_LOCAL_RAY"  # set in every process of a local cluster: how stop() finds them
 
