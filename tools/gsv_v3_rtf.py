@@ -4,7 +4,11 @@ steps, vocoder) beside v2ProPlus (SoVITS text encoder, flow, HiFi-GAN). The sema
 decoder is the same for every version and left out. The CPU may be shared: numbers are
 noisy; compare ratios within one run.
 
-    python -m tools.gsv_v3_rtf [--seconds 2] [--threads 2] [--out results/gsv_v3_rtf]
+With `--batch 1 2 4` it also times one CFM chunk of several requests in one call
+(`MelDecoder.next_mels`) against the same chunks one call each, and prints the speed-up
+of the batched call: whether batching pays on this device.
+
+    python -m tools.gsv_v3_rtf [--seconds 2] [--threads 2] [--batch 1 2 4] [--out results/gsv_v3_rtf]
 """
 from __future__ import annotations
 
@@ -50,6 +54,24 @@ def time_v3(decoder, seconds: float, steps: int) -> float:
     return time.perf_counter() - started
 
 
+def time_mel_batch(decoder, batch: int, seconds: float, steps: int) -> tuple[float, float]:
+    """(one call for `batch` jobs, `batch` calls of one job) in seconds: one CFM chunk each."""
+    tokens = torch.randint(0, 1024, (int(seconds * 25),)).tolist()
+
+    def jobs():
+        return [decoder.start(tokens, list(range(20, 60)), 1.0, steps, seed) for seed in range(batch)]
+
+    together = jobs()
+    started = time.perf_counter()
+    decoder.next_mels(together)
+    batched = time.perf_counter() - started
+    alone = jobs()
+    started = time.perf_counter()
+    for job in alone:
+        decoder.next_mels([job])
+    return batched, time.perf_counter() - started
+
+
 def time_v2pro(seconds: float) -> float:
     from voxpipe.stages.engines.gpt_sovits.random_voice import _randomize, _sovits_hparams
     from voxpipe.stages.engines.gpt_sovits.sovits import SovitsConfig, Synthesizer
@@ -72,19 +94,27 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="audio per rendering")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--batch", type=int, nargs="*", default=[], help="also time batched CFM chunks of these sizes")
+    parser.add_argument("--versions", nargs="+", default=["v3", "v4"])
     parser.add_argument("--out", default="results/gsv_v3_rtf")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     rows = [("v2ProPlus", "-", time_v2pro(args.seconds))]
-    for version in ("v3", "v4"):
+    batch_rows: list[tuple[str, int, float, float]] = []
+    for version in args.versions:
         decoder = _v3(version)
         time_v3(decoder, 0.5, 1)  # warm-up
         rows += [(version, str(steps), time_v3(decoder, args.seconds, steps)) for steps in args.steps]
+        batch_rows += [(version, b, *time_mel_batch(decoder, b, args.seconds, min(args.steps))) for b in args.batch]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"| version | sample_steps | render s | RTF ({args.seconds:g} s audio, {args.threads} threads) |",
              "| --- | --- | --- | --- |"] + [f"| {v} | {s} | {t:.2f} | {t / args.seconds:.2f} |" for v, s, t in rows]
+    if batch_rows:
+        lines += ["", f"| version | requests per CFM call | one call s | one call each s | speed-up "
+                      f"({min(args.steps)} steps) |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {v} | {b} | {t:.2f} | {a:.2f} | {a / t:.2f}x |" for v, b, t, a in batch_rows]
     print("\n".join(lines))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     try:

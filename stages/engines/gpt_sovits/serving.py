@@ -6,6 +6,11 @@ queued chunks (`admit`, while the running batch has room), runs one decoding ste
 request leaves the batch before the next step (`drop`). Out of memory evicts the newest
 sequence back to the caller's queue and lowers the batch limit instead of failing a
 request; an evicted chunk restarts from its seed, so its tokens are the same.
+
+v2 voices' audio comes in windows while tokens arrive (windowed.py). A v3/v4 text's mel
+decoding starts when its tokens are complete and goes one CFM chunk per step, the chunks
+of several texts of one voice in one call (`mel_batch`), interleaved with the decoding
+steps of the texts still producing tokens.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from voxpipe.stages.engines.gpt_sovits import features
 from voxpipe.stages.engines.gpt_sovits.continuous import ContinuousDecoder, DecoderFull, Sequence, sequence_for
 from voxpipe.stages.engines.gpt_sovits.voice import batch_text_inputs
 from voxpipe.stages.engines.gpt_sovits.t2s import Sampling
+from voxpipe.stages.engines.gpt_sovits.voice_v3 import MelStreamRenderer
 from voxpipe.stages.engines.gpt_sovits.windowed import WindowedRenderer, WindowPlan
 
 
@@ -28,7 +34,7 @@ from voxpipe.stages.engines.gpt_sovits.windowed import WindowedRenderer, WindowP
 class Stream:
     chunk: Any  # the worker's Chunk
     seq: Sequence | None  # None while it waits for the next step's BERT pass
-    renderer: WindowedRenderer
+    renderer: WindowedRenderer | MelStreamRenderer
     admitted_at: float
     parts_sent: int = 0
 
@@ -63,9 +69,10 @@ class StepResult:
 
 
 class StreamRunner:
-    def __init__(self, max_sequences: int, plan: WindowPlan = WindowPlan()) -> None:
+    def __init__(self, max_sequences: int, plan: WindowPlan = WindowPlan(), mel_batch: int | None = None) -> None:
         self.decoder = ContinuousDecoder(max_sequences)
         self.plan = plan
+        self.mel_batch = mel_batch or default_mel_batch()  # v3/v4 texts per CFM call
         self.streams: dict[tuple[str, int], Stream] = {}
         self.admitted: list[_Admitted] = []  # join the decoder at the next step
         self.oom_events = 0
@@ -91,8 +98,6 @@ class StreamRunner:
         sampling = Sampling(item.top_k, item.top_p, item.temperature, item.repetition_penalty)
         ids = [i for s in segs for i in s.phone_ids]
         if hasattr(model, "decoder"):  # v3/v4: CFM mel decoder + vocoder, audio per mel chunk
-            from voxpipe.stages.engines.gpt_sovits.voice_v3 import MelStreamRenderer
-
             renderer = MelStreamRenderer(model, ids, 1.0 / item.length_scale, item.sample_steps, item.seed)
         else:
             renderer = WindowedRenderer(model, ids, item.noise_scale, 1.0 / item.length_scale, item.seed, self.plan)
@@ -134,6 +139,8 @@ class StreamRunner:
         return [chunk for request_id in late for chunk in self.drop(request_id)]
 
     def step(self) -> StepResult:
+        """One decoding step of every running sequence, then one CFM chunk of each v3/v4
+        text whose tokens are complete; -> the audio pieces that made ready."""
         result = StepResult()
         if self.admitted:
             self._join_admitted(result)
@@ -153,24 +160,65 @@ class StreamRunner:
             stream = self.streams.get(key)
             if stream is None:
                 continue
-            last = key in finished
             try:
-                pieces = stream.renderer.push(stream.seq.tokens, last)
+                pieces = stream.renderer.push(stream.seq.tokens, key in finished)
             except features.FeatureError as exc:
-                self.decoder.remove(key[0])
-                self.streams.pop(key)
-                result.failed.append((stream.chunk, str(exc)))
+                self._fail(result, key, str(exc))
                 continue
-            # A shared-memory slot needs at least one sample.
-            pieces = [p if len(p) else np.zeros(1, np.float32) for p in pieces]
-            if last and not pieces:
-                pieces = [np.zeros(1, np.float32)]
-            for i, audio in enumerate(pieces):
-                final = last and i == len(pieces) - 1
-                result.pieces.append(Piece(stream.chunk, audio, stream.parts_sent, final,
-                                           time.monotonic() - stream.admitted_at,
-                                           stream.admitted_at - stream.chunk.submitted_at))
-                stream.parts_sent += 1
-            if last:
-                self.streams.pop(key)
+            # A v3/v4 text ends when its last mel chunk is rendered (`_render_mels`).
+            self._emit(result, key, pieces, key in finished and not (_renders_mel(stream) and stream.renderer.rendering))
+        self._render_mels(result)
         return result
+
+    def _render_mels(self, result: StepResult) -> None:
+        """One CFM chunk for each v3/v4 text whose tokens are complete, the texts of one
+        voice and step count in calls of up to `mel_batch`; the texts with the fewest
+        pieces out go first, so every request's first audio comes before anyone's third."""
+        groups: dict[tuple[int, int], list[tuple[tuple[str, int], Stream]]] = {}
+        for key, stream in self.streams.items():
+            if _renders_mel(stream) and stream.renderer.rendering:
+                groups.setdefault((id(stream.renderer.decoder), stream.renderer.job.steps), []).append((key, stream))
+        for members in groups.values():
+            members = sorted(members, key=lambda m: m[1].parts_sent)[:self.mel_batch]
+            try:
+                mels = members[0][1].renderer.decoder.next_mels([s.renderer.job for _, s in members])
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                self.oom_events += 1  # these start over from the caller's queue; smaller calls from now on
+                self.mel_batch = max(1, len(members) // 2)
+                result.evicted.extend(self.streams.pop(key).chunk for key, _ in members)
+                continue
+            for (key, stream), mel_chunk in zip(members, mels):
+                self._emit(result, key, stream.renderer.take(mel_chunk), not stream.renderer.rendering)
+
+    def _emit(self, result: StepResult, key: tuple[str, int], pieces: list[np.ndarray], last: bool) -> None:
+        stream = self.streams[key]
+        # A shared-memory slot needs at least one sample.
+        pieces = [p if len(p) else np.zeros(1, np.float32) for p in pieces]
+        if last and not pieces:
+            pieces = [np.zeros(1, np.float32)]
+        for i, audio in enumerate(pieces):
+            final = last and i == len(pieces) - 1
+            result.pieces.append(Piece(stream.chunk, audio, stream.parts_sent, final,
+                                       time.monotonic() - stream.admitted_at,
+                                       stream.admitted_at - stream.chunk.submitted_at))
+            stream.parts_sent += 1
+        if last:
+            self.streams.pop(key)
+
+    def _fail(self, result: StepResult, key: tuple[str, int], message: str) -> None:
+        self.decoder.remove(key[0])
+        result.failed.append((self.streams.pop(key).chunk, message))
+
+
+def default_mel_batch() -> int:
+    """CFM chunks per call: several where a GPU runs them (one DiT pass serves them all);
+    on a CPU one, where batching measured no faster (docs/gpt-sovits-serving.md)."""
+    import torch
+
+    return 8 if torch.cuda.is_available() else 1
+
+
+def _renders_mel(stream: Stream) -> bool:
+    return isinstance(stream.renderer, MelStreamRenderer)

@@ -229,7 +229,10 @@ class GsvModelV3(GsvModel):
 
 class MelStreamRenderer:
     """The serving runner's renderer for v3/v4 voices (serving.py): nothing while tokens
-    come (the text encoder needs them all), then one piece of audio per CFM chunk.
+    come (the text encoder needs them all); when they end, a mel job starts, and the
+    runner renders it one CFM chunk per step (`job`, then `take` with each chunk's mel),
+    batching the chunks of several requests of one voice in one call. One piece of audio
+    per chunk.
 
     The vocoder sees `context` mel frames on both sides of each piece (the last frames of
     a chunk wait for the next), so the pieces join closely (tests/test_gsv_v3_stream.py)."""
@@ -239,30 +242,67 @@ class MelStreamRenderer:
     def __init__(self, model: GsvModelV3, phone_ids: Sequence[int], speed: float, steps: int | None,
                  seed: int | None) -> None:
         self.model, self.phone_ids, self.speed, self.steps, self.seed = model, list(phone_ids), speed, steps, seed
+        self.job: MelJob | None = None
+        self._vocoder: ChunkVocoder | None = None
+
+    @property
+    def decoder(self) -> MelDecoder:
+        return self.model.decoder
+
+    @property
+    def rendering(self) -> bool:
+        """Whether mel chunks are still to come."""
+        return self.job is not None and not self.job.done()
 
     def push(self, tokens: Sequence[int], final: bool) -> list[np.ndarray]:
-        if not final:
-            return []
-        decoder = self.model.decoder
-        return list(vocode_chunks(decoder, decoder.mel_chunks(decoder.start(tokens, self.phone_ids, self.speed,
-                                                                             self.steps, self.seed)), self.context))
+        if final and self.job is None:
+            self.job = self.decoder.start(tokens, self.phone_ids, self.speed, self.steps, self.seed)
+            self._vocoder = ChunkVocoder(self.decoder, self.context)
+        return []
+
+    def take(self, mel_chunk: Tensor) -> list[np.ndarray]:
+        """The audio a freshly decoded mel chunk of `job` makes ready."""
+        assert self.job is not None and self._vocoder is not None, "push(tokens, final=True) first"
+        piece = self._vocoder.add(mel_chunk, last=self.job.done())
+        return [] if piece is None else [piece]
 
 
-def vocode_chunks(decoder: MelDecoder, chunks, context: int) -> Iterator[np.ndarray]:
-    """Audio of mel chunks as they come. Each piece is vocoded with `context` frames of
-    mel on both sides of it where they exist: the last `context` frames of a chunk wait
-    for the next one, and the frames before a piece are rendered then cut away."""
-    hop = decoder.plan.hop
-    mel_so_far: Tensor | None = None
-    emitted = 0  # frames whose audio has gone out
+class ChunkVocoder:
+    """One text's audio from its mel chunks as they come. Each piece is vocoded with
+    `context` frames of mel on both sides of it where they exist: the last `context`
+    frames of a chunk wait for the next one, and the frames before a piece are rendered
+    then cut away."""
+
+    def __init__(self, decoder: MelDecoder, context: int) -> None:
+        self.decoder, self.context = decoder, context
+        self.mel: Tensor | None = None  # frames from `offset` on: what later pieces may still need
+        self.offset = 0
+        self.emitted = 0  # frames whose audio has gone out
+
+    def add(self, chunk: Tensor, last: bool) -> np.ndarray | None:
+        self.mel = chunk if self.mel is None else torch.cat([self.mel, chunk], 2)
+        total = self.offset + self.mel.shape[2]
+        end = total if last else max(self.emitted, total - self.context)
+        if end == self.emitted:
+            return None
+        lead = min(self.context, self.emitted - self.offset)
+        first = self.emitted - lead - self.offset
+        audio = self.decoder.vocode(self.mel[:, :, first:min(total, end + self.context) - self.offset])
+        hop = self.decoder.plan.hop
+        piece = audio[lead * hop:(lead + end - self.emitted) * hop]
+        self.emitted = end
+        keep_from = max(0, end - self.context - self.offset)  # the next piece's lead at most
+        self.mel, self.offset = self.mel[:, :, keep_from:], self.offset + keep_from
+        return piece
+
+
+def vocode_chunks(decoder: MelDecoder, chunks: Iterator[Tensor], context: int) -> Iterator[np.ndarray]:
+    """Audio of mel chunks as they come (`ChunkVocoder`), the last one known by looking
+    one chunk ahead."""
+    vocoder = ChunkVocoder(decoder, context)
     pending = next(chunks, None)
     while pending is not None:
-        mel_so_far = pending if mel_so_far is None else torch.cat([mel_so_far, pending], 2)
-        pending = next(chunks, None)
-        end = mel_so_far.shape[2] if pending is None else max(emitted, mel_so_far.shape[2] - context)
-        if end == emitted:
-            continue
-        lead = min(context, emitted)
-        audio = decoder.vocode(mel_so_far[:, :, emitted - lead:min(mel_so_far.shape[2], end + context)])
-        yield audio[lead * hop:(lead + end - emitted) * hop]
-        emitted = end
+        current, pending = pending, next(chunks, None)
+        piece = vocoder.add(current, last=pending is None)
+        if piece is not None:
+            yield piece
