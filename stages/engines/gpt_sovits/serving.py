@@ -214,7 +214,8 @@ class StreamRunner:
 
 def default_mel_batch() -> int:
     """CFM chunks per call: several where a GPU runs them (one DiT pass serves them all);
-    on a CPU one, where batching measured no faster (docs/gpt-sovits-serving.md)."""
+    on a CPU one: batching measured 1.1-1.2x there, and every text in a call waits for
+    all of them (docs/gpt-sovits-serving.md)."""
     import torch
 
     return 8 if torch.cuda.is_available() else 1
