@@ -166,17 +166,17 @@ class StreamRunner:
                 self._fail(result, key, str(exc))
                 continue
             # A v3/v4 text ends when its last mel chunk is rendered (`_render_mels`).
-            self._emit(result, key, pieces, key in finished and not (_renders_mel(stream) and stream.renderer.rendering))
+            self._emit(result, key, pieces, key in finished and not stream.renderer.rendering)
         self._render_mels(result)
         return result
 
     def _render_mels(self, result: StepResult) -> None:
         """One CFM chunk for each v3/v4 text whose tokens are complete, the texts of one
         voice and step count in calls of up to `mel_batch`; the texts with the fewest
-        pieces out go first, so every request's first audio comes before anyone's third."""
+        pieces out go first, so every request's first audio comes before anyone's second."""
         groups: dict[tuple[int, int], list[tuple[tuple[str, int], Stream]]] = {}
         for key, stream in self.streams.items():
-            if _renders_mel(stream) and stream.renderer.rendering:
+            if stream.renderer.rendering:
                 groups.setdefault((id(stream.renderer.decoder), stream.renderer.job.steps), []).append((key, stream))
         for members in groups.values():
             members = sorted(members, key=lambda m: m[1].parts_sent)[:self.mel_batch]
@@ -219,7 +219,3 @@ def default_mel_batch() -> int:
     import torch
 
     return 8 if torch.cuda.is_available() else 1
-
-
-def _renders_mel(stream: Stream) -> bool:
-    return isinstance(stream.renderer, MelStreamRenderer)

@@ -50,6 +50,8 @@ class WindowPlan:
 class WindowedRenderer:
     """Renders one sequence's tokens in windows. Call `push` as tokens arrive."""
 
+    rendering = False  # every piece comes from `push`: no work waits after the last one
+
     def __init__(self, model, phone_ids: Sequence[int], noise_scale: float, speed: float = 1.0,
                  seed: int | None = None, plan: WindowPlan = WindowPlan()) -> None:
         self.model, self.plan = model, plan
