@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from voxpipe.stages.engines.gpt_sovits.windowed import WindowedRenderer, WindowPlan  # noqa: E402
+from voxpipe.stages.engines.receptive_field import receptive_radius  # noqa: E402
 from tests.test_gsv_continuous import GREEDY, load_random_voice, model_segments  # noqa: E402
 
 # Measured on random-weight voices, whose attention is nearly uniform over the whole
@@ -88,3 +89,33 @@ def test_other_speeds_render_whole_at_the_end(voice):
     pieces = _stream(WindowedRenderer(model, ids, 0.0, speed=1.25), tokens)
     assert [n for n, _ in pieces] == [len(tokens)]
     np.testing.assert_array_equal(pieces[0][1], model.render(tokens, ids, 0.0, 1.25))
+
+
+def test_vocoder_radius_covers_the_sovits_decoders_reach(voice):
+    model = voice[0]
+    dec, hop = model.synth.dec, model.cfg.upsample_factor
+    frames, probe = 64, 32
+    z = torch.randn(1, model.cfg.inter_channels, frames, generator=torch.Generator().manual_seed(1))
+    bumped = z.clone()
+    bumped[:, :, probe] += 1.0
+    with torch.inference_mode():
+        changed = torch.nonzero(dec(bumped)[0, 0] != dec(z)[0, 0]).flatten()
+    reach = max(probe - int(changed.min()) // hop, int(changed.max()) // hop - probe)
+    assert 0 < reach <= receptive_radius(dec) <= reach + 4  # safe, and not wastefully wide
+
+
+@pytest.mark.parametrize("noise_scale", [0.0, 0.5])
+def test_vocoding_the_window_alone_keeps_its_samples(voice, noise_scale):
+    """The vocoder renders a window plus its receptive radius, not the whole slice that the
+    flow saw: the pieces are those of vocoding the whole slice."""
+    model, ids, tokens = voice
+    plan = WindowPlan(window=8, context=16, lookahead=12, max_window=32)
+    cut = WindowedRenderer(model, ids, noise_scale, seed=3, plan=plan)
+    assert 0 < cut.vocoder_margin < min(plan.context, plan.lookahead)  # the cut saves work here
+    whole_slice = WindowedRenderer(model, ids, noise_scale, seed=3, plan=plan)
+    whole_slice.vocoder_margin = len(tokens)  # vocode every token the flow rendered
+    got, expected = _stream(cut, tokens), _stream(whole_slice, tokens)
+    assert [n for n, _ in got] == [n for n, _ in expected] and len(got) >= 4
+    for (_, a), (_, b) in zip(got, expected):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)

@@ -11,7 +11,8 @@ pytest.importorskip("onnx")
 from voxpipe.stages.engines.vits.export import export_acoustic, export_vocoder  # noqa: E402
 from voxpipe.stages.engines.vits.load import load_piper_onnx  # noqa: E402
 from voxpipe.stages.engines.vits.random_voice import random_model, tiny_config  # noqa: E402
-from voxpipe.stages.engines.vits.stream import decode_windows, receptive_radius  # noqa: E402
+from voxpipe.stages.engines.receptive_field import receptive_radius  # noqa: E402
+from voxpipe.stages.engines.vits.stream import decode_windows  # noqa: E402
 from voxpipe.stages.voices import VoiceCatalog  # noqa: E402
 
 

@@ -83,7 +83,7 @@ def _export(model_path: Path, name: str, num_speakers: int, folder: Path) -> Non
                          "install voxpipe's torch extra") from exc
     from voxpipe.stages.engines.vits.export import export_acoustic, export_vocoder
     from voxpipe.stages.engines.vits.load import load_piper_onnx
-    from voxpipe.stages.engines.vits.stream import receptive_radius
+    from voxpipe.stages.engines.receptive_field import receptive_radius
 
     model = load_piper_onnx(model_path, name, num_speakers)
     export_acoustic(model, folder / "acoustic.onnx")

@@ -8,40 +8,12 @@ the full decode; the utterance edges see the same zero padding as a full decode.
 """
 from __future__ import annotations
 
-import math
 from typing import Iterator
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from voxpipe.stages.engines.vits.model import Generator, ResBlock1, ResBlock2, VitsModel
-
-
-def _reach(conv: nn.Conv1d) -> int:
-    """One-sided reach of a stride-1 'same' conv, in its own samples."""
-    return conv.dilation[0] * (conv.kernel_size[0] - 1) - conv.padding[0]  # type: ignore[operator]
-
-
-def receptive_radius(dec: Generator) -> int:
-    """Latent frames either side that can influence a frame's audio (rounded up)."""
-    scale = 1  # output samples per latent frame at the current layer
-    reach = _reach(dec.conv_pre) / scale
-    n = dec.num_kernels
-    for i, up in enumerate(dec.ups):
-        k, u, p = up.kernel_size[0], up.stride[0], up.padding[0]  # type: ignore[index]
-        # Output t reads inputs j with 0 <= t + p - j*u < k: up to (k-1-p)/u back, p/u ahead.
-        reach += max(k - 1 - p, p) / u / scale
-        scale *= u
-        widest = 0
-        for block in dec.resblocks[i * n:(i + 1) * n]:
-            if isinstance(block, ResBlock1):
-                total = sum(_reach(c) for c in block.convs1) + sum(_reach(c) for c in block.convs2)
-            else:
-                assert isinstance(block, ResBlock2)
-                total = sum(_reach(c) for c in block.convs)
-            widest = max(widest, total)
-        reach += widest / scale
-    reach += _reach(dec.conv_post) / scale
-    return math.ceil(reach) + 1  # +1: window edges fall between the samples of a frame
+from voxpipe.stages.engines.receptive_field import receptive_radius
+from voxpipe.stages.engines.vits.model import VitsModel
 
 
 def decode_windows(model: VitsModel, z: Tensor, window_frames: int, context_frames: int | None = None,
