@@ -57,7 +57,7 @@ def test_windows_joined_match_whole_rendering(voice):
 
 def test_windows_grow_after_the_first_and_still_join(voice):
     model, ids, tokens = voice
-    plan = WindowPlan(window=8, context=16, lookahead=8, max_window=32)
+    plan = WindowPlan(window=8, context=16, lookahead=8, max_window=32, growth=2)
     assert [plan.window_at(i) for i in range(5)] == [8, 16, 32, 32, 32]
     pieces = _stream(WindowedRenderer(model, ids, 0.0, plan=plan), tokens)
     per_token = len(model.render(tokens[:1], ids, 0.0))
@@ -66,6 +66,17 @@ def test_windows_grow_after_the_first_and_still_join(voice):
     # Each piece is ready once its window and lookahead exist, never later.
     ends = np.cumsum(sizes)
     assert all(n == end + plan.lookahead for (n, _), end in zip(pieces[:-1], ends[:-1]) if n < len(tokens))
+    joined = np.concatenate([p for _, p in pieces])
+    whole = model.render(tokens, ids, 0.0)
+    assert len(joined) == len(whole) and _snr_db(whole, joined) > MIN_SNR_DB
+
+
+def test_the_default_plan_grows_fourfold_and_joins(voice):
+    model, ids, tokens = voice
+    plan = WindowPlan()
+    assert [plan.window_at(i) for i in range(4)] == [12, 48, 96, 96]
+    pieces = _stream(WindowedRenderer(model, ids, 0.0), tokens)
+    assert pieces[0][0] == plan.first_audio_tokens == 18
     joined = np.concatenate([p for _, p in pieces])
     whole = model.render(tokens, ids, 0.0)
     assert len(joined) == len(whole) and _snr_db(whole, joined) > MIN_SNR_DB
@@ -109,7 +120,7 @@ def test_vocoding_the_window_alone_keeps_its_samples(voice, noise_scale):
     """The vocoder renders a window plus its receptive radius, not the whole slice that the
     flow saw: the pieces are those of vocoding the whole slice."""
     model, ids, tokens = voice
-    plan = WindowPlan(window=8, context=16, lookahead=12, max_window=32)
+    plan = WindowPlan(window=8, context=16, lookahead=12, max_window=32, growth=2)
     cut = WindowedRenderer(model, ids, noise_scale, seed=3, plan=plan)
     assert 0 < cut.vocoder_margin < min(plan.context, plan.lookahead)  # the cut saves work here
     whole_slice = WindowedRenderer(model, ids, noise_scale, seed=3, plan=plan)
