@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from voxpipe.stages.engines.gpt_sovits.windowed import WindowedRenderer, WindowPlan  # noqa: E402
+from voxpipe.stages.engines.gpt_sovits.windowed import WindowedRenderer, WindowPlan, render_windows  # noqa: E402
 from voxpipe.stages.engines.receptive_field import receptive_radius  # noqa: E402
 from tests.test_gsv_continuous import GREEDY, load_random_voice, model_segments  # noqa: E402
 
@@ -130,3 +130,69 @@ def test_vocoding_the_window_alone_keeps_its_samples(voice, noise_scale):
     for (_, a), (_, b) in zip(got, expected):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def test_windows_of_several_requests_render_together_as_alone(voice):
+    """Windows of different texts, lengths and noise in one SoVITS pass (text encoder and
+    flow padded and masked, the vocoder over equally long slices) equal each alone."""
+    model, _, tokens = voice
+    texts = ["你好。", TEXT, "Hello there, how are you today?"]
+    renderers = []
+    for i, text in enumerate(texts):
+        ids = [p for s in model_segments(text) for p in s.phone_ids]
+        renderers.append(WindowedRenderer(model, ids, 0.5 * (i % 2), seed=i))
+    windows = [renderers[0].window(tokens[:18], 0, 12), renderers[1].window(tokens[:18], 0, 12),  # equal slices
+               renderers[2].window(tokens[:66], 12, 60), renderers[1].window(tokens, 60, len(tokens)),
+               renderers[0].window(tokens[:5], 0, 5)]
+    assert len({w.vocoded[1] - w.vocoded[0] for w in windows}) == 4  # one vocoder call holds two rows
+    alone = render_windows(windows, batch=1)
+    together = render_windows(windows, batch=len(windows))
+    for w, a, b in zip(windows, alone, together):
+        assert len(a) == len(b) == (w.b - w.a) * 2 * model.cfg.upsample_factor
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+    assert render_windows(windows[:1], batch=1)[0].tobytes() == alone[0].tobytes()
+
+
+def test_the_runner_renders_due_windows_together_as_one_at_a_time(voice):
+    import dataclasses
+    from types import SimpleNamespace
+
+    from tools.gsv_serve_bench import _item, make_requests
+    from voxpipe.stages.engines.gpt_sovits import windowed
+    from voxpipe.stages.engines.gpt_sovits.serving import StreamRunner
+
+    model = voice[0]
+    calls: list[int] = []
+    real = windowed._render_rows
+
+    def counting(windows):
+        calls.append(len(windows))
+        return real(windows)
+
+    def serve(window_batch: int) -> dict[str, list[np.ndarray]]:
+        runner = StreamRunner(max_sequences=4, window_batch=window_batch)
+        spec = SimpleNamespace(model=model, spec=SimpleNamespace(name="w"))
+        for i, r in enumerate(make_requests(4)):
+            item = dataclasses.replace(_item(r), top_k=1, repetition_penalty=1.0)
+            runner.admit(spec, SimpleNamespace(request_id=f"r{i}", seq=0, deadline=float("inf"), submitted_at=0.0),
+                         item, max_tokens=40)
+        pieces: dict[str, list[np.ndarray]] = {}
+        while len(runner):
+            for piece in runner.step().pieces:
+                pieces.setdefault(piece.chunk.request_id, []).append(piece.audio)
+        return pieces
+
+    windowed._render_rows = counting
+    try:
+        one_at_a_time = serve(1)
+        assert set(calls) == {1}
+        calls.clear()
+        together = serve(4)
+    finally:
+        windowed._render_rows = real
+    assert max(calls) > 1  # windows of several requests went in one call
+    assert one_at_a_time.keys() == together.keys() == {"r0", "r1", "r2", "r3"}
+    for key, pieces in one_at_a_time.items():
+        assert len(together[key]) == len(pieces) >= 1
+        for a, b in zip(pieces, together[key]):
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)

@@ -27,7 +27,7 @@ from voxpipe.stages.engines.gpt_sovits.continuous import ContinuousDecoder, Deco
 from voxpipe.stages.engines.gpt_sovits.voice import batch_text_inputs
 from voxpipe.stages.engines.gpt_sovits.t2s import Sampling
 from voxpipe.stages.engines.gpt_sovits.voice_v3 import MelStreamRenderer
-from voxpipe.stages.engines.gpt_sovits.windowed import WindowedRenderer, WindowPlan
+from voxpipe.stages.engines.gpt_sovits.windowed import Window, WindowedRenderer, WindowPlan, render_windows
 
 
 @dataclass
@@ -69,10 +69,12 @@ class StepResult:
 
 
 class StreamRunner:
-    def __init__(self, max_sequences: int, plan: WindowPlan = WindowPlan(), mel_batch: int | None = None) -> None:
+    def __init__(self, max_sequences: int, plan: WindowPlan = WindowPlan(), mel_batch: int | None = None,
+                 window_batch: int | None = None) -> None:
         self.decoder = ContinuousDecoder(max_sequences)
         self.plan = plan
-        self.mel_batch = mel_batch or default_mel_batch()  # v3/v4 texts per CFM call
+        self.mel_batch = mel_batch or default_batch()  # v3/v4 texts per CFM call
+        self.window_batch = window_batch or default_batch()  # v2 windows per SoVITS call
         self.streams: dict[tuple[str, int], Stream] = {}
         self.admitted: list[_Admitted] = []  # join the decoder at the next step
         self.oom_events = 0
@@ -156,19 +158,41 @@ class StreamRunner:
             self.decoder.max_sequences = max(1, len(self.decoder))
             return result
         finished = {e.seq.key for e in events if e.finished}
-        for key in {e.seq.key for e in events}:
+        due: dict[tuple[str, int], list[Window]] = {}  # v2 windows, rendered together below
+        for key in dict.fromkeys(e.seq.key for e in events):
             stream = self.streams.get(key)
             if stream is None:
                 continue
+            renderer = stream.renderer
+            if isinstance(renderer, WindowedRenderer) and renderer.windowed:
+                due[key] = renderer.due(stream.seq.tokens, key in finished)
+                continue
             try:
-                pieces = stream.renderer.push(stream.seq.tokens, key in finished)
+                pieces = renderer.push(stream.seq.tokens, key in finished)
             except features.FeatureError as exc:
                 self._fail(result, key, str(exc))
                 continue
             # A v3/v4 text ends when its last mel chunk is rendered (`_render_mels`).
-            self._emit(result, key, pieces, key in finished and not stream.renderer.rendering)
+            self._emit(result, key, pieces, key in finished and not renderer.rendering)
+        self._render_windows(result, due, finished)
         self._render_mels(result)
         return result
+
+    def _render_windows(self, result: StepResult, due: dict[tuple[str, int], list[Window]],
+                        finished: set[tuple[str, int]]) -> None:
+        """The v2 windows this step made ready, several per SoVITS call (`window_batch`)."""
+        windows = [w for ws in due.values() for w in ws]
+        try:
+            audio = render_windows(windows, self.window_batch)
+        except Exception as exc:
+            if not (is_out_of_memory(exc) and self.window_batch > 1):
+                raise
+            self.oom_events += 1  # one at a time for this step, smaller calls from now on
+            self.window_batch = max(1, self.window_batch // 2)
+            audio = render_windows(windows, 1)
+        pieces = iter(audio)
+        for key, ws in due.items():
+            self._emit(result, key, [next(pieces) for _ in ws], key in finished)
 
     def _render_mels(self, result: StepResult) -> None:
         """One CFM chunk for each v3/v4 text whose tokens are complete, the texts of one
@@ -212,10 +236,11 @@ class StreamRunner:
         result.failed.append((self.streams.pop(key).chunk, message))
 
 
-def default_mel_batch() -> int:
-    """CFM chunks per call: several where a GPU runs them (one DiT pass serves them all);
-    on a CPU one: batching measured 1.1-1.2x there, and every text in a call waits for
-    all of them (docs/gpt-sovits-serving.md)."""
+def default_batch() -> int:
+    """Texts per CFM call (v3/v4) and windows per SoVITS call (v2): several where a GPU runs
+    them (one pass serves them all); on a CPU one: there both are compute-bound at batch 1
+    already (batched CFM chunks measured 1.1-1.2x, batched windows below 1.1x), and every
+    text in a call waits for all of them (docs/gpt-sovits-serving.md)."""
     import torch
 
     return 8 if torch.cuda.is_available() else 1

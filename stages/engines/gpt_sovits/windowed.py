@@ -15,6 +15,12 @@ stack of convolutions) sees only a few frames either side, so it renders the win
 its receptive radius (receptive_field.py), not the whole slice: the kept samples are the
 same, and each window costs less (about a quarter less vocoder work at the default plan).
 
+Windows due at the same step, across requests of one voice, can go through the
+synthesizer together (`render_windows`): text encoder and flow padded and masked, the
+vocoder over rows whose slices are equally long (it has no mask), equal to rendering each
+alone up to float rounding. The serving runner does so on a GPU; on a CPU the renders are
+compute-bound at one window already and batching them measured no faster.
+
 Windows need speed 1 (a speed change resamples the whole latent); other speeds are
 rendered in one piece when the sequence ends.
 """
@@ -28,6 +34,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from voxpipe.stages.engines.gpt_sovits.layers import sequence_mask
 from voxpipe.stages.engines.gpt_sovits.t2s import MAX_DECODE_STEPS
 from voxpipe.stages.engines.receptive_field import receptive_radius
 
@@ -76,54 +83,126 @@ class WindowedRenderer:
 
     def push(self, tokens: Sequence[int], final: bool) -> list[np.ndarray]:
         """The pieces of audio that `tokens` (all produced so far) make ready."""
-        pieces: list[np.ndarray] = []
         if not self.windowed:
-            if final:
-                self.emitted = len(tokens)
-                pieces.append(self.model.render(tokens, self.phones[0].tolist(), self.noise_scale, self.speed, self.seed))
-            return pieces
+            return self.render_whole(tokens) if final else []
+        return [audio for audio in render_windows(self.due(tokens, final), batch=1)]
+
+    def render_whole(self, tokens: Sequence[int]) -> list[np.ndarray]:
+        """The one piece of a sequence rendered at another speed, when it ends."""
+        self.emitted = len(tokens)
+        return [self.model.render(tokens, self.phones[0].tolist(), self.noise_scale, self.speed, self.seed)]
+
+    def due(self, tokens: Sequence[int], final: bool) -> list["Window"]:
+        """The windows that `tokens` (all produced so far) make ready, in order; they count
+        as returned from now on. An empty sequence's end is one empty window."""
         plan, n = self.plan, len(tokens)
+        windows = []
         while n - self.emitted >= (size := plan.window_at(self.pieces)) + plan.lookahead + (size if final else 0):
-            pieces.append(self.render_range(tokens, self.emitted, self.emitted + size))
+            windows.append(self.window(tokens, self.emitted, self.emitted + size))
             self.emitted += size
             self.pieces += 1
-        if final and n > self.emitted:
-            pieces.append(self.render_range(tokens, self.emitted, n))
+        if final and (n > self.emitted or (not windows and self.emitted == 0)):
+            windows.append(self.window(tokens, self.emitted, n))
             self.emitted = n
-        elif final and not pieces and self.emitted == 0:
-            pieces.append(np.zeros(0, np.float32))
-        return pieces
+        return windows
+
+    def window(self, tokens: Sequence[int], a: int, b: int) -> "Window":
+        """The rendering of tokens [a, b): context on both sides for the text encoder and
+        flow, the receptive radius for the vocoder."""
+        start, end = max(0, a - self.plan.context), min(len(tokens), b + self.plan.lookahead)
+        vocoded = (max(start, a - self.vocoder_margin), min(end, b + self.vocoder_margin))
+        return Window(self, list(tokens[:end]), a, b, start, vocoded)
 
     def render_range(self, tokens: Sequence[int], a: int, b: int) -> np.ndarray:
         """Audio of tokens [a, b), rendered with context on both sides."""
-        start, end = max(0, a - self.plan.context), min(len(tokens), b + self.plan.lookahead)
-        vocoded = (max(start, a - self.vocoder_margin), min(end, b + self.vocoder_margin))
-        audio = self.render_slice(tokens, start, end, vocoded)
-        per_token = FRAMES_PER_TOKEN * self.model.cfg.upsample_factor
-        return audio[(a - vocoded[0]) * per_token:(b - vocoded[0]) * per_token]
+        return render_windows([self.window(tokens, a, b)], batch=1)[0]
 
-    @torch.no_grad()
-    def render_slice(self, tokens: Sequence[int], start: int, end: int,
-                     vocoded: tuple[int, int] | None = None) -> np.ndarray:
-        """Render tokens [start, end): the text encoder sees every token up to `end` (its
-        attention is global), the flow (local convolutions) only the slice, and the
-        vocoder the tokens `vocoded` of it (default: all) -> their audio."""
-        model = self.model
-        synth, prompt = model.synth, model._prompt()
-        ids = torch.tensor([list(tokens[:end])], dtype=torch.long, device=model.device)
-        content = F.interpolate(synth.codebook.decode(ids), size=FRAMES_PER_TOKEN * end, mode="nearest")
-        y_lengths = torch.tensor([content.size(2)], device=content.device)
-        phone_lengths = torch.tensor([self.phones.size(1)], device=content.device)
-        m, logs, y_mask = synth.enc_p(content, y_lengths, self.phones, phone_lengths, prompt.ge_text, 1.0)
-        lo, hi = FRAMES_PER_TOKEN * start, FRAMES_PER_TOKEN * end
-        m, logs, y_mask = m[:, :, lo:hi], logs[:, :, lo:hi], y_mask[:, :, lo:hi]
-        z_p = m
-        if self.noise is not None:
-            z_p = m + self.noise[:, :, lo:hi] * torch.exp(logs) * self.noise_scale
-        z = synth.flow.reverse(z_p, y_mask, prompt.ge) * y_mask
-        if vocoded is not None:
-            z = z[:, :, FRAMES_PER_TOKEN * (vocoded[0] - start):FRAMES_PER_TOKEN * (vocoded[1] - start)]
-        return synth.vocode(z, prompt.ge).cpu().numpy().astype(np.float32, copy=False)
+    def render_slice(self, tokens: Sequence[int], start: int, end: int) -> np.ndarray:
+        """Audio of tokens [start, end), every one of them rendered and kept."""
+        return render_windows([Window(self, list(tokens[:end]), start, end, start, (start, end))], batch=1)[0]
+
+
+@dataclass(frozen=True)
+class Window:
+    """One piece to render: keep tokens [a, b); the text encoder sees all of `tokens`
+    (those up to the slice's end), the flow tokens [start, len(tokens)), the vocoder
+    tokens `vocoded`."""
+
+    renderer: WindowedRenderer
+    tokens: list[int]
+    a: int
+    b: int
+    start: int
+    vocoded: tuple[int, int]
+
+    @property
+    def end(self) -> int:
+        return len(self.tokens)
+
+
+@torch.no_grad()
+def render_windows(windows: Sequence[Window], batch: int) -> list[np.ndarray]:
+    """The audio of each window, in order. Windows of one voice go through the SoVITS
+    synthesizer up to `batch` at a time: text encoder and flow padded and masked (their
+    masks make a padded row compute what it would alone), the vocoder, which has no mask,
+    over the rows whose vocoded slices are equally long."""
+    out: list[np.ndarray | None] = [None] * len(windows)
+    groups: dict[int, list[int]] = {}
+    for i, w in enumerate(windows):
+        if w.b == w.a:
+            out[i] = np.zeros(0, np.float32)
+        else:
+            groups.setdefault(id(w.renderer.model), []).append(i)
+    for members in groups.values():
+        for first in range(0, len(members), batch):
+            rows = members[first:first + batch]
+            for i, audio in zip(rows, _render_rows([windows[i] for i in rows])):
+                out[i] = audio
+    return out  # type: ignore[return-value]
+
+
+def _render_rows(windows: list[Window]) -> list[np.ndarray]:
+    """Windows of one voice in one pass through text encoder and flow."""
+    model = windows[0].renderer.model
+    synth, prompt, device = model.synth, model._prompt(), model.device
+    n, ends = len(windows), [w.end for w in windows]
+    ids = torch.zeros(n, max(ends), dtype=torch.long, device=device)
+    for row, w in enumerate(windows):
+        ids[row, :w.end] = torch.tensor(w.tokens, dtype=torch.long, device=device)
+    frames = FRAMES_PER_TOKEN * max(ends)
+    content = F.interpolate(synth.codebook.decode(ids), size=frames, mode="nearest")
+    phone_lengths = [w.renderer.phones.size(1) for w in windows]
+    phones = torch.zeros(n, max(phone_lengths), dtype=torch.long, device=device)
+    for row, w in enumerate(windows):
+        phones[row, :phone_lengths[row]] = w.renderer.phones[0]
+    y_lengths = torch.tensor([FRAMES_PER_TOKEN * e for e in ends], device=device)
+    m, logs, _ = synth.enc_p(content, y_lengths, phones, torch.tensor(phone_lengths, device=device),
+                             prompt.ge_text.expand(n, -1, -1), 1.0)
+    # Each row's flow slice [start, end), moved to the left of the batch and masked.
+    spans = [(FRAMES_PER_TOKEN * w.start, FRAMES_PER_TOKEN * w.end) for w in windows]
+    width = max(hi - lo for lo, hi in spans)
+    z_p = torch.zeros(n, m.size(1), width, dtype=m.dtype, device=device)
+    for row, (w, (lo, hi)) in enumerate(zip(windows, spans)):
+        z_p[row, :, :hi - lo] = m[row, :, lo:hi]
+        noise = w.renderer.noise
+        if noise is not None:
+            z_p[row, :, :hi - lo] += noise[0, :, lo:hi] * torch.exp(logs[row, :, lo:hi]) * w.renderer.noise_scale
+    mask = sequence_mask(torch.tensor([hi - lo for lo, hi in spans], device=device), width).unsqueeze(1).to(m.dtype)
+    z = synth.flow.reverse(z_p, mask, prompt.ge.expand(n, -1, -1)) * mask
+    # The vocoder has no mask: rows go together only when their slices are equally long.
+    per_token = FRAMES_PER_TOKEN * model.cfg.upsample_factor
+    by_length: dict[int, list[int]] = {}
+    for row, w in enumerate(windows):
+        by_length.setdefault(w.vocoded[1] - w.vocoded[0], []).append(row)
+    audio: list[np.ndarray | None] = [None] * n
+    for length, rows in by_length.items():
+        zs = torch.stack([z[row, :, FRAMES_PER_TOKEN * (windows[row].vocoded[0] - windows[row].start):][:, :FRAMES_PER_TOKEN * length]
+                          for row in rows])
+        wav = synth.dec(zs, g=prompt.ge.expand(len(rows), -1, -1))[:, 0].cpu().numpy().astype(np.float32, copy=False)
+        for k, row in enumerate(rows):
+            w = windows[row]
+            audio[row] = wav[k, (w.a - w.vocoded[0]) * per_token:(w.b - w.vocoded[0]) * per_token]
+    return audio  # type: ignore[return-value]
 
 
 def frame_noise(channels: int, seed: int | None, device) -> Tensor:
