@@ -1,12 +1,15 @@
 """Start and stop a real voxpipe daemon as a subprocess for tests."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 from voxpipe.ipc.client import Client
 from voxpipe.ipc.errors import VoxpipeError
@@ -111,6 +114,27 @@ class Daemon:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def http_daemon(workdir: Path, workers: int = 1, http: dict | None = None, **config: object) -> Iterator[Daemon]:
+    """A running daemon serving HTTP on a free port (`daemon.url`), stopped on exit;
+    `http`: more [http] settings besides the bind."""
+    port = free_port()
+    daemon = Daemon(workdir, workers=workers, http={"bind": f"127.0.0.1:{port}", **(http or {})}, **config)
+    daemon.url = f"http://127.0.0.1:{port}"
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
 
 
 def settled_status(daemon: Daemon, timeout: float = 60.0) -> dict:

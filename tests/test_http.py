@@ -25,19 +25,13 @@ from voxpipe.config import Config, ConfigError, parse_bind, validate  # noqa: E4
 from voxpipe.stages.http.encoders import FORMATS, available, make_encoder  # noqa: E402
 from voxpipe.stages.http.errors import HttpError  # noqa: E402
 from voxpipe.stages.http.gsv_routes import resolve_voice  # noqa: E402
-from tests.daemon_proc import Daemon, longform  # noqa: E402
+from tests.daemon_proc import Daemon, free_port, http_daemon, longform  # noqa: E402
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it takes a nap."
 NOISE_OFF = {"noise_scale": 0.0, "noise_w": 0.0}
 MAX_STREAMS = 3
 # A configured table replaces the defaults: "echo" is no alias here. "amy" is a voice, which wins.
 ALIASES = {"alloy": "amy", "shimmer": "nobody", "amy": "joe"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +52,9 @@ def voices_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, voices_dir):
-    port = free_port()
-    d = Daemon(tmp_path_factory.mktemp("http"), workers=1, voices_dir=str(voices_dir),
-               http={"bind": f"127.0.0.1:{port}", "max_streams": MAX_STREAMS, "max_body_kib": 16,
-                     "send_timeout_s": 3.0, "voice_aliases": ALIASES})
-    d.start()
-    d.url = f"http://127.0.0.1:{port}"
-    try:
+    http = {"max_streams": MAX_STREAMS, "max_body_kib": 16, "send_timeout_s": 3.0, "voice_aliases": ALIASES}
+    with http_daemon(tmp_path_factory.mktemp("http"), voices_dir=str(voices_dir), http=http) as d:
         yield d
-    finally:
-        d.stop()
 
 
 @pytest.fixture

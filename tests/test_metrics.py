@@ -16,18 +16,12 @@ import pytest
 from voxpipe.config import ConfigError, load_config
 from voxpipe.metrics import MULTIPROC_ENV, RecentWindow, recorder, request_log_line, voice_cache_summary
 from voxpipe.ipc.errors import VoxpipeError
-from tests.daemon_proc import ROOT, Daemon
+from tests.daemon_proc import ROOT, Daemon, free_port
 
 pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 TEXTS = ["Hello there.", "The first sentence is short. The second one is a little longer, with a clause."]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -7,7 +7,6 @@ import base64
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import soundfile
 
 from voxpipe.stages.families.words import text_words
 from voxpipe.stages.text.normalize import normalize
-from tests.daemon_proc import Daemon
+from tests.daemon_proc import http_daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 NOISE_OFF = {"noise_scale": 0.0, "noise_w": 0.0}
@@ -26,22 +25,10 @@ TEXT = ("The lighthouse keeper climbed the stairs at dusk. Of the ships at sea t
         "were late. It is forty-two minutes past nine, and the fog is rolling in.")
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    port = _port()
-    d = Daemon(tmp_path_factory.mktemp("words"), workers=1, http={"bind": f"127.0.0.1:{port}"})
-    d.start()
-    d.url = f"http://127.0.0.1:{port}"
-    try:
+    with http_daemon(tmp_path_factory.mktemp("words")) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def check_words(words: list, duration: float) -> None:
