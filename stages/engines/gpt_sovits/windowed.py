@@ -85,7 +85,7 @@ class WindowedRenderer:
         """The pieces of audio that `tokens` (all produced so far) make ready."""
         if not self.windowed:
             return self.render_whole(tokens) if final else []
-        return [audio for audio in render_windows(self.due(tokens, final), batch=1)]
+        return render_windows(self.due(tokens, final), batch=1)
 
     def render_whole(self, tokens: Sequence[int]) -> list[np.ndarray]:
         """The one piece of a sequence rendered at another speed, when it ends."""
@@ -196,8 +196,8 @@ def _render_rows(windows: list[Window]) -> list[np.ndarray]:
         by_length.setdefault(w.vocoded[1] - w.vocoded[0], []).append(row)
     audio: list[np.ndarray | None] = [None] * n
     for length, rows in by_length.items():
-        zs = torch.stack([z[row, :, FRAMES_PER_TOKEN * (windows[row].vocoded[0] - windows[row].start):][:, :FRAMES_PER_TOKEN * length]
-                          for row in rows])
+        offsets = [FRAMES_PER_TOKEN * (windows[row].vocoded[0] - windows[row].start) for row in rows]
+        zs = torch.stack([z[row, :, lo:lo + FRAMES_PER_TOKEN * length] for row, lo in zip(rows, offsets)])
         wav = synth.dec(zs, g=prompt.ge.expand(len(rows), -1, -1))[:, 0].cpu().numpy().astype(np.float32, copy=False)
         for k, row in enumerate(rows):
             w = windows[row]

@@ -1,0 +1,168 @@
+"""A worker's memory with 1, 2, ... N full-size GPT-SoVITS voices loaded.
+
+    python -m tools.gsv_memory [--voices 4] [--version v2ProPlus] [--size full] [--out gsv-memory]
+
+Writes N random-weight voices (`voxpipe voice random ... --size full`, one pretrained
+folder for all), starts a real daemon with one worker and nothing preloaded, then asks
+for one short text in each voice in turn (the worker loads it into its voice cache) and
+reads the worker's resident memory after each: VmRSS as `voxpipe status` shows it, and
+RssAnon (the process's own pages, without the shared-memory pools it has touched).
+BERT, HuBERT and the speaker model are held once per worker whatever the number of
+voices, so each voice after the first should add only its own decoder and synthesizer.
+Prints the table; writes OUT.md and OUT.png.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from voxpipe.ipc.client import Client
+from voxpipe.ipc.errors import VoxpipeError
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT = "你好，今天天气真不错。"
+GIB = 1024 ** 3
+
+
+def write_voices(voices_dir: Path, count: int, version: str, size: str) -> list[str]:
+    names = [f"mem{i}" for i in range(count)]
+    for i, name in enumerate(names):
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "voice", "random", name, "--family",
+                        "gpt-sovits", "--version", version, "--size", size, "--seed", str(i), "-d", str(voices_dir)],
+                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        print(f"wrote voice {name} ({version}, {size}) in {time.monotonic() - started:.0f} s", flush=True)
+    return names
+
+
+def write_config(work: Path, voices_dir: Path) -> tuple[Path, str]:
+    endpoint = f"ipc://{work / 'vp.sock'}"
+    config = work / "voxpipe.toml"
+    config.write_text("\n".join([
+        f'endpoint = "{endpoint}"', f'state_dir = "{work / "state"}"', f'voices_dir = "{voices_dir}"',
+        "preload = []", "preload_popular = 0",
+        "[worker]", "voice_cache_mib = 65536.0",  # room for every voice: none is evicted
+        "[supervisor]", "max_busy_s = 600.0",  # a full voice loads in tens of seconds on 2 cores
+    ]) + "\n", encoding="utf-8")
+    return config, endpoint
+
+
+def rss_anon(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def worker(endpoint: str) -> dict:
+    with Client(endpoint) as client:
+        return next(p for p in client.status()["processes"] if p.get("role") == "worker")
+
+
+def wait_ready(proc: subprocess.Popen, endpoint: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the daemon exited with {proc.returncode}")
+        try:
+            with Client(endpoint, connect_timeout=1.0) as client:
+                if client.status(timeout=2.0).get("ready"):
+                    return
+        except VoxpipeError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the daemon was not ready in {timeout:.0f} s")
+
+
+def measure(endpoint: str, names: list[str]) -> list[tuple[int, int, int]]:
+    """(voices loaded, VmRSS, RssAnon) before any voice and after each."""
+    rows = []
+    proc = worker(endpoint)
+    rows.append((0, proc["rss"], rss_anon(proc["pid"])))
+    print(f"no voice: worker RSS {proc['rss'] / GIB:.2f} GiB", flush=True)
+    for loaded, name in enumerate(names, start=1):
+        started = time.monotonic()
+        with Client(endpoint, timeout=600.0) as client:
+            client.synthesize(TEXT, name, seed=0)
+        proc = worker(endpoint)
+        rows.append((loaded, proc["rss"], rss_anon(proc["pid"])))
+        print(f"{loaded} voice(s): worker RSS {proc['rss'] / GIB:.2f} GiB, RssAnon "
+              f"{rows[-1][2] / GIB:.2f} GiB (load and speak {time.monotonic() - started:.0f} s)", flush=True)
+    return rows
+
+
+def table(rows: list[tuple[int, int, int]]) -> list[str]:
+    lines = ["| voices loaded | worker RSS (GiB) | RssAnon (GiB) | added by this voice (GiB) |",
+             "| --- | --- | --- | --- |"]
+    for i, (loaded, rss, anon) in enumerate(rows):
+        added = "" if i == 0 else f"{(anon - rows[i - 1][2]) / GIB:+.2f}"
+        lines.append(f"| {loaded} | {rss / GIB:.2f} | {anon / GIB:.2f} | {added} |")
+    return lines
+
+
+def plot(rows: list[tuple[int, int, int]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot([r[0] for r in rows], [r[1] / GIB for r in rows], marker="o", label="VmRSS")
+    ax.plot([r[0] for r in rows], [r[2] / GIB for r in rows], marker="o", label="RssAnon")
+    ax.set(xlabel="voices loaded in the worker", ylabel="GiB", ylim=(0, None))
+    ax.set_xticks([r[0] for r in rows])
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--voices", type=int, default=4)
+    parser.add_argument("--version", default="v2ProPlus", choices=["v1", "v2", "v2Pro", "v2ProPlus", "v3", "v4"])
+    parser.add_argument("--size", default="full", choices=["tiny", "full"])
+    parser.add_argument("--out", default="gsv-memory", help="OUT.md and OUT.png are written")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="gsv-memory-") as tmp:  # full voices: ~1.3 GB each on disk
+        work = Path(tmp)
+        names = write_voices(work / "voices", args.voices, args.version, args.size)
+        config, endpoint = write_config(work, work / "voices")
+        log = open(work / "daemon.log", "wb")
+        daemon = subprocess.Popen([sys.executable, "-m", "voxpipe.daemon.cli", "serve", "--config", str(config),
+                                   "--workers", "1"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        try:
+            wait_ready(daemon, endpoint)
+            rows = measure(endpoint, names)
+        except BaseException:
+            log.flush()
+            print((work / "daemon.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait()
+            log.close()
+    header = (f"One worker (CPU, fp32), random-weight {args.size} {args.version} voices loaded one after "
+              f"another; one text spoken in each.")
+    lines = [header, "", *table(rows)]
+    print("\n".join(lines[2:]))
+    Path(args.out + ".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plot(rows, Path(args.out + ".png"))
+    print(f"wrote {args.out}.md and {args.out}.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
