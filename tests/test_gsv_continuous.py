@@ -103,3 +103,13 @@ def test_removed_request_leaves_at_next_step_and_frees_its_cache(voices):
     while decoder.running:
         decoder.step()
     assert keep.tokens == a.semantic_tokens(model_segments(TEXTS[1]), GREEDY, 1, 30).tokens
+
+
+def test_voices_of_one_pretrained_folder_hold_its_models_once(voices):
+    """BERT, HuBERT and the speaker model are loaded once per worker (per pretrained folder,
+    device and precision), whatever the number of voices using them."""
+    a, b = voices
+    assert a.files.pretrained == b.files.pretrained and a.t2s is not b.t2s
+    assert a.shared is b.shared
+    assert a.shared.get_bert()[1] is b.shared.get_bert()[1]
+    assert a.shared.get_hubert() is b.shared.get_hubert()
