@@ -196,3 +196,27 @@ def test_the_runner_renders_due_windows_together_as_one_at_a_time(voice):
         assert len(together[key]) == len(pieces) >= 1
         for a, b in zip(pieces, together[key]):
             np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_windows_of_several_requests_render_together_as_alone(tmp_path):
+    """The GPU default (several windows per SoVITS call) against one at a time, on CUDA."""
+    from voxpipe.stages.engines.gpt_sovits.random_voice import write_random_gsv_voice
+    from voxpipe.stages.engines.gpt_sovits.voice import GsvModel, VoiceFiles
+    from voxpipe.stages.engines.gpt_sovits.serving import default_batch
+
+    assert default_batch() > 1
+    directory = write_random_gsv_voice(tmp_path, "cuda", "v2", seed=4, max_sec=2.0)
+    files = VoiceFiles(next(directory.glob("*.ckpt")), next(directory.glob("*.pth")), tmp_path / ".gsv-pretrained",
+                       directory / "reference.wav")
+    model = GsvModel(files, "cuda")
+    model.build_prompt(model_segments("你好，这是一段参考音频。", "zh"))
+    tokens = model.semantic_tokens(model_segments(TEXT), GREEDY, 0).tokens
+    renderers = [WindowedRenderer(model, [p for s in model_segments(t) for p in s.phone_ids], 0.5, seed=i)
+                 for i, t in enumerate(["你好。", TEXT, "Hello there, how are you today?"])]
+    windows = [r.window(tokens[:18], 0, 12) for r in renderers] + [renderers[1].window(tokens, 12, len(tokens))]
+    alone = render_windows(windows, batch=1)
+    together = render_windows(windows, batch=len(windows))
+    for a, b in zip(alone, together):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-4)  # GPU kernels may sum in another order

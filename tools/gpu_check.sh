@@ -32,6 +32,7 @@ checks=(
     "TensorRT engine|tests/test_tensorrt_engine.py|"
     "GPT-SoVITS static decoder, graphs, fp16|tests/test_gsv_static_decoder.py|"
     "GPT-SoVITS batched = lone decode|tests/test_gsv_batched_equality.py|"
+    "GPT-SoVITS windows batched on CUDA|tests/test_gsv_windowed.py|cuda"
 )
 status=0
 for i in "${!checks[@]}"; do
