@@ -113,10 +113,6 @@ class WindowedRenderer:
         vocoded = (max(start, a - self.vocoder_margin), min(end, b + self.vocoder_margin))
         return Window(self, list(tokens[:end]), a, b, start, vocoded)
 
-    def render_range(self, tokens: Sequence[int], a: int, b: int) -> np.ndarray:
-        """Audio of tokens [a, b), rendered with context on both sides."""
-        return render_windows([self.window(tokens, a, b)], batch=1)[0]
-
     def render_slice(self, tokens: Sequence[int], start: int, end: int) -> np.ndarray:
         """Audio of tokens [start, end), every one of them rendered and kept."""
         return render_windows([Window(self, list(tokens[:end]), start, end, start, (start, end))], batch=1)[0]
