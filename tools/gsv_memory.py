@@ -14,16 +14,15 @@ Prints the table; writes OUT.md and OUT.png.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
+import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from voxpipe.ipc.client import Client
-from voxpipe.ipc.errors import VoxpipeError
+from tools.bench.daemon import BenchDaemon, DaemonSettings
+from tools.soak import rss_anon
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = "你好，今天天气真不错。"
@@ -41,57 +40,29 @@ def write_voices(voices_dir: Path, count: int, version: str, size: str) -> list[
     return names
 
 
-def write_config(work: Path, voices_dir: Path) -> tuple[Path, str]:
-    endpoint = f"ipc://{work / 'vp.sock'}"
-    config = work / "voxpipe.toml"
-    config.write_text("\n".join([
-        f'endpoint = "{endpoint}"', f'state_dir = "{work / "state"}"', f'voices_dir = "{voices_dir}"',
-        "preload = []", "preload_popular = 0",
-        "[worker]", "voice_cache_mib = 65536.0",  # room for every voice: none is evicted
-        "[supervisor]", "max_busy_s = 600.0",  # a full voice loads in tens of seconds on 2 cores
-    ]) + "\n", encoding="utf-8")
-    return config, endpoint
+def daemon_settings(voices_dir: Path) -> DaemonSettings:
+    """One worker, nothing preloaded, room in its cache for every voice."""
+    return DaemonSettings(workers=1, config=(
+        f"voices_dir = {json.dumps(str(voices_dir))}", "preload = []", "preload_popular = 0",
+        "worker.voice_cache_mib = 65536.0",
+        "supervisor.max_busy_s = 600.0"))  # a full voice loads in tens of seconds on 2 cores
 
 
-def rss_anon(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    return 0
+def worker(daemon: BenchDaemon) -> dict:
+    return next(p for p in daemon.status()["processes"] if p.get("role") == "worker")
 
 
-def worker(endpoint: str) -> dict:
-    with Client(endpoint) as client:
-        return next(p for p in client.status()["processes"] if p.get("role") == "worker")
-
-
-def wait_ready(proc: subprocess.Popen, endpoint: str, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the daemon exited with {proc.returncode}")
-        try:
-            with Client(endpoint, connect_timeout=1.0) as client:
-                if client.status(timeout=2.0).get("ready"):
-                    return
-        except VoxpipeError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"the daemon was not ready in {timeout:.0f} s")
-
-
-def measure(endpoint: str, names: list[str]) -> list[tuple[int, int, int]]:
+def measure(daemon: BenchDaemon, names: list[str]) -> list[tuple[int, int, int]]:
     """(voices loaded, VmRSS, RssAnon) before any voice and after each."""
     rows = []
-    proc = worker(endpoint)
+    proc = worker(daemon)
     rows.append((0, proc["rss"], rss_anon(proc["pid"])))
     print(f"no voice: worker RSS {proc['rss'] / GIB:.2f} GiB", flush=True)
     for loaded, name in enumerate(names, start=1):
         started = time.monotonic()
-        with Client(endpoint, timeout=600.0) as client:
+        with daemon.client(timeout=600.0) as client:
             client.synthesize(TEXT, name, seed=0)
-        proc = worker(endpoint)
+        proc = worker(daemon)
         rows.append((loaded, proc["rss"], rss_anon(proc["pid"])))
         print(f"{loaded} voice(s): worker RSS {proc['rss'] / GIB:.2f} GiB, RssAnon "
               f"{rows[-1][2] / GIB:.2f} GiB (load and speak {time.monotonic() - started:.0f} s)", flush=True)
@@ -134,26 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gsv-memory-") as tmp:  # full voices: ~1.3 GB each on disk
         work = Path(tmp)
         names = write_voices(work / "voices", args.voices, args.version, args.size)
-        config, endpoint = write_config(work, work / "voices")
-        log = open(work / "daemon.log", "wb")
-        daemon = subprocess.Popen([sys.executable, "-m", "voxpipe.daemon.cli", "serve", "--config", str(config),
-                                   "--workers", "1"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        daemon = BenchDaemon(work / "daemon", daemon_settings(work / "voices")).start(wait_s=300.0)
         try:
-            wait_ready(daemon, endpoint)
-            rows = measure(endpoint, names)
+            rows = measure(daemon, names)
         except BaseException:
-            log.flush()
-            print((work / "daemon.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+            print(daemon.log_tail(), file=sys.stderr)
             raise
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
-                daemon.wait()
-            log.close()
+            daemon.stop()
     header = (f"One worker (CPU, fp32), random-weight {args.size} {args.version} voices loaded one after "
               f"another; one text spoken in each.")
     lines = [header, "", *table(rows)]

@@ -44,7 +44,7 @@ def _processes(endpoint: str) -> list[dict]:
         return client.status()["processes"]
 
 
-def _rss(pid: int) -> int:
+def rss_anon(pid: int) -> int:
     """Private resident memory (RssAnon): the shared-memory pools' pages, which count in
     VmRSS as a process touches more slots, are not the process's own."""
     try:
@@ -62,7 +62,7 @@ def _snapshot(endpoint: str) -> tuple[dict[str, int], dict[str, int]]:
     rss, free = {}, {}
     for proc in _processes(endpoint):
         if proc["role"] in ("frontend", "merger") and proc.get("pid"):
-            rss[proc["name"]] = _rss(proc["pid"])
+            rss[proc["name"]] = rss_anon(proc["pid"])
         pool = proc.get("stats", {}).get("pool")
         if pool:
             free[proc["name"]] = pool["free"]

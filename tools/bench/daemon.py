@@ -31,6 +31,7 @@ class DaemonSettings:
     engine: str = "onnx"
     workers: int = 2
     threads: int = 1
+    config: tuple[str, ...] = ()  # more TOML lines for the config (top-level; dotted keys for tables)
 
 
 def process_cpu(pid: int) -> tuple[int, float] | None:
@@ -60,10 +61,10 @@ class BenchDaemon:
         self.workdir, self.settings = workdir, settings
         self.endpoint = f"ipc://{workdir / 'bench.sock'}"
         self.config_path = workdir / "voxpipe.toml"
-        self.config_path.write_text(
-            f"endpoint = {json.dumps(self.endpoint)}\nstate_dir = {json.dumps(str(workdir / 'state'))}\n"
-            f"[worker]\nengine = {json.dumps(settings.engine)}\ncount = {settings.workers}\n"
-            f"threads = {settings.threads}\n")
+        self.config_path.write_text("\n".join([
+            f"endpoint = {json.dumps(self.endpoint)}", f"state_dir = {json.dumps(str(workdir / 'state'))}",
+            f"worker.engine = {json.dumps(settings.engine)}", f"worker.count = {settings.workers}",
+            f"worker.threads = {settings.threads}", *settings.config]) + "\n")
         self.log_path = workdir / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
