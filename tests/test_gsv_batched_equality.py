@@ -13,8 +13,8 @@ pytest.importorskip("transformers")
 from tests.test_gsv_continuous import GREEDY, _run, load_random_voice  # noqa: E402
 from tests.test_gsv_static_decoder import _lone_logits, _static_logits  # noqa: E402
 from tools.gsv_serve_bench import make_requests  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.continuous import ContinuousDecoder, sequence_for  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.static_decoder import StaticDecoder  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.decoder.continuous import ContinuousDecoder, sequence_for  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.decoder.static_decoder import StaticDecoder  # noqa: E402
 
 TOLERANCE = 1e-3
 
@@ -48,7 +48,7 @@ def test_batched_greedy_tokens_and_logits_equal_a_lone_decode(model):
 
 
 def test_bert_of_texts_arriving_together_is_one_pass_equal_to_each_alone(model):
-    from voxpipe.stages.engines.gpt_sovits import features
+    from voxpipe.stages.families.gpt_sovits.models import features
 
     texts = [s for r in make_requests(6) for s in r.segments if s.lang == "zh"]
     tokenizer, bert = model.shared.get_bert()
@@ -64,15 +64,15 @@ def test_stream_runner_joins_chunks_admitted_together_after_one_bert_pass(model)
     from types import SimpleNamespace
 
     from tools.gsv_serve_bench import _item
-    from voxpipe.stages.engines.gpt_sovits.serving import StreamRunner
+    from voxpipe.stages.families.gpt_sovits.item import item_chunk
+    from voxpipe.stages.families.gpt_sovits.runner import GsvRunner
 
     requests = make_requests(3)
-    voice = SimpleNamespace(model=model, spec=SimpleNamespace(name="eq"))
-    runner = StreamRunner(max_sequences=3)
+    voice = SimpleNamespace(model=model, spec=SimpleNamespace(name="eq", sample_rate=model.sample_rate))
+    runner = GsvRunner(max_sequences=3)
     for i, r in enumerate(requests):
         item = dataclasses.replace(_item(r), top_k=1, repetition_penalty=1.0)  # greedy
-        runner.admit(voice, SimpleNamespace(request_id=f"r{i}", seq=0, deadline=float("inf"), submitted_at=0.0),
-                     item, max_tokens=30)
+        runner.admit(voice, item_chunk(item, f"r{i}"), max_tokens=30)
     assert len(runner) == 3 and not runner.has_room() and len(runner.decoder) == 0  # not joined yet
     seqs = {}
     last = set()

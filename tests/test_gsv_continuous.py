@@ -11,11 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from voxpipe.stages.engines.gpt_sovits.continuous import ContinuousDecoder, DecoderFull, sequence_for  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.random_voice import write_random_gsv_voice  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.t2s import Sampling  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.voice import GsvModel, TextSegment, VoiceFiles  # noqa: E402
-from voxpipe.stages.text.gsv import segments  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.decoder.continuous import ContinuousDecoder, DecoderFull, sequence_for  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.random_voice import write_random_gsv_voice  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.decoder.t2s import Sampling  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.models.voice import GsvModel, TextSegment, VoiceFiles  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.text import segments  # noqa: E402
 
 TEXTS = ["你好。", "今天天气真不错，我们出去走走吧。", "Hello there, this is a longer English sentence for the test.",
          "我们一起说话吧！Hello."]

@@ -7,10 +7,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from voxpipe.daemon.cli import main  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits import checkpoints  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.random_voice import write_gpt, write_sovits  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.sovits import SovitsConfig  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.t2s import T2SConfig  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.models import checkpoints  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.random_voice import write_gpt, write_sovits  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.models.sovits import SovitsConfig  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.decoder.t2s import T2SConfig  # noqa: E402
 
 
 def test_full_size_gpt_has_the_released_shape(tmp_path):

@@ -18,11 +18,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from voxpipe.stages.engines.gpt_sovits.continuous import ContinuousDecoder, Sequence, sequence_for  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.slot_cache import SlotCache, keys_needed  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.static_decoder import StaticDecoder  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.static_step import FedToken, bucket_for, bucket_sizes  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.t2s import MAX_DECODE_STEPS, Text2Semantic  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.decoder.continuous import ContinuousDecoder, Sequence, sequence_for  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.decoder.slot_cache import SlotCache, keys_needed  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.decoder.static_decoder import StaticDecoder  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.decoder.static_step import FedToken, bucket_for, bucket_sizes  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.decoder.t2s import MAX_DECODE_STEPS, Text2Semantic  # noqa: E402
 from tests.test_gsv_continuous import GREEDY, SAMPLED, TEXTS, _run, load_random_voice, model_segments  # noqa: E402
 
 CAPACITY = 256  # columns per slot: enough for these prompts and early stops, small for CPU speed

@@ -15,8 +15,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tools.make_gsv_golden import CASES, case_inputs, write_case_files  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits import features  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.voice_v3 import MelDecoder  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.models import features  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.models.voice_v3 import MelDecoder  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "gsv_v3"
 TOLERANCE = 1e-3

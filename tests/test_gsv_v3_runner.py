@@ -12,11 +12,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from tests.test_gsv_continuous import GREEDY, model_segments  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.item import GsvItem  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.random_voice import write_random_gsv_voice  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.serving import StreamRunner  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.voice import VoiceFiles  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.voice_v3 import GsvModelV3  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.item import GsvItem  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.random_voice import write_random_gsv_voice  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.item import item_chunk  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.runner import GsvRunner  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.models.voice import VoiceFiles  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.models.voice_v3 import GsvModelV3  # noqa: E402
 
 TEXTS = ("你好，世界。", "今天天气很好，我们去公园散步吧。", "好。")
 MAX_TOKENS = (60, 200, 30)  # 200 tokens (800 mel frames) span two of v4's CFM chunks (680 new frames each)
@@ -31,7 +32,7 @@ def voice(tmp_path_factory):
                        directory / "reference.wav")
     model = GsvModelV3(files, "v4")
     model.build_prompt(model_segments("你好，这是一段参考音频。", "zh"))
-    return SimpleNamespace(model=model, spec=SimpleNamespace(name="v4"))
+    return SimpleNamespace(model=model, spec=SimpleNamespace(name="v4", sample_rate=model.sample_rate))
 
 
 def _item(text: str, seed: int) -> GsvItem:
@@ -45,10 +46,9 @@ def _item(text: str, seed: int) -> GsvItem:
 def _serve(voice, mel_batch: int, texts=TEXTS, max_tokens=MAX_TOKENS
            ) -> tuple[dict[str, list[np.ndarray]], list[tuple[str, int]], int]:
     """-> pieces per request, the order pieces came in ((request, part)), steps taken."""
-    runner = StreamRunner(max_sequences=len(texts), mel_batch=mel_batch)
+    runner = GsvRunner(max_sequences=len(texts), mel_batch=mel_batch)
     for i, text in enumerate(texts):
-        chunk = SimpleNamespace(request_id=f"r{i}", seq=0, deadline=float("inf"), submitted_at=0.0)
-        runner.admit(voice, chunk, _item(text, 10 + i), max_tokens=max_tokens[i])
+        runner.admit(voice, item_chunk(_item(text, 10 + i), f"r{i}", text=text), max_tokens=max_tokens[i])
     pieces: dict[str, list[np.ndarray]] = {}
     order, steps, calls = [], 0, []
     decoder = voice.model.decoder
@@ -58,7 +58,7 @@ def _serve(voice, mel_batch: int, texts=TEXTS, max_tokens=MAX_TOKENS
         while len(runner):
             result = runner.step()
             steps += 1
-            assert not result.failed and not result.evicted
+            assert not result.failed and not result.requeue
             for p in result.pieces:
                 pieces.setdefault(p.chunk.request_id, []).append(p.audio)
                 order.append((p.chunk.request_id, p.part))

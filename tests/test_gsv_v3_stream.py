@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tools.make_gsv_golden import CASES, case_inputs, write_case_files  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits import features  # noqa: E402
-from voxpipe.stages.engines.gpt_sovits.voice_v3 import MelDecoder, MelStreamRenderer, vocode_chunks  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.models import features  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.models.voice_v3 import MelDecoder, MelStreamRenderer, vocode_chunks  # noqa: E402
 
 JOIN_BOUND = 1e-3  # max abs difference from rendering whole (measured: about 1e-5)
 

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from voxpipe.stages.engines.gpt_sovits.windowed import WindowedRenderer, WindowPlan, render_windows  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.models.windowed import WindowedRenderer, WindowPlan, render_windows  # noqa: E402
 from voxpipe.stages.engines.receptive_field import receptive_radius  # noqa: E402
 from tests.test_gsv_continuous import GREEDY, load_random_voice, model_segments  # noqa: E402
 
@@ -158,8 +158,9 @@ def test_the_runner_renders_due_windows_together_as_one_at_a_time(voice):
     from types import SimpleNamespace
 
     from tools.gsv_serve_bench import _item, make_requests
-    from voxpipe.stages.engines.gpt_sovits import windowed
-    from voxpipe.stages.engines.gpt_sovits.serving import StreamRunner
+    from voxpipe.stages.families.gpt_sovits.models import windowed
+    from voxpipe.stages.families.gpt_sovits.item import item_chunk
+    from voxpipe.stages.families.gpt_sovits.runner import GsvRunner
 
     model = voice[0]
     calls: list[int] = []
@@ -170,12 +171,11 @@ def test_the_runner_renders_due_windows_together_as_one_at_a_time(voice):
         return real(windows)
 
     def serve(window_batch: int) -> dict[str, list[np.ndarray]]:
-        runner = StreamRunner(max_sequences=4, window_batch=window_batch)
-        spec = SimpleNamespace(model=model, spec=SimpleNamespace(name="w"))
+        runner = GsvRunner(max_sequences=4, window_batch=window_batch)
+        spec = SimpleNamespace(model=model, spec=SimpleNamespace(name="w", sample_rate=model.sample_rate))
         for i, r in enumerate(make_requests(4)):
             item = dataclasses.replace(_item(r), top_k=1, repetition_penalty=1.0)
-            runner.admit(spec, SimpleNamespace(request_id=f"r{i}", seq=0, deadline=float("inf"), submitted_at=0.0),
-                         item, max_tokens=40)
+            runner.admit(spec, item_chunk(item, f"r{i}"), max_tokens=40)
         pieces: dict[str, list[np.ndarray]] = {}
         while len(runner):
             for piece in runner.step().pieces:
@@ -201,9 +201,9 @@ def test_the_runner_renders_due_windows_together_as_one_at_a_time(voice):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_windows_of_several_requests_render_together_as_alone(tmp_path):
     """The GPU default (several windows per SoVITS call) against one at a time, on CUDA."""
-    from voxpipe.stages.engines.gpt_sovits.random_voice import write_random_gsv_voice
-    from voxpipe.stages.engines.gpt_sovits.voice import GsvModel, VoiceFiles
-    from voxpipe.stages.engines.gpt_sovits.serving import default_batch
+    from voxpipe.stages.families.gpt_sovits.random_voice import write_random_gsv_voice
+    from voxpipe.stages.families.gpt_sovits.models.voice import GsvModel, VoiceFiles
+    from voxpipe.stages.families.gpt_sovits.runner import default_batch
 
     assert default_batch() > 1
     directory = write_random_gsv_voice(tmp_path, "cuda", "v2", seed=4, max_sec=2.0)

@@ -21,7 +21,7 @@ from voxpipe.ipc import codec
 from voxpipe.ipc.client import Client, run_async
 from voxpipe.ipc.errors import VoxpipeError
 from voxpipe.ipc.messages import SynthesisOptions, SynthesisRequest
-from voxpipe.stages.engines.vits.random_voice import write_random_piper_voice
+from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice
 from tests.daemon_proc import ROOT, Daemon, longform, settled_status
 from tools.soak import soak
 

@@ -24,7 +24,7 @@ httpx = pytest.importorskip("httpx")
 from voxpipe.config import Config, ConfigError, parse_bind, validate  # noqa: E402
 from voxpipe.stages.http.encoders import FORMATS, available, make_encoder  # noqa: E402
 from voxpipe.stages.http.errors import HttpError  # noqa: E402
-from voxpipe.stages.http.gsv_routes import resolve_voice  # noqa: E402
+from voxpipe.stages.families.gpt_sovits.http.routes import resolve_voice  # noqa: E402
 from tests.daemon_proc import Daemon, free_port, http_daemon, longform  # noqa: E402
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it takes a nap."

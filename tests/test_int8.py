@@ -17,10 +17,11 @@ pytest.importorskip("onnxruntime.quantization")
 
 from voxpipe.daemon.cli import build_parser  # noqa: E402
 from voxpipe.config import Config, ConfigError, load_config, validate  # noqa: E402
-from voxpipe.stages.engines import create_engine, quantize  # noqa: E402
-from voxpipe.stages.engines.base import EngineSettings, SynthesisItem  # noqa: E402
-from voxpipe.stages.engines.vits.random_voice import write_random_piper_voice  # noqa: E402
-from voxpipe.stages.phonemize import Phonemizer  # noqa: E402
+from voxpipe.stages.families.piper.engines import create_engine, quantize  # noqa: E402
+from voxpipe.stages.engines.base import EngineSettings  # noqa: E402
+from voxpipe.stages.families.piper.item import SynthesisItem
+from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice  # noqa: E402
+from voxpipe.stages.families.piper.phonemize import Phonemizer  # noqa: E402
 from voxpipe.stages.voices import VoiceCatalog  # noqa: E402
 
 TEXT = "The lighthouse keeper climbed the stairs."
@@ -91,7 +92,7 @@ def test_decoder_nodes_scoped_and_unscoped(voices):
 def test_int8_model_keeps_the_float_length(voices, static_cache, tmp_path, method):
     spec = VoiceCatalog(voices).get("tiny")
     calibration = quantize.voice_calibration(spec)
-    assert calibration.num_speakers == spec.num_speakers == 3
+    assert calibration.num_speakers == spec.settings.num_speakers == 3
     path = quantize.int8_model(spec.model_path, method, calibration, static_cache if method == "static" else tmp_path)
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert ops & QUANTIZED_OPS, "nothing was quantized"
@@ -138,7 +139,7 @@ def test_engine_int8_option(voices, static_cache, caplog):
     plain = {"max_threads": 1, "loudness": False}
     settings = EngineSettings(precision="int8", options={"int8_cache_dir": str(static_cache), **plain})
     engine = create_engine("onnx", settings)
-    with caplog.at_level(logging.WARNING, logger="voxpipe.stages.engines.onnx_engine"):
+    with caplog.at_level(logging.WARNING, logger="voxpipe.stages.families.piper.engines.onnx_engine"):
         voice = engine.load_voice(spec)
     (model,) = static_cache.glob("*-static-*.onnx")
     assert voice.nbytes == model.stat().st_size

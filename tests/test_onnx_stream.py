@@ -13,11 +13,12 @@ pytest.importorskip("torch")  # exporting the split graphs needs torch and onnx
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from voxpipe.stages.engines import create_engine, loudness  # noqa: E402
-from voxpipe.stages.engines.base import EngineError, EngineSettings, SynthesisItem  # noqa: E402
+from voxpipe.stages.families.piper.engines import create_engine, loudness  # noqa: E402
+from voxpipe.stages.engines.base import EngineError, EngineSettings  # noqa: E402
+from voxpipe.stages.families.piper.item import SynthesisItem
 from voxpipe.stages.engines.busy_board import BusyBoard, threads_for  # noqa: E402
-from voxpipe.stages.engines.vits.random_voice import write_random_piper_voice  # noqa: E402
-from voxpipe.stages.phonemize import Phonemizer  # noqa: E402
+from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice  # noqa: E402
+from voxpipe.stages.families.piper.phonemize import Phonemizer  # noqa: E402
 from voxpipe.stages.voices import VoiceCatalog  # noqa: E402
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
@@ -160,7 +161,7 @@ def test_level_within_one_db_of_pipers(joe):
 
     engine, voice, phonemizer = joe
     spec = voice.spec
-    piper = PiperVoice.load(str(spec.model_path), config_path=str(spec.config_path))
+    piper = PiperVoice.load(str(spec.model_path), config_path=str(spec.files[1]))
     quiet = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
     ours, theirs, raw = [], [], []
     for text in _bench_sentences():

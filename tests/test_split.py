@@ -29,7 +29,7 @@ def texts(chunks: list[TextChunk]) -> list[str]:
 
 @lru_cache(maxsize=1)
 def phonemizer():
-    from voxpipe.stages.phonemize import Phonemizer
+    from voxpipe.stages.families.piper.phonemize import Phonemizer
     from voxpipe.stages.voices import VoiceCatalog
 
     return Phonemizer(VoiceCatalog(None).get("joe"))

@@ -117,7 +117,7 @@ def test_normalized_text_chunks(text: str, options: dict) -> None:
 
 @lru_cache(maxsize=1)
 def _phonemizer():
-    from voxpipe.stages.phonemize import Phonemizer
+    from voxpipe.stages.families.piper.phonemize import Phonemizer
     from voxpipe.stages.voices import VoiceCatalog
 
     return Phonemizer(VoiceCatalog(None).get("joe"))

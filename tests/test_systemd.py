@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from voxpipe.stages.voices import bundled_voice_files
+from voxpipe.stages.families.piper.spec import bundled_voice
 from tests.daemon_proc import ROOT, Daemon
 
 UNIT = ROOT / "systemd" / "voxpipe.service"
@@ -225,7 +225,7 @@ def test_client_socket_belongs_to_the_socket_group(notified):
 
 def test_sighup_rescans_voices(notified):
     daemon, _ = notified
-    model, config = bundled_voice_files()
+    model, config = bundled_voice().files
     extra = daemon.workdir / "voices" / "joe2"
     extra.mkdir()
     (extra / "joe2.onnx").symlink_to(model)

@@ -15,13 +15,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from voxpipe.stages.engines import create_engine  # noqa: E402
-from voxpipe.stages.engines.base import EngineError, EngineSettings, SynthesisItem  # noqa: E402
-from voxpipe.stages.engines.tensorrt_build import BuildError, build_in_subprocess  # noqa: E402
-from voxpipe.stages.engines.tensorrt_plan import (  # noqa: E402
+from voxpipe.stages.families.piper.engines import create_engine  # noqa: E402
+from voxpipe.stages.engines.base import EngineError, EngineSettings  # noqa: E402
+from voxpipe.stages.families.piper.item import SynthesisItem
+from voxpipe.stages.families.piper.engines.tensorrt_build import BuildError, build_in_subprocess  # noqa: E402
+from voxpipe.stages.families.piper.engines.tensorrt_plan import (  # noqa: E402
     PlanKey, ProfileSpec, build_lock, choose_profile, default_plan_dir, frame_edges, profile_shape,
     profile_specs, read_plan, specs_from_json, specs_to_json, write_plan)
-from voxpipe.stages.engines.tensorrt_runtime import grown_capacity  # noqa: E402
+from voxpipe.stages.families.piper.engines.tensorrt_runtime import grown_capacity  # noqa: E402
 
 HAVE_TRT = all(importlib.util.find_spec(m) is not None for m in ("tensorrt", "pycuda"))
 GPU_AND_TRT = pytest.mark.skipif(not (HAVE_TRT and torch.cuda.is_available()),
@@ -163,7 +164,7 @@ def test_no_gpu_is_a_clear_engine_error():
 
 
 def test_missing_packages_are_a_clear_engine_error(monkeypatch):
-    from voxpipe.stages.engines.tensorrt_engine import TensorRTEngine
+    from voxpipe.stages.families.piper.engines.tensorrt_engine import TensorRTEngine
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails as if not installed
@@ -184,7 +185,7 @@ def test_failed_build_reports_the_childs_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def gpu_voice(tmp_path_factory):
-    from voxpipe.stages.engines.vits.random_voice import write_random_piper_voice
+    from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice
     from voxpipe.stages.voices import VoiceCatalog
 
     root = tmp_path_factory.mktemp("trt-voices")
@@ -194,8 +195,8 @@ def gpu_voice(tmp_path_factory):
 
 @GPU_AND_TRT
 def test_tensorrt_vocoder_matches_torch_and_reuses_its_plan(gpu_voice, tmp_path, monkeypatch):
-    from voxpipe.stages.engines.tensorrt_engine import TensorRTEngine
-    from voxpipe.stages.engines.torch_engine import TorchEngine
+    from voxpipe.stages.families.piper.engines.tensorrt_engine import TensorRTEngine
+    from voxpipe.stages.families.piper.engines.torch_engine import TorchEngine
 
     spec, _ = gpu_voice
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # exact fp32 for the reference

@@ -20,14 +20,15 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from voxpipe.stages.engines import create_engine  # noqa: E402
-from voxpipe.stages.engines.base import EngineError, EngineSettings, LoadedVoice, SynthesisItem  # noqa: E402
-from voxpipe.stages.engines.torch_engine import TorchEngine, system_memory  # noqa: E402
-from voxpipe.stages.engines.vits.load import load_piper_onnx, read_onnx_weights, unused_weights  # noqa: E402
-from voxpipe.stages.engines.vits.export import export_piper  # noqa: E402
-from voxpipe.stages.engines.vits.model import bucket_length  # noqa: E402
-from voxpipe.stages.engines.vits.random_voice import random_model, tiny_config, write_random_piper_voice  # noqa: E402
-from voxpipe.stages.phonemize import Phonemizer  # noqa: E402
+from voxpipe.stages.families.piper.engines import create_engine  # noqa: E402
+from voxpipe.stages.engines.base import EngineError, EngineSettings, LoadedVoice  # noqa: E402
+from voxpipe.stages.families.piper.item import SynthesisItem
+from voxpipe.stages.families.piper.engines.torch_engine import TorchEngine, system_memory  # noqa: E402
+from voxpipe.stages.families.piper.vits.load import load_piper_onnx, read_onnx_weights, unused_weights  # noqa: E402
+from voxpipe.stages.families.piper.vits.export import export_piper  # noqa: E402
+from voxpipe.stages.families.piper.vits.model import bucket_length  # noqa: E402
+from voxpipe.stages.families.piper.vits.random_voice import random_model, tiny_config, write_random_piper_voice  # noqa: E402
+from voxpipe.stages.families.piper.phonemize import Phonemizer  # noqa: E402
 from voxpipe.stages.voices import VoiceCatalog  # noqa: E402
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
@@ -155,7 +156,7 @@ def test_random_voice_loads_in_onnxruntime_and_torch(random_voices, name, sid):
     spec = VoiceCatalog(random_voices).get(name)
     session = ort_session(onnx_path)
     assert [i.name for i in session.get_inputs()] == ["input", "input_lengths", "scales"] + (["sid"] if sid else [])
-    model = load_piper_onnx(onnx_path, name, spec.num_speakers)
+    model = load_piper_onnx(onnx_path, name, spec.settings.num_speakers)
     assert model.cfg == tiny_config(3 if sid is not None else 1)
     ids = Phonemizer(spec).text_to_ids("A tiny random voice, for tests.")
     ref, ours = ort_audio(session, ids, sid=sid), torch_audio(model, ids, sid=sid)

@@ -13,12 +13,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from voxpipe.stages.engines.base import EngineSettings, SynthesisItem  # noqa: E402
-from voxpipe.stages.engines.torch_engine import TorchEngine  # noqa: E402
-from voxpipe.stages.engines.vits.cuda_graphs import (  # noqa: E402
+from voxpipe.stages.engines.base import EngineSettings  # noqa: E402
+
+from voxpipe.stages.families.piper.item import SynthesisItem
+from voxpipe.stages.families.piper.engines.torch_engine import TorchEngine  # noqa: E402
+from voxpipe.stages.families.piper.vits.cuda_graphs import (  # noqa: E402
     GraphedVocoder, batch_buckets, eager_capture, fill_static, frame_bucket, masked_vocoder,
     new_static_inputs, pick_bucket)
-from voxpipe.stages.engines.vits.random_voice import random_model, tiny_config  # noqa: E402
+from voxpipe.stages.families.piper.vits.random_voice import random_model, tiny_config  # noqa: E402
 from voxpipe.stages.voices import VoiceCatalog  # noqa: E402
 
 CUDA = torch.cuda.is_available()

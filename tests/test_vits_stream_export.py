@@ -8,11 +8,11 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
-from voxpipe.stages.engines.vits.export import export_acoustic, export_vocoder  # noqa: E402
-from voxpipe.stages.engines.vits.load import load_piper_onnx  # noqa: E402
-from voxpipe.stages.engines.vits.random_voice import random_model, tiny_config  # noqa: E402
+from voxpipe.stages.families.piper.vits.export import export_acoustic, export_vocoder  # noqa: E402
+from voxpipe.stages.families.piper.vits.load import load_piper_onnx  # noqa: E402
+from voxpipe.stages.families.piper.vits.random_voice import random_model, tiny_config  # noqa: E402
 from voxpipe.stages.engines.receptive_field import receptive_radius  # noqa: E402
-from voxpipe.stages.engines.vits.stream import decode_windows  # noqa: E402
+from voxpipe.stages.families.piper.vits.stream import decode_windows  # noqa: E402
 from voxpipe.stages.voices import VoiceCatalog  # noqa: E402
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from voxpipe.stages.engines.vits.random_voice import write_random_piper_voice
+from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice
 from tests.daemon_proc import Daemon, settled_status
 
 

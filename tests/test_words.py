@@ -11,7 +11,7 @@ import pytest
 from voxpipe.ipc.messages import Chunk, FamilyInputs, WordSpan
 from voxpipe.stages.engines.base import EngineSettings
 from voxpipe.stages.families.base import RunnerSettings
-from voxpipe.stages.families.gpt_sovits.family import gsv_chunk_words, gsv_words
+from voxpipe.stages.families.gpt_sovits.words import gsv_chunk_words, gsv_words
 from voxpipe.stages.families.piper.family import PiperFamily, piper_item
 from voxpipe.stages.families.runners import BatchRunner
 from voxpipe.stages.families.words import align_groups, chunk_word_spans, text_words, word_spans
@@ -83,8 +83,8 @@ def test_engines_give_durations_that_add_up_to_the_audio(tmp_path, engine_name):
     and the runner's pieces carry the words inside the chunk's audio."""
     if engine_name == "torch":
         pytest.importorskip("torch")
-    from voxpipe.stages.engines import create_engine
-    from voxpipe.stages.engines.vits.random_voice import write_random_piper_voice
+    from voxpipe.stages.families.piper.engines import create_engine
+    from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice
 
     write_random_piper_voice(tmp_path / "voices", "tiny", seed=5, sample_rate=16000)
     spec = VoiceCatalog(tmp_path / "voices").get("tiny")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from voxpipe.stages.phonemize import Phonemizer
+from voxpipe.stages.families.piper.phonemize import Phonemizer
 from voxpipe.stages.text.normalize import normalize
 from voxpipe.stages.text.split import split_text
 from voxpipe.stages.voices import VoiceCatalog
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _table(args: argparse.Namespace) -> None:
     english = VoiceCatalog(None).get("joe")
-    chinese = dataclasses.replace(english, espeak_voice="cmn")
+    chinese = dataclasses.replace(english, settings=dataclasses.replace(english.settings, espeak_voice="cmn"))
     print(f"{'text':<12} {'chars':>6} {'normalize':>14} {'split (free)':>14} {'split (espeak)':>15}  chunks")
     print(f"(one core, best of repeated runs over {args.seconds:g} s each; budget {args.budget} phonemes;"
           " voice joe, as cmn for Chinese)")

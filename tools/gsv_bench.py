@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from voxpipe.stages.engines.gpt_sovits.random_voice import write_random_gsv_voice
-    from voxpipe.stages.engines.gpt_sovits.t2s import Sampling
-    from voxpipe.stages.engines.gpt_sovits.voice import GsvModel, TextSegment, VoiceFiles
-    from voxpipe.stages.text.gsv import segments
+    from voxpipe.stages.families.gpt_sovits.random_voice import write_random_gsv_voice
+    from voxpipe.stages.families.gpt_sovits.decoder.t2s import Sampling
+    from voxpipe.stages.families.gpt_sovits.models.voice import GsvModel, TextSegment, VoiceFiles
+    from voxpipe.stages.families.gpt_sovits.text import segments
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)

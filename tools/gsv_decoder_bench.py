@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from voxpipe.stages.engines.gpt_sovits.continuous import ContinuousDecoder, Sequence, sequence_for
-from voxpipe.stages.engines.gpt_sovits.random_voice import write_random_gsv_voice
-from voxpipe.stages.engines.gpt_sovits.static_decoder import DEFAULT_CAPACITY
-from voxpipe.stages.engines.gpt_sovits.t2s import Sampling
-from voxpipe.stages.engines.gpt_sovits.voice import GsvModel, TextSegment, VoiceFiles
-from voxpipe.stages.text.gsv import segments
+from voxpipe.stages.families.gpt_sovits.decoder.continuous import ContinuousDecoder, Sequence, sequence_for
+from voxpipe.stages.families.gpt_sovits.random_voice import write_random_gsv_voice
+from voxpipe.stages.families.gpt_sovits.decoder.static_decoder import DEFAULT_CAPACITY
+from voxpipe.stages.families.gpt_sovits.decoder.t2s import Sampling
+from voxpipe.stages.families.gpt_sovits.models.voice import GsvModel, TextSegment, VoiceFiles
+from voxpipe.stages.families.gpt_sovits.text import segments
 
 TEXTS = ["你好。", "今天天气真不错。", "我们出去走走吧，好吗？", "Hello there, how are you today?",
          "这是一个比较长的句子，用来测试第一段音频的时间。",

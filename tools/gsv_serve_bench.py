@@ -14,7 +14,7 @@ for request i) arrive together at time 0, and each mode serves them:
   another like api_v2's single worker: a request's audio comes whole, so its first audio
   is when it is done. Time 0 is read inside that process when the batch reaches it.
 - "sequential": voxpipe's plain decoder and renderer, one request after another.
-- "batched": voxpipe's StreamRunner (the worker's path): all N join the running batch,
+- "batched": voxpipe's GsvRunner (the worker's path): all N join the running batch,
   audio comes in windows while tokens are decoded; first audio is a request's first piece.
 
 Timed, for every mode: the target text's BERT features (api_v2 computes them per request
@@ -115,8 +115,8 @@ def segment_json(seg) -> dict:
 
 
 def model_segments(text: str, lang: str = "auto") -> list:
-    from voxpipe.stages.engines.gpt_sovits.voice import TextSegment
-    from voxpipe.stages.text.gsv import segments
+    from voxpipe.stages.families.gpt_sovits.models.voice import TextSegment
+    from voxpipe.stages.families.gpt_sovits.text import segments
 
     return [TextSegment(s.lang, s.norm_text, tuple(s.ids), tuple(s.word2ph)) for s in segments(text, lang)]
 
@@ -127,8 +127,8 @@ def make_requests(n: int) -> list[Request]:
 
 def write_voice(work: Path, size: str):
     """A random v2 voice's files. -> VoiceFiles."""
-    from voxpipe.stages.engines.gpt_sovits.random_voice import pretrained_dirname, write_random_gsv_voice
-    from voxpipe.stages.engines.gpt_sovits.voice import VoiceFiles
+    from voxpipe.stages.families.gpt_sovits.random_voice import pretrained_dirname, write_random_gsv_voice
+    from voxpipe.stages.families.gpt_sovits.models.voice import VoiceFiles
 
     # max_sec: no limit of its own below the requests' (30 s = 1500 tokens, upstream's ceiling).
     voice = write_random_gsv_voice(work, "bench", "v2", seed=0, max_sec=30.0, size=size)
@@ -138,7 +138,7 @@ def write_voice(work: Path, size: str):
 
 def load_model(files, device: str = "cpu"):
     """Our model of the voice with its prompt built. -> GsvModel."""
-    from voxpipe.stages.engines.gpt_sovits.voice import GsvModel
+    from voxpipe.stages.families.gpt_sovits.models.voice import GsvModel
 
     model = GsvModel(files, device)
     model.build_prompt(model_segments(PROMPT_TEXT, "zh"))
@@ -146,7 +146,7 @@ def load_model(files, device: str = "cpu"):
 
 
 def run_sequential(model, reqs: list[Request]) -> Run:
-    from voxpipe.stages.engines.gpt_sovits.t2s import Sampling
+    from voxpipe.stages.families.gpt_sovits.decoder.t2s import Sampling
 
     sampling = Sampling(**SAMPLING)
     start, first, audio_s = time.perf_counter(), [], []
@@ -161,7 +161,7 @@ def run_sequential(model, reqs: list[Request]) -> Run:
 
 
 def _item(req: Request):
-    from voxpipe.stages.engines.gpt_sovits.item import GsvItem
+    from voxpipe.stages.families.gpt_sovits.item import GsvItem
 
     ids = np.asarray([p for s in req.segments for p in s.phone_ids], dtype=np.int64)
     runs = tuple((s.lang, s.norm_text, len(s.phone_ids), s.word2ph) for s in req.segments)
@@ -169,14 +169,14 @@ def _item(req: Request):
 
 
 def run_batched(model, reqs: list[Request]) -> Run:
-    from voxpipe.stages.engines.gpt_sovits.serving import StreamRunner
+    from voxpipe.stages.families.gpt_sovits.item import item_chunk
+    from voxpipe.stages.families.gpt_sovits.runner import GsvRunner
 
-    voice = SimpleNamespace(model=model, spec=SimpleNamespace(name="bench"))
-    runner = StreamRunner(max_sequences=len(reqs))
+    voice = SimpleNamespace(model=model, spec=SimpleNamespace(name="bench", sample_rate=model.sample_rate))
+    runner = GsvRunner(max_sequences=len(reqs))
     start, first, samples = time.perf_counter(), {}, {}
-    for i, req in enumerate(reqs):  # admit computes the target's BERT
-        chunk = SimpleNamespace(request_id=f"r{i}", seq=0, deadline=float("inf"), submitted_at=0.0)
-        runner.admit(voice, chunk, _item(req), max_tokens=req.max_tokens)
+    for i, req in enumerate(reqs):  # BERT runs at the first step, for all of them at once
+        runner.admit(voice, item_chunk(_item(req), f"r{i}"), max_tokens=req.max_tokens)
     while len(runner):
         for piece in runner.step().pieces:
             key = piece.chunk.request_id

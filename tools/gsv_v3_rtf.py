@@ -20,11 +20,12 @@ import torch
 
 
 def _v3(version: str, size: str = "full"):
-    from voxpipe.stages.engines.gpt_sovits import bigvgan, random_voice_v3 as rv, vocoder_v4
-    from voxpipe.stages.engines.gpt_sovits.random_voice import _randomize
-    from voxpipe.stages.engines.gpt_sovits.sovits import SovitsConfig
-    from voxpipe.stages.engines.gpt_sovits.sovits_v3 import SynthesizerV3, V3Config
-    from voxpipe.stages.engines.gpt_sovits.voice_v3 import MelDecoder
+    from voxpipe.stages.families.gpt_sovits.models import bigvgan, vocoder_v4
+    from voxpipe.stages.families.gpt_sovits import random_voice_v3 as rv
+    from voxpipe.stages.families.gpt_sovits.random_voice import _randomize
+    from voxpipe.stages.families.gpt_sovits.models.sovits import SovitsConfig
+    from voxpipe.stages.families.gpt_sovits.models.sovits_v3 import SynthesizerV3, V3Config
+    from voxpipe.stages.families.gpt_sovits.models.voice_v3 import MelDecoder
 
     s = rv.SIZE[size]
     g = torch.Generator().manual_seed(0)
@@ -73,8 +74,8 @@ def time_mel_batch(decoder, batch: int, seconds: float, steps: int) -> tuple[flo
 
 
 def time_v2pro(seconds: float) -> float:
-    from voxpipe.stages.engines.gpt_sovits.random_voice import _randomize, _sovits_hparams
-    from voxpipe.stages.engines.gpt_sovits.sovits import SovitsConfig, Synthesizer
+    from voxpipe.stages.families.gpt_sovits.random_voice import _randomize, _sovits_hparams
+    from voxpipe.stages.families.gpt_sovits.models.sovits import SovitsConfig, Synthesizer
 
     hps = _sovits_hparams("v2ProPlus")
     hps["model"].update({"inter_channels": 192, "filter_channels": 768, "n_layers": 6, "upsample_initial_channel": 512,

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from voxpipe.stages.engines import create_engine, quantize
-from voxpipe.stages.engines.base import Engine, EngineSettings, LoadedVoice, SynthesisItem
-from voxpipe.stages.phonemize import Phonemizer
+from voxpipe.stages.families.piper.engines import create_engine, quantize
+from voxpipe.stages.engines.base import Engine, EngineSettings, LoadedVoice
+from voxpipe.stages.families.piper.item import SynthesisItem
+from voxpipe.stages.families.piper.phonemize import Phonemizer
 from voxpipe.stages.voices import VoiceCatalog
 from tools.bench.texts import DEFAULT_TEXTS_DIR, LONGFORM, BenchText, load_classes, load_longform
 
@@ -70,7 +71,7 @@ def measure(texts: list[BenchText], voice_name: str, voices_dir: Path | None, me
     sizes = {name: voice.nbytes / 1e6 for name, (_, voice) in runs.items()}
     rows: list[Row] = []
     for n, bench in enumerate(texts, 1):
-        item = SynthesisItem(phonemizer.text_to_ids(bench.text), 0.0, spec.length_scale, 0.0)
+        item = SynthesisItem(phonemizer.text_to_ids(bench.text), 0.0, spec.settings.length_scale, 0.0)
         times: dict[str, list[float]] = {name: [] for name in runs}
         audio: dict[str, np.ndarray] = {}
         order = list(runs)

@@ -59,7 +59,7 @@ def write_case_files(case: Case, root: Path) -> tuple[Path, Path]:
     """The case's SoVITS file and pretrained folder (vocoder; the base for LoRA) under root."""
     import torch
 
-    from voxpipe.stages.engines.gpt_sovits import random_voice_v3 as v3
+    from voxpipe.stages.families.gpt_sovits import random_voice_v3 as v3
 
     pretrained = root / case.name / ".gsv-pretrained"
     pretrained.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,7 @@ def write_case_files(case: Case, root: Path) -> tuple[Path, Path]:
 
 def case_inputs(case: Case) -> dict[str, np.ndarray]:
     """Tokens, phones and the reference clip at 32 kHz (timbre) and at the mel rate."""
-    from voxpipe.stages.engines.gpt_sovits.random_voice import reference_clip
+    from voxpipe.stages.families.gpt_sovits.random_voice import reference_clip
 
     rng = np.random.default_rng(case.seed)
     return {"prompt_tokens": rng.integers(0, 1024, 130).astype(np.int64),
@@ -89,7 +89,7 @@ def case_inputs(case: Case) -> dict[str, np.ndarray]:
 
 
 def dit_sizes(sovits: Path, version: str, pretrained: Path) -> dict[str, int]:
-    from voxpipe.stages.engines.gpt_sovits.sovits_v3 import load_v3_weights, v3_config
+    from voxpipe.stages.families.gpt_sovits.models.sovits_v3 import load_v3_weights, v3_config
 
     config, weights = load_v3_weights(sovits, version, pretrained)
     cfg = v3_config(config, weights, version)

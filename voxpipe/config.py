@@ -18,7 +18,7 @@ from typing import Any
 
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # engines refuse the ones they lack
-INT8_METHODS = ("static", "dynamic")  # stages/engines/quantize.py's recipes
+INT8_METHODS = ("static", "dynamic")  # stages/families/piper/engines/quantize.py's recipes
 
 
 class ConfigError(ValueError):

@@ -14,7 +14,7 @@ def voice_names(count: int, prefix: str = "v") -> list[str]:
 
 def write_fleet_voices(directory: Path, count: int, prefix: str = "v") -> list[str]:
     """Write `count` Piper voices named v000, v001, ... into `directory`; returns their names."""
-    from voxpipe.stages.engines.vits.random_voice import write_random_piper_voice
+    from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice
 
     if count < 1:
         raise ValueError(f"count: {count} must be at least 1")

@@ -16,15 +16,15 @@ from voxpipe.stages.families.base import TextError
 from voxpipe.stages.text.normalize import LANGS, normalize
 from voxpipe.stages.text.split import CUT_POLICIES, resolve_policy, split_text
 from voxpipe.stages.text.policies import POLICY_ALIASES
-from voxpipe.stages.voices import DEFAULT_VOICE, VoiceCatalog, VoiceError
+from voxpipe.stages.voices import VoiceCatalog, VoiceError
 
 USAGE_ERROR = 2
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     defaults = FrontendConfig()
-    parser.add_argument("--voice", default=DEFAULT_VOICE,
-                        help=f"voice whose phonemes are counted (default {DEFAULT_VOICE})")
+    parser.add_argument("--voice", default=None,
+                        help="voice whose phonemes are counted (default: the bundled voice, joe)")
     parser.add_argument("--policy", default=defaults.policy,
                         help=f"cut policy: {', '.join(CUT_POLICIES)} or {', '.join(POLICY_ALIASES)} "
                              f"(default {defaults.policy})")
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail("nothing to say: the text is empty or only whitespace and punctuation")
     try:
         catalog = VoiceCatalog(Path(args.voices_dir) if args.voices_dir else None)
-        spec = catalog.get(args.voice)
+        spec = catalog.get(args.voice or catalog.default_voice)
         frontend = families.get(spec.family).frontend(spec)
         chunks = split_text(normalized, budget=args.budget, count=frontend.count, policy=policy,
                             first_chunk=args.first_chunk, first_chunk_words=args.first_chunk_words)

@@ -25,18 +25,6 @@ class EngineSettings:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class SynthesisItem:
-    """One Piper/VITS chunk to synthesize: phoneme ids plus the request's VITS settings."""
-
-    phoneme_ids: np.ndarray  # int64, 1-D, already wrapped with BOS/EOS/pad ids
-    noise_scale: float
-    length_scale: float
-    noise_w: float
-    speaker_id: int = 0
-    seed: int | None = None
-
-
 @dataclass
 class LoadedVoice:
     """A voice resident in one worker: its spec, the engine's model object, its size."""
@@ -72,9 +60,10 @@ class Engine(abc.ABC):
     def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
         """Load a voice's model; raise EngineError naming the voice on failure."""
 
-    @abc.abstractmethod
     def synthesize(self, voice: LoadedVoice, items: Sequence[Any]) -> list[np.ndarray]:
-        """Synthesize a batch of the family's items; one float32 mono array per item, trimmed exactly."""
+        """Synthesize a batch of the family's items; one float32 mono array per item, trimmed
+        exactly. Engines whose family's runner does the synthesis itself (GPT-SoVITS) have none."""
+        raise EngineError(f"engine {self.name!r} runs only through its family's runner")
 
     def synthesize_stream(self, voice: LoadedVoice, item: Any, window_frames: int) -> Iterator[np.ndarray]:
         """One item's audio in windows of about `window_frames` latent frames, each as soon

@@ -213,6 +213,22 @@ class Family(abc.ABC):
     @abc.abstractmethod
     def runner(self, engine: Engine, settings: RunnerSettings) -> Runner: ...
 
+    def builtin_voices(self) -> list[VoiceSpec]:
+        """Voices that exist without a voices directory (a bundled default voice)."""
+        return []
+
+    def write_random_voice(self, voices_dir: Path, name: str, seed: int = 0, **variant: Any) -> Path:
+        """A voice of this family with random weights, in its own folder under `voices_dir`
+        (`voxpipe voice random`: tests and trials with nothing downloaded); -> the folder.
+        `variant`: the family's own choices (GPT-SoVITS: version, size, lora); ValueError
+        for one it does not take."""
+        raise NotImplementedError(f"the {self.name} family cannot write random voices")
+
+    def http_routes(self) -> list[Any]:
+        """The routes of the family's own HTTP API (starlette routes), mounted by the HTTP
+        stage beside the OpenAI routes; none by default."""
+        return []
+
 
 def runner_settings(config: Config) -> RunnerSettings:
     worker = config.worker

@@ -87,6 +87,8 @@ def align_groups(text_lengths: Sequence[float], unit_lengths: Sequence[float]) -
 
 def split_range(first: int, end: int, weights: Sequence[float]) -> list[tuple[int, int]]:
     """[first, end) cut into consecutive integer ranges in proportion to weights."""
+    if not weights:
+        return []
     total = float(sum(weights))
     if total <= 0:
         weights, total = [1.0] * len(weights), float(len(weights))

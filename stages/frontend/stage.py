@@ -480,7 +480,7 @@ class Frontend:
 def main(args: StageArgs) -> None:
     runtime = StageRuntime(args)
     frontend = Frontend(args, runtime)
-    frontend.planner.warm_up(args.preload or ["joe"])
+    frontend.planner.warm_up(args.preload or [frontend.catalog.default_voice])
     runtime.ready = True
     try:
         frontend.run()

@@ -9,8 +9,10 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
-from voxpipe.stages.http import caption_routes, gsv_routes, health_routes, openai_routes, page
+from voxpipe.stages import families
+from voxpipe.stages.http import caption_routes, health_routes, openai_routes, page
 from voxpipe.stages.http.errors import HttpError
 from voxpipe.stages.http.gateway import Gateway
 from voxpipe.stages.http.openai_routes import openai_error
@@ -29,8 +31,19 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return openai_error(HttpError("internal", f"internal error: {type(exc).__name__}"))
 
 
+def family_routes() -> list[BaseRoute]:
+    """The routes of every model family's own HTTP API (GPT-SoVITS's `/tts`, ...)."""
+    routes: list[BaseRoute] = []
+    for name in families.names():
+        try:
+            routes += families.get(name).http_routes()
+        except families.FamilyError as exc:  # its voices are unavailable too; the rest is served
+            log.error("%s", exc)
+    return routes
+
+
 def build_app(gateway: Gateway, voices_dir: Path | None = None, metrics_url: str | None = None) -> Starlette:
-    app = Starlette(routes=[*openai_routes.routes, *caption_routes.routes, *gsv_routes.routes, *health_routes.routes,
+    app = Starlette(routes=[*openai_routes.routes, *caption_routes.routes, *family_routes(), *health_routes.routes,
                             *page.routes],
                     exception_handlers={HTTPException: _http_exception, Exception: _unexpected})
     app.state.gateway = gateway

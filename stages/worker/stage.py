@@ -46,7 +46,7 @@ class Worker:
         self.args, self.rt, self.name = args, runtime, args.name
         self.catalog = VoiceCatalog(args.config.voices_path())
         self.lanes = Lanes(args.config, engine_settings(args), self.catalog)
-        self.lanes.resolve("joe")  # the default engine's lane exists from the start
+        self.lanes.resolve(self.catalog.default_voice)  # the default engine's lane exists from the start
         self.pool = ShmPool.attach(args.layout.pools[args.layout.worker_pool_name(self.name)], producer=True)
         self.frontend = sockets.make_socket(runtime.ctx, zmq.DEALER, identity=self.name.encode())
         self.frontend.connect(args.layout.workers_endpoint)

@@ -19,7 +19,7 @@ from voxpipe.ipc.messages import Chunk
 from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice
 from voxpipe.stages.families.base import Family, Options, Runner, RunnerSettings, option
 from voxpipe.stages.families.runners import BatchRunner
-from voxpipe.stages.voices import VoiceError, VoiceSpec
+from voxpipe.stages.voices import VoiceError, VoiceSpec, file_stamp
 
 TONE_S = 0.02  # seconds of audio per id
 
@@ -27,6 +27,11 @@ TONE_S = 0.02  # seconds of audio per id
 @dataclass
 class ToyOptions(Options):
     pitch_scale: float = option(1.0, 0.25, 4.0, doc="multiplies every tone's pitch")
+
+
+@dataclass(frozen=True)
+class ToySettings:
+    base_hz: float  # the pitch of id 0
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class ToyEngine(Engine):
     max_batch = 4
 
     def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
-        return LoadedVoice(spec, float(spec.config["base_hz"]), 1024)
+        return LoadedVoice(spec, spec.settings.base_hz, 1024)
 
     def synthesize(self, voice: LoadedVoice, items: Sequence[ToyItem]) -> list[np.ndarray]:
         rate = voice.spec.sample_rate
@@ -79,10 +84,8 @@ class ToyFamily(Family):
         path = directory / "toy.json"
         try:
             config = json.loads(path.read_text())
-            stat = path.stat()
-            return VoiceSpec(name=name, family="toy", model_path=path, config_path=path,
-                             sample_rate=int(config["sample_rate"]), espeak_voice="", phoneme_type="toy",
-                             phoneme_id_map={}, config=config, model_stamp=(stat.st_mtime_ns, stat.st_size))
+            return VoiceSpec(name=name, family="toy", sample_rate=int(config["sample_rate"]), files=(path,),
+                             stamp=file_stamp(path), settings=ToySettings(float(config["base_hz"])))
         except (OSError, ValueError, KeyError) as exc:
             raise VoiceError("voice_unavailable", name, f"voice {name!r}: bad toy.json: {exc}") from exc
 

@@ -1,6 +1,16 @@
-"""The GPT-SoVITS family (v1-v2ProPlus): users' unconverted checkpoints, its own G2P into
-language runs, semantic-token sampling options, and continuous batching of the decoder
-with audio rendered in windows while tokens are still coming."""
+"""The GPT-SoVITS family (v1-v4) from users' unconverted checkpoints (docs/gpt-sovits.md).
+
+Everything of it is in this folder:
+- family.py, spec.py, voice_config.py: the plug-in, its voice folders (`voice.toml`), its options;
+- text/: its G2P into language runs (Mandarin, English);
+- decoder/: the text-to-semantic decoder, continuously batched step by step;
+- models/: checkpoint loading, the SoVITS synthesizer (v1-v2ProPlus), the CFM mel decoder
+  and vocoders (v3/v4), feature models (BERT, HuBERT, speaker), windowed rendering;
+- engine.py, item.py, runner.py: the `gpt-sovits` engine (a voice loader) and the serving
+  runner the worker drives;
+- random_voice*.py: random-weight voices in the released layouts, for tests and benchmarks;
+- http/: api_v2's routes (`/tts`, `/set_*`).
+"""
 from voxpipe.stages.families.gpt_sovits.family import GptSovitsFamily
 
 __all__ = ["GptSovitsFamily"]

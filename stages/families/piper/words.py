@@ -8,7 +8,7 @@ are lined up by length against each word phonemized alone (stages/families/words
 from __future__ import annotations
 
 from voxpipe.stages.families.words import WordIds, align_groups, is_spoken, split_range, text_words
-from voxpipe.stages.phonemize import PhonemizeError, Phonemizer
+from voxpipe.stages.families.piper.phonemize import PhonemizeError, Phonemizer
 
 
 def phoneme_groups(phonemes: list[str], positions: list[int], n_ids: int) -> list[tuple[int, int, int]]:

@@ -1,0 +1,102 @@
+"""The `gpt-sovits` engine: loads GPT-SoVITS voices from users' own checkpoints.
+
+It loads a voice's models and builds its prompt once; chunks run through the family's
+serving runner (runner.py), which decodes the semantic tokens of many requests in one
+batch and renders their audio in windows. A chunk arrives as GPT-SoVITS phone ids cut
+into language runs (the frontend's G2P); BERT features are added for the Mandarin runs.
+"""
+from __future__ import annotations
+
+import torch
+
+from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, is_out_of_memory
+from voxpipe.stages.families.gpt_sovits.item import GsvItem
+from voxpipe.stages.families.gpt_sovits.models import checkpoints, features
+from voxpipe.stages.families.gpt_sovits.models.voice import GsvModel, TextSegment, VoiceFiles
+from voxpipe.stages.families.gpt_sovits.spec import gsv_config
+from voxpipe.stages.families.gpt_sovits.voice_config import MEL_VERSIONS
+from voxpipe.stages.voices import VoiceSpec
+
+
+def item_segments(item: GsvItem) -> list[TextSegment]:
+    """The item's language runs; without any, the whole chunk is one run without BERT."""
+    ids = [int(i) for i in item.phoneme_ids]
+    if not item.text_segments:
+        return [TextSegment("en", "", tuple(ids))]
+    out, pos = [], 0
+    for lang, norm_text, n_phones, word2ph in item.text_segments:
+        out.append(TextSegment(lang, norm_text, tuple(ids[pos:pos + n_phones]), tuple(word2ph)))
+        pos += n_phones
+    if pos != len(ids):
+        raise EngineError(f"chunk has {len(ids)} phone ids but its language runs cover {pos}")
+    return out
+
+
+class GptSovitsEngine(Engine):
+    name = "gpt-sovits"
+    # The family serves this engine's chunks through its GsvRunner (runner.py):
+    # continuous batching of the decoder, audio in windows as tokens come.
+    max_batch = 16  # sequences in the running batch, at most
+
+    def __init__(self, settings: EngineSettings) -> None:
+        super().__init__(settings)
+        self.max_batch = int(settings.options.get("max_batch", self.max_batch))  # worker.max_batch
+        self.device = settings.device if settings.device.startswith("cuda") else "cpu"
+        if self.device == "cpu":
+            torch.set_num_threads(max(1, settings.threads))
+            torch.set_flush_denormal(True)  # denormals make random/quiet signals crawl on CPU
+
+    def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
+        """The voice's models and prompt. Every failure is an EngineError naming the voice
+        and the reason, except running out of memory, which propagates as it is."""
+        from voxpipe.stages.families.gpt_sovits.text import segments
+
+        cfg = gsv_config(spec)
+        try:
+            files = VoiceFiles(cfg.gpt, cfg.sovits, cfg.pretrained_dir, cfg.reference.audio)
+            wanted = cfg.version  # None: whatever the checkpoint is
+            if wanted in MEL_VERSIONS:
+                from voxpipe.stages.families.gpt_sovits.models.voice_v3 import GsvModelV3
+
+                model = GsvModelV3(files, wanted, self.device)
+            else:
+                model = GsvModel(files, self.device, _feature_dtype(self.device, self.settings.precision))
+            if wanted is not None and model.version != wanted and {model.version, wanted} != {"v2Pro", "v2ProPlus"}:
+                raise EngineError(f"voice {spec.name!r}: voice.toml says {wanted} but "
+                                  f"{files.sovits.name} is a {model.version} model")
+            reference = cfg.reference
+            model.build_prompt([_to_model_segment(s) for s in segments(reference.text, reference.language)])
+        except EngineError:
+            raise
+        except (checkpoints.CheckpointError, features.FeatureError) as exc:
+            raise EngineError(f"voice {spec.name!r}: {exc}") from None
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise
+            # Anything else (a model that does not fit its config, a text the G2P refuses,
+            # a library's own error) must not take the worker down: say what it was.
+            raise EngineError(f"voice {spec.name!r}: cannot load ({type(exc).__name__}: {exc})") from exc
+        return LoadedVoice(spec, model, model.nbytes())
+
+    def unload_voice(self, voice: LoadedVoice) -> None:
+        voice.model = None
+        if self.device != "cpu":
+            torch.cuda.empty_cache()
+
+    def memory_info(self) -> dict[str, int]:
+        if self.device == "cpu":
+            return {}
+        free, total = torch.cuda.mem_get_info(torch.device(self.device))
+        return {"free": int(free), "total": int(total)}
+
+
+_FEATURE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _feature_dtype(device: str, precision: str) -> torch.dtype:
+    """The shared feature models' precision: float32 on a CPU, the configured one on a GPU."""
+    return _FEATURE_DTYPES.get(precision, torch.float32) if device != "cpu" else torch.float32
+
+
+def _to_model_segment(seg) -> TextSegment:
+    return TextSegment(seg.lang, seg.norm_text, tuple(seg.ids), tuple(seg.word2ph))

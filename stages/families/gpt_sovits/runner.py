@@ -1,0 +1,253 @@
+"""GPT-SoVITS chunks served with continuous batching and windowed audio: the family's
+`Runner` (stages/families/base.py).
+
+The worker admits chunks while the running batch has room (`admit`), then calls `step`:
+one decoding step of every running sequence, after which the audio that became ready
+goes out as pieces. A dropped request leaves the batch before the next step (`drop`). Out
+of memory evicts the newest sequence back to the worker's queue and lowers the batch
+limit instead of failing a request; an evicted chunk restarts from its seed, so its tokens
+are the same.
+
+v1-v2ProPlus voices' audio comes in windows while tokens arrive (models/windowed.py), the
+windows a step makes ready of several requests in one SoVITS call (`window_batch`). A
+v3/v4 text's mel decoding starts when its tokens are complete and goes one CFM chunk per
+step, the chunks of several texts of one voice in one call (`mel_batch`), interleaved
+with the decoding steps of the texts still producing tokens.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxpipe.ipc.messages import Chunk
+from voxpipe.stages.engines.base import LoadedVoice, is_out_of_memory
+from voxpipe.stages.families.base import Piece, Runner, StepResult
+from voxpipe.stages.families.gpt_sovits.decoder.continuous import ContinuousDecoder, DecoderFull, Sequence, sequence_for
+from voxpipe.stages.families.gpt_sovits.decoder.t2s import Sampling
+from voxpipe.stages.families.gpt_sovits.engine import item_segments
+from voxpipe.stages.families.gpt_sovits.item import gsv_item
+from voxpipe.stages.families.gpt_sovits.models import features
+from voxpipe.stages.families.gpt_sovits.models.voice import batch_text_inputs
+from voxpipe.stages.families.gpt_sovits.models.voice_v3 import MelStreamRenderer
+from voxpipe.stages.families.gpt_sovits.models.windowed import Window, WindowedRenderer, WindowPlan, render_windows
+from voxpipe.stages.families.gpt_sovits.words import gsv_chunk_words
+
+Key = tuple[str, int]  # (request id, chunk seq)
+
+
+@dataclass
+class Stream:
+    """A chunk in the runner, from admission to its last piece."""
+
+    chunk: Chunk
+    sample_rate: int
+    seq: Sequence | None  # None while it waits for the next step's BERT pass
+    renderer: WindowedRenderer | MelStreamRenderer
+    admitted_at: float
+    parts_sent: int = 0
+    samples_sent: int = 0  # for its words, timed over its whole audio
+
+
+@dataclass
+class _Admitted:
+    """A chunk admitted since the last step: its sequence is made in the step's BERT pass."""
+
+    voice: LoadedVoice
+    key: Key
+    segments: list
+    sampling: Sampling
+    seed: int | None
+    early_stop: int | None
+
+
+class GsvRunner(Runner):
+    def __init__(self, max_sequences: int, plan: WindowPlan = WindowPlan(), mel_batch: int | None = None,
+                 window_batch: int | None = None) -> None:
+        self.decoder = ContinuousDecoder(max_sequences)
+        self.plan = plan
+        self.mel_batch = mel_batch or default_batch()  # v3/v4 texts per CFM call
+        self.window_batch = window_batch or default_batch()  # v1-v2ProPlus windows per SoVITS call
+        self.streams: dict[Key, Stream] = {}
+        self.admitted: list[_Admitted] = []  # join the decoder at the next step
+
+    def __len__(self) -> int:
+        return len(self.streams)
+
+    def has_room(self) -> bool:
+        return len(self.decoder) + len(self.admitted) < self.decoder.max_sequences
+
+    @property
+    def capacity(self) -> int:
+        return self.decoder.max_sequences
+
+    def wait_s(self, now: float) -> float:
+        return 0.0 if self.streams else math.inf
+
+    def admit(self, voice: LoadedVoice, chunk: Chunk, max_tokens: int | None = None) -> None:
+        """Start decoding a chunk; it joins the batch at the next step. EngineError on bad
+        input. `max_tokens` caps its semantic tokens (default: the GPT's max_sec)."""
+        key = (chunk.request_id, chunk.seq)
+        if not self.has_room():
+            raise DecoderFull(f"{len(self)} sequences admitted (limit {self.decoder.max_sequences})")
+        if key in self.streams:
+            raise ValueError(f"chunk {key!r} is already admitted")
+        item = gsv_item(chunk)
+        segs = item_segments(item)
+        sampling = Sampling(item.top_k, item.top_p, item.temperature, item.repetition_penalty)
+        ids = [i for s in segs for i in s.phone_ids]
+        model = voice.model
+        if hasattr(model, "decoder"):  # v3/v4: CFM mel decoder + vocoder, audio per mel chunk
+            renderer = MelStreamRenderer(model, ids, 1.0 / item.length_scale, item.sample_steps, item.seed)
+        else:
+            renderer = WindowedRenderer(model, ids, item.noise_scale, 1.0 / item.length_scale, item.seed, self.plan)
+        # BERT runs at the next step, in one pass for every chunk admitted until then.
+        self.admitted.append(_Admitted(voice, key, segs, sampling, item.seed, max_tokens))
+        self.streams[key] = Stream(chunk, voice.spec.sample_rate, None, renderer, time.monotonic())
+
+    def drop(self, request_id: str) -> list[Chunk]:
+        """Take a request out of the batch (its caches freed); -> its chunks."""
+        self.decoder.remove(request_id)
+        self.admitted = [a for a in self.admitted if a.key[0] != request_id]
+        gone = [k for k in self.streams if k[0] == request_id]
+        return [self.streams.pop(k).chunk for k in gone]
+
+    def expire(self, now: float) -> list[Chunk]:
+        late = {s.chunk.request_id for s in self.streams.values() if s.chunk.deadline < now}
+        return [chunk for request_id in late for chunk in self.drop(request_id)]
+
+    def clear(self) -> list[Chunk]:
+        ids = {request_id for request_id, _ in self.streams}
+        return [chunk for request_id in ids for chunk in self.drop(request_id)]
+
+    def step(self, now: float = 0.0) -> StepResult:
+        """One decoding step of every running sequence, then one CFM chunk of each v3/v4
+        text whose tokens are complete; -> the audio pieces that became ready."""
+        result = StepResult()
+        if self.admitted:
+            self._join_admitted(result)
+        try:
+            events = self.decoder.step()
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            result.oom_events += 1
+            seq = self.decoder.evict_newest()
+            if seq is not None:
+                result.requeue.append(self.streams.pop(seq.key).chunk)
+            self.decoder.max_sequences = max(1, len(self.decoder))
+            return result
+        finished = {e.seq.key for e in events if e.finished}
+        due: dict[Key, list[Window]] = {}  # v1-v2ProPlus windows, rendered together below
+        for key in dict.fromkeys(e.seq.key for e in events):
+            stream = self.streams.get(key)
+            if stream is None:
+                continue
+            renderer = stream.renderer
+            if isinstance(renderer, WindowedRenderer) and renderer.windowed:
+                due[key] = renderer.due(stream.seq.tokens, key in finished)
+                continue
+            try:
+                pieces = renderer.push(stream.seq.tokens, key in finished)
+            except features.FeatureError as exc:
+                self._fail(result, key, str(exc))
+                continue
+            # A v3/v4 text ends when its last mel chunk is rendered (`_render_mels`).
+            self._emit(result, key, pieces, key in finished and not renderer.rendering)
+        self._render_windows(result, due, finished)
+        self._render_mels(result)
+        result.batch = len(self.streams) + sum(p.last for p in result.pieces)  # the texts this step served
+        return result
+
+    def _join_admitted(self, result: StepResult) -> None:
+        """The BERT features of the chunks admitted since the last step, in one pass; then
+        they join the decoder."""
+        admitted, self.admitted = self.admitted, []
+        try:
+            inputs = batch_text_inputs([(a.voice.model, a.segments) for a in admitted])
+        except Exception as exc:
+            if is_out_of_memory(exc):  # they wait in the worker's queue again
+                result.oom_events += 1
+                result.requeue.extend(self.streams.pop(a.key).chunk for a in admitted)
+                return
+            if not isinstance(exc, features.FeatureError):
+                raise
+            for a in admitted:
+                chunk = self.streams.pop(a.key).chunk
+                result.failed.append((chunk, "engine_error", f"voice {a.voice.spec.name!r}: {exc}"))
+            return
+        for a, text in zip(admitted, inputs):
+            seq = sequence_for(a.voice.model, a.key, a.key[0], a.segments, a.sampling, a.seed, a.early_stop, text)
+            self.decoder.add(seq)
+            self.streams[a.key].seq = seq
+
+    def _render_windows(self, result: StepResult, due: dict[Key, list[Window]], finished: set[Key]) -> None:
+        """The v1-v2ProPlus windows this step made ready, several per SoVITS call."""
+        windows = [w for ws in due.values() for w in ws]
+        try:
+            audio = render_windows(windows, self.window_batch)
+        except Exception as exc:
+            if not (is_out_of_memory(exc) and self.window_batch > 1):
+                raise
+            result.oom_events += 1  # one at a time for this step, smaller calls from now on
+            self.window_batch = max(1, self.window_batch // 2)
+            audio = render_windows(windows, 1)
+        pieces = iter(audio)
+        for key, ws in due.items():
+            self._emit(result, key, [next(pieces) for _ in ws], key in finished)
+
+    def _render_mels(self, result: StepResult) -> None:
+        """One CFM chunk for each v3/v4 text whose tokens are complete, the texts of one
+        voice and step count in calls of up to `mel_batch`; the texts with the fewest
+        pieces out go first, so every request's first audio comes before anyone's second."""
+        groups: dict[tuple[int, int], list[tuple[Key, Stream]]] = {}
+        for key, stream in self.streams.items():
+            if stream.renderer.rendering:
+                groups.setdefault((id(stream.renderer.decoder), stream.renderer.job.steps), []).append((key, stream))
+        for members in groups.values():
+            members = sorted(members, key=lambda m: m[1].parts_sent)[:self.mel_batch]
+            try:
+                mels = members[0][1].renderer.decoder.next_mels([s.renderer.job for _, s in members])
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                result.oom_events += 1  # these start over from the worker's queue; smaller calls from now on
+                self.mel_batch = max(1, len(members) // 2)
+                result.requeue.extend(self.streams.pop(key).chunk for key, _ in members)
+                continue
+            for (key, stream), mel_chunk in zip(members, mels):
+                self._emit(result, key, stream.renderer.take(mel_chunk), not stream.renderer.rendering)
+
+    def _emit(self, result: StepResult, key: Key, pieces: list[np.ndarray], last: bool) -> None:
+        stream = self.streams[key]
+        # A shared-memory slot needs at least one sample.
+        pieces = [p if len(p) else np.zeros(1, np.float32) for p in pieces]
+        if last and not pieces:
+            pieces = [np.zeros(1, np.float32)]
+        for i, audio in enumerate(pieces):
+            final = last and i == len(pieces) - 1
+            stream.samples_sent += len(audio)
+            # GPT-SoVITS has no durations: words are timed over the chunk's whole audio.
+            words = gsv_chunk_words(stream.chunk, stream.samples_sent) if final else []
+            result.pieces.append(Piece(stream.chunk, audio, stream.sample_rate, stream.parts_sent, final,
+                                       time.monotonic() - stream.admitted_at,
+                                       stream.admitted_at - stream.chunk.submitted_at, words))
+            stream.parts_sent += 1
+        if last:
+            self.streams.pop(key)
+
+    def _fail(self, result: StepResult, key: Key, message: str) -> None:
+        self.decoder.remove(key[0])
+        result.failed.append((self.streams.pop(key).chunk, "engine_error", message))
+
+
+def default_batch() -> int:
+    """Texts per CFM call (v3/v4) and windows per SoVITS call (v1-v2ProPlus): several where
+    a GPU runs them (one pass serves them all); on a CPU one: there both are compute-bound
+    at batch 1 already (batched CFM chunks measured 1.1-1.2x, batched windows below 1.1x),
+    and every text in a call waits for all of them (docs/gpt-sovits-serving.md)."""
+    import torch
+
+    return 8 if torch.cuda.is_available() else 1

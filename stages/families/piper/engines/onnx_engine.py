@@ -1,0 +1,347 @@
+"""onnxruntime engine: runs Piper voices. The default on CPU.
+
+A voice runs as its graph split in two (stages/families/piper/engines/onnx_parts.py): the acoustic part,
+then the vocoder, which synthesize_stream() runs window by window so a long sentence's
+first audio is ready after one window. Where the split graphs cannot be made (no torch to
+export them) or for precision "int8", the voice's own one-piece graph runs and a stream
+is one piece.
+
+Threads: each graph has a session per thread count; a call runs with the cores that the
+other busy engine processes leave free (stages/engines/busy_board.py), so a lone request
+uses the whole machine and a loaded one keeps one core per worker.
+
+Level: each voice gets one gain measured at load (stages/families/piper/engines/loudness.py), so its
+output is as loud as Piper's; option "loudness" False turns it off.
+
+settings.options: "loudness" (bool), "max_threads" (0: the usable cores), "split" (bool),
+"parts_cache_dir", "busy_dir", "int8_method", "int8_cache_dir".
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from voxpipe.stages.families.piper.engines import loudness, onnx_parts
+from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice
+from voxpipe.stages.families.piper.item import SynthesisItem
+from voxpipe.stages.engines.busy_board import BusyBoard, threads_for
+from voxpipe.stages.families.piper.phonemize import PhonemizeError
+from voxpipe.stages.families.piper.spec import piper_settings
+from voxpipe.stages.voices import VoiceSpec
+
+_LOG = logging.getLogger(__name__)
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+@dataclass
+class Graph:
+    """One ONNX graph with a session per thread count."""
+
+    sessions: dict[int, object]  # threads -> onnxruntime.InferenceSession
+    inputs: frozenset[str]
+
+    def run(self, threads: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        fitting = [n for n in self.sessions if n <= threads]
+        session = self.sessions[max(fitting) if fitting else min(self.sessions)]
+        return session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})  # type: ignore[attr-defined]
+
+
+@dataclass
+class OnnxVoice:
+    """A loaded voice: its one-piece graph or its two parts, and its output gain."""
+
+    whole: Graph | None = None
+    acoustic: Graph | None = None
+    vocoder: Graph | None = None
+    radius: int = 0  # vocoder context frames either side of a window
+    hop: int = 256
+    gain: float = 1.0
+    extra_bytes: int = field(default=0, repr=False)
+
+    @property
+    def split(self) -> bool:
+        return self.acoustic is not None and self.vocoder is not None
+
+
+class OnnxEngine(Engine):
+    name = "onnx"
+
+    def __init__(self, settings: EngineSettings) -> None:
+        super().__init__(settings)
+        import onnxruntime
+
+        self._ort = onnxruntime
+        options = settings.options
+        self.base_threads = max(1, int(settings.threads))
+        cores = usable_cores()
+        most = int(options.get("max_threads", 0) or cores)
+        self.cores = cores
+        self.max_threads = max(self.base_threads, most)
+        self.loudness = bool(options.get("loudness", True))
+        self.use_split = bool(options.get("split", True))
+        self._board: BusyBoard | None = None
+        if self.max_threads > self.base_threads and settings.device != "cuda":
+            try:
+                self._board = BusyBoard(Path(options["busy_dir"]) if options.get("busy_dir") else None)
+            except OSError as exc:
+                _LOG.warning("onnx engine: no busy board (%s); every call uses %d thread(s)", exc, self.base_threads)
+                self.max_threads = self.base_threads
+
+    # ------------------------------------------------------------------ threads
+
+    def _thread_counts(self) -> list[int]:
+        return sorted({self.base_threads, self.max_threads})
+
+    def _threads_now(self) -> int:
+        if self._board is None:
+            return self.base_threads
+        return threads_for(self._board.others_busy(), self.base_threads, self.max_threads, self.cores)
+
+    def _busy(self):
+        import contextlib
+
+        return self._board.busy() if self._board is not None else contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ loading
+
+    def _providers(self) -> list[str]:
+        if self.settings.device == "cuda" and "CUDAExecutionProvider" in self._ort.get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return ["CPUExecutionProvider"]
+
+    def _session(self, spec: VoiceSpec, path: Path, threads: int):  # -> onnxruntime.InferenceSession
+        options = self._ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
+        if threads > 1:
+            # Spinning threads would steal the core of a worker that starts meanwhile.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            return self._ort.InferenceSession(str(path), sess_options=options, providers=self._providers())
+        except Exception as exc:  # onnxruntime raises its own exception hierarchy
+            raise EngineError(f"voice {spec.name!r}: cannot load {path.name}: {exc}") from exc
+
+    def _graph(self, spec: VoiceSpec, path: Path, needed: set[str]) -> Graph:
+        sessions = {n: self._session(spec, path, n) for n in self._thread_counts()}
+        inputs = frozenset(i.name for i in next(iter(sessions.values())).get_inputs())
+        if not needed <= inputs:
+            raise EngineError(f"voice {spec.name!r}: {path.name} is not a Piper VITS model "
+                              f"(inputs {sorted(inputs)})")
+        return Graph(sessions, inputs)
+
+    def _whole(self, spec: VoiceSpec, path: Path) -> OnnxVoice:
+        return OnnxVoice(whole=self._graph(spec, path, {"input", "input_lengths", "scales"}))
+
+    def _parts(self, spec: VoiceSpec) -> OnnxVoice | None:
+        """The voice as acoustic part + vocoder, or None (logged) where they cannot be made."""
+        cache = self.settings.options.get("parts_cache_dir")
+        try:
+            parts = onnx_parts.voice_parts(spec.model_path, spec.name, piper_settings(spec).num_speakers,
+                                           Path(cache) if cache else None)
+        except onnx_parts.PartsError as exc:
+            _LOG.warning("%s; voice %r runs as one graph (no streaming within a sentence)", exc, spec.name)
+            return None
+        return OnnxVoice(acoustic=self._graph(spec, parts.acoustic, {"input", "input_lengths", "scales"}),
+                         vocoder=self._graph(spec, parts.vocoder, {"z", "frames"}),
+                         radius=parts.radius, hop=parts.hop,
+                         extra_bytes=parts.acoustic.stat().st_size + parts.vocoder.stat().st_size)
+
+    def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
+        if self.settings.precision == "int8":
+            return self._load_int8(spec)
+        model = (self._parts(spec) if self.use_split else None) or self._whole(spec, spec.model_path)
+        nbytes = (model.extra_bytes or spec.model_path.stat().st_size) * len(self._thread_counts())
+        voice = LoadedVoice(spec=spec, model=model, nbytes=nbytes)
+        self._probe(voice)
+        self._set_gain(voice)
+        return voice
+
+    def _load_int8(self, spec: VoiceSpec) -> LoadedVoice:
+        """The voice's int8 model, built on first use. A warm load opens that file alone; the
+        first one also checks the voice in float32 and measures the int8 error against it."""
+        from voxpipe.stages.families.piper.engines import quantize
+
+        method = str(self.settings.options.get("int8_method", quantize.DEFAULT_METHOD))
+        cache_dir = self.settings.options.get("int8_cache_dir")
+        try:
+            target = quantize.cached_path(spec.model_path, method, Path(cache_dir) if cache_dir else None)
+        except (quantize.QuantizeError, OSError) as exc:
+            raise EngineError(f"voice {spec.name!r}: no int8 model: {exc}") from exc
+        snr = quantize.read_measured_snr(target) if target.is_file() else None
+        float_voice = None
+        if snr is None:
+            float_voice = LoadedVoice(spec=spec, model=self._whole(spec, spec.model_path), nbytes=0)
+            self._probe(float_voice)
+            try:
+                calibration = quantize.voice_calibration(spec) if method == "static" else None
+                quantize.int8_model(spec.model_path, method, calibration, target=target)
+            except (quantize.QuantizeError, PhonemizeError, OSError) as exc:
+                raise EngineError(f"voice {spec.name!r}: no int8 model: {exc}") from exc
+        voice = LoadedVoice(spec=spec, model=self._whole(spec, target),
+                            nbytes=target.stat().st_size * len(self._thread_counts()))
+        self._probe(voice)
+        if float_voice is not None:
+            try:
+                snr = self.probe_snr(float_voice, voice)
+            except PhonemizeError as exc:
+                raise EngineError(f"voice {spec.name!r}: cannot measure the int8 error: {exc}") from exc
+            quantize.write_measured_snr(target, snr)
+        if snr is not None and snr < quantize.INAUDIBLE_SNR_DB:
+            _LOG.warning("voice %r: int8 audio is %.1f dB SNR against float32 (audible below %.0f dB); "
+                         "precision fp32 gives full quality", spec.name, snr, quantize.INAUDIBLE_SNR_DB)
+        self._set_gain(voice)
+        return voice
+
+    def probe_snr(self, float_voice: LoadedVoice, voice: LoadedVoice) -> float:
+        """SNR in dB of `voice` against `float_voice` on the probe sentence; -inf if lengths differ."""
+        from voxpipe.stages.families.piper.engines import quantize
+        from voxpipe.stages.families.piper.phonemize import Phonemizer
+
+        ids = Phonemizer(voice.spec).text_to_ids(quantize.PROBE_TEXT)
+        item = SynthesisItem(ids, 0.0, piper_settings(voice.spec).length_scale, 0.0)
+        reference, test = self._raw(float_voice, item), self._raw(voice, item)
+        return quantize.snr_db(reference, test) if len(reference) == len(test) else float("-inf")
+
+    def _probe(self, voice: LoadedVoice) -> None:
+        """One tiny inference with the config's largest phoneme id: a config that does not
+        match its model fails here, at load, with the voice's name, not mid-request."""
+        spec = voice.spec
+        largest = max((i for ids in piper_settings(spec).phoneme_id_map.values() for i in ids), default=0)
+        ids = np.array([1, 0, largest, 0, largest, 0, 2], dtype=np.int64)
+        try:
+            audio = self._raw(voice, SynthesisItem(ids, 0.0, 1.0, 0.0))
+        except EngineError as exc:
+            raise EngineError(f"voice {spec.name!r}: its config does not match its model "
+                              f"({spec.files[1].name} vs {spec.model_path.name}): {exc}") from None
+        if not len(audio) or not np.isfinite(audio).all():
+            raise EngineError(f"voice {spec.name!r}: the model produced no usable audio")
+
+    def _set_gain(self, voice: LoadedVoice) -> None:
+        """The voice's one gain, from noise-free reference sentences (the same in every worker)."""
+        if not self.loudness:
+            return
+        from voxpipe.stages.families.piper.phonemize import Phonemizer
+
+        phonemizer = Phonemizer(voice.spec)
+
+        def render(text: str) -> np.ndarray:
+            return self._raw(voice, SynthesisItem(phonemizer.text_to_ids(text), 0.0, piper_settings(voice.spec).length_scale, 0.0))
+
+        try:
+            voice.model.gain = loudness.measure_gain(render)
+        except (PhonemizeError, loudness.LevelError) as exc:
+            _LOG.warning("voice %r: level not measured (%s); its audio is left as the model makes it",
+                         voice.spec.name, exc)
+
+    # ------------------------------------------------------------------ synthesis
+
+    def synthesize(self, voice: LoadedVoice, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        return [audio for audio, _ in self.synthesize_timed(voice, items)]
+
+    def synthesize_timed(self, voice: LoadedVoice,
+                         items: Sequence[SynthesisItem]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        # Piper's graphs draw their noise inside the graph with no seed input, so items run
+        # one by one: batching buys nothing on onnxruntime's CPU path anyway. Durations come
+        # from the split graph's acoustic part; the one-piece graph has none.
+        model = self._model(voice)
+        out = []
+        for item in items:
+            audio, durations = self._raw_timed(voice, item)
+            out.append((loudness.apply_gain(audio, model.gain) if model.gain != 1.0 else audio, durations))
+        return out
+
+    def synthesize_stream_timed(self, voice: LoadedVoice, item: SynthesisItem,
+                                window_frames: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Audio of one item in pieces: the first after one window of `window_frames` latent
+        frames, then windows twice as long each time (the listener is ahead by then, and
+        longer windows waste less on context). Joined, the pieces equal the whole decode.
+        The first piece comes with the item's samples per phoneme id where known."""
+        if window_frames < 1:
+            raise EngineError(f"voice {voice.spec.name!r}: window_frames must be positive")
+        model = self._model(voice)
+        if not model.split:
+            yield self.synthesize_timed(voice, [item])[0]
+            return
+        with self._busy():
+            threads = self._threads_now()
+            z, frames, durations = self._acoustic(voice, item, threads)
+        total = int(frames[0])
+        start, window = 0, window_frames
+        while start < total:
+            end = min(total, start + window)
+            with self._busy():
+                piece = self._vocode_window(voice, z, total, start, end, item, self._threads_now())
+            yield (loudness.apply_gain(piece, model.gain) if model.gain != 1.0 else piece,
+                   durations if start == 0 else None)
+            start, window = end, window * 2
+
+    # ------------------------------------------------------------------ the graphs
+
+    def _model(self, voice: LoadedVoice) -> OnnxVoice:
+        if not isinstance(voice.model, OnnxVoice):
+            raise EngineError(f"voice {voice.spec.name!r} is not loaded")
+        return voice.model
+
+    @staticmethod
+    def _feeds(item: SynthesisItem) -> dict[str, np.ndarray]:
+        ids = np.asarray(item.phoneme_ids, dtype=np.int64)
+        if ids.ndim != 1 or ids.size == 0:
+            raise EngineError("phoneme ids must be a non-empty 1-D integer array")
+        return {"input": ids[None, :], "input_lengths": np.array([ids.size], dtype=np.int64),
+                "scales": np.array([item.noise_scale, item.length_scale, item.noise_w], dtype=np.float32),
+                "sid": np.array([item.speaker_id], dtype=np.int64)}
+
+    def _run(self, voice: LoadedVoice, graph: Graph, threads: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return graph.run(threads, feeds)
+        except Exception as exc:
+            raise EngineError(f"voice {voice.spec.name!r}: inference failed: {exc}") from exc
+
+    def _raw(self, voice: LoadedVoice, item: SynthesisItem) -> np.ndarray:
+        """The model's audio of one item, before the gain."""
+        return self._raw_timed(voice, item)[0]
+
+    def _raw_timed(self, voice: LoadedVoice, item: SynthesisItem) -> tuple[np.ndarray, np.ndarray | None]:
+        """The model's audio of one item before the gain, and its samples per phoneme id
+        (None from the one-piece graph)."""
+        model = self._model(voice)
+        durations = None
+        with self._busy():
+            threads = self._threads_now()
+            if not model.split:
+                audio = self._run(voice, model.whole, threads, self._feeds(item))[0]  # type: ignore[arg-type]
+            else:
+                z, frames, durations = self._acoustic(voice, item, threads)
+                audio = self._vocode_window(voice, z, int(frames[0]), 0, int(frames[0]), item, threads)
+        return np.ascontiguousarray(audio.reshape(-1), dtype=np.float32), durations
+
+    def _acoustic(self, voice: LoadedVoice, item: SynthesisItem,
+                  threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(z, frames, samples per phoneme id or None where the graph predates durations)."""
+        model = self._model(voice)
+        out = self._run(voice, model.acoustic, threads, self._feeds(item))  # type: ignore[arg-type]
+        durations = (np.asarray(out[2][0], dtype=np.float64) * model.hop) if len(out) > 2 else None
+        return out[0], out[1], durations
+
+    def _vocode_window(self, voice: LoadedVoice, z: np.ndarray, total: int, start: int, end: int,
+                       item: SynthesisItem, threads: int) -> np.ndarray:
+        """Audio of latent frames [start, end), decoded with the context either side that
+        reaches them, so that it equals the same stretch of a whole decode."""
+        model = self._model(voice)
+        lo, hi = max(0, start - model.radius), min(total, end + model.radius)
+        feeds = {"z": np.ascontiguousarray(z[:, :, lo:hi]), "frames": np.array([hi - lo], dtype=np.int64),
+                 "sid": np.array([item.speaker_id], dtype=np.int64)}
+        audio = self._run(voice, model.vocoder, threads, feeds)[0].reshape(-1)  # type: ignore[arg-type]
+        return np.ascontiguousarray(audio[(start - lo) * model.hop:(end - lo) * model.hop], dtype=np.float32)

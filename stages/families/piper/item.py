@@ -1,0 +1,18 @@
+"""One Piper/VITS chunk as its engines take it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SynthesisItem:
+    """One Piper/VITS chunk to synthesize: phoneme ids plus the request's VITS settings."""
+
+    phoneme_ids: np.ndarray  # int64, 1-D, already wrapped with BOS/EOS/pad ids
+    noise_scale: float
+    length_scale: float
+    noise_w: float
+    speaker_id: int = 0
+    seed: int | None = None

@@ -1,0 +1,99 @@
+"""ONNX export of a VitsModel: the acoustic part, the vocoder, or Piper's one-graph model.
+
+These use the TorchScript-based exporter (dynamo=False), the route Piper's own export
+takes: it needs no onnxscript (torch 2.13's default dynamo exporter does; with it
+installed that one handles these graphs too) and it keeps module scopes in node names,
+which the loader uses. Constant folding stays off so that every initializer keeps its
+parameter name (folding renames e.g. exp(-logs) and transposed relative embeddings);
+onnxruntime folds those constants itself when it loads the graph.
+"""
+from __future__ import annotations
+
+import inspect
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from voxpipe.stages.families.piper.vits.model import VitsModel
+
+OPSET = 15
+
+
+class AcousticGraph(nn.Module):
+    """(input, input_lengths, scales[3], sid?) -> (z [B, C, frames], frames [B],
+    durations [B, phonemes]: the latent frames each phoneme id lasts)."""
+
+    def __init__(self, model: VitsModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: Tensor, lengths: Tensor, scales: Tensor,
+                sid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        return self.model.acoustic_timed(ids, lengths, scales[0], scales[1], scales[2], sid=sid)
+
+
+class VocoderGraph(nn.Module):
+    """(z, frames, sid?) -> audio [B, frames * hop], each item decoded as if alone."""
+
+    def __init__(self, model: VitsModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: Tensor, frames: Tensor, sid: Tensor | None = None) -> Tensor:
+        g = self.model.speaker(sid, z.shape[0], z.device)
+        return self.model.dec(z, g=g, lengths=frames).squeeze(1)
+
+
+def _example(model: VitsModel, batch: int = 2, length: int = 24) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.cfg.n_vocab, (batch, length), generator=gen)
+    lengths = torch.tensor([length] + [length - 3] * (batch - 1), dtype=torch.long)
+    scales = torch.tensor([0.667, 1.0, 0.8])
+    sid = torch.zeros(batch, dtype=torch.long) if model.cfg.n_speakers > 1 else None
+    return ids, lengths, scales, sid
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
+            axes: dict[str, dict[int, str]]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # torch < 2.5 has no `dynamo` switch: its exporter is the TorchScript one anyway.
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about python ints are expected here
+        torch.onnx.export(module.eval(), args, str(path), opset_version=OPSET, input_names=inputs,
+                          output_names=outputs, dynamic_axes={k: v for k, v in axes.items() if k in inputs + outputs},
+                          do_constant_folding=False, **legacy)
+    return path
+
+
+def export_acoustic(model: VitsModel, path: Path) -> Path:
+    ids, lengths, scales, sid = _example(model)
+    args = (ids, lengths, scales) if sid is None else (ids, lengths, scales, sid)
+    inputs = ["input", "input_lengths", "scales"] + (["sid"] if sid is not None else [])
+    axes = {"input": {0: "batch", 1: "phonemes"}, "input_lengths": {0: "batch"}, "sid": {0: "batch"},
+            "z": {0: "batch", 2: "frames"}, "frames": {0: "batch"}, "durations": {0: "batch", 1: "phonemes"}}
+    return _export(AcousticGraph(model), args, path, inputs, ["z", "frames", "durations"], axes)
+
+
+def export_vocoder(model: VitsModel, path: Path) -> Path:
+    z = torch.randn(2, model.cfg.inter_channels, 20, generator=torch.Generator().manual_seed(0))
+    frames = torch.tensor([20, 14], dtype=torch.long)
+    sid = torch.zeros(2, dtype=torch.long) if model.cfg.n_speakers > 1 else None
+    args = (z, frames) if sid is None else (z, frames, sid)
+    inputs = ["z", "frames"] + (["sid"] if sid is not None else [])
+    axes = {"z": {0: "batch", 2: "frames"}, "frames": {0: "batch"}, "sid": {0: "batch"},
+            "audio": {0: "batch", 1: "samples"}}
+    return _export(VocoderGraph(model), args, path, inputs, ["audio"], axes)
+
+
+def export_piper(model: VitsModel, path: Path) -> Path:
+    """Piper's voice graph: input, input_lengths, scales, [sid] -> output [B, 1, 1, samples]."""
+    ids, lengths, scales, sid = _example(model, batch=1)
+    args = (ids, lengths, scales) if sid is None else (ids, lengths, scales, sid)
+    inputs = ["input", "input_lengths", "scales"] + (["sid"] if sid is not None else [])
+    axes = {"input": {0: "batch_size", 1: "phonemes"}, "input_lengths": {0: "batch_size"},
+            "sid": {0: "batch_size"}, "output": {0: "batch_size", 3: "time"}}
+    return _export(model, args, path, inputs, ["output"], axes)
