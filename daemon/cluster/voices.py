@@ -14,7 +14,7 @@ def voice_names(count: int, prefix: str = "v") -> list[str]:
 
 def write_fleet_voices(directory: Path, count: int, prefix: str = "v") -> list[str]:
     """Write `count` Piper voices named v000, v001, ... into `directory`; returns their names."""
-    from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice
+    from voxpipe.stages import families
 
     if count < 1:
         raise ValueError(f"count: {count} must be at least 1")
@@ -22,7 +22,7 @@ def write_fleet_voices(directory: Path, count: int, prefix: str = "v") -> list[s
     names = voice_names(count, prefix)
     first = directory / names[0]
     if not (first / f"{names[0]}.onnx").exists():
-        write_random_piper_voice(directory, names[0], seed=0)
+        families.get("piper").write_random_voice(directory, names[0], seed=0)
     config = json.loads((first / f"{names[0]}.onnx.json").read_text(encoding="utf-8"))
     for name in names[1:]:
         target = directory / name
