@@ -101,6 +101,12 @@ class ToyFamily(Family):
     def runner(self, engine: Engine, settings: RunnerSettings) -> Runner:
         return BatchRunner(engine, settings, toy_item)
 
+    def write_random_voice(self, voices_dir: Path, name: str, seed: int = 0, **variant: Any) -> Path:
+        if set(variant) - {"sample_rate"}:
+            raise ValueError(f"toy voices take sample_rate only, not {', '.join(sorted(variant))}")
+        rng = np.random.default_rng(seed)
+        return write_toy_voice(voices_dir, name, variant.get("sample_rate", 16000), float(rng.uniform(100, 400)))
+
 
 def toy_item(chunk: Chunk) -> ToyItem:
     return ToyItem(tuple(chunk.inputs.ids), chunk.inputs.options["pitch_scale"])
