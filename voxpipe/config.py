@@ -56,7 +56,7 @@ class WorkerConfig:
     batch_wait_ms: float = 5.0  # wait this long for a batch to fill before running it
     voice_cache_mib: float = 2048.0  # LRU voice cache bound per worker
     engine_stream_frames: int = 64  # >0: streamed chunks decode in windows, the first this many frames (onnx, torch)
-    max_threads: int = 0  # onnx engine: threads a call may use while other workers idle; 0 = all cores
+    max_threads: int = 0  # onnx and gpt-sovits engines: threads a call may use while other workers idle; 0 = all cores
     loudness: bool = True  # onnx engine: one gain per voice, measured at load, for Piper's level
 
 

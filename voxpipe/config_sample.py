@@ -34,7 +34,7 @@ first_chunk_words = 4         # ... once it has at least this many words
 [worker]
 count = 0                     # CPU workers; 0 = cores / threads (GPUs: one worker each)
 threads = 1                   # engine threads per CPU worker
-max_threads = 0               # onnx engine: a call runs on the cores idle workers leave free, up to this; 0 = all cores
+max_threads = 0               # onnx, gpt-sovits: a call runs on the cores idle workers leave free, up to this; 0 = all cores
 engine = "onnx"               # onnx | torch | tensorrt | null
 precision = "fp32"            # fp16/bf16: torch engine on a GPU; int8: onnx engine, audible error
 int8_method = "static"        # precision int8: static (calibrated) or dynamic quantization

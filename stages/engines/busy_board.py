@@ -10,9 +10,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 from pathlib import Path
 from typing import Iterator
+
+from voxpipe.stages.engines.base import EngineSettings
+
+_LOG = logging.getLogger(__name__)
 
 
 def default_dir() -> Path:
@@ -83,3 +88,44 @@ def threads_for(others_busy: int, base: int, most: int, cores: int) -> int:
     `base` (the configured share) and at most `most`."""
     free = cores - others_busy * base
     return max(base, min(most, free))
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class CoreShare:
+    """An engine process's threads for each model call on a CPU: all the usable cores
+    (or `worker.max_threads`) while no other engine process is busy, its configured share
+    (`worker.threads`) when they all are. Without a board (a GPU, or no room for its
+    folder) every call gets the configured share."""
+
+    def __init__(self, settings: EngineSettings, owner: str) -> None:
+        options = settings.options
+        self.base = max(1, int(settings.threads))
+        self.cores = usable_cores()
+        self.most = max(self.base, int(options.get("max_threads", 0) or self.cores))
+        self.board: BusyBoard | None = None
+        if self.most > self.base and not settings.device.startswith("cuda"):
+            try:
+                self.board = BusyBoard(Path(options["busy_dir"]) if options.get("busy_dir") else None)
+            except OSError as exc:
+                _LOG.warning("%s: no busy board (%s); every call uses %d thread(s)", owner, exc, self.base)
+        if self.board is None:
+            self.most = self.base
+
+    def counts(self) -> list[int]:
+        """Every thread count a call may get."""
+        return sorted({self.base, self.most})
+
+    @contextlib.contextmanager
+    def call(self) -> Iterator[int]:
+        """Marks this process busy for a model call; -> the threads the call may use."""
+        if self.board is None:
+            yield self.base
+            return
+        with self.board.busy():
+            yield threads_for(self.board.others_busy(), self.base, self.most, self.cores)

@@ -7,9 +7,13 @@ into language runs (the frontend's G2P); BERT features are added for the Mandari
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 
 from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, is_out_of_memory
+from voxpipe.stages.engines.busy_board import CoreShare
 from voxpipe.stages.families.gpt_sovits.item import GsvItem
 from voxpipe.stages.families.gpt_sovits.models import checkpoints, features
 from voxpipe.stages.families.gpt_sovits.models.voice import GsvModel, TextSegment, VoiceFiles
@@ -42,9 +46,26 @@ class GptSovitsEngine(Engine):
         super().__init__(settings)
         self.max_batch = int(settings.options.get("max_batch", self.max_batch))  # worker.max_batch
         self.device = settings.device if settings.device.startswith("cuda") else "cpu"
+        self.cores: CoreShare | None = None
         if self.device == "cpu":
-            torch.set_num_threads(max(1, settings.threads))
+            # A lone request runs on every core; under load each worker keeps to its share.
+            self.cores = CoreShare(settings, "gpt-sovits engine")
+            self._threads = self.cores.base
+            torch.set_num_threads(self._threads)
             torch.set_flush_denormal(True)  # denormals make random/quiet signals crawl on CPU
+
+    @contextlib.contextmanager
+    def compute(self) -> Iterator[None]:
+        """One unit of model work (a serving step). On a CPU its torch threads follow how
+        many other engine processes are busy (stages/engines/busy_board.py)."""
+        if self.cores is None:
+            yield
+            return
+        with self.cores.call() as threads:
+            if threads != self._threads:
+                torch.set_num_threads(threads)
+                self._threads = threads
+            yield
 
     def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
         """The voice's models and prompt. Every failure is an EngineError naming the voice

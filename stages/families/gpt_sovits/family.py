@@ -4,6 +4,7 @@ Torch and the models load only in the worker (`create_engine`, `runner`): the fr
 reads voice.toml and runs the G2P, nothing more."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,8 @@ class GptSovitsFamily(Family):
     def runner(self, engine: Engine, settings: RunnerSettings) -> Runner:
         from voxpipe.stages.families.gpt_sovits.runner import GsvRunner
 
-        return GsvRunner(settings.max_batch if settings.max_batch > 0 else engine.max_batch)
+        return GsvRunner(settings.max_batch if settings.max_batch > 0 else engine.max_batch,
+                         compute=getattr(engine, "compute", contextlib.nullcontext))
 
     def write_random_voice(self, voices_dir: Path, name: str, seed: int = 0, **variant: Any) -> Path:
         from voxpipe.stages.families.gpt_sovits.random_voice import write_random_gsv_voice

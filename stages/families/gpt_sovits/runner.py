@@ -16,9 +16,11 @@ with the decoding steps of the texts still producing tokens.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable, ContextManager
 
 import numpy as np
 
@@ -65,8 +67,10 @@ class _Admitted:
 
 class GsvRunner(Runner):
     def __init__(self, max_sequences: int, plan: WindowPlan = WindowPlan(), mel_batch: int | None = None,
-                 window_batch: int | None = None) -> None:
+                 window_batch: int | None = None,
+                 compute: Callable[[], ContextManager[None]] = contextlib.nullcontext) -> None:
         self.decoder = ContinuousDecoder(max_sequences)
+        self.compute = compute  # wraps each step: the engine's threads for it (GptSovitsEngine.compute)
         self.plan = plan
         self.mel_batch = mel_batch or default_batch()  # v3/v4 texts per CFM call
         self.window_batch = window_batch or default_batch()  # v1-v2ProPlus windows per SoVITS call
@@ -125,6 +129,10 @@ class GsvRunner(Runner):
     def step(self, now: float = 0.0) -> StepResult:
         """One decoding step of every running sequence, then one CFM chunk of each v3/v4
         text whose tokens are complete; -> the audio pieces that became ready."""
+        with self.compute():
+            return self._step()
+
+    def _step(self) -> StepResult:
         result = StepResult()
         if self.admitted:
             self._join_admitted(result)

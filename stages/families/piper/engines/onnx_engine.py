@@ -29,19 +29,12 @@ import numpy as np
 from voxpipe.stages.families.piper.engines import loudness, onnx_parts
 from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice
 from voxpipe.stages.families.piper.item import SynthesisItem
-from voxpipe.stages.engines.busy_board import BusyBoard, threads_for
+from voxpipe.stages.engines.busy_board import CoreShare
 from voxpipe.stages.families.piper.phonemize import PhonemizeError
 from voxpipe.stages.families.piper.spec import piper_settings
 from voxpipe.stages.voices import VoiceSpec
 
 _LOG = logging.getLogger(__name__)
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 @dataclass
@@ -83,35 +76,9 @@ class OnnxEngine(Engine):
 
         self._ort = onnxruntime
         options = settings.options
-        self.base_threads = max(1, int(settings.threads))
-        cores = usable_cores()
-        most = int(options.get("max_threads", 0) or cores)
-        self.cores = cores
-        self.max_threads = max(self.base_threads, most)
         self.loudness = bool(options.get("loudness", True))
         self.use_split = bool(options.get("split", True))
-        self._board: BusyBoard | None = None
-        if self.max_threads > self.base_threads and settings.device != "cuda":
-            try:
-                self._board = BusyBoard(Path(options["busy_dir"]) if options.get("busy_dir") else None)
-            except OSError as exc:
-                _LOG.warning("onnx engine: no busy board (%s); every call uses %d thread(s)", exc, self.base_threads)
-                self.max_threads = self.base_threads
-
-    # ------------------------------------------------------------------ threads
-
-    def _thread_counts(self) -> list[int]:
-        return sorted({self.base_threads, self.max_threads})
-
-    def _threads_now(self) -> int:
-        if self._board is None:
-            return self.base_threads
-        return threads_for(self._board.others_busy(), self.base_threads, self.max_threads, self.cores)
-
-    def _busy(self):
-        import contextlib
-
-        return self._board.busy() if self._board is not None else contextlib.nullcontext()
+        self.cores = CoreShare(settings, "onnx engine")
 
     # ------------------------------------------------------------------ loading
 
@@ -134,7 +101,7 @@ class OnnxEngine(Engine):
             raise EngineError(f"voice {spec.name!r}: cannot load {path.name}: {exc}") from exc
 
     def _graph(self, spec: VoiceSpec, path: Path, needed: set[str]) -> Graph:
-        sessions = {n: self._session(spec, path, n) for n in self._thread_counts()}
+        sessions = {n: self._session(spec, path, n) for n in self.cores.counts()}
         inputs = frozenset(i.name for i in next(iter(sessions.values())).get_inputs())
         if not needed <= inputs:
             raise EngineError(f"voice {spec.name!r}: {path.name} is not a Piper VITS model "
@@ -162,7 +129,7 @@ class OnnxEngine(Engine):
         if self.settings.precision == "int8":
             return self._load_int8(spec)
         model = (self._parts(spec) if self.use_split else None) or self._whole(spec, spec.model_path)
-        nbytes = (model.extra_bytes or spec.model_path.stat().st_size) * len(self._thread_counts())
+        nbytes = (model.extra_bytes or spec.model_path.stat().st_size) * len(self.cores.counts())
         voice = LoadedVoice(spec=spec, model=model, nbytes=nbytes)
         self._probe(voice)
         self._set_gain(voice)
@@ -190,7 +157,7 @@ class OnnxEngine(Engine):
             except (quantize.QuantizeError, PhonemizeError, OSError) as exc:
                 raise EngineError(f"voice {spec.name!r}: no int8 model: {exc}") from exc
         voice = LoadedVoice(spec=spec, model=self._whole(spec, target),
-                            nbytes=target.stat().st_size * len(self._thread_counts()))
+                            nbytes=target.stat().st_size * len(self.cores.counts()))
         self._probe(voice)
         if float_voice is not None:
             try:
@@ -274,15 +241,14 @@ class OnnxEngine(Engine):
         if not model.split:
             yield self.synthesize_timed(voice, [item])[0]
             return
-        with self._busy():
-            threads = self._threads_now()
+        with self.cores.call() as threads:
             z, frames, durations = self._acoustic(voice, item, threads)
         total = int(frames[0])
         start, window = 0, window_frames
         while start < total:
             end = min(total, start + window)
-            with self._busy():
-                piece = self._vocode_window(voice, z, total, start, end, item, self._threads_now())
+            with self.cores.call() as threads:
+                piece = self._vocode_window(voice, z, total, start, end, item, threads)
             yield (loudness.apply_gain(piece, model.gain) if model.gain != 1.0 else piece,
                    durations if start == 0 else None)
             start, window = end, window * 2
@@ -318,8 +284,7 @@ class OnnxEngine(Engine):
         (None from the one-piece graph)."""
         model = self._model(voice)
         durations = None
-        with self._busy():
-            threads = self._threads_now()
+        with self.cores.call() as threads:
             if not model.split:
                 audio = self._run(voice, model.whole, threads, self._feeds(item))[0]  # type: ignore[arg-type]
             else:
