@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -77,26 +78,13 @@ def _config_sample(args: argparse.Namespace) -> int:
 
 
 def _lazy(module: str) -> tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]:
+    """A command whose module is imported only when it is the one run."""
     def configure(parser: argparse.ArgumentParser) -> None:
-        _import(module).configure_parser(parser)
+        importlib.import_module(module).configure_parser(parser)
 
     def run(args: argparse.Namespace) -> int:
-        return _import(module).run(args)
+        return importlib.import_module(module).run(args)
     return configure, run
-
-
-def _import(module: str):
-    """A command's module. The benchmarks live in a source checkout's tools/ (not in the
-    wheel): found from the checkout's root, whichever way `voxpipe` was started."""
-    if module.startswith("tools."):
-        checkout = Path.cwd()
-        if not (checkout / "tools" / "__init__.py").is_file():
-            print(f"voxpipe: {module.split('.')[1]} is a development tool: run it from the root of a source "
-                  f"checkout (tools/ is not installed)", file=sys.stderr)
-            raise SystemExit(2)
-        if str(checkout) not in sys.path:
-            sys.path.insert(0, str(checkout))
-    return __import__(module, fromlist=["run"])
 
 
 def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
@@ -113,7 +101,8 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
         "split": ("show the chunks the frontend would make", *_lazy("voxpipe.daemon.commands.split")),
         "voice": ("voice helpers: write a random-weight test voice", *_lazy("voxpipe.daemon.commands.voice")),
         "keys": ("CURVE keys for tcp:// endpoints", *_lazy("voxpipe.daemon.commands.keys")),
-        "bench": ("benchmark the daemon against piper in one run", *_lazy("tools.bench.run")),
+        "bench": ("benchmark the daemon against piper in one run; bench gsv|soak|overload|firstbyte: the others",
+                  *_lazy("voxpipe.bench.run")),
         "cluster": ("a fleet of daemons on Ray Serve: a local fleet, its benchmark", *_lazy("voxpipe.daemon.cluster.cli")),
     }
     for name, (help_text, configure, run) in commands.items():

@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from voxpipe.bench.texts import DEFAULT_TEXTS_DIR
 from voxpipe.ipc.client import Client
 from voxpipe.ipc.errors import VoxpipeError
 from voxpipe.ipc.shm import SHM_DIR, PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT.parent / "shared" / "bench"
+BENCH = DEFAULT_TEXTS_DIR  # the benchmark texts, shipped in the package (voxpipe/bench/data/)
 
 
 def write_config(path: Path, endpoint: str, **sections: dict) -> Path:

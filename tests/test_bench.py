@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from voxpipe.bench import report
+from voxpipe.bench.daemon import CpuSnapshot, window
+from voxpipe.bench.results import PIPER, VOXPIPE, BenchResults, Micro, Overhead, Sample, ThroughputRun
+from voxpipe.bench.run import _baseline_configs
+from voxpipe.bench.stats import Summary, pearson, percentile, ratio
+from voxpipe.bench.texts import (DEFAULT_TEXTS_DIR, LONGFORM, TextsError, load_classes, load_longform, mixed_load,
+                                 per_class)
 from voxpipe.daemon.cli import build_parser
-from tools.bench import report
-from tools.bench.daemon import CpuSnapshot, window
-from tools.bench.results import PIPER, VOXPIPE, BenchResults, Micro, Overhead, Sample, ThroughputRun
-from tools.bench.run import _baseline_configs
-from tools.bench.stats import Summary, pearson, percentile, ratio
-from tools.bench.texts import LONGFORM, TextsError, load_classes, load_longform, mixed_load, per_class
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -76,6 +80,48 @@ def test_texts_malformed_and_missing(tmp_path) -> None:
         load_classes(_texts_dir(tmp_path, ["no tab here"]))
     with pytest.raises(TextsError, match="cannot read"):
         load_classes(tmp_path / "nowhere")
+
+
+def test_default_texts_ship_with_the_package() -> None:
+    """The default texts are package data (voxpipe/bench/data/), found from the module."""
+    assert DEFAULT_TEXTS_DIR == Path(report.__file__).resolve().parent / "data"
+    classes = load_classes(DEFAULT_TEXTS_DIR)
+    assert {t.cls for t in classes} == {"short", "medium", "long", "xlong"}
+    assert load_longform(DEFAULT_TEXTS_DIR).chars > 1000
+    assert (DEFAULT_TEXTS_DIR / "texts_zh.tsv").read_text(encoding="utf-8").strip()
+    # The defaults of the command line too.
+    assert build_parser("bench").parse_args(["bench"]).texts_dir == DEFAULT_TEXTS_DIR
+
+
+# ---- matplotlib, the bench extra -----------------------------------------------------------------
+WITHOUT_MATPLOTLIB = """import sys
+sys.modules["matplotlib"] = None  # as if it were not installed
+import voxpipe.bench.cluster, voxpipe.bench.gsv_serve, voxpipe.bench.report, voxpipe.bench.run  # no plots needed
+try:
+    import voxpipe.bench.plots
+except ImportError as exc:
+    print(exc)
+else:
+    sys.exit("voxpipe.bench.plots imported without matplotlib")
+"""
+
+
+def test_plots_without_matplotlib_say_what_to_install() -> None:
+    run = subprocess.run([sys.executable, "-c", WITHOUT_MATPLOTLIB], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "pip install 'voxpipe[bench]'" in run.stdout
+
+
+def test_a_run_without_matplotlib_writes_no_plots(tmp_path, monkeypatch, capsys) -> None:
+    """`voxpipe bench` says so up front and writes the rest (the run itself is stubbed)."""
+    from voxpipe.bench import run as bench_run
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.delitem(sys.modules, "voxpipe.bench.plots", raising=False)
+    monkeypatch.setattr(bench_run, "bench", lambda args: (_results(), tmp_path / "out"))
+    assert _bench(["--out", str(tmp_path / "out")]) == 0
+    assert "pip install 'voxpipe[bench]'" in capsys.readouterr().err
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"results.json", "report.md"}
 
 
 # ---- CPU accounting ------------------------------------------------------------------------------

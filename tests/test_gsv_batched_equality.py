@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 
 from tests.test_gsv_continuous import GREEDY, _run, load_random_voice  # noqa: E402
 from tests.test_gsv_static_decoder import _lone_logits, _static_logits  # noqa: E402
-from tools.gsv_serve_bench import make_requests  # noqa: E402
+from voxpipe.bench.gsv_serve import make_requests  # noqa: E402
 from voxpipe.stages.families.gpt_sovits.decoder.continuous import ContinuousDecoder, sequence_for  # noqa: E402
 from voxpipe.stages.families.gpt_sovits.decoder.static_decoder import StaticDecoder  # noqa: E402
 
@@ -63,7 +63,7 @@ def test_stream_runner_joins_chunks_admitted_together_after_one_bert_pass(model)
     lone decode would (greedy), and the runner serves them to their last piece."""
     from types import SimpleNamespace
 
-    from tools.gsv_serve_bench import _item
+    from voxpipe.bench.gsv_serve import _item
     from voxpipe.stages.families.gpt_sovits.item import item_chunk
     from voxpipe.stages.families.gpt_sovits.runner import GsvRunner
 

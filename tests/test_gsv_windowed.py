@@ -157,7 +157,7 @@ def test_the_runner_renders_due_windows_together_as_one_at_a_time(voice):
     import dataclasses
     from types import SimpleNamespace
 
-    from tools.gsv_serve_bench import _item, make_requests
+    from voxpipe.bench.gsv_serve import _item, make_requests
     from voxpipe.stages.families.gpt_sovits.models import windowed
     from voxpipe.stages.families.gpt_sovits.item import item_chunk
     from voxpipe.stages.families.gpt_sovits.runner import GsvRunner

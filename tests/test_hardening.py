@@ -23,7 +23,7 @@ from voxpipe.ipc.errors import VoxpipeError
 from voxpipe.ipc.messages import SynthesisOptions, SynthesisRequest
 from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice
 from tests.daemon_proc import ROOT, Daemon, longform, settled_status
-from tools.soak import soak
+from voxpipe.bench.soak import soak
 
 
 def rss(pid: int) -> int:

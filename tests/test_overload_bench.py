@@ -2,9 +2,9 @@
 answers are counted and timed. (No speed is asserted.)"""
 from __future__ import annotations
 
-from voxpipe.ipc.client import run_async
 from tests.daemon_proc import Daemon
-from tools.bench.overload import overload
+from voxpipe.bench.overload import overload
+from voxpipe.ipc.client import run_async
 
 
 def test_tiny_overload_run_accounts_for_every_request(tmp_path):

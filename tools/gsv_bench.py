@@ -1,9 +1,9 @@
 """GPT-SoVITS speed, ours beside the reference implementation, in one run.
 
-    python -m tools.gsv_bench [--reference .cache/gsv-reference] [--seconds 4] [--threads 1] [--repeat 3]
+    python tools/gsv_bench.py [--reference .cache/gsv-reference] [--seconds 4] [--threads 1] [--repeat 3]
 
 Writes a small random-weight v2 voice, then for ours and for the reference package
-(gpt-sovits-cpufast 0.1.0, driven by tests/gsv_reference_runner.py in its own process)
+(gpt-sovits-cpufast 0.1.0, driven by voxpipe.bench.gsv_reference_runner in its own process)
 times the semantic decoder (tokens/s; greedy decoding runs to early_stop_num tokens on a
 random model) and the whole synthesis (real-time factor: compute seconds per second of
 audio). Median of --repeat runs each, same thread count on both sides.
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         ours_t2s.append(t2s_s)
         ours_total.append(time.perf_counter() - started)
         (work / "cases.json").write_text(json.dumps([{**case, "output": str(work / "ref.npz")}]), encoding="utf-8")
-        run = subprocess.run([sys.executable, str(ROOT / "tests" / "gsv_reference_runner.py"), args.reference,
+        run = subprocess.run([sys.executable, "-m", "voxpipe.bench.gsv_reference_runner", args.reference,
                               str(work / "cases.json")], capture_output=True, text=True, cwd=work)
         if run.returncode != 0:
             print(f"reference failed (is it installed at {args.reference}?):\n{run.stderr[-2000:]}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """A worker's memory with 1, 2, ... N full-size GPT-SoVITS voices loaded.
 
-    python -m tools.gsv_memory [--voices 4] [--version v2ProPlus] [--size full] [--out gsv-memory]
+    python tools/gsv_memory.py [--voices 4] [--version v2ProPlus] [--size full] [--out gsv-memory]
 
 Writes N random-weight voices (`voxpipe voice random ... --size full`, one pretrained
 folder for all), starts a real daemon with one worker and nothing preloaded, then asks
@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools.bench.daemon import BenchDaemon, DaemonSettings
-from tools.soak import rss_anon
+from voxpipe.bench.daemon import BenchDaemon, DaemonSettings
+from voxpipe.bench.soak import rss_anon
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = "你好，今天天气真不错。"

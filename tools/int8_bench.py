@@ -1,6 +1,6 @@
 """INT8 vs float32 on the bench texts: audio error (SNR) and speed, per text and per class.
 
-    python -m tools.int8_bench [--voice joe] [--methods static,dynamic] [--threads 1] [--repeats 3]
+    python tools/int8_bench.py [--voice joe] [--methods static,dynamic] [--threads 1] [--repeats 3]
 
 Noise is off (noise_scale = noise_w = 0), so both models are deterministic and the int8
 audio's difference from the float32 audio is the quantization error alone. Every text is
@@ -25,7 +25,7 @@ from voxpipe.stages.engines.base import Engine, EngineSettings, LoadedVoice
 from voxpipe.stages.families.piper.item import SynthesisItem
 from voxpipe.stages.families.piper.phonemize import Phonemizer
 from voxpipe.stages.voices import VoiceCatalog
-from tools.bench.texts import DEFAULT_TEXTS_DIR, LONGFORM, BenchText, load_classes, load_longform
+from voxpipe.bench.texts import DEFAULT_TEXTS_DIR, LONGFORM, BenchText, load_classes, load_longform
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                           args.cache_dir)
     out = args.out or ROOT / "results" / time.strftime("int8-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    command = "python -m tools.int8_bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python tools/int8_bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     table = markdown(rows, sizes, command.strip(), args.threads)
     (out / "int8.md").write_text(table, encoding="utf-8")
     plot(rows, out / "int8.png")

@@ -1,21 +1,15 @@
 """`voxpipe cluster`: a fleet of daemons on Ray Serve (docs/cluster.md).
 
     voxpipe cluster local --nodes 3 --replicas 3 --voices-dir DIR --port 8000   # a local fleet, until Ctrl-C
-    voxpipe cluster bench --replicas 3 --voices 30 --requests 600 ...          # the fleet benchmark (a checkout's tools/)
+    voxpipe cluster bench --replicas 3 --voices 30 --requests 600 ...          # the fleet benchmark (voxpipe.bench.cluster)
 
 On a real cluster, deploy the application with Serve itself (`serve run` or `serve
 deploy` with deploy/serve-config.yaml, or KubeRay's RayService in deploy/)."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
-from pathlib import Path
-from types import ModuleType
-
-
-_NO_BENCH = "voxpipe cluster bench: the benchmark is in a source checkout's tools/; run it from the checkout's root"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -27,23 +21,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     local.add_argument("--voices-dir", default="", help="extra voices, the same for every replica")
     local.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1")
     bench = sub.add_parser("bench", help="benchmark a local fleet: routing, a kill, throughput")
-    if "bench" in sys.argv:
-        module = _bench_module()
-        if module is None:
-            sys.exit(_NO_BENCH)
-        module.configure_parser(bench)
+    from voxpipe.bench import cluster as cluster_bench  # the standard library and numpy: cheap to import
 
-
-def _bench_module() -> ModuleType | None:
-    """tools.cluster_bench: development code, in a source checkout only (run from its root)."""
-    try:
-        return importlib.import_module("tools.cluster_bench")
-    except ImportError:
-        pass
-    if (Path.cwd() / "tools" / "cluster_bench.py").is_file():
-        sys.path.insert(0, str(Path.cwd()))
-        return importlib.import_module("tools.cluster_bench")
-    return None
+    cluster_bench.configure_parser(bench)
 
 
 def _local(args: argparse.Namespace) -> int:
@@ -78,7 +58,6 @@ def _local(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.cluster_command == "local":
         return _local(args)
-    module = _bench_module()
-    if module is None:
-        sys.exit(_NO_BENCH)
-    return int(module.run(args))
+    from voxpipe.bench import cluster as cluster_bench
+
+    return int(cluster_bench.run(args))

@@ -1,7 +1,7 @@
 """Overload benchmark: at a multiple of what the daemon's queues hold, how fast do the
 `busy` answers come back, and do the accepted requests still finish?
 
-    python -m tools.bench.overload [--capacity 32] [--factor 3] [--engine onnx]
+    voxpipe bench overload [--capacity 32] [--factor 3] [--engine onnx] [--workers 2]
 
 Starts its own daemon with `limits.max_active_requests = capacity`, sends
 capacity x factor requests at once over one client socket, and prints busy-answer
@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from voxpipe.bench.daemon import BenchDaemon, DaemonSettings
+from voxpipe.bench.stats import percentile
 from voxpipe.ipc.client import AsyncClient, run_async
 from voxpipe.ipc.errors import VoxpipeError
-from tools.bench.daemon import BenchDaemon, DaemonSettings
-from tools.bench.stats import percentile
 
 TEXT = "The quick brown fox jumps over the lazy dog."
 
@@ -67,13 +67,14 @@ async def overload(endpoint: str, capacity: int, factor: int, text: str = TEXT) 
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--capacity", type=int, default=32, help="limits.max_active_requests of the daemon")
-    parser.add_argument("--factor", type=int, default=3)
-    parser.add_argument("--engine", default="onnx")
+    parser.add_argument("--factor", type=int, default=3, help="requests sent at once: capacity x factor")
+    parser.add_argument("--engine", default="onnx", choices=["onnx", "torch", "tensorrt", "null"])
     parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="voxpipe-overload-") as tmp:
         daemon = BenchDaemon(Path(tmp), DaemonSettings(engine=args.engine, workers=args.workers))
         with daemon.config_path.open("a") as config:
@@ -89,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nbusy p99 {percentile(result.busy_s, 99) * 1000:.1f} ms (goal <= 50 ms); "
           f"accepted and finished {len(result.finished_s)}; unanswered {lost}")
     return 1 if lost else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voxpipe bench overload", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ import asyncio
 import time
 from typing import Iterator
 
+from voxpipe.bench.results import VOXPIPE, Sample, ThroughputRun
+from voxpipe.bench.texts import BenchText
 from voxpipe.ipc.client import AsyncClient, Client, run_async
-from tools.bench.results import VOXPIPE, Sample, ThroughputRun
-from tools.bench.texts import BenchText
 
 
 def measure(client: Client, text: BenchText, voice: str = "joe") -> Sample:

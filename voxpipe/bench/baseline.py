@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from tools.bench.results import PIPER, Sample, ThroughputRun
-from tools.bench.texts import BenchText
+from voxpipe.bench.results import PIPER, Sample, ThroughputRun
+from voxpipe.bench.texts import BenchText
 
 
 class BaselineError(Exception):

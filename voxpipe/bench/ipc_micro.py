@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import zmq
 
+from voxpipe.bench.daemon import BenchDaemon
 from voxpipe.ipc import codec
 from voxpipe.ipc.shm import PoolSpec, ShmPool, pool_path
-from tools.bench.daemon import BenchDaemon
 
 TINY_TEXT = "Hi."
 AUDIO_SECONDS = 10.0

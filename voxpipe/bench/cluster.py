@@ -306,12 +306,9 @@ def render_table(s: dict[str, Any]) -> str:
 
 def plot(s: dict[str, Any], path: Path) -> None:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("note: matplotlib is not installed (pip install 'voxpipe[bench]'): no plot", file=sys.stderr)
+        from voxpipe.bench.plots import plt
+    except ImportError as exc:
+        print(f"note: {exc}; no plot", file=sys.stderr)
         return
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     names = ["by voice", "random"]

@@ -1,12 +1,15 @@
-"""The benchmark texts: classes from texts_en.tsv plus one long-form text."""
+"""The benchmark texts: classes from texts_en.tsv plus one long-form text.
+
+The default texts ship inside the package (voxpipe/bench/data/: texts_en.tsv,
+longform_en.txt, and texts_zh.tsv for Chinese text tests); `--texts-dir` points the
+benchmark at another folder with the same files."""
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_TEXTS_DIR = ROOT.parent / "shared" / "bench"
+DEFAULT_TEXTS_DIR = Path(__file__).resolve().parent / "data"
 LONGFORM = "longform"
 
 

@@ -1,20 +1,30 @@
-"""The benchmark's PNG plots (matplotlib, Agg backend: no display needed)."""
+"""The benchmarks' PNG plots (matplotlib, Agg backend: no display needed).
+
+This module needs matplotlib, which comes with the `bench` extra; without it, importing
+the module fails with an ImportError that says what to install. The benchmarks import it
+only to draw (`voxpipe bench --no-plots` runs without it)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from tools.bench.results import PIPER, VOXPIPE, BenchResults, throughput_levels
+from voxpipe.bench.results import PIPER, PLOTS, VOXPIPE, BenchResults, throughput_levels
 
-PLOTS = ("latency_vs_length.png", "first_audio_vs_length.png", "throughput_vs_concurrency.png")
+MISSING = "the benchmark plots need matplotlib: pip install 'voxpipe[bench]'"
+
+try:
+    import matplotlib
+except ImportError as exc:
+    raise ImportError(MISSING) from exc
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, NullFormatter  # noqa: E402
+
+__all__ = ["MISSING", "PLOTS", "plot", "plt"]
 
 
 def plot(results: BenchResults, out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter, NullFormatter
-
+    """`voxpipe bench`'s plots into out_dir. -> the files written."""
     colors = {VOXPIPE: "tab:blue", PIPER: "tab:orange"}
     written = []
     for name, attr, title in (("latency_vs_length.png", "latency_s", "Latency vs text length"),

@@ -2,9 +2,11 @@
 
 Every request must end in audio or a typed error (none lost), and memory and shared
 memory must come back to where they started. The test suite runs a short version;
-operators run a long one against a test daemon:
+operators run a long one against a test daemon (it kills that daemon's workers):
 
-    python -m tools.soak --endpoint ipc:///tmp/vp/vp.sock --duration 3600 --kill-every 60
+    voxpipe bench soak --endpoint ipc:///tmp/vp/vp.sock --duration 3600 --kill-every 60
+
+It prints a JSON report and exits 1 if a request was lost.
 """
 from __future__ import annotations
 
@@ -126,17 +128,26 @@ async def soak(endpoint: str, duration: float, concurrency: int, kill_every: flo
     return report
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--endpoint")
-    parser.add_argument("--duration", type=float, default=600.0)
-    parser.add_argument("--concurrency", type=int, default=8)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", help="the daemon's endpoint (default: the default socket)")
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")
+    parser.add_argument("--concurrency", type=int, default=8, help="clients sending at once (default 8)")
     parser.add_argument("--kill-every", type=float, default=30.0, help="seconds between worker kills (0: none)")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     from voxpipe.ipc.sockets import default_endpoint
+
     report = run_async(soak(args.endpoint or default_endpoint(), args.duration, args.concurrency, args.kill_every))
     print(json.dumps(asdict(report), indent=2))
     return 1 if report.lost else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voxpipe bench soak", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

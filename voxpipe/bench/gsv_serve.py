@@ -3,14 +3,23 @@ serves), voxpipe one request at a time, and voxpipe's continuous batching + wind
 audio, in one run, on one random-weight v2 voice and the same requests.
 
     voxpipe bench gsv [--size tiny|full] [--concurrency 1 4 16] [--threads 2] [--repeat 1]
-                      [--reference .cache/gsv-reference] [--out gsv-serve] [--json FILE]
-    (or python -m tools.gsv_serve_bench with the same options)
+                      [--reference DIR] [--out gsv-serve] [--json FILE]
+
+It needs the gpt-sovits extra (torch, transformers, ...), matplotlib for its plot (the
+bench extra), and the reference package installed in a folder of its own (its top-level
+modules `tools`, `text`, `module`, `AR` would shadow others inside an environment):
+
+    pip install --no-deps --target .cache/gsv-reference gpt-sovits-cpufast==0.1.0 \
+        torchmetrics lightning-utilities einops
+
+(`bash tools/dev.sh setup` does this in a source checkout.) --reference defaults to
+$VOXPIPE_GSV_REFERENCE, else .cache/gsv-reference in the current directory.
 
 For each concurrency N, N requests of different lengths (same sampling settings, seed i
 for request i) arrive together at time 0, and each mode serves them:
 
 - "reference": the gpt-sovits-cpufast 0.1.0 package in a long-lived process of its own
-  (tests/gsv_reference_runner.py --serve; it loads the voice once), one request after
+  (voxpipe.bench.gsv_reference_runner --serve; it loads the voice once), one request after
   another like api_v2's single worker: a request's audio comes whole, so its first audio
   is when it is done. Time 0 is read inside that process when the batch reaches it.
 - "sequential": voxpipe's plain decoder and renderer, one request after another.
@@ -42,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -53,9 +63,9 @@ from typing import IO
 
 import numpy as np
 
-from tools.bench.stats import pearson, percentile, ratio
+from voxpipe.bench.stats import pearson, percentile, ratio
 
-ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REFERENCE = os.environ.get("VOXPIPE_GSV_REFERENCE", str(Path(".cache") / "gsv-reference"))
 TEXTS = ["你好。", "今天天气真不错。", "我们出去走走吧，好吗？", "Hello there, how are you today?",
          "这是一个比较长的句子，用来测试第一段音频的时间。", "Speech synthesis should start quickly, even for long sentences."]
 PROMPT_TEXT = "你好，这是一段参考音频。"
@@ -200,7 +210,7 @@ class ReferenceServer:
         self.log_path = work / "reference.log"
         self.log = self.log_path.open("w", encoding="utf-8")
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "gsv_reference_runner.py"), str(reference.resolve()),
+            [sys.executable, "-m", "voxpipe.bench.gsv_reference_runner", str(reference.resolve()),
              str(work / "reference-voice.json"), "--serve"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=work)
 
@@ -275,10 +285,7 @@ def ratio_lines(rows: list[Row]) -> list[str]:
 
 
 def plot(rows: list[Row], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from voxpipe.bench.plots import plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for mode in MODES:
@@ -351,8 +358,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu",
                         help="voxpipe's side: cpu or cuda (the reference package runs on the CPU either way)")
-    parser.add_argument("--reference", default=str(ROOT / ".cache" / "gsv-reference"),
-                        help="where gpt-sovits-cpufast 0.1.0 is installed (pip install --target)")
+    parser.add_argument("--reference", default=DEFAULT_REFERENCE,
+                        help="where gpt-sovits-cpufast 0.1.0 is installed (pip install --no-deps --target DIR; "
+                             "default: $VOXPIPE_GSV_REFERENCE, else .cache/gsv-reference here)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the median round is reported")
     parser.add_argument("--out", default="gsv-serve", help="OUT.md and OUT.png are written")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
@@ -360,8 +368,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not (Path(args.reference) / "GPT_SoVITS").is_dir():
-        print(f"reference GPT-SoVITS not installed at {args.reference} (bash tools/dev.sh setup installs it)",
-              file=sys.stderr)
+        print(f"voxpipe bench gsv: the reference GPT-SoVITS is not installed at {args.reference}: pip install "
+              f"--no-deps --target {args.reference} gpt-sovits-cpufast==0.1.0 torchmetrics lightning-utilities "
+              f"einops (in a source checkout: bash tools/dev.sh setup)", file=sys.stderr)
+        return 2
+    try:
+        from voxpipe.bench import plots  # noqa: F401  (before minutes of work, not after)
+    except ImportError as exc:
+        print(f"voxpipe bench gsv: {exc}", file=sys.stderr)
         return 2
 
     import torch
@@ -391,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="voxpipe bench gsv", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

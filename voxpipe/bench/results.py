@@ -7,6 +7,8 @@ from typing import Any
 
 VOXPIPE = "voxpipe"
 PIPER = "piper"
+# The PNGs `plots.plot` writes (named here: the report links them without importing matplotlib).
+PLOTS = ("latency_vs_length.png", "first_audio_vs_length.png", "throughput_vs_concurrency.png")
 
 
 @dataclass

@@ -1,7 +1,10 @@
 """Time to first audio over HTTP against the ZeroMQ client library, one text, one run each,
 one after the other, against a daemon serving both (`voxpipe serve --http HOST:PORT`):
 
-    python -m voxpipe.stages.http.firstbyte --http 127.0.0.1:8000 -f ../shared/bench/longform_en.txt
+    voxpipe bench firstbyte --http 127.0.0.1:8000 [-f TEXT_FILE] [--endpoint ADDR] [--voice joe]
+
+The text is the benchmark's long form (voxpipe/bench/data/longform_en.txt) unless -f names
+another file.
 
 HTTP asks POST /v1/audio/speech for wav (the voice's own rate, no resampling or encoding
 in the way); both sides read the whole answer and print first-byte and total seconds as
@@ -12,8 +15,11 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import sys
 import time
+from pathlib import Path
 
+from voxpipe.bench.texts import DEFAULT_TEXTS_DIR
 from voxpipe.config import parse_bind
 from voxpipe.ipc.client import Client
 
@@ -46,23 +52,32 @@ def over_http(host: str, port: int, text: str, voice: str) -> tuple[float, float
         connection.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http", required=True, metavar="HOST:PORT", help="the gateway's address")
     parser.add_argument("--endpoint", help="the daemon's ZeroMQ endpoint (default: the default socket)")
-    parser.add_argument("-f", "--file", required=True, help="text file to speak")
+    parser.add_argument("-f", "--file", type=Path, default=DEFAULT_TEXTS_DIR / "longform_en.txt",
+                        help="text file to speak (default: the benchmark's long form)")
     parser.add_argument("--voice", default="joe")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     bind = parse_bind(args.http)
     if bind is None:
-        parser.error(f"--http: expected HOST:PORT, got {args.http!r}")
-    text = open(args.file, encoding="utf-8").read()
+        print(f"voxpipe bench firstbyte: --http: expected HOST:PORT, got {args.http!r}", file=sys.stderr)
+        return 2
+    text = args.file.read_text(encoding="utf-8")
     over_zmq(args.endpoint, "Warm up.", args.voice)
     over_http(*bind, "Warm up.", args.voice)
     for name, (first, total, size) in [("zeromq", over_zmq(args.endpoint, text, args.voice)),
                                        ("http", over_http(*bind, text, args.voice))]:
         print(f"{name:7s} first audio {first:7.3f} s   total {total:7.3f} s   {size / 2**20:6.2f} MiB")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voxpipe bench firstbyte", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

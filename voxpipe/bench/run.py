@@ -9,6 +9,7 @@ null-engine daemon. Daemon CPU outside the engine is measured over the throughpu
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import platform
@@ -20,14 +21,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from voxpipe.ipc.errors import VoxpipeError
-from tools.bench import ipc_micro, report, voxpipe_side
-from tools.bench.baseline import BaselineError, PiperBaseline
-from tools.bench.daemon import (BenchDaemon, CpuWindow, DaemonError, DaemonSettings, ForeignLoad, idle_rate, snapshot,
-                                window)
-from tools.bench.results import PIPER, BenchResults, Micro, Overhead, Sample, ThroughputRun
-from tools.bench.texts import DEFAULT_TEXTS_DIR, BenchText, TextsError, load_classes, load_longform, mixed_load, per_class
+from voxpipe.bench import ipc_micro, report, voxpipe_side
+from voxpipe.bench.baseline import BaselineError, PiperBaseline
+from voxpipe.bench.daemon import (BenchDaemon, CpuWindow, DaemonError, DaemonSettings, ForeignLoad, idle_rate,
+                                  snapshot, window)
+from voxpipe.bench.results import PIPER, BenchResults, Micro, Overhead, Sample, ThroughputRun
+from voxpipe.bench.texts import (DEFAULT_TEXTS_DIR, BenchText, TextsError, load_classes, load_longform, mixed_load,
+                                 per_class)
 from voxpipe.daemon.commands.progress import Progress
+from voxpipe.ipc.errors import VoxpipeError
 
 
 class BenchError(Exception):
@@ -37,19 +39,36 @@ class BenchError(Exception):
 WARMUP_TEXTS = ("Warm up.", "The quick brown fox jumps over the lazy dog today.")
 
 
+# `voxpipe bench NAME`: the other benchmarks, each a module of this package with
+# add_arguments(parser) and run(args) (and `python -m voxpipe.bench.MODULE` runs it too).
+SUBCOMMANDS = {
+    "gsv": ("voxpipe.bench.gsv_serve", "GPT-SoVITS serving: the reference package, voxpipe one at a time and "
+                                       "voxpipe batched"),
+    "soak": ("voxpipe.bench.soak", "a mixed load with worker kills against a running daemon: nothing lost, "
+                                   "memory back where it started"),
+    "overload": ("voxpipe.bench.overload", "a daemon of its own sent a multiple of what it holds: how fast "
+                                           "`busy` answers come, and do the accepted requests finish"),
+    "firstbyte": ("voxpipe.bench.firstbyte", "time to first audio over HTTP against the ZeroMQ client, "
+                                             "against a daemon serving both"),
+}
+
+
+def subcommand(name: str):
+    """The module behind `voxpipe bench NAME`."""
+    return importlib.import_module(SUBCOMMANDS[name][0])
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     # Sub-benchmarks; without one, the daemon against piper.
-    sub = parser.add_subparsers(dest="bench_command", required=False, metavar="{gsv}")
-    gsv = sub.add_parser("gsv", help="GPT-SoVITS serving: the reference package, voxpipe one at a time and "
-                                     "voxpipe batched (tools/gsv_serve_bench.py)")
-    from tools import gsv_serve_bench
-
-    gsv_serve_bench.add_arguments(gsv)
+    sub = parser.add_subparsers(dest="bench_command", required=False, metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    for name, (_module, help_text) in SUBCOMMANDS.items():
+        subcommand(name).add_arguments(sub.add_parser(name, help=help_text, description=help_text))
     parser.add_argument("--quick", action="store_true",
                         help="one text per class, the long form's first paragraph, a lighter mixed load and "
                              "fewer piper configurations (under 2 minutes on 2 cores)")
     parser.add_argument("--texts-dir", type=Path, default=DEFAULT_TEXTS_DIR,
-                        help="folder with texts_en.tsv and longform_en.txt (default: ../shared/bench)")
+                        help="folder with texts_en.tsv and longform_en.txt (default: the ones installed with "
+                             "voxpipe, in voxpipe/bench/data/)")
     parser.add_argument("--out", type=Path, help="results folder (default: results/bench-<timestamp>/)")
     parser.add_argument("--reps", type=int, help="rounds over the class texts (default 3; quick 1)")
     parser.add_argument("--longform-reps", type=int, help="long-form requests per system (default 2; quick 1)")
@@ -298,23 +317,21 @@ def bench(args: argparse.Namespace) -> tuple[BenchResults, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "bench_command", None) == "gsv":
-        from tools import gsv_serve_bench
-
-        return gsv_serve_bench.run(args)
+    if getattr(args, "bench_command", None):
+        return int(subcommand(args.bench_command).run(args))
+    plots = not args.no_plots
+    if plots:
+        try:
+            import voxpipe.bench.plots  # noqa: F401
+        except ImportError as exc:
+            print(f"voxpipe bench: {exc}; this run writes no plots (--no-plots says so without this note)",
+                  file=sys.stderr)
+            plots = False
     try:
         results, out_dir = bench(args)
     except (TextsError, DaemonError, VoxpipeError, BaselineError, BenchError) as exc:
         print(f"voxpipe bench: {exc}", file=sys.stderr)
         return 1
-    plots = not args.no_plots
-    if plots:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print("voxpipe bench: matplotlib is not installed (pip install 'voxpipe[bench]'); no plots",
-                  file=sys.stderr)
-            plots = False
     written = report.write(results, out_dir, with_plots=plots)
     print("\n".join(report.ratio_lines(results)))
     print()

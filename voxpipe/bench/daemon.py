@@ -18,7 +18,6 @@ from typing import Any
 from voxpipe.ipc.client import Client
 from voxpipe.ipc.errors import VoxpipeError
 
-ROOT = Path(__file__).resolve().parents[2]
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -57,6 +56,7 @@ def session_cpu(session: int) -> dict[int, float]:
 
 class BenchDaemon:
     def __init__(self, workdir: Path, settings: DaemonSettings) -> None:
+        workdir = Path(workdir).absolute()  # the daemon runs in it: its paths must not be relative
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir, self.settings = workdir, settings
         self.endpoint = f"ipc://{workdir / 'bench.sock'}"
@@ -72,7 +72,7 @@ class BenchDaemon:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "voxpipe.daemon.cli", "serve", "--config", str(self.config_path)],
-                                         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                         cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:

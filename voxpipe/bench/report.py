@@ -6,10 +6,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools.bench.results import PIPER, VOXPIPE, BenchResults, Sample, throughput_levels
-from tools.bench.stats import Summary, pearson, ratio
-from tools.bench.plots import PLOTS
-from tools.bench.texts import LONGFORM
+from voxpipe.bench.results import PIPER, PLOTS, VOXPIPE, BenchResults, Sample, throughput_levels
+from voxpipe.bench.stats import Summary, pearson, ratio
+from voxpipe.bench.texts import LONGFORM
 
 FLAT_CORRELATION = 0.3  # |r| at most this counts as "flat in text length"
 
@@ -279,12 +278,12 @@ def _micro_section(results: BenchResults) -> list[str]:
 
 
 def write(results: BenchResults, out_dir: Path, with_plots: bool = True) -> list[Path]:
-    """results.json, report.md and (if matplotlib is installed) the plots."""
+    """results.json, report.md and, with_plots, the plots (which need matplotlib)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(results.to_json(), indent=1, default=str) + "\n")
     written = [out_dir / "results.json"]
     if with_plots:
-        from tools.bench.plots import plot
+        from voxpipe.bench.plots import plot
 
         written += plot(results, out_dir)
     (out_dir / "report.md").write_text(markdown(results, plots=with_plots))
