@@ -14,7 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tools.make_gsv_golden import CASES, case_inputs, write_case_files  # noqa: E402
+from tests.dev_scripts import from_script  # noqa: E402
+CASES, case_inputs, write_case_files = from_script("make_gsv_golden", "CASES", "case_inputs", "write_case_files")
 from voxpipe.stages.families.gpt_sovits.models import features  # noqa: E402
 from voxpipe.stages.families.gpt_sovits.models.voice_v3 import MelDecoder  # noqa: E402
 

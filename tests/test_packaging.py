@@ -117,6 +117,13 @@ def test_starting_the_daemon_loads_no_benchmark():
     assert run.stdout.strip() == "[]"
 
 
+def test_tools_is_not_a_package():
+    """tools/ holds developer scripts run by path (`python tools/X.py`); as a package its
+    name would clash with the `tools` module GPT-SoVITS installs."""
+    assert not (ROOT / "tools" / "__init__.py").exists()
+    assert sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tools").rglob("__init__.py")) == []
+
+
 # What a wheel is built from: the package's folders and the files pyproject.toml names.
 SOURCES = ("pyproject.toml", "README.md", *FOLDERS)
 

@@ -354,7 +354,8 @@ def test_first_chunk_over_a_tiny_budget_keeps_what_fits() -> None:
 
 
 def test_frontend_bench_runs(capsys) -> None:
-    from tools import frontend_bench
+    from tests.dev_scripts import load_script
+    frontend_bench = load_script("frontend_bench")
 
     assert frontend_bench.main(["--seconds", "0.01"]) == 0
     out = capsys.readouterr().out

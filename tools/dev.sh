@@ -54,7 +54,7 @@ case "${1:-}" in
     demo)
         shift
         setup
-        exec "$python" -m tools.demo "$@"
+        exec "$python" tools/demo.py "$@"
         ;;
     test)
         shift

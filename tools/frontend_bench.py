@@ -1,6 +1,6 @@
 """Text frontend speed on one core: normalization and splitting, in characters per second.
 
-    python -m tools.frontend_bench [--seconds S] [--budget N]
+    python tools/frontend_bench.py [--seconds S] [--budget N]
 
 Splitting is timed twice: with a free count (the splitter's own work) and with espeak-ng
 phoneme counts from a cold cache (what a request really pays): the bundled voice for English,

@@ -6,9 +6,9 @@
             daemon must still answer a ping
 
     pip install atheris
-    python -m tools.fuzz_frontend decode -atheris_runs=1000000
+    python tools/fuzz_frontend.py decode -atheris_runs=1000000
     voxpipe serve --endpoint ipc:///tmp/fuzz.sock &
-    python -m tools.fuzz_frontend daemon --endpoint ipc:///tmp/fuzz.sock -atheris_runs=1000000
+    python tools/fuzz_frontend.py daemon --endpoint ipc:///tmp/fuzz.sock -atheris_runs=1000000
 
 The test suite runs the same checks with hypothesis (tests/test_hardening.py,
 tests/test_codec.py) on every change.

@@ -48,7 +48,7 @@ done
 bench_rc="not run"
 if [ "${GPU_CHECK_NO_BENCH:-0}" != "1" ]; then
     echo "== GPT-SoVITS serving benchmark, full size, voxpipe on cuda"
-    if "$python" -m tools.gsv_serve_bench --size full --device cuda --concurrency 1 4 16 \
+    if "$python" -m voxpipe.daemon.cli bench gsv --size full --device cuda --concurrency 1 4 16 \
             --out "$out/gsv-serve" --json "$out/gsv-serve.json"; then
         bench_rc="ok"
     else

@@ -1,7 +1,7 @@
 """Semantic decoder speed of the continuous batch: the per-sequence path against the
 static-cache path (slots; CUDA graphs on CUDA), on a random-weight v2 voice.
 
-    python -m tools.gsv_decoder_bench [--batch 4 16] [--device cpu] [--threads 2] [--repeats 3]
+    python tools/gsv_decoder_bench.py [--batch 4 16] [--device cpu] [--threads 2] [--repeats 3]
                                       [--seconds 2.0] [--capacity 2524] [--dtype float16]
 
 For each batch size N, N requests (texts of different lengths, seed i for request i) join

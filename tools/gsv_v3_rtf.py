@@ -8,7 +8,7 @@ With `--batch 1 2 4` it also times one CFM chunk of several requests in one call
 (`MelDecoder.next_mels`) against the same chunks one call each, and prints the speed-up
 of the batched call: whether batching pays on this device.
 
-    python -m tools.gsv_v3_rtf [--seconds 2] [--threads 2] [--batch 1 2 4] [--out results/gsv_v3_rtf]
+    python tools/gsv_v3_rtf.py [--seconds 2] [--threads 2] [--batch 1 2 4] [--out results/gsv_v3_rtf]
 """
 from __future__ import annotations
 

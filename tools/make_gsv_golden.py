@@ -1,7 +1,7 @@
 """Golden arrays for the GPT-SoVITS v3/v4 exactness test (tests/test_gsv_v3_exact.py),
 made by upstream GPT-SoVITS's own code:
 
-    python -m tools.make_gsv_golden SNAPSHOT [--deps .cache/gsv-oracle] [--out tests/data/gsv_v3]
+    python tools/make_gsv_golden.py SNAPSHOT [--deps .cache/gsv-oracle] [--out tests/data/gsv_v3]
 
 SNAPSHOT is a checkout of RVC-Boss/GPT-SoVITS (the folder holding GPT_SoVITS/); its
 extra dependencies go to their own folder first:
