@@ -155,6 +155,65 @@ def settled_status(daemon: Daemon, timeout: float = 60.0) -> dict:
             time.sleep(0.05)
 
 
+def wait_idle(daemon: Daemon, timeout: float = 60.0) -> dict:
+    """The daemon's status once no request is active, no chunk is queued and the HTTP
+    stage (if any) holds no stream: every request a test made is answered or cancelled."""
+    deadline = time.monotonic() + timeout
+    with Client(daemon.endpoint) as client:
+        while True:
+            status = client.status()
+            streams = sum((p.get("stats") or {}).get("streams", 0) for p in status["processes"] if p["role"] == "http")
+            if status["active_requests"] == 0 and status["queues"]["queued"] == 0 and streams == 0:
+                return status
+            assert time.monotonic() < deadline, f"requests still running after {timeout} s: {status}"
+            time.sleep(0.05)
+
+
+def stage_pids(status: dict) -> dict[str, tuple[int, int]]:
+    """Each stage's (pid, restarts): what changes when a stage is replaced."""
+    return {p["name"]: (p["pid"], p.get("restarts", 0)) for p in status["processes"] if p["role"] != "supervisor"}
+
+
+def restored(daemon: Daemon, timeout: float = 60.0) -> dict:
+    """The daemon's status once it is whole again after a stage was killed, stopped or
+    restarted: the daemon says ready, every stage is alive and ready and has made
+    figures since this call began (a stopped or replaced process cannot), and no request
+    is left over. Waits on that state; a status query that finds no frontend (it is being
+    replaced) is retried."""
+    since = time.monotonic()
+    deadline = since + timeout
+    status: dict = {}
+    while True:
+        try:
+            with Client(daemon.endpoint, connect_timeout=2.0) as client:
+                status = client.status(timeout=2.0)
+        except VoxpipeError:
+            status = {}
+        stages = [p for p in status.get("processes", []) if p.get("role") != "supervisor"]
+        whole = status.get("ready") and stages and all(
+            p["alive"] and p["ready"] and (p.get("stats") or {}).get("stats_at", 0.0) >= since for p in stages)
+        if whole and status["active_requests"] == 0 and status["queues"]["queued"] == 0:
+            return status
+        assert daemon.proc is not None and daemon.proc.poll() is None, f"the daemon exited:\n{daemon.log()}"
+        assert time.monotonic() < deadline, f"the daemon did not recover in {timeout} s: {status}"
+        time.sleep(0.05)
+
+
+def rescan_voices(daemon: Daemon, until, timeout: float = 30.0) -> dict:
+    """Have every stage rescan the voices directory now, as `systemctl reload` does: SIGHUP
+    to the supervisor, which sends each stage a Rescan message. Returns the status once
+    `until(status)` holds (the frontend's catalog shows the change), instead of waiting
+    out the catalog's own once-a-second look at the directory."""
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    with Client(daemon.endpoint) as client:
+        while not until(status := client.status()):
+            assert time.monotonic() < deadline, f"the rescan did not show in {timeout} s: {status}"
+            time.sleep(0.05)
+    return status
+
+
 def our_segments() -> set[str]:
     return {p.name for p in SHM_DIR.glob(f"{PREFIX}*")}
 
