@@ -5,16 +5,20 @@ import msgpack
 import pytest
 import zmq
 
+from voxpipe.config import LimitsConfig
 from voxpipe.ipc import codec
 from voxpipe.ipc.errors import VoxpipeError
 from voxpipe.ipc.messages import Error, Hello, Pong, SynthesisOptions, SynthesisRequest, Welcome
 from tests.daemon_proc import Daemon
 
+pytestmark = pytest.mark.e2e
+
+MAX_TEXT_CHARS = LimitsConfig().max_text_chars  # the shared daemon runs the default limits
+
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    with Daemon(tmp_path_factory.mktemp("bad"), workers=1, limits={"max_text_chars": 2000}) as d:
-        yield d
+def daemon(shared_daemon):
+    return shared_daemon
 
 
 def still_serves(daemon: Daemon) -> None:
@@ -40,9 +44,9 @@ def test_bad_voices(daemon, voice, code):
 @pytest.mark.parametrize("text, code", [
     ("", "empty_text"),
     ("   \n\t ", "empty_text"),
-    ("x" * 2001, "too_long"),
+    ("x" * (MAX_TEXT_CHARS + 1), "too_long"),
     ("... !!! ???", "unspeakable"),
-])
+], ids=["empty", "whitespace", "over-the-limit", "punctuation"])
 def test_bad_texts(daemon, text, code):
     with daemon.client() as client:
         with pytest.raises(VoxpipeError) as err:

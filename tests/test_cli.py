@@ -36,13 +36,8 @@ def one_clear_line(result: subprocess.CompletedProcess) -> str:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    d = Daemon(tmp_path_factory.mktemp("cli"), workers=1)
-    d.start()
-    try:
-        yield d
-    finally:
-        d.stop()
+def daemon(shared_daemon):
+    return shared_daemon
 
 
 @pytest.fixture
@@ -103,6 +98,7 @@ def closed_pipe() -> int:
     return write_end
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("command", [["status"], ["status", "--json"]])
 def test_status_into_a_closed_pipe_exits_quietly(daemon, command):
     write_end = closed_pipe()
@@ -113,6 +109,7 @@ def test_status_into_a_closed_pipe_exits_quietly(daemon, command):
     assert result.returncode == SIGPIPE_EXIT and result.stderr == b""
 
 
+@pytest.mark.e2e
 def test_say_stream_into_head_exits_quietly_and_cancels(daemon, tmp_path):
     """`say --stream -o - | head -c 100`: the reader takes 100 bytes and leaves."""
     text = tmp_path / "long.txt"
@@ -138,6 +135,7 @@ def reference(daemon, tmp_path_factory) -> np.ndarray:
     return soundfile.read(str(path), dtype="int16")[0]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name, fmt, major", [
     ("x.flac", None, "FLAC"), ("x.ogg", None, "OGG"), ("noextension", None, "WAV"),
     ("x.bin", "flac", "FLAC"), ("x.wav", "flac", "FLAC"),
@@ -151,18 +149,21 @@ def test_format_by_extension_or_flag(daemon, reference, tmp_path, name, fmt, maj
     assert info.format == major and info.frames == pytest.approx(len(reference), abs=2048 if major == "OGG" else 0)
 
 
+@pytest.mark.e2e
 def test_pcm_file_holds_the_raw_samples(daemon, reference, tmp_path):
     path = tmp_path / "x.pcm"
     assert voxpipe("say", *QUIET, "--endpoint", daemon.endpoint, "-o", str(path), SENTENCE).returncode == 0
     assert same_audio(np.fromfile(path, "<i2"), reference)
 
 
+@pytest.mark.e2e
 def test_dev_null_is_accepted(daemon):
     result = voxpipe("say", "--endpoint", daemon.endpoint, "-o", os.devnull, SENTENCE)
     assert result.returncode == 0, result.stderr.decode()
     assert os.devnull in result.stderr.decode()  # the summary line
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("fmt", ["pcm", "wav"])
 def test_stdout_in_each_streamable_format(daemon, reference, fmt):
     result = voxpipe("say", *QUIET, "--endpoint", daemon.endpoint, "-o", "-", "--format", fmt, SENTENCE)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -15,10 +14,11 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
-from tests.daemon_proc import ROOT, Daemon  # noqa: E402
+from tests.daemon_proc import ROOT  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian: apt-get install -y chromium)")
+pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here (Debian: apt-get install -y chromium)"),
+              pytest.mark.e2e, pytest.mark.slow]  # a browser start and a played sentence: seconds each
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
@@ -26,16 +26,8 @@ TEXT = "Hello from the browser. This sentence is streamed and played while it is
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    daemon = Daemon(tmp_path_factory.mktemp("browser"), workers=1, http={"bind": f"127.0.0.1:{port}"})
-    daemon.start()
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        daemon.stop()
+def url(shared_daemon):
+    return shared_daemon.url + "/"
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from voxpipe.ipc.client import Client
-from tests.daemon_proc import Daemon, bench_texts, longform
+from tests.daemon_proc import bench_texts, longform
+
+pytestmark = pytest.mark.e2e
 
 NOISE_OFF = {"noise_scale": 0.0, "noise_w": 0.0}
 
@@ -19,9 +21,9 @@ def long_text() -> str:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    with Daemon(tmp_path_factory.mktemp("e2e"), workers=2) as d:
-        yield d
+def daemon(shared_daemon):
+    """The shared read-only daemon: the default config with two workers (and HTTP)."""
+    return shared_daemon
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +48,10 @@ def check_audio(samples: np.ndarray) -> None:
     assert np.abs(samples).max() > 1000  # not silence
 
 
-@pytest.mark.parametrize("cls, text", bench_texts() + [("longform", long_text())],
-                         ids=[f"{c}-{i}" for i, (c, _) in enumerate(bench_texts() + [("longform", "")])])
+@pytest.mark.reference
+@pytest.mark.parametrize("cls, text", [pytest.param(c, t, id=f"{c}-{i}") for i, (c, t) in enumerate(bench_texts())]
+                         + [pytest.param("longform", long_text(), id=f"longform-{len(bench_texts())}",
+                                         marks=pytest.mark.slow)])
 def test_bench_texts_come_back_at_the_right_rate_and_length(daemon, reference, cls, text):
     with daemon.client() as client:
         audio = client.synthesize(text, "joe", **NOISE_OFF)
@@ -57,6 +61,7 @@ def test_bench_texts_come_back_at_the_right_rate_and_length(daemon, reference, c
     assert abs(audio.duration - expected) <= 0.15 * expected, (audio.duration, expected)
 
 
+@pytest.mark.slow
 def test_long_form_streams_in_fragments_that_equal_the_whole(daemon):
     text = long_text()
     with daemon.client() as client:
@@ -74,6 +79,7 @@ def test_long_form_streams_in_fragments_that_equal_the_whole(daemon):
     assert fragments[0].received_at < fragments[-1].received_at
 
 
+@pytest.mark.slow
 def test_sixteen_concurrent_clients_each_get_their_own_audio(daemon):
     # Short and medium texts: the point is sixteen requests in flight at once, not their length.
     texts = [t for c, t in bench_texts() if c in ("short", "medium")]
@@ -103,6 +109,6 @@ def test_status_lists_every_process(daemon):
     with daemon.client() as client:
         status = client.status()
     roles = sorted(p["role"] for p in status["processes"])
-    assert roles == ["frontend", "merger", "supervisor", "worker", "worker"]
+    assert roles == ["frontend", "http", "merger", "supervisor", "worker", "worker"]
     assert all(isinstance(p["pid"], int) for p in status["processes"])
     assert "joe" in status["voices"] and status["ready"]

@@ -17,18 +17,18 @@ import soundfile
 
 from voxpipe.stages.families.words import text_words
 from voxpipe.stages.text.normalize import normalize
-from tests.daemon_proc import http_daemon
-
 ROOT = Path(__file__).resolve().parent.parent
 NOISE_OFF = {"noise_scale": 0.0, "noise_w": 0.0}
 TEXT = ("The lighthouse keeper climbed the stairs at dusk. Of the ships at sea that night, only two "
         "were late. It is forty-two minutes past nine, and the fog is rolling in.")
 
 
+pytestmark = pytest.mark.e2e
+
+
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    with http_daemon(tmp_path_factory.mktemp("words")) as d:
-        yield d
+def daemon(shared_daemon):
+    return shared_daemon
 
 
 def check_words(words: list, duration: float) -> None:
