@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from voxpipe.ipc import codec
 from voxpipe.ipc.client import Client, run_async
-from voxpipe.ipc.errors import VoxpipeError
-from voxpipe.ipc.messages import SynthesisOptions, SynthesisRequest
+from voxpipe.ipc.errors import ProtocolError, VoxpipeError
+from voxpipe.ipc.messages import Ping, Pong, SynthesisOptions, SynthesisRequest
 from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice
-from tests.daemon_proc import ROOT, Daemon, longform, settled_status
+from tests.daemon_proc import ROOT, Daemon, longform, rescan_voices, settled_status
 from voxpipe.bench.soak import soak
 
 
@@ -40,9 +40,8 @@ def process(daemon: Daemon, name: str) -> dict:
 # ---- malformed traffic -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    with Daemon(tmp_path_factory.mktemp("hard"), workers=1) as d:
-        yield d
+def daemon(shared_daemon):
+    return shared_daemon
 
 
 def valid_wire() -> st.SearchStrategy:
@@ -62,6 +61,23 @@ def fuzz_once(sock: zmq.Socket, frames: list[bytes]) -> None:
     sock.send_multipart(frames)
 
 
+def answered_after_the_fuzz(sock: zmq.Socket, nonce: int = 0xF0221) -> None:
+    """Ping on the fuzzing socket and read until its Pong: the frontend reads one peer's
+    frames in order, so by then it has handled every frame the fuzz sent."""
+    sock.send(codec.encode(Ping(nonce)))
+    sock.setsockopt(zmq.RCVTIMEO, 60_000)
+    while True:
+        frames = sock.recv_multipart()  # zmq.Again after a minute: the frontend stopped answering
+        try:
+            reply = codec.decode(frames[0])
+        except ProtocolError:
+            continue
+        if isinstance(reply, Pong) and reply.nonce == nonce:
+            return
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_fuzzed_frames_never_crash_and_memory_stays_bounded(daemon):
     frontend = process(daemon, "frontend")
     before = rss(frontend["pid"])
@@ -71,7 +87,7 @@ def test_fuzzed_frames_never_crash_and_memory_stays_bounded(daemon):
     sock.connect(daemon.endpoint)
     try:
         fuzz_once(sock)
-        time.sleep(1.0)
+        answered_after_the_fuzz(sock)
     finally:
         sock.close()
     with daemon.client() as client:
@@ -81,6 +97,7 @@ def test_fuzzed_frames_never_crash_and_memory_stays_bounded(daemon):
     assert rss(frontend["pid"]) - before < 64 * 2**20
 
 
+@pytest.mark.e2e
 def test_megabytes_of_text_are_refused_and_serving_continues(daemon):
     with daemon.client() as client:
         with pytest.raises(VoxpipeError) as err:
@@ -97,13 +114,28 @@ def test_megabytes_of_text_are_refused_and_serving_continues(daemon):
 
 # ---- bad voices ------------------------------------------------------------------------------
 
-@pytest.fixture
-def voices_daemon(tmp_path):
-    voices = tmp_path / "voices"
+@pytest.fixture(scope="module")
+def voices_daemon(tmp_path_factory):
+    """One daemon for the bad-voice tests: each adds voices of its own names to the
+    directory and leaves "good" and "joe" serving, as the next one expects."""
+    root = tmp_path_factory.mktemp("voices-daemon")
+    voices = root / "voices"
     write_random_piper_voice(voices, "good", seed=1)
-    daemon = Daemon(tmp_path / "d", workers=1, voices_dir=str(voices), preload=["joe"]).start()
+    daemon = Daemon(root / "d", workers=1, voices_dir=str(voices), preload=["joe"]).start()
     yield daemon, voices
     daemon.stop()
+
+
+def known(voice: str):
+    return lambda status: voice in status["voices"]
+
+
+def unavailable(voice: str):
+    return lambda status: voice in status["unavailable_voices"] and voice not in status["voices"]
+
+
+def gone(voice: str):
+    return lambda status: voice not in status["voices"] and voice not in status["unavailable_voices"]
 
 
 def expect_error(daemon: Daemon, voice: str, code: str, name_in_message: bool = True) -> None:
@@ -121,17 +153,21 @@ def still_serves(daemon: Daemon, *voices: str) -> None:
             assert client.synthesize("Hello there.", voice).duration > 0.1
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_corrupt_model_is_unavailable_and_others_still_served(voices_daemon):
     daemon, voices = voices_daemon
     write_random_piper_voice(voices, "broken", seed=2)
     (voices / "broken" / "broken.onnx").write_bytes(os.urandom(4096))
-    time.sleep(1.1)  # the catalog looks at the directory at most once a second
+    rescan_voices(daemon, known("broken"))  # its config is fine: listed, until a worker fails to load it
     expect_error(daemon, "broken", "voice_unavailable")
     expect_error(daemon, "broken", "voice_unavailable")  # marked: answered without a reload attempt
     still_serves(daemon, "good", "joe")
     assert "broken" in daemon.client().status()["unavailable_voices"]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_config_that_does_not_match_its_model(voices_daemon):
     daemon, voices = voices_daemon
     write_random_piper_voice(voices, "mismatch", seed=3)
@@ -139,22 +175,24 @@ def test_config_that_does_not_match_its_model(voices_daemon):
     config = json.loads(config_path.read_text())
     config["phoneme_id_map"]["a"] = [5000]  # an id the model's embedding does not have
     config_path.write_text(json.dumps(config))
-    time.sleep(1.1)  # the catalog looks at the directory at most once a second
+    rescan_voices(daemon, known("mismatch"))
     expect_error(daemon, "mismatch", "voice_unavailable")
     still_serves(daemon, "good")
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_missing_files_and_a_directory_that_changes_while_running(voices_daemon):
     daemon, voices = voices_daemon
     expect_error(daemon, "later", "unknown_voice")
     write_random_piper_voice(voices, "later", seed=4)  # added while running: no restart needed
-    time.sleep(1.1)
+    rescan_voices(daemon, known("later"))
     still_serves(daemon, "later")
     (voices / "later" / "later.onnx.json").unlink()  # its config disappears
-    time.sleep(1.1)
+    rescan_voices(daemon, unavailable("later"))
     expect_error(daemon, "later", "voice_unavailable")
     shutil.rmtree(voices / "later")
-    time.sleep(1.1)
+    rescan_voices(daemon, gone("later"))
     expect_error(daemon, "later", "unknown_voice")
     still_serves(daemon, "good", "joe")
 
@@ -171,6 +209,7 @@ with Client(sys.argv[1]) as client:
 """
 
 
+@pytest.mark.e2e
 def test_client_that_vanishes_mid_stream_is_cancelled_and_freed(daemon):
     proc = subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, daemon.endpoint, longform() * 2], cwd=ROOT,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -193,6 +232,8 @@ def test_client_that_vanishes_mid_stream_is_cancelled_and_freed(daemon):
     assert pool["free"] == pool["slots"]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_audio_larger_than_the_pool_gets_no_memory_and_serving_continues(tmp_path):
     config = {"shm": {"worker_pool_mib": 1, "slot_kib": 64}, "frontend": {"chunk_budget": 3000, "first_chunk": False}}
     sentence = ("The long sentence goes on and on, past one place and another, over hills and through "
@@ -213,6 +254,8 @@ def test_tcp_endpoint_is_refused_without_curve_keys(tmp_path):
     assert "CURVE" in result.stderr and "tcp://" in result.stderr
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_tcp_with_curve_keys_admits_only_known_clients(tmp_path):
     keys = tmp_path / "keys"
     subprocess.run([sys.executable, "-m", "voxpipe.daemon.cli", "keys", "generate", str(keys)], cwd=ROOT, check=True,
@@ -241,6 +284,8 @@ def test_tcp_with_curve_keys_admits_only_known_clients(tmp_path):
 
 # ---- soak -----------------------------------------------------------------------------------------------
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_short_soak_with_worker_kills_loses_nothing(tmp_path):
     with Daemon(tmp_path, workers=2) as daemon:
         report = run_async(soak(daemon.endpoint, duration=15.0, concurrency=3, kill_every=4.0))
