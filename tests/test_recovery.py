@@ -12,7 +12,9 @@ import pytest
 
 from voxpipe.ipc.client import AsyncClient, AudioFragment
 from voxpipe.ipc.errors import VoxpipeError
-from tests.daemon_proc import Daemon, longform, our_segments, same_audio
+from tests.daemon_proc import Daemon, longform, our_segments, restored, same_audio
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 NOISE_OFF = {"noise_scale": 0.0, "noise_w": 0.0}
 TEXTS = ["Hello there.", "Good morning to you.", "The quick brown fox jumps over the lazy dog.",
@@ -43,11 +45,28 @@ def wait_for(predicate, timeout: float, step: float = 0.05) -> float:
     raise AssertionError("condition not met in time")
 
 
+@pytest.fixture(scope="module")
+def module_daemon(tmp_path_factory):
+    # Most tests here kill or stop a stage: a roomy restart budget, so that the module's
+    # kills (more than the default 5 a minute) do not stop the daemon part-way through.
+    # The budget itself is tested with a daemon of its own (the last test).
+    with Daemon(tmp_path_factory.mktemp("recovery"), workers=2, supervisor={"restart_budget": 100}) as d:
+        yield d
+
+
 @pytest.fixture
-def daemon(tmp_path):
-    d = Daemon(tmp_path, workers=2).start()
-    yield d
-    d.stop()
+def daemon(module_daemon):
+    """The module's daemon, whole: before each test and after it, wait until every stage
+    a test killed or stopped has been replaced and is ready and beating, and no request
+    is left over, so each test starts from a daemon as good as a fresh one."""
+    restored(module_daemon)
+    module_daemon.log_from = len(module_daemon.log())  # where this test's part of the log begins
+    yield module_daemon
+    restored(module_daemon)
+
+
+def log_since_start(daemon: Daemon) -> str:
+    return daemon.log()[daemon.log_from:]
 
 
 def test_sigkill_worker_with_60_requests_in_flight(daemon):
@@ -67,7 +86,8 @@ def test_sigkill_worker_with_60_requests_in_flight(daemon):
     wait_for(lambda: worker_pids(daemon).get("w0") not in (None, victim), 30)
     with daemon.client() as client:
         assert client.synthesize("Back to normal.", "joe").duration > 0.3
-    assert "w0" in daemon.log() and "restarting" in daemon.log()
+    log = log_since_start(daemon)
+    assert f"worker w0 (pid {victim})" in log and "restarting" in log, log
 
 
 def test_sigstop_worker_is_replaced_and_its_requests_finish(daemon):
@@ -83,7 +103,7 @@ def test_sigstop_worker_is_replaced_and_its_requests_finish(daemon):
 
     _, results = asyncio.run(scenario())
     assert not [r for r in results if isinstance(r, BaseException)]
-    log = daemon.log()
+    log = log_since_start(daemon)
     assert re.search(rf"worker w1 \(pid {victim}\) stopped sending heartbeats", log), log
     wait_for(lambda: worker_pids(daemon)["w1"] != victim, timeout=30)  # the new pid shows in its first heartbeat
 
@@ -91,7 +111,7 @@ def test_sigstop_worker_is_replaced_and_its_requests_finish(daemon):
 def test_hang_is_detected_within_three_seconds(daemon):
     victim = worker_pids(daemon)["w0"]
     os.kill(victim, signal.SIGSTOP)
-    detected = wait_for(lambda: f"(pid {victim}) stopped sending heartbeats" in daemon.log(), 10)
+    detected = wait_for(lambda: f"(pid {victim}) stopped sending heartbeats" in log_since_start(daemon), 10)
     assert detected <= 3.0 + 0.5  # the log line is written right after detection; allow for polling
 
 
