@@ -28,6 +28,6 @@ def load_script(name: str) -> ModuleType:
 
 
 def from_script(name: str, *names: str) -> tuple[Any, ...]:
-    """`from tools.NAME import A, B` for a script: (A, B)."""
+    """Names A, B, ... of the script tools/NAME.py: (A, B, ...), as importing them would give."""
     module = load_script(name)
     return tuple(getattr(module, n) for n in names)

@@ -11,7 +11,7 @@ from voxpipe.stages.text.normalize import clean, detect, normalize
 from voxpipe.stages.text.normalize_en import normalize_en
 from voxpipe.stages.text.normalize_zh import normalize_zh
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
+from voxpipe.bench.texts import DEFAULT_TEXTS_DIR as BENCH  # the bench texts, shipped in the package
 
 EN_CASES = [
     # cardinals, thousands separators, decimals, negatives

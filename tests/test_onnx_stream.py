@@ -21,7 +21,7 @@ from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_v
 from voxpipe.stages.families.piper.phonemize import Phonemizer  # noqa: E402
 from voxpipe.stages.voices import VoiceCatalog  # noqa: E402
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
+from voxpipe.bench.texts import DEFAULT_TEXTS_DIR as BENCH  # noqa: E402  (the bench texts, in the package)
 SENTENCE = "The lighthouse at the end of the northern pier was painted white, and its lens turned all night."
 
 

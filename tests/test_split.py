@@ -15,7 +15,7 @@ from voxpipe.stages.text.policies import Rank
 from voxpipe.stages.text.split import CUT_POLICIES, TextChunk, resolve_policy, split_text, tokenize
 from voxpipe.daemon.commands import split as split_cli
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
+from voxpipe.bench.texts import DEFAULT_TEXTS_DIR as BENCH  # the bench texts, shipped in the package
 
 
 def letters(text: str) -> int:

@@ -31,7 +31,7 @@ from voxpipe.stages.families.piper.vits.random_voice import random_model, tiny_c
 from voxpipe.stages.families.piper.phonemize import Phonemizer  # noqa: E402
 from voxpipe.stages.voices import VoiceCatalog  # noqa: E402
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
+from voxpipe.bench.texts import DEFAULT_TEXTS_DIR as BENCH  # noqa: E402  (the bench texts, in the package)
 FULL = os.environ.get("VOXPIPE_FULL_TESTS") == "1"
 TOLERANCE = 1e-3
 

@@ -22,7 +22,7 @@ from voxpipe.stages.text.normalize import normalize
 from voxpipe.stages.text.split import split_text
 from voxpipe.stages.voices import VoiceCatalog
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"  # the shared/ folder beside the repository
+from voxpipe.bench.texts import DEFAULT_TEXTS_DIR as BENCH  # the bench texts, shipped in the package
 
 
 # The bench texts have almost no digits; these rows time the number rules as well.
