@@ -43,6 +43,8 @@ def test_budget_from_memory_and_shrinking():
     assert BatchBudget.from_memory(1, 10**9, 1.0, 8192).max_items == 1
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_queued_chunks_run_as_one_batch_and_each_request_gets_its_own_audio(tmp_path):
     config = {"worker": {"engine": "torch", "max_batch": 8, "batch_wait_ms": 200.0, "credits": 8},
               "frontend": {"first_chunk": False}}

@@ -154,6 +154,8 @@ async def _audio(endpoint: str, resume_samples: int = 0) -> tuple[np.ndarray, in
         return np.concatenate(parts) if parts else np.zeros(0, np.int16), result.samples
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_resumed_request_gets_exactly_the_rest_of_the_audio(tmp_path: Path) -> None:
     with Daemon(tmp_path, workers=1, extra_args=["--engine", "null"]) as daemon:
         whole, total = asyncio.run(_audio(daemon.endpoint))

@@ -23,6 +23,8 @@ import pytest
 
 pytest.importorskip("ray.serve")
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a local Ray cluster, Serve and a daemon per replica
+
 from ray import serve  # noqa: E402
 
 from voxpipe.daemon.cluster.app import FleetArgs, build_from  # noqa: E402

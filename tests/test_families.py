@@ -35,6 +35,8 @@ def daemon(tmp_path_factory):
         yield running
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_toy_family_is_served_end_to_end(daemon):
     with daemon.client() as client:
         audio = client.synthesize("Abc de. Fgh!", "tone")
@@ -46,6 +48,8 @@ def test_a_toy_family_is_served_end_to_end(daemon):
         assert "tone" in client.status()["voices"]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("options, needle", [
     ({"pitch_scale": 9.0}, "pitch_scale=9.0 is outside"),
     ({"noise_scale": 0.5}, "unknown option"),  # a Piper option means nothing to this family
@@ -57,6 +61,8 @@ def test_a_family_checks_its_own_options(daemon, options, needle):
     assert err.value.code == "bad_option" and needle in str(err.value)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_other_families_keep_serving_beside_it(daemon):
     with daemon.client() as client:
         assert client.synthesize("Hello there.", "joe", noise_scale=0.0, noise_w=0.0).samples.size > 0
@@ -70,6 +76,8 @@ def worker_pid(daemon: Daemon) -> int:
         return next(p["pid"] for p in client.status()["processes"] if p["role"] == "worker")
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_voice_removed_while_its_request_runs_is_answered_and_the_worker_lives(daemon):
     """The voice's folder goes away while its long request is being synthesized: the
     request ends with its audio or a typed error, and the same worker keeps serving."""

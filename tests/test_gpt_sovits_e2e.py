@@ -21,6 +21,8 @@ from voxpipe.ipc.client import AsyncClient, run_async  # noqa: E402
 from voxpipe.ipc.errors import VoxpipeError  # noqa: E402
 from tests.daemon_proc import Daemon  # noqa: E402
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a random GPT-SoVITS voice and daemons of its own
+
 ROOT = Path(__file__).resolve().parent.parent
 VOICE = "gsvtest"
 TEXT = "你好，这是一个测试。Hello there, voxpipe speaks now. 我们一起说话吧！"

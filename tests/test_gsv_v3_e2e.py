@@ -18,6 +18,8 @@ pytest.importorskip("transformers")
 from tests.daemon_proc import Daemon  # noqa: E402
 from voxpipe.ipc.errors import VoxpipeError  # noqa: E402
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # random v3/v4 voices and a daemon of its own
+
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = "你好，世界。"
 RATES = {"gv3": 24000, "gv4": 48000}

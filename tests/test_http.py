@@ -124,6 +124,8 @@ OPENAI_FORMATS = ["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
 
 # ---- OpenAI ---------------------------------------------------------------------------------------
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", OPENAI_FORMATS)
 def test_openai_sdk_gets_valid_audio_in_each_format(client, reference_s, fmt):
     if available()[fmt]:
@@ -136,6 +138,8 @@ def test_openai_sdk_gets_valid_audio_in_each_format(client, reference_s, fmt):
     check_speech(samples, rate, reference_s)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", OPENAI_FORMATS)
 def test_openai_sdk_streaming_response_in_each_format(client, reference_s, fmt):
     if available()[fmt]:
@@ -149,6 +153,8 @@ def test_openai_sdk_streaming_response_in_each_format(client, reference_s, fmt):
     check_speech(samples, rate, reference_s)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_pcm_is_24khz_as_openai_documents_it(client):
     if available()["opus"]:  # resampling comes with PyAV, as opus does
         pytest.skip("PyAV is not installed")
@@ -156,6 +162,8 @@ def test_pcm_is_24khz_as_openai_documents_it(client):
     assert reply.response.headers["x-voxpipe-sample-rate"] == "24000"
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_wav_streams_its_first_bytes_while_the_text_is_still_being_synthesized(daemon):
     with httpx.stream("POST", daemon.url + "/v1/audio/speech", timeout=120,
                       json={"model": "voxpipe", "voice": "joe", "input": longform(), "response_format": "wav"}) as reply:
@@ -170,6 +178,8 @@ def test_wav_streams_its_first_bytes_while_the_text_is_still_being_synthesized(d
     wait_idle(daemon)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_unknown_voice_gets_openai_error_shape(client, daemon):
     with pytest.raises(openai.BadRequestError) as caught:
         client.audio.speech.create(model="tts-1", voice="echo", input="Hello.", response_format="wav")
@@ -179,6 +189,8 @@ def test_unknown_voice_gets_openai_error_shape(client, daemon):
     assert body["error"]["type"] == "invalid_request_error" and "echo" in body["error"]["message"]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("voice, speaker", [("alloy", "amy"), ("amy", "amy"), ("joe", "joe")])
 def test_openai_voice_names_speak_through_the_alias_table(client, voice, speaker):
     reply = client.audio.speech.with_raw_response.create(model="tts-1", voice=voice, input="Hello.",
@@ -187,6 +199,8 @@ def test_openai_voice_names_speak_through_the_alias_table(client, voice, speaker
     assert len(reply.content) > 1000
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_an_alias_of_a_missing_voice_says_so(client):
     with pytest.raises(openai.BadRequestError) as caught:
         client.audio.speech.create(model="tts-1", voice="shimmer", input="Hello.", response_format="wav")
@@ -206,6 +220,8 @@ def test_default_aliases_map_openai_voice_names_to_the_bundled_voice():
         validate(config)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("payload, status, code", [
     ({"model": "tts-1", "voice": "joe", "input": "Hi.", "response_format": "au"}, 400, "unsupported_format"),
     ({"model": "tts-1", "voice": "joe", "input": "   "}, 400, "empty_text"),
@@ -221,6 +237,8 @@ def test_bad_requests_get_status_and_openai_error_shape(daemon, payload, status,
     assert reply.json()["error"]["code"] == code
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_not_json_and_unknown_paths_answer_json(daemon):
     reply = httpx.post(daemon.url + "/v1/audio/speech", content=b"{not json", timeout=10)
     assert reply.status_code == 400 and reply.json()["error"]["code"] == "bad_request"
@@ -228,6 +246,8 @@ def test_not_json_and_unknown_paths_answer_json(daemon):
     assert reply.status_code == 404 and reply.json()["error"]["code"] == "not_found"
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_speed_shortens_the_audio(client, reference_s):
     reply = client.audio.speech.create(model="tts-1", voice="joe", input=SENTENCE, response_format="wav",
                                        speed=2.0, extra_body=NOISE_OFF)
@@ -235,12 +255,16 @@ def test_speed_shortens_the_audio(client, reference_s):
     assert len(samples) / rate < 0.7 * reference_s
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_unhonoured_fields_are_reported_not_dropped(client):
     reply = client.audio.speech.with_raw_response.create(model="gpt-4o-mini-tts", voice="joe", input="Hi.",
                                                          response_format="pcm", instructions="Speak softly.")
     assert reply.headers["x-voxpipe-ignored"] == "instructions"
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_models_and_voices_are_listed(client, daemon):
     assert {"voxpipe", "tts-1"} <= {m.id for m in client.models.list()}
     voices = httpx.get(daemon.url + "/v1/audio/voices", timeout=10).json()
@@ -249,6 +273,8 @@ def test_models_and_voices_are_listed(client, daemon):
 
 
 # ---- GPT-SoVITS /tts ------------------------------------------------------------------------------------
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_gsv_get_returns_a_whole_wav(daemon, reference_s):
     reply = httpx.get(daemon.url + "/tts", timeout=60, params={
         "text": SENTENCE, "text_lang": "en", "ref_audio_path": "joe", "media_type": "wav", "noise_scale": 0,
@@ -265,6 +291,8 @@ def test_gsv_get_returns_a_whole_wav(daemon, reference_s):
     check_speech(samples, 22050, reference_s)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("media_type", ["wav", "raw", "ogg", "aac"])
 def test_gsv_post_streams_each_media_type(daemon, reference_s, media_type):
     fmt = {"raw": "pcm"}.get(media_type, media_type)
@@ -281,6 +309,8 @@ def test_gsv_post_streams_each_media_type(daemon, reference_s, media_type):
     check_speech(samples, rate, reference_s)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_gsv_ref_audio_path_inside_the_voices_directory_names_its_voice(daemon, voices_dir):
     for ref in (str(voices_dir / "amy" / "ref.wav"), "amy/ref.wav", "amy"):
         reply = httpx.get(daemon.url + "/tts", timeout=60,
@@ -288,6 +318,8 @@ def test_gsv_ref_audio_path_inside_the_voices_directory_names_its_voice(daemon, 
         assert reply.status_code == 200, (ref, reply.text)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("ref", ["/etc/passwd", "../../../etc/passwd", "amy/../../etc/passwd", "amy/escape.wav",
                                  "amy/missing.wav", "alloy", ""])
 def test_gsv_ref_audio_path_outside_the_voices_directory_gets_400(daemon, ref):
@@ -297,6 +329,8 @@ def test_gsv_ref_audio_path_outside_the_voices_directory_gets_400(daemon, ref):
     assert "ref_audio_path" in reply.json()["message"]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("params, fragment", [
     ({"text_lang": "en", "ref_audio_path": "joe"}, "text"),
     ({"text": "Hi.", "ref_audio_path": "joe"}, "text_lang"),
@@ -344,6 +378,8 @@ def gsv_voice(daemon, voices_dir, tmp_path_factory) -> dict[str, Path]:
             "other": outside / "other.wav"}
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("route, kind", [("set_gpt_weights", "gpt"), ("set_sovits_weights", "sovits")])
 def test_gsv_weights_of_a_known_voice_are_accepted(daemon, voices_dir, gsv_voice, route, kind):
     path = gsv_voice[kind]
@@ -353,6 +389,8 @@ def test_gsv_weights_of_a_known_voice_are_accepted(daemon, voices_dir, gsv_voice
         assert reply.json()["message"] == "success" and reply.json()["voice"] == GSV
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("route, wrong", [
     ("set_gpt_weights", "sovits"), ("set_sovits_weights", "gpt"), ("set_gpt_weights", "reference"),
     ("set_gpt_weights", "/etc/passwd"), ("set_sovits_weights", "amy/amy.onnx"), ("set_gpt_weights", ""),
@@ -365,6 +403,8 @@ def test_gsv_other_weights_get_400(daemon, gsv_voice, route, wrong):
     assert "weights_path" in reply.json()["message"]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_gsv_ref_audio_path_may_be_a_voices_reference_clip(daemon, gsv_voice):
     params = {"text": "Hello there.", "text_lang": "en", "media_type": "raw"}
     reply = httpx.get(daemon.url + "/tts", params={**params, "ref_audio_path": str(gsv_voice["reference"])},
@@ -376,6 +416,8 @@ def test_gsv_ref_audio_path_may_be_a_voices_reference_clip(daemon, gsv_voice):
     assert refused.status_code == 400 and "ref_audio_path" in refused.json()["message"]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_gsv_control_is_refused_clearly(daemon, method):
     reply = httpx.request(method, daemon.url + "/control", params={"command": "restart"}, timeout=10)
@@ -385,6 +427,8 @@ def test_gsv_control_is_refused_clearly(daemon, method):
 
 
 # ---- probes ---------------------------------------------------------------------------------------------
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_health_ready_metrics_and_page(daemon):
     assert httpx.get(daemon.url + "/health", timeout=10).json() == {"status": "ok"}
     ready = httpx.get(daemon.url + "/ready", timeout=10)
@@ -402,6 +446,8 @@ def _counts(daemon: Daemon) -> dict:
         return dict(c.status()["counts"])
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_client_that_disconnects_mid_stream_frees_its_request(daemon):
     wait_idle(daemon)
     before = _counts(daemon)
@@ -417,6 +463,8 @@ def test_client_that_disconnects_mid_stream_frees_its_request(daemon):
     gateway_idle(daemon, timeout=5)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_concurrent_streams_past_the_limit_get_429(daemon):
     wait_idle(daemon)
     gateway_idle(daemon)
@@ -443,6 +491,8 @@ def test_concurrent_streams_past_the_limit_get_429(daemon):
     gateway_idle(daemon)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_client_that_stops_reading_is_dropped(daemon):
     """A client that accepts no bytes for send_timeout_s loses its connection and frees its slot."""
     wait_idle(daemon)
@@ -516,6 +566,8 @@ def test_encoders_round_trip_fragment_by_fragment(fmt):
     assert 0.25 < np.abs(samples).max() < 0.75  # the tone peaks at 0.37; lossy codecs overshoot a little
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_metrics_are_relayed_when_they_are_on(tmp_path):
     pytest.importorskip("prometheus_client")
     http_port, metrics_port = free_port(), free_port()

@@ -59,6 +59,8 @@ def daemon(tmp_path_factory):
         d.stop()
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_requests_show_in_histograms_and_counters(daemon):
     before = scrape(daemon.url)
     with daemon.client() as client:
@@ -96,6 +98,8 @@ def test_requests_show_in_histograms_and_counters(daemon):
     assert value(after, "voxpipe_voice_cache_misses_total", worker="w0") >= 1  # the preload
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_supervisor_gauges(daemon):
     samples = scrape(daemon.url)
     assert value(samples, "voxpipe_ready") == 1
@@ -110,6 +114,8 @@ def test_supervisor_gauges(daemon):
         assert ("voxpipe_restarts_total", (("role", role),)) in samples
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_totals_survive_a_worker_restart(daemon):
     before = scrape(daemon.url)
     with daemon.client() as client:
@@ -129,6 +135,8 @@ def test_totals_survive_a_worker_restart(daemon):
     assert value(scrape(daemon.url), "voxpipe_requests_total", outcome="ok") == value(before, "voxpipe_requests_total", outcome="ok") + 1
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_status_names_the_endpoint_and_stop_removes_everything(tmp_path):
     port = free_port()
     d = Daemon(tmp_path, workers=1, metrics_port=port).start()
@@ -145,6 +153,8 @@ def test_status_names_the_endpoint_and_stop_removes_everything(tmp_path):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_a_busy_port_is_a_clear_startup_error(tmp_path):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.daemon_proc import Daemon, our_segments
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # each test starts and stops daemons of its own
 
 
 def run_id(daemon: Daemon) -> str:

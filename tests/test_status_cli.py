@@ -43,6 +43,8 @@ def cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_json_parses_and_matches_the_status_query(daemon):
     result = cli(daemon, "--json")
     assert result.returncode == 0, result.stderr
@@ -58,6 +60,8 @@ def test_json_parses_and_matches_the_status_query(daemon):
     assert [d["kind"] for d in printed["devices"]] == [d["kind"] for d in queried["devices"]]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_content(daemon):
     status = json.loads(cli(daemon, "--json").stdout)
     assert status["ready"] is True and "joe" in status["voices"]
@@ -85,6 +89,8 @@ def test_content(daemon):
     assert cache["hit_rate"] == pytest.approx(cache["hits"] / (cache["hits"] + cache["misses"]))
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_table_shows_the_same(daemon):
     result = cli(daemon)
     assert result.returncode == 0, result.stderr
@@ -99,6 +105,8 @@ def test_table_shows_the_same(daemon):
     assert re.search(r"^device (cpu|gpu\d+):", table, re.M)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_one_log_line_per_request(daemon):
     lines = [line for line in daemon.log().splitlines() if line.startswith("voxpipe: request ")]
     fields = [dict(part.split("=", 1) for part in line[len("voxpipe: request "):].split()) for line in lines]
@@ -115,6 +123,8 @@ def test_one_log_line_per_request(daemon):
     assert (long["outcome"], long["voice"], int(long["chars"])) == ("too_long", "joe", len(LONG_TEXT))
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_top_line_and_frontend_row_agree_right_after_a_request(daemon):
     """The frontend's row is made with the status, not a heartbeat earlier."""
     with daemon.client() as client:

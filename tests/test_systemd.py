@@ -197,6 +197,8 @@ def notified(tmp_path_factory):
         listener.close()
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_ready_after_preload_then_watchdog_pings(notified):
     daemon, listener = notified
     messages = listener.wait_for(lambda m: m.count("WATCHDOG=1") >= 3, 30, "watchdog pings")
@@ -213,6 +215,8 @@ def test_ready_after_preload_then_watchdog_pings(notified):
                            for w in workers)
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_client_socket_belongs_to_the_socket_group(notified):
     daemon, _ = notified
     if daemon.group is None:
@@ -223,6 +227,8 @@ def test_client_socket_belongs_to_the_socket_group(notified):
     assert info.st_gid == daemon.group.gr_gid
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_sighup_rescans_voices(notified):
     daemon, _ = notified
     model, config = bundled_voice().files
@@ -240,6 +246,8 @@ def test_sighup_rescans_voices(notified):
         assert client.synthesize("A new voice.", "joe2").duration > 0
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_watchdog_stops_while_a_stage_is_wedged(notified):
     daemon, listener = notified
     with daemon.client() as client:
@@ -267,6 +275,8 @@ def test_watchdog_stops_while_a_stage_is_wedged(notified):
         assert client.synthesize("Back again.", "joe").duration > 0
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_sigterm_reports_stopping(notified):
     daemon, listener = notified
     assert daemon.stop() == 0

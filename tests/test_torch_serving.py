@@ -9,6 +9,8 @@ from tests.daemon_proc import Daemon
 
 pytest.importorskip("torch")
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a daemon of its own: torch engine settings
+
 NOISE_OFF = {"noise_scale": 0.0, "noise_w": 0.0}
 SENTENCE = ("Every request that arrives at the service is split into sentences, turned into phonemes, "
             "synthesized, and stitched back together before it goes out again")

@@ -9,6 +9,8 @@ import pytest
 from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice
 from tests.daemon_proc import Daemon, settled_status
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # each test starts daemons of its own config
+
 
 @pytest.fixture(scope="module")
 def voices(tmp_path_factory):
