@@ -11,8 +11,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -51,12 +53,13 @@ def installed(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def cwd(tmp_path) -> Path:
-    """Somewhere that is not the checkout (nor under it)."""
-    here = tmp_path / "elsewhere"
-    here.mkdir()
-    assert not here.resolve().is_relative_to(Path(__file__).resolve().parents[1])
-    return here
+def cwd() -> Iterator[Path]:
+    """Somewhere that is not the checkout (nor under it), with a short path: the daemon's
+    ipc sockets go in it, and a socket's path holds at most 107 bytes."""
+    with tempfile.TemporaryDirectory(prefix="vp-bench-") as tmp:
+        here = Path(tmp).resolve()
+        assert not here.is_relative_to(Path(__file__).resolve().parents[1])
+        yield here
 
 
 def _env(target: Path) -> dict[str, str]:
