@@ -18,6 +18,7 @@ from typing import Any
 
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # engines refuse the ones they lack
+GSV_PRECISIONS = {"decoder": ("auto", "fp32", "bf16", "fp16", "int8"), "renderer": ("auto", "fp32", "bf16", "fp16")}
 INT8_METHODS = ("static", "dynamic")  # stages/families/piper/engines/quantize.py's recipes
 
 
@@ -58,6 +59,11 @@ class WorkerConfig:
     engine_stream_frames: int = 64  # >0: streamed chunks decode in windows, the first this many frames (onnx, torch)
     max_threads: int = 0  # onnx and gpt-sovits engines: threads a call may use while other workers idle; 0 = all cores
     loudness: bool = True  # onnx engine: one gain per voice, measured at load, for Piper's level
+    # GPT-SoVITS voices (a voice.toml's [precision] table overrides): the decoder's steps
+    # and the vocoder; "auto" probes each voice once per machine for the fastest within bounds.
+    gsv_decoder_precision: str = "auto"  # auto | fp32 | bf16 | fp16 | int8
+    gsv_renderer_precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    gsv_precision_cache_dir: str = ""  # the probes' choices; empty: $XDG_CACHE_HOME/voxpipe/gsv-precision
 
 
 @dataclass
@@ -294,6 +300,12 @@ def validate(config: Config) -> Config:
         (config.gpu.tensorrt_max_frames >= 16, "gpu.tensorrt_max_frames must be >= 16"),
         (config.worker.precision in PRECISIONS,
          f"worker.precision: expected one of {', '.join(PRECISIONS)}, got {config.worker.precision!r}"),
+        (config.worker.gsv_decoder_precision in GSV_PRECISIONS["decoder"],
+         f"worker.gsv_decoder_precision: expected one of {', '.join(GSV_PRECISIONS['decoder'])}, "
+         f"got {config.worker.gsv_decoder_precision!r}"),
+        (config.worker.gsv_renderer_precision in GSV_PRECISIONS["renderer"],
+         f"worker.gsv_renderer_precision: expected one of {', '.join(GSV_PRECISIONS['renderer'])}, "
+         f"got {config.worker.gsv_renderer_precision!r}"),
     ]
     checks += [(bool(re.fullmatch(r"[\w.]+:\w+", target)), f"families.{name}: expected \"module:Class\", got {target!r}")
                for name, target in config.families.items()]

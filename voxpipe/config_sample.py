@@ -44,6 +44,9 @@ batch_phonemes = 8192         # ceiling on a batch's padded phonemes
 batch_wait_ms = 5.0           # how long a partial batch may wait to fill
 engine_stream_frames = 64     # streamed requests: audio within a sentence, first after this many frames (0 = off)
 loudness = true               # onnx engine: one gain per voice (measured at load) for Piper's level
+gsv_decoder_precision = "auto"   # GPT-SoVITS decoder steps: auto (probed per machine) | fp32 | bf16 | fp16 | int8
+gsv_renderer_precision = "auto"  # GPT-SoVITS vocoder: auto | fp32 | bf16 | fp16 (a voice.toml [precision] overrides both)
+gsv_precision_cache_dir = ""     # where auto's choices are kept; empty: $XDG_CACHE_HOME/voxpipe/gsv-precision
 voice_cache_mib = 2048.0      # per-worker LRU voice cache
 
 [gpu]

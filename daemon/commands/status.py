@@ -54,6 +54,9 @@ def render(status: dict) -> str:
         lines.append(f"{proc.get('role', '?'):<11}{proc.get('name', '?'):<10}{proc.get('pid') or '-':>8}  "
                      f"{state:<9}{proc.get('device', '-') or '-':<8}{proc.get('restarts', 0):>8}"
                      f"{_mib(proc.get('rss')):>10}  {details}")
+        for voice, chosen in (stats.get("voice_details") or {}).items():
+            if chosen.get("precision"):
+                lines.append(f"{'':<21}voice {voice}: {chosen['precision']}")
     lines += ["", *_device_lines(status.get("devices") or [])]
     lines += [f"voices: {', '.join(status.get('voices', []))}"]
     for name, why in status.get("unavailable_voices", {}).items():

@@ -32,6 +32,7 @@ class LoadedVoice:
     spec: VoiceSpec
     model: Any
     nbytes: int
+    details: dict[str, Any] = field(default_factory=dict)  # what the engine chose for it, for status
 
 
 class EngineError(Exception):

@@ -56,6 +56,9 @@ class Lanes:
     def voice_names(self) -> list[str]:
         return [name for lane in self for name in lane.cache.names()]
 
+    def voice_details(self) -> dict[str, dict]:
+        return {name: details for lane in self for name, details in lane.cache.details().items()}
+
     def cache_stats(self) -> dict[str, int]:
         total: dict[str, int] = {}
         for lane in self:

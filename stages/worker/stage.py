@@ -34,7 +34,10 @@ def engine_settings(args: StageArgs) -> EngineSettings:
     # Each engine reads the options it knows: torch the graphs, tensorrt its plans, onnx int8.
     options.update(cuda_graphs=cfg.gpu.cuda_graphs, trt_max_frames=cfg.gpu.tensorrt_max_frames,
                    int8_method=cfg.worker.int8_method, max_threads=cfg.worker.max_threads,
-                   loudness=cfg.worker.loudness)
+                   loudness=cfg.worker.loudness, gsv_decoder_precision=cfg.worker.gsv_decoder_precision,
+                   gsv_renderer_precision=cfg.worker.gsv_renderer_precision)
+    if cfg.worker.gsv_precision_cache_dir:
+        options["gsv_precision_cache_dir"] = str(Path(cfg.worker.gsv_precision_cache_dir).expanduser())
     if cfg.gpu.tensorrt_plan_dir:
         options["plan_dir"] = str(Path(cfg.gpu.tensorrt_plan_dir).expanduser())
     return EngineSettings(device=args.device, threads=cfg.worker.threads, precision=cfg.worker.precision,
@@ -230,7 +233,7 @@ class Worker:
 
     def _stats(self) -> dict:
         queued = len(self.queue) + sum(lane.runner.stats().get("queued", 0) for lane in self.lanes)
-        return {"queue": queued, "voices": self.lanes.voice_names(),
+        return {"queue": queued, "voices": self.lanes.voice_names(), "voice_details": self.lanes.voice_details(),
                 "cache": self.lanes.cache_stats(), "chunks_done": self.chunks_done, "device": self.args.device,
                 "engine": self.lanes.default_engine, "pool": self.pool.usage(),
                 "batch_budget": {lane.engine_name: lane.runner.stats().get("batch_budget") for lane in self.lanes},

@@ -38,6 +38,10 @@ class VoiceCache:
     def names(self) -> list[str]:
         return list(self._voices)
 
+    def details(self) -> dict[str, dict]:
+        """What the engine chose for each loaded voice (e.g. its precisions), for status."""
+        return {name: voice.details for name, voice in self._voices.items() if voice.details}
+
     def used_bytes(self) -> int:
         return sum(v.nbytes for v in self._voices.values())
 

@@ -8,18 +8,23 @@ into language runs (the frontend's G2P); BERT features are added for the Mandari
 from __future__ import annotations
 
 import contextlib
+import logging
+from pathlib import Path
 from typing import Iterator
 
 import torch
 
 from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, is_out_of_memory
 from voxpipe.stages.engines.busy_board import CoreShare
+from voxpipe.stages.families.gpt_sovits import precision
 from voxpipe.stages.families.gpt_sovits.item import GsvItem
 from voxpipe.stages.families.gpt_sovits.models import checkpoints, features
 from voxpipe.stages.families.gpt_sovits.models.voice import GsvModel, TextSegment, VoiceFiles
 from voxpipe.stages.families.gpt_sovits.spec import gsv_config
 from voxpipe.stages.families.gpt_sovits.voice_config import MEL_VERSIONS
 from voxpipe.stages.voices import VoiceSpec
+
+log = logging.getLogger(__name__)
 
 
 def item_segments(item: GsvItem) -> list[TextSegment]:
@@ -87,6 +92,7 @@ class GptSovitsEngine(Engine):
                                   f"{files.sovits.name} is a {model.version} model")
             reference = cfg.reference
             model.build_prompt([_to_model_segment(s) for s in segments(reference.text, reference.language)])
+            choice = self._choose_precision(model, cfg.precision)
         except EngineError:
             raise
         except (checkpoints.CheckpointError, features.FeatureError) as exc:
@@ -97,7 +103,17 @@ class GptSovitsEngine(Engine):
             # Anything else (a model that does not fit its config, a text the G2P refuses,
             # a library's own error) must not take the worker down: say what it was.
             raise EngineError(f"voice {spec.name!r}: cannot load ({type(exc).__name__}: {exc})") from exc
-        return LoadedVoice(spec, model, model.nbytes())
+        log.info("voice %r: %s%s", spec.name, choice.summary(), "".join(f"; {n}" for n in choice.notes))
+        return LoadedVoice(spec, model, model.nbytes(), {"precision": choice.summary(), "precision_notes": choice.notes})
+
+    def _choose_precision(self, model, voice_wants: dict[str, str]) -> precision.PrecisionChoice:
+        """The voice's own [precision] table over the daemon's defaults (auto: probed once
+        per machine, precision.py)."""
+        options = self.settings.options
+        wanted = {"decoder": str(options.get("gsv_decoder_precision", precision.AUTO)),
+                  "renderer": str(options.get("gsv_renderer_precision", precision.AUTO)), **voice_wants}
+        cache = options.get("gsv_precision_cache_dir")
+        return precision.choose(model, wanted, Path(cache) if cache else None)
 
     def unload_voice(self, voice: LoadedVoice) -> None:
         voice.model = None

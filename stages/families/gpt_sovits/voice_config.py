@@ -21,6 +21,10 @@
     speed = 1.0
     sample_steps = 32               # v3/v4 only: CFM steps (default 32 for v3, 8 for v4)
 
+    [precision]                     # optional; default: the daemon's worker.gsv_*_precision (auto)
+    decoder = "auto"                # the decoder's batched steps: auto | fp32 | bf16 | fp16 | int8
+    renderer = "auto"               # v1-v2ProPlus's vocoder: auto | fp32 | bf16 | fp16
+
 Relative paths are relative to the voice directory. Reading it needs no torch (the
 frontend process reads it too). The version is None when voice.toml leaves it out and
 the SoVITS file's header does not say it (v1-v2ProPlus: their weights tell, at load).
@@ -37,11 +41,13 @@ MEL_VERSIONS = ("v3", "v4")  # CFM mel decoder + vocoder: their own rate and a s
 MEL_SAMPLE_RATE = {"v3": 24000, "v4": 48000}
 SAMPLE_STEPS = {"v3": 32, "v4": 8}
 STEP_RANGE = {"v3": (4, 128), "v4": (4, 32)}  # CFM steps a request may ask for
+# The precisions of a voice's parts (precision.py runs them; "auto" probes per machine).
+PRECISIONS = {"decoder": ("fp32", "bf16", "fp16", "int8"), "renderer": ("fp32", "bf16", "fp16")}
 DEFAULTS = {"top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.35, "noise_scale": 0.5,
             "speed": 1.0}
 PRETRAINED_DIRNAME = ".gsv-pretrained"
 _TOP_KEYS = {"family", "version", "gpt", "sovits", "pretrained_dir", "language", "sample_rate", "reference",
-             "defaults"}
+             "defaults", "precision"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class GsvVoiceConfig:
     sample_rate: int
     reference: Reference
     defaults: dict[str, float] = field(hash=False)  # option defaults, `speed` among them
+    precision: dict[str, str] = field(default_factory=dict, hash=False)  # part -> auto | a precision; absent: daemon's
 
 
 class VoiceConfigError(ValueError):
@@ -136,8 +143,17 @@ def read_voice_toml(directory: Path) -> GsvVoiceConfig:
         if type(value) not in (int, float) or (key in ("top_k", "sample_steps") and type(value) is not int):
             raise VoiceConfigError(f"voice.toml: defaults.{key} must be a number")
         defaults[key] = value
+    precision = raw.get("precision") or {}
+    if not isinstance(precision, dict):
+        raise VoiceConfigError("voice.toml: [precision] must be a table (decoder, renderer)")
+    for part, value in precision.items():
+        if part not in PRECISIONS:
+            raise VoiceConfigError(f"voice.toml: precision.{part}: unknown part; known: {', '.join(PRECISIONS)}")
+        if value != "auto" and value not in PRECISIONS[part]:
+            raise VoiceConfigError(f"voice.toml: precision.{part} {value!r}: use auto or one of "
+                                   f"{', '.join(PRECISIONS[part])}")
     pretrained = raw.get("pretrained_dir")
     pretrained_dir = (directory / pretrained if pretrained else directory.parent / PRETRAINED_DIRNAME).resolve()
     return GsvVoiceConfig(version, files["gpt"], files["sovits"], pretrained_dir, lang,
                           int(raw.get("sample_rate", MEL_SAMPLE_RATE.get(version, SAMPLE_RATE))),
-                          Reference(files["reference.audio"], text, ref_lang), defaults)
+                          Reference(files["reference.audio"], text, ref_lang), defaults, dict(precision))

@@ -32,6 +32,9 @@ from voxpipe.stages.families.gpt_sovits.decoder.t2s import (MIN_TOKENS_BEFORE_EO
                                            Text2Semantic, sample, token_limit)
 
 
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}  # a model's `precision` -> its steps' dtype
+
+
 class DecoderFull(Exception):
     """The running batch is at its limit; try again after a sequence leaves."""
 
@@ -85,6 +88,8 @@ class ContinuousDecoder:
     a slot-allocated KV cache and, on CUDA, graphed steps; `static_dtype` (e.g.
     torch.float16) runs it in half precision. A sequence that would outgrow a slot of
     `static_capacity` columns, or finds no free slot, takes the per-sequence path.
+    Otherwise each model's steps run in its own `precision` (fp32, bf16, fp16, int8: the
+    engine's choice for the voice, precision.py).
     """
 
     def __init__(self, max_sequences: int = 16, exact: bool | None = None, static: bool | None = None,
@@ -149,8 +154,9 @@ class ContinuousDecoder:
             # A pool holds a whole cache: keep only those in use (e.g. of voices since unloaded).
             for other in [m for m, p in self._pools.items() if p.in_use == 0]:
                 del self._pools[other]
+            dtype = self.static_dtype or HALF.get(model.precision)
             pool = self._pools[model] = StaticDecoder(model, self.max_sequences, self.static_capacity,
-                                                      self.static_dtype, self.exact)
+                                                      dtype, self.exact, int8=model.precision == "int8")
         return pool
 
     @torch.inference_mode()

@@ -6,9 +6,9 @@ taking a slot (its prefill runs eagerly, alone, writing into the slot), takes pa
 giving the slot back; memory does not grow while decoding. Sampling stays with the caller,
 per sequence, so seeded draws do not depend on the batch.
 
-Optionally the decoder runs in half precision (`dtype`, weights and cache; meant for CUDA,
-where fp16/bf16 products are fast): it then decodes with its own converted copy of the
-model and hands out float32 logits.
+Optionally the decoder runs in half precision (`dtype`, weights and cache; meant for CUDA
+and CPUs with bf16 units): it then decodes with its own converted copy of the model and
+hands out float32 logits; or, on the CPU, with int8 weights in its steps (`int8`).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import copy
 import torch
 from torch import Tensor
 
+from voxpipe.stages.families.gpt_sovits.decoder.int8 import Int8Decoder
 from voxpipe.stages.families.gpt_sovits.decoder.slot_cache import SlotCache, keys_needed
 from voxpipe.stages.families.gpt_sovits.decoder.static_step import FedToken, StaticStep, bucket_for, bucket_sizes
 from voxpipe.stages.families.gpt_sovits.decoder.t2s import MAX_DECODE_STEPS, PrefillState, Text2Semantic
@@ -29,11 +30,12 @@ DEFAULT_CAPACITY = DEFAULT_PREFILL_LIMIT + MAX_DECODE_STEPS
 
 class StaticDecoder:
     def __init__(self, model: Text2Semantic, slots: int, capacity: int = DEFAULT_CAPACITY,
-                 dtype: torch.dtype | None = None, exact: bool | None = None, graphs: bool | None = None) -> None:
+                 dtype: torch.dtype | None = None, exact: bool | None = None, graphs: bool | None = None,
+                 int8: bool = False) -> None:
         """`exact` (default off) runs the linear layers one row at a time, so a row's
         numbers do not depend on the others (on the CPU); off, each layer is one shared
         product over the batch. `graphs` (default: on CUDA) replays each bucket's step as
-        a CUDA graph."""
+        a CUDA graph. `int8`: the steps' products with int8 weights (int8.py; CPU)."""
         weight = model.ar_predict_layer.weight
         device = weight.device
         dtype = weight.dtype if dtype is None else dtype
@@ -43,7 +45,8 @@ class StaticDecoder:
             # Graphs need fixed addresses: a full-width cache. Eager steps widen it as needed.
             self.cache = SlotCache(len(model.h.layers), slots, capacity, model.cfg.hidden_dim, model.cfg.n_heads,
                                    dtype, device, growable=not graphs)
-            self.step_runner = StaticStep(self.model, self.cache, bool(exact), graphs)
+            quantized = Int8Decoder(self.model) if int8 else None
+            self.step_runner = StaticStep(self.model, self.cache, bool(exact) and not int8, graphs, quantized)
         self.buckets = bucket_sizes(slots)
 
     @property

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from voxpipe.stages.families.gpt_sovits.decoder.batched_block import block_rows, row_linear
+from voxpipe.stages.families.gpt_sovits.decoder.int8 import Int8Decoder
 from voxpipe.stages.families.gpt_sovits.decoder.slot_cache import SlotCache
 from voxpipe.stages.families.gpt_sovits.decoder.t2s import Text2Semantic
 
@@ -61,11 +62,13 @@ def _batch_invariant_attention(device: torch.device, exact: bool) -> Iterator[No
 
 
 class StaticStep:
-    def __init__(self, model: Text2Semantic, cache: SlotCache, exact: bool, graphs: bool) -> None:
+    def __init__(self, model: Text2Semantic, cache: SlotCache, exact: bool, graphs: bool,
+                 int8: Int8Decoder | None = None) -> None:
         device = cache.k[0].device
         if graphs and device.type != "cuda":
             raise ValueError("CUDA graphs need the model on a CUDA device")
         self.model, self.cache, self.exact, self.graphs = model, cache, exact, graphs
+        self.int8 = int8  # the layers' products with int8 weights (int8.py), None: the model's own
         self.device = device
         # Rows: token, audio position, cache column; one column per slot, filled each step.
         self.inputs = torch.zeros(3, cache.slots, dtype=torch.long, device=device)
@@ -117,10 +120,13 @@ class StaticStep:
                 cache.slots, cache.heads)
         flat_columns = (row_start[:n] + columns.unsqueeze(1)).view(-1)  # [n * heads]
         allowed = (key_index[:used].unsqueeze(0) <= columns.unsqueeze(1)).view(n, 1, 1, used)
+        int8 = self.int8.blocks if self.int8 is not None else [None] * len(model.h.layers)
         with _batch_invariant_attention(self.device, self.exact):
-            for layer, k_cache, v_cache in zip(model.h.layers, cache.k, cache.v):
+            for layer, k_cache, v_cache, layer8 in zip(model.h.layers, cache.k, cache.v, int8):
                 attend = partial(_attend_slots, k_cache, v_cache, flat_columns, allowed, layer.n_heads, used)
-                h = block_rows(layer, h, attend, self.exact)
+                h = block_rows(layer, h, attend, self.exact, layer8)
+        if self.int8 is not None:
+            return self.int8.predict(h)[:, 0]
         return row_linear(h, model.ar_predict_layer.weight, None, self.exact)[:, 0]
 
     def _capture(self, n: int) -> tuple[torch.cuda.CUDAGraph, Tensor]:

@@ -152,6 +152,9 @@ class Text2Semantic(nn.Module):
         self.h.layers = nn.ModuleList(Block(cfg.hidden_dim, cfg.n_heads) for _ in range(cfg.n_layers))
         self.ar_predict_layer = nn.Linear(cfg.hidden_dim, cfg.vocab_size, bias=False)
         self.register_buffer("pe", sine_positions(4000, cfg.embedding_dim), persistent=False)
+        # The precision its batched serving steps run in (fp32, bf16, fp16, int8): the
+        # engine's choice for the voice (precision.py). The model itself stays as loaded.
+        self.precision = "fp32"
 
     def _positions(self, length: int) -> Tensor:
         if length > self.pe.shape[1]:

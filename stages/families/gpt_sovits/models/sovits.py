@@ -10,6 +10,8 @@ computed once per voice (`condition`) and reused by every request.
 """
 from __future__ import annotations
 
+import copy
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,6 +235,10 @@ class Synthesizer(nn.Module):
         self.dec = Generator(cfg.inter_channels, cfg.resblock, cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes,
                              cfg.upsample_rates, cfg.upsample_initial_channel, cfg.upsample_kernel_sizes, cfg.gin_channels)
         self.flow = Flow(cfg.inter_channels, cfg.hidden_channels, 5, 1, 4, cfg.gin_channels)
+        # The vocoder's precision (set_vocoder_precision): fp32 runs `dec`; bf16 / fp16 a
+        # converted copy of it, made when chosen.
+        self.vocoder_precision = "fp32"
+        self.vocoder_half: nn.Module | None = None
         self.ref_enc = MelStyleEncoder(cfg.spec_channels if cfg.version == "v1" else 704, cfg.gin_channels)
         stride = 2 if cfg.semantic_frame_rate == "25hz" else 1
         self.ssl_proj = nn.Conv1d(SSL_DIM, SSL_DIM, stride, stride=stride)
@@ -281,7 +287,27 @@ class Synthesizer(nn.Module):
     @torch.no_grad()
     def vocode(self, z: Tensor, ge: Tensor) -> Tensor:
         """Latent [1, C, T] -> audio [T * upsample_factor] (float32)."""
-        return self.dec(z, g=ge)[0, 0]
+        return self.run_vocoder(z, ge)[0, 0]
+
+    def set_vocoder_precision(self, precision: str) -> None:
+        """Run the vocoder in fp32 (its own weights), or bf16 / fp16 (a converted copy;
+        audio comes back in float32). The choice per machine: precision.py."""
+        if precision == self.vocoder_precision:
+            return
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        if precision != "fp32" and dtype is None:
+            raise ValueError(f"vocoder precision {precision!r}: fp32, bf16 or fp16")
+        self.vocoder_half = None if dtype is None else copy.deepcopy(self.dec).to(dtype).eval()
+        self.vocoder_precision = precision
+
+    @torch.no_grad()
+    def run_vocoder(self, z: Tensor, ge: Tensor) -> Tensor:
+        """Latents [n, C, T] -> audio [n, 1, T * upsample_factor], float32, in the vocoder's precision."""
+        half = self.vocoder_half
+        if half is None:
+            return self.dec(z, g=ge)
+        dtype = next(half.parameters()).dtype
+        return half(z.to(dtype), g=ge.to(dtype)).float()
 
 
 def load_synthesizer(cfg: SovitsConfig, weights: dict[str, Tensor]) -> Synthesizer:

@@ -194,7 +194,7 @@ def _render_rows(windows: list[Window]) -> list[np.ndarray]:
     for length, rows in by_length.items():
         offsets = [FRAMES_PER_TOKEN * (windows[row].vocoded[0] - windows[row].start) for row in rows]
         zs = torch.stack([z[row, :, lo:lo + FRAMES_PER_TOKEN * length] for row, lo in zip(rows, offsets)])
-        wav = synth.dec(zs, g=prompt.ge.expand(len(rows), -1, -1))[:, 0].cpu().numpy().astype(np.float32, copy=False)
+        wav = synth.run_vocoder(zs, prompt.ge.expand(len(rows), -1, -1))[:, 0].cpu().numpy().astype(np.float32, copy=False)
         for k, row in enumerate(rows):
             w = windows[row]
             audio[row] = wav[k, (w.a - w.vocoded[0]) * per_token:(w.b - w.vocoded[0]) * per_token]

@@ -1,0 +1,84 @@
+"""Int8 weights for the semantic decoder's serving steps.
+
+A decoding step is bound by memory: at batch 16 it reads the decoder's ~300 MB of fp32
+weights for 16 new tokens. With int8 weights (one scale per output channel) it reads a
+quarter of that, and fbgemm's int8 products (x86, AVX2 and up) run over activations
+quantized on the fly, one range per call. That range is the whole batch's, so a row's
+numbers depend on its batch by more than float rounding: the precision probe
+(precision.py) takes int8 only where greedy tokens on its probe texts equal fp32's.
+Prefills stay in float32 (compute-bound, and run alone).
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+from voxpipe.stages.families.gpt_sovits.decoder.t2s import Block, Text2Semantic
+
+
+def int8_available() -> bool:
+    """fbgemm (x86) or another quantized backend that runs dynamic int8 products."""
+    engines = [e for e in torch.backends.quantized.supported_engines if e in ("x86", "fbgemm", "onednn", "qnnpack")]
+    return bool(engines)
+
+
+def _select_engine() -> None:
+    supported = torch.backends.quantized.supported_engines
+    for engine in ("x86", "fbgemm", "onednn", "qnnpack"):
+        if engine in supported:
+            if torch.backends.quantized.engine != engine:
+                torch.backends.quantized.engine = engine
+            return
+    raise RuntimeError("this torch build has no quantized backend for int8 products")
+
+
+class Int8Linear:
+    """y = x W^T + b with W in int8, per output channel; x [..., in] float32."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        _select_engine()
+        w = weight.detach().float().cpu()
+        scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+        with warnings.catch_warnings():  # quantized tensors are how fbgemm takes its weights
+            warnings.simplefilter("ignore")
+            q = torch.quantize_per_channel(w, scale.double(), torch.zeros(w.shape[0], dtype=torch.long), 0,
+                                           torch.qint8)
+            self.packed = torch.ops.quantized.linear_prepack(q, None if bias is None else bias.detach().float().cpu())
+        self.out_features = w.shape[0]
+        self.nbytes = w.numel() + 4 * w.shape[0]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).contiguous(), self.packed, True)
+        return y.view(*shape[:-1], self.out_features)
+
+
+class Int8Block:
+    """One decoder layer's four products in int8: qkv, attention output, FFN in and out."""
+
+    def __init__(self, layer: Block) -> None:
+        attn = layer.self_attn
+        self.qkv = Int8Linear(attn.in_proj_weight, attn.in_proj_bias)
+        self.out = Int8Linear(attn.out_proj.weight, attn.out_proj.bias)
+        self.ff1 = Int8Linear(layer.linear1.weight, layer.linear1.bias)
+        self.ff2 = Int8Linear(layer.linear2.weight, layer.linear2.bias)
+
+    @property
+    def nbytes(self) -> int:
+        return self.qkv.nbytes + self.out.nbytes + self.ff1.nbytes + self.ff2.nbytes
+
+
+class Int8Decoder:
+    """The int8 products of every layer of a decoder, and of its logits layer."""
+
+    def __init__(self, model: Text2Semantic) -> None:
+        if model.ar_predict_layer.weight.device.type != "cpu":
+            raise ValueError("int8 decoding runs on the CPU")
+        self.blocks = [Int8Block(layer) for layer in model.h.layers]
+        self.predict = Int8Linear(model.ar_predict_layer.weight, None)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.blocks) + self.predict.nbytes

@@ -1,0 +1,317 @@
+"""The precision of each part of a GPT-SoVITS voice, chosen per machine.
+
+Two parts run in a precision of their own:
+- the semantic decoder's batched serving steps: fp32, bf16, fp16 (GPUs), int8 (weights,
+  CPU: decoder/int8.py). Prefills stay in the model's own precision;
+- the renderer's vocoder (the SoVITS HiFi-GAN decoder of v1-v2ProPlus voices): fp32,
+  bf16, fp16 (GPUs).
+
+`auto` (the default) probes on a voice's first load on a machine: each candidate the
+machine can run is timed on a few fixed texts and compared with fp32, and the fastest
+within bounds wins: the decoder's greedy tokens on the probe texts equal fp32's, the
+vocoder's audio is at least 30 dB SNR against fp32's. bf16 is a candidate only where the
+CPU has bf16 units (AVX512-BF16, AMX) or on a GPU: elsewhere it is emulated and many
+times slower. The choice is cached per machine, model files and library versions, so
+later loads (and the other workers) skip the probe; it is logged and shown in
+`voxpipe status`. An explicit precision the machine cannot run falls back to fp32, and
+says so.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from voxpipe.stages.families.gpt_sovits.voice_config import PRECISIONS
+
+AUTO = "auto"
+PARTS = ("decoder", "renderer")
+CHOICES = PRECISIONS
+MIN_RENDERER_SNR_DB = 30.0
+MIN_GAIN = 1.05  # a candidate must beat fp32 by this much: timing noise never picks a slower one
+PROBE_TEXTS = (("zh", "今天天气很好，我们去公园散步吧。"), ("en", "The quick brown fox jumps over the lazy dog."),
+               ("zh", "你好，世界。"), ("en", "See you again tomorrow morning."))
+PROBE_TOKENS = 24  # greedy tokens decoded per probe text
+PROBE_FRAMES = 96  # latent frames the vocoder renders per probe run (about 2 s of audio)
+PROBE_VERSION = 1  # bump when the probe changes: old cached choices are then probed again
+_LOG = logging.getLogger(__name__)
+
+
+class PrecisionError(ValueError):
+    """A precision setting names no precision of its part."""
+
+
+@dataclass
+class PrecisionChoice:
+    """What a voice runs in, and why."""
+
+    decoder: str = "fp32"
+    renderer: str = "fp32"
+    how: str = "configured"  # configured | probed | cached
+    notes: list[str] = field(default_factory=list)  # fallbacks, and the probe's figures
+    probe_s: float = 0.0
+
+    def summary(self) -> str:
+        return f"decoder {self.decoder}, renderer {self.renderer} ({self.how})"
+
+
+def check(part: str, value: str) -> str:
+    if value != AUTO and value not in CHOICES[part]:
+        raise PrecisionError(f"{part} precision {value!r}: use auto or one of {', '.join(CHOICES[part])}")
+    return value
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux), empty where they cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_bf16() -> bool:
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def runnable(part: str, device: torch.device) -> list[str]:
+    """The precisions of a part this machine runs at speed, fp32 first."""
+    if device.type == "cuda":
+        out = ["fp32", "fp16"]
+        if torch.cuda.is_bf16_supported():
+            out.append("bf16")
+        return out
+    out = ["fp32"]
+    if cpu_has_bf16():
+        out.append("bf16")
+    if part == "decoder":
+        from voxpipe.stages.families.gpt_sovits.decoder.int8 import int8_available
+
+        if int8_available():
+            out.append("int8")
+    return out
+
+
+def apply(model: Any, decoder: str, renderer: str) -> None:
+    """Set a GsvModel's parts to run in these precisions."""
+    model.t2s.precision = decoder
+    if hasattr(getattr(model, "synth", None), "set_vocoder_precision"):
+        model.synth.set_vocoder_precision(renderer)
+
+
+def choose(model: Any, wanted: dict[str, str], cache_dir: Path | None) -> PrecisionChoice:
+    """The precisions `model` (a loaded GsvModel with its prompt) runs in, applied to it.
+    `wanted`: part -> auto or a precision."""
+    device = model.device
+    # v3/v4: their CFM renderer and vocoders stay in the model's own precision.
+    renders = hasattr(getattr(model, "synth", None), "set_vocoder_precision")
+    choice = PrecisionChoice()
+    probe: dict[str, list[str]] = {}
+    for part in PARTS:
+        value = check(part, wanted.get(part, AUTO))
+        possible = runnable(part, device) if (part == "decoder" or renders) else ["fp32"]
+        if value == AUTO:
+            probe[part] = possible
+        elif value in possible:
+            setattr(choice, part, value)
+        else:
+            choice.notes.append(f"{part} {value} is not run at speed here ({_machine_words(device)}): fp32")
+    if any(len(c) > 1 for c in probe.values()):
+        key = cache_key(model, {p: wanted.get(p, AUTO) for p in PARTS})
+        cached = _read_cache(cache_dir, key)
+        if cached is not None:
+            for part in probe:
+                setattr(choice, part, cached[part])
+            choice.how, choice.notes = "cached", choice.notes + list(cached.get("notes", []))
+        else:
+            started = time.perf_counter()
+            notes: list[str] = []
+            for part, candidates in probe.items():
+                setattr(choice, part, _probe(part, model, candidates, notes) if len(candidates) > 1 else "fp32")
+            choice.how, choice.probe_s = "probed", time.perf_counter() - started
+            choice.notes += notes
+            _write_cache(cache_dir, key, {"decoder": choice.decoder, "renderer": choice.renderer, "notes": notes})
+    elif probe:
+        choice.how = "configured" if len(probe) < len(PARTS) else "only fp32 here"
+    apply(model, choice.decoder, choice.renderer)
+    return choice
+
+
+def _machine_words(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "this CPU has no bf16 units" if not cpu_has_bf16() else "this CPU"
+
+
+def cache_key(model: Any, wanted: dict[str, str]) -> str:
+    """Machine, libraries and model files: a choice holds while none of them changes."""
+    device = model.device
+    flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "fma"})
+    files = [(str(p), *_stamp(p)) for p in (model.files.gpt, model.files.sovits)]
+    fields = {"probe": PROBE_VERSION, "cpu": _cpu_model(), "flags": flags, "cores": _cores(),
+              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "torch": torch.__version__, "quantized": torch.backends.quantized.supported_engines,
+              "files": files, "wanted": wanted}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = Path(path).stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "voxpipe" / "gsv-precision"
+
+
+def _read_cache(cache_dir: Path | None, key: str) -> dict | None:
+    path = (cache_dir or default_cache_dir()) / f"{key}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not all(data.get(p) in CHOICES[p] for p in PARTS):
+        return None
+    return data
+
+
+def _write_cache(cache_dir: Path | None, key: str, data: dict) -> None:
+    directory = cache_dir or default_cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        temporary = directory / f".{key}.{os.getpid()}.tmp"
+        temporary.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        temporary.replace(directory / f"{key}.json")  # whole or not at all, whoever writes last
+    except OSError as exc:
+        _LOG.warning("cannot cache the precision choice in %s: %s", directory, exc)
+
+
+# ------------------------------------------------------------------------- probes
+
+
+def _probe(part: str, model: Any, candidates: list[str], notes: list[str]) -> str:
+    """Times each candidate (fp32 first) and checks it against fp32's output; -> the
+    fastest within bounds, fp32 unless another beats it by MIN_GAIN."""
+    run, compare = (_decode, _same_tokens) if part == "decoder" else (_render, _close_audio)
+    seconds, reference = run(model, "fp32")
+    results: dict[str, tuple[float, bool, str]] = {"fp32": (seconds, True, "")}
+    for candidate in candidates:
+        if candidate == "fp32":
+            continue
+        try:
+            seconds, output = run(model, candidate)
+            results[candidate] = (seconds, *compare(reference, output))
+        except Exception as exc:  # a precision that does not run here is no candidate
+            results[candidate] = (float("inf"), False, f"failed: {type(exc).__name__}: {exc}")
+    best = "fp32"
+    for candidate, (seconds, within, _) in results.items():
+        if within and seconds * MIN_GAIN < results["fp32"][0] and seconds < results[best][0]:
+            best = candidate
+    notes.append(f"{part}: " + ", ".join(f"{c} {s * 1000:.0f} ms" + (f" ({why})" if why else "")
+                                         for c, (s, _, why) in results.items()) + f" -> {best}")
+    return best
+
+
+def _decode(model: Any, precision: str) -> tuple[float, list[list[int]]]:
+    """Greedy tokens of the probe texts decoded together with the decoder's steps in
+    `precision`; -> the time of the batched steps (best of two) and the tokens."""
+    from voxpipe.stages.families.gpt_sovits.decoder.continuous import ContinuousDecoder, sequence_for
+    from voxpipe.stages.families.gpt_sovits.decoder.t2s import Sampling
+    from voxpipe.stages.families.gpt_sovits.models.voice import TextSegment, batch_text_inputs
+    from voxpipe.stages.families.gpt_sovits.text import segments
+
+    texts = [[TextSegment(s.lang, s.norm_text, tuple(s.ids), tuple(s.word2ph)) for s in segments(text, lang)]
+             for lang, text in PROBE_TEXTS]
+    inputs = batch_text_inputs([(model, segs) for segs in texts])
+    greedy = Sampling(top_k=1, top_p=1.0, temperature=1.0, repetition_penalty=1.0)
+    previous = model.t2s.precision
+    model.t2s.precision = precision
+    best, tokens = float("inf"), []
+    try:
+        for _ in range(2):
+            decoder = ContinuousDecoder(len(texts))
+            seqs = [sequence_for(model, i, f"probe{i}", segs, greedy, 0, PROBE_TOKENS, text)
+                    for i, (segs, text) in enumerate(zip(texts, inputs))]
+            for seq in seqs:
+                decoder.add(seq)
+            decoder.step()  # the prefills: in the model's own precision for every candidate
+            started = time.perf_counter()
+            while len(decoder):
+                decoder.step()
+            best = min(best, time.perf_counter() - started)
+            tokens = [seq.tokens for seq in seqs]
+    finally:
+        model.t2s.precision = previous
+    return best, tokens
+
+
+def _same_tokens(reference: list[list[int]], tokens: list[list[int]]) -> tuple[bool, str]:
+    same = tokens == reference
+    return same, "" if same else "greedy tokens differ from fp32's"
+
+
+def _render(model: Any, precision: str) -> tuple[float, np.ndarray]:
+    """The vocoder in `precision` on the latent of the voice's own reference tokens;
+    -> its time (best of three) and its audio."""
+    synth, prompt = model.synth, model._prompt()
+    with torch.inference_mode():
+        phones = torch.tensor([prompt.phone_ids], dtype=torch.long, device=model.device)
+        z = synth.latent(prompt.tokens[:, :PROBE_FRAMES // 2], phones, prompt.ge, prompt.ge_text, 0.0, 1.0, None)
+        previous = synth.vocoder_precision
+        synth.set_vocoder_precision(precision)
+        try:
+            best = float("inf")
+            for _ in range(3):
+                started = time.perf_counter()
+                audio = synth.run_vocoder(z, prompt.ge)[0, 0].cpu().numpy()
+                best = min(best, time.perf_counter() - started)
+        finally:
+            synth.set_vocoder_precision(previous)
+    return best, audio
+
+
+def _close_audio(reference: np.ndarray, audio: np.ndarray) -> tuple[bool, str]:
+    snr = snr_db(reference, audio)
+    if snr >= MIN_RENDERER_SNR_DB:
+        return True, f"{snr:.1f} dB"
+    return False, f"{snr:.1f} dB SNR, under {MIN_RENDERER_SNR_DB:g}"
+
+
+def snr_db(reference: np.ndarray, other: np.ndarray) -> float:
+    """Signal-to-noise ratio of `other` against `reference`, in dB (inf when equal)."""
+    n = min(len(reference), len(other))
+    error = float(np.sum((reference[:n].astype(np.float64) - other[:n]) ** 2))
+    power = float(np.sum(reference[:n].astype(np.float64) ** 2))
+    if error == 0:
+        return float("inf")
+    return 10.0 * float(np.log10(max(power, 1e-30) / error))
