@@ -3,6 +3,7 @@ serves), voxpipe one request at a time, and voxpipe's continuous batching + wind
 audio, in one run, on one random-weight v2 voice and the same requests.
 
     voxpipe bench gsv [--size tiny|full] [--concurrency 1 4 16] [--threads 2] [--repeat 1]
+                      [--precision auto|fp32|bf16|fp16|int8] [--modes ...]
                       [--reference DIR] [--out gsv-serve] [--json FILE]
 
 It needs the gpt-sovits extra (torch, transformers, ...), matplotlib for its plot (the
@@ -25,6 +26,17 @@ for request i) arrive together at time 0, and each mode serves them:
 - "sequential": voxpipe's plain decoder and renderer, one request after another.
 - "batched": voxpipe's GsvRunner (the worker's path): all N join the running batch,
   audio comes in windows while tokens are decoded; first audio is a request's first piece.
+- "daemon": the real daemon (`voxpipe serve`) with its defaults, the voice in its voices
+  directory and preloaded: the N requests go through the client library, each in a thread
+  of its own, streamed; first audio is a request's first fragment at the client, so G2P,
+  the frontend, the sockets and the merger are timed too. --threads does not apply: the
+  daemon uses the machine as it does for users. Its voice ends each text at the same
+  length as the other modes by its own voice.toml (`max_tokens_per_phone`), so its
+  request path is a user's.
+
+`--precision` (default auto) sets the precision of voxpipe's decoder steps and vocoder
+on its sides (precision.py: auto probes once and every side reuses the choice); each row
+says what ran as "decoder/renderer". The reference runs fp32.
 
 Timed, for every mode: the target text's BERT features (api_v2 computes them per request
 in its TextPreprocessor; voxpipe when a chunk joins the batch), semantic decoding and the
@@ -72,7 +84,9 @@ PROMPT_TEXT = "你好，这是一段参考音频。"
 TOKENS_PER_PHONE = 3  # semantic tokens per phone of the request's text, on every side
 SAMPLING = {"top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.35}
 NOISE_SCALE = 0.5
-MODES = ("reference", "sequential", "batched")
+MODES = ("reference", "sequential", "batched", "daemon")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16", "int8")
+VOICE = "bench"
 
 
 @dataclass(frozen=True)
@@ -104,19 +118,20 @@ class Row:
     p50_first_s: float
     corr: float  # first-audio time against text length (characters); NaN below 3 requests
     audio_s: float  # mean audio per request, to show every mode did the same work
+    precision: str = "fp32/fp32"  # decoder/renderer
 
     def json(self) -> dict:
         return {"concurrency": self.concurrency, "mode": self.mode, "requests_per_s": self.requests_per_s,
                 "first_audio_mean_s": self.mean_first_s, "first_audio_p50_s": self.p50_first_s,
                 "first_audio_length_corr": None if math.isnan(self.corr) else self.corr,
-                "audio_per_request_s": self.audio_s}
+                "audio_per_request_s": self.audio_s, "precision": self.precision}
 
     @classmethod
-    def of(cls, mode: str, run: Run, lengths: list[int]) -> "Row":
+    def of(cls, mode: str, run: Run, lengths: list[int], precision: str) -> "Row":
         n = len(lengths)
         corr = pearson([float(x) for x in lengths], run.first_s) if n > 2 else math.nan
         return cls(n, mode, n / run.total_s, float(np.mean(run.first_s)), percentile(run.first_s, 50), corr,
-                   float(np.mean(run.audio_s)))
+                   float(np.mean(run.audio_s)), precision)
 
 
 def segment_json(seg) -> dict:
@@ -135,15 +150,35 @@ def make_requests(n: int) -> list[Request]:
     return [Request(TEXTS[i % len(TEXTS)], model_segments(TEXTS[i % len(TEXTS)]), i) for i in range(n)]
 
 
-def write_voice(work: Path, size: str):
-    """A random v2 voice's files. -> VoiceFiles."""
+def write_voice(voices: Path, size: str):
+    """A random v2 voice's files in a voices directory. -> VoiceFiles."""
     from voxpipe.stages.families.gpt_sovits.random_voice import pretrained_dirname, write_random_gsv_voice
     from voxpipe.stages.families.gpt_sovits.models.voice import VoiceFiles
 
     # max_sec: no limit of its own below the requests' (30 s = 1500 tokens, upstream's ceiling).
-    voice = write_random_gsv_voice(work, "bench", "v2", seed=0, max_sec=30.0, size=size)
-    return VoiceFiles(next(voice.glob("*.ckpt")), next(voice.glob("*.pth")), work / pretrained_dirname(size),
+    voice = write_random_gsv_voice(voices, VOICE, "v2", seed=0, max_sec=30.0, size=size)
+    # The daemon ends each text where the other modes do: a random voice never says EOS.
+    toml = voice / "voice.toml"
+    toml.write_text(f"max_tokens_per_phone = {TOKENS_PER_PHONE}\n" + toml.read_text(encoding="utf-8"), encoding="utf-8")
+    return VoiceFiles(next(voice.glob("*.ckpt")), next(voice.glob("*.pth")), voices / pretrained_dirname(size),
                       voice / "reference.wav")
+
+
+def wanted_precision(value: str) -> dict[str, str]:
+    """--precision as the parts take it: int8 is the decoder's alone (its vocoder: auto)."""
+    from voxpipe.stages.families.gpt_sovits.voice_config import PRECISIONS
+
+    return {part: value if value == "auto" or value in PRECISIONS[part] else "auto" for part in PRECISIONS}
+
+
+def apply_precision(model, value: str, cache: Path) -> str:
+    """Our model's parts set to --precision (auto: probed, cached in `cache` for the daemon
+    to reuse); -> "decoder/renderer"."""
+    from voxpipe.stages.families.gpt_sovits import precision
+
+    choice = precision.choose(model, wanted_precision(value), cache)
+    print(f"precision: {choice.summary()}{''.join('; ' + n for n in choice.notes)}", flush=True)
+    return f"{choice.decoder}/{choice.renderer}"
 
 
 def load_model(files, device: str = "cpu"):
@@ -195,6 +230,75 @@ def run_batched(model, reqs: list[Request]) -> Run:
     total = time.perf_counter() - start
     keys = [f"r{i}" for i in range(len(reqs))]
     return Run(total, [first[k] for k in keys], [samples[k] / model.sample_rate for k in keys])
+
+
+class DaemonSide:
+    """The real daemon, started with its defaults (workers, threads, precision as set),
+    the bench voice in its voices directory and preloaded."""
+
+    def __init__(self, voices: Path, work: Path, precision: str, cache: Path) -> None:
+        from voxpipe.bench.daemon import BenchDaemon, DaemonSettings
+
+        wanted = wanted_precision(precision)
+        config = (f"voices_dir = {json.dumps(str(voices))}", f"preload = [{json.dumps(VOICE)}]",
+                  f"worker.gsv_decoder_precision = {json.dumps(wanted['decoder'])}",
+                  f"worker.gsv_renderer_precision = {json.dumps(wanted['renderer'])}",
+                  f"worker.gsv_precision_cache_dir = {json.dumps(str(cache))}")
+        # workers 0 and threads 1 are the daemon's defaults: cores / threads workers.
+        self.daemon = BenchDaemon(work, DaemonSettings(engine="onnx", workers=0, threads=1, config=config))
+
+    def start(self) -> None:
+        self.daemon.start(wait_s=1800.0)  # a full-size voice loads (and is probed) before ready
+
+    def precision(self) -> str:
+        """What the workers run the voice in, as "decoder/renderer"."""
+        seen = set()
+        for proc in self.daemon.status().get("processes", []):
+            chosen = ((proc.get("stats") or {}).get("voice_details") or {}).get(VOICE, {}).get("precision", "")
+            if chosen.startswith("decoder "):
+                decoder, renderer = chosen.split(" (")[0].split(", ")
+                seen.add(f"{decoder.split()[1]}/{renderer.split()[1]}")
+        return "/".join(sorted(seen)) if len(seen) != 1 else seen.pop()
+
+    def serve(self, reqs: list[Request]) -> Run:
+        """The requests at once, one client and thread each, streamed; times at the client."""
+        import threading
+
+        n = len(reqs)
+        first, end, samples = [0.0] * n, [0.0] * n, [0] * n
+        rate = [0]
+        errors: list[BaseException] = []
+        gate = threading.Barrier(n + 1)
+        start = [0.0]
+
+        def one(i: int, req: Request) -> None:
+            try:
+                with self.daemon.client() as client:
+                    gate.wait()
+                    stream = client.stream(req.text, VOICE, seed=req.seed, noise_scale=NOISE_SCALE, **SAMPLING)
+                    for fragment in stream:
+                        if not samples[i]:
+                            first[i] = time.perf_counter() - start[0]
+                        samples[i] += len(fragment.samples)
+                        rate[0] = fragment.sample_rate
+                    end[i] = time.perf_counter() - start[0]
+            except BaseException as exc:  # reported below, after every thread ends
+                errors.append(exc)
+                gate.abort()
+
+        threads = [threading.Thread(target=one, args=(i, r), daemon=True) for i, r in enumerate(reqs)]
+        for t in threads:
+            t.start()
+        start[0] = time.perf_counter()
+        gate.wait()
+        for t in threads:
+            t.join()
+        if errors:
+            raise RuntimeError(f"daemon request failed: {errors[0]!r}\n{self.daemon.log_tail()}")
+        return Run(max(end), first, [s / rate[0] for s in samples])
+
+    def close(self) -> None:
+        self.daemon.stop()
 
 
 class ReferenceServer:
@@ -263,24 +367,30 @@ def table(rows: list[Row]) -> list[str]:
     def corr(c: float) -> str:
         return "n/a" if math.isnan(c) else f"{c:+.3f}"
 
-    lines = ["| concurrency | mode | requests/s | mean first audio (s) | p50 first audio (s) "
+    lines = ["| concurrency | mode | precision | requests/s | mean first audio (s) | p50 first audio (s) "
              "| corr(first audio, text length) | audio/request (s) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r.concurrency} | {r.mode} | {r.requests_per_s:.2f} | {r.mean_first_s:.2f} | {r.p50_first_s:.2f} "
-              f"| {corr(r.corr)} | {r.audio_s:.2f} |" for r in rows]
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r.concurrency} | {r.mode} | {r.precision} | {r.requests_per_s:.2f} | {r.mean_first_s:.2f} "
+              f"| {r.p50_first_s:.2f} | {corr(r.corr)} | {r.audio_s:.2f} |" for r in rows]
     return lines
 
 
 def ratio_lines(rows: list[Row]) -> list[str]:
-    """Batched against each one-at-a-time mode: >1 means batched is better."""
+    """Each of voxpipe's modes against the reference: requests/s (>1: voxpipe serves more)
+    and first audio as a fraction of the reference's (<1: voxpipe's comes sooner)."""
     out = []
     for n in sorted({r.concurrency for r in rows}):
         by_mode = {r.mode: r for r in rows if r.concurrency == n}
-        bat = by_mode["batched"]
-        parts = [f"vs {m}: {ratio(bat.requests_per_s, by_mode[m].requests_per_s):.2f}x requests/s, first audio "
-                 f"{ratio(by_mode[m].mean_first_s, bat.mean_first_s):.2f}x sooner (mean), "
-                 f"{ratio(by_mode[m].p50_first_s, bat.p50_first_s):.2f}x (p50)" for m in ("reference", "sequential")]
-        out.append(f"N={n} batched " + "; ".join(parts))
+        ref = by_mode.get("reference")
+        if ref is None:
+            continue
+        for mode in ("daemon", "batched", "sequential"):
+            if mode in by_mode:
+                ours = by_mode[mode]
+                out.append(f"N={n} {mode} ({ours.precision}) vs reference: "
+                           f"{ratio(ours.requests_per_s, ref.requests_per_s):.2f}x requests/s, first audio "
+                           f"{ratio(ours.mean_first_s, ref.mean_first_s):.2f}x the reference's (mean), "
+                           f"{ratio(ours.p50_first_s, ref.p50_first_s):.2f}x (p50)")
     return out
 
 
@@ -288,7 +398,7 @@ def plot(rows: list[Row], path: Path) -> None:
     from voxpipe.bench.plots import plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    for mode in MODES:
+    for mode in [m for m in MODES if any(r.mode == m for r in rows)]:
         sel = [r for r in rows if r.mode == mode]
         axes[0].plot([r.concurrency for r in sel], [r.requests_per_s for r in sel], marker="o", label=mode)
         axes[1].plot([r.concurrency for r in sel], [r.mean_first_s for r in sel], marker="o", label=mode)
@@ -306,49 +416,87 @@ def plot(rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
-def serve_once(mode: str, model, server: ReferenceServer, reqs: list[Request]) -> Run:
-    if mode == "reference":
-        return server.serve(reqs)
-    return run_sequential(model, reqs) if mode == "sequential" else run_batched(model, reqs)
+@dataclass
+class Sides:
+    """What serves each mode: the reference process, our model in this process, the daemon."""
+
+    server: ReferenceServer | None
+    model: object | None
+    daemon: DaemonSide | None
+    precision: dict[str, str]  # mode -> "decoder/renderer"
+
+    def serve(self, mode: str, reqs: list[Request]) -> Run:
+        if mode == "reference":
+            return self.server.serve(reqs)  # type: ignore[union-attr]
+        if mode == "daemon":
+            return self.daemon.serve(reqs)  # type: ignore[union-attr]
+        return run_sequential(self.model, reqs) if mode == "sequential" else run_batched(self.model, reqs)
 
 
-def measure(model, server: ReferenceServer, concurrency: list[int], repeat: int) -> list[Row]:
-    """Rounds of every N, and at each N the three modes one after another (so that they
-    share the machine's load); per N and mode, the round with the median total time."""
+def measure(sides: Sides, modes: list[str], concurrency: list[int], repeat: int) -> list[Row]:
+    """Rounds of every N, and at each N the modes one after another (so that they share
+    the machine's load); per N and mode, the round with the median total time."""
     runs: dict[tuple[int, str], list[Run]] = {}
     for round_no in range(repeat):
         for n in concurrency:
             reqs = make_requests(n)
-            for mode in MODES:
+            for mode in modes:
                 print(f"[{round_no + 1}/{repeat}] N={n:3d} {mode:10} ", end="", flush=True)
-                run = serve_once(mode, model, server, reqs)
+                run = sides.serve(mode, reqs)
                 runs.setdefault((n, mode), []).append(run)
                 print(f"{n / run.total_s:7.2f} req/s  first audio mean {np.mean(run.first_s):6.2f} s "
                       f"({run.total_s:.1f} s in all)", flush=True)
     rows = []
     for (n, mode), mode_runs in runs.items():
         median = sorted(mode_runs, key=lambda r: r.total_s)[(len(mode_runs) - 1) // 2]
-        rows.append(Row.of(mode, median, [len(r.text) for r in make_requests(n)]))
+        rows.append(Row.of(mode, median, [len(r.text) for r in make_requests(n)], sides.precision[mode]))
     return rows
 
 
 def run_all(args: argparse.Namespace, work: Path) -> list[Row]:
-    """Write the voice, load both sides, warm up, measure."""
+    """Write the voice, load every side, warm up, measure."""
     started = time.perf_counter()
+    modes = list(args.modes)
     print(f"writing a random {args.size} v2 voice ({TOKENS_PER_PHONE} tokens per phone) ...", flush=True)
-    files = write_voice(work, args.size)
-    # The reference loads while ours does (nothing is timed yet): a shorter run.
-    print(f"loading the reference package and ours ({args.threads} thread(s) each) ...", flush=True)
-    server = ReferenceServer(Path(args.reference), files, args.threads, work)
+    voices, cache = work / "voices", work / "precision"
+    files = write_voice(voices, args.size)
+    sides = Sides(None, None, None, {"reference": "fp32/fp32"})
     try:
-        model = load_model(files, args.device)
-        run_sequential(model, make_requests(1))  # warm-up, both paths
-        run_batched(model, make_requests(2))
-        server.wait_ready()
+        if "reference" in modes:  # it loads while ours does (nothing is timed yet): a shorter run
+            print(f"loading the reference package ({args.threads} thread(s)) ...", flush=True)
+            sides.server = ReferenceServer(Path(args.reference), files, args.threads, work)
+        if {"sequential", "batched", "daemon"} & set(modes):
+            # Loaded here for the daemon too: auto's probe runs once, and the daemon reads its choice.
+            print(f"loading ours ({args.threads} thread(s) in this process) ...", flush=True)
+            sides.model = load_model(files, args.device)
+            ours = apply_precision(sides.model, args.precision, cache)
+            sides.precision.update(sequential=ours, batched=ours)
+            run_sequential(sides.model, make_requests(1))  # warm-up, both paths
+            run_batched(sides.model, make_requests(2))
+        if "daemon" in modes:
+            print("starting the daemon with its defaults ...", flush=True)
+            sides.daemon = DaemonSide(voices, work / "daemon", args.precision, cache)
+            sides.daemon.start()
+            sides.daemon.serve(make_requests(2))  # warm-up: the first request's one-off costs
+            sides.precision["daemon"] = sides.daemon.precision()
+        if sides.server is not None:
+            sides.server.wait_ready()
         print(f"loaded and warmed up ({time.perf_counter() - started:.0f} s so far)", flush=True)
-        return measure(model, server, args.concurrency, max(1, args.repeat))
+        return measure(sides, modes, args.concurrency, max(1, args.repeat))
     finally:
-        server.close()
+        if sides.daemon is not None:
+            sides.daemon.close()
+        if sides.server is not None:
+            sides.server.close()
+
+
+def machine_words() -> str:
+    """The CPU's model, cores and the flags that decide precisions (docs tables name them)."""
+    from voxpipe.stages.engines.busy_board import usable_cores
+    from voxpipe.stages.families.gpt_sovits.precision import cpu_flags, cpu_model
+
+    flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8"})
+    return f"{cpu_model() or 'unknown'}, {usable_cores()} cores, {' '.join(flags) or 'no AVX2'}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -364,10 +512,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the median round is reported")
     parser.add_argument("--out", default="gsv-serve", help="OUT.md and OUT.png are written")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                        help="voxpipe's decoder steps and vocoder (auto: the fastest within bounds on this machine, "
+                             "probed once); int8 applies to the decoder alone")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="which sides run (default: all); the ratios need the reference")
 
 
 def run(args: argparse.Namespace) -> int:
-    if not (Path(args.reference) / "GPT_SoVITS").is_dir():
+    if "reference" in args.modes and not (Path(args.reference) / "GPT_SoVITS").is_dir():
         print(f"voxpipe bench gsv: the reference GPT-SoVITS is not installed at {args.reference}: pip install "
               f"--no-deps --target {args.reference} gpt-sovits-cpufast==0.1.0 torchmetrics lightning-utilities "
               f"einops (in a source checkout: bash tools/dev.sh setup)", file=sys.stderr)
@@ -388,15 +541,16 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gsv-serve-") as tmp:  # a full voice takes ~1.3 GB
         rows = run_all(args, Path(tmp))
-    header = (f"Random-weight {args.size} v2 voice (voxpipe on {args.device}), {TOKENS_PER_PHONE} semantic tokens per phone of each text, "
-              f"{args.threads} torch thread(s) on every side, sampling {SAMPLING}, noise_scale {NOISE_SCALE}, "
-              f"median of {max(1, args.repeat)} round(s).")
+    header = (f"Random-weight {args.size} v2 voice (voxpipe on {args.device}), {TOKENS_PER_PHONE} semantic tokens per "
+              f"phone of each text, {args.threads} torch thread(s) for the reference and the in-process modes (the "
+              f"daemon: its defaults), sampling {SAMPLING}, noise_scale {NOISE_SCALE}, median of "
+              f"{max(1, args.repeat)} round(s). CPU: {machine_words()}.")
     lines = [header, "", *table(rows), "", *[f"- {r}" for r in ratio_lines(rows)]]
     print("\n".join(lines[2:]))
     Path(args.out + ".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     plot(rows, Path(args.out + ".png"))
     if args.json:
-        args.json.write_text(json.dumps({"size": args.size, "threads": args.threads,
+        args.json.write_text(json.dumps({"size": args.size, "threads": args.threads, "precision": args.precision,
                                          "tokens_per_phone": TOKENS_PER_PHONE,
                                          "rows": [r.json() for r in rows]}, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.out}.md and {args.out}.png{' and ' + str(args.json) if args.json else ''} "

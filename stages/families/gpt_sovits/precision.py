@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from voxpipe.stages.engines.busy_board import usable_cores
 from voxpipe.stages.families.gpt_sovits.voice_config import PRECISIONS
 
 AUTO = "auto"
@@ -159,7 +160,7 @@ def cache_key(model: Any, wanted: dict[str, str]) -> str:
     device = model.device
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "fma"})
     files = [(str(p), *_stamp(p)) for p in (model.files.gpt, model.files.sovits)]
-    fields = {"probe": PROBE_VERSION, "cpu": _cpu_model(), "flags": flags, "cores": _cores(),
+    fields = {"probe": PROBE_VERSION, "cpu": cpu_model(), "flags": flags, "cores": usable_cores(),
               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "quantized": torch.backends.quantized.supported_engines,
               "files": files, "wanted": wanted}
@@ -171,14 +172,7 @@ def _stamp(path: Path) -> tuple[int, int]:
     return stat.st_mtime_ns, stat.st_size
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:

@@ -92,7 +92,8 @@ class GsvRunner(Runner):
 
     def admit(self, voice: LoadedVoice, chunk: Chunk, max_tokens: int | None = None) -> None:
         """Start decoding a chunk; it joins the batch at the next step. EngineError on bad
-        input. `max_tokens` caps its semantic tokens (default: the GPT's max_sec)."""
+        input. `max_tokens` caps its semantic tokens (default: the voice's
+        max_tokens_per_phone, else the GPT's max_sec)."""
         key = (chunk.request_id, chunk.seq)
         if not self.has_room():
             raise DecoderFull(f"{len(self)} sequences admitted (limit {self.decoder.max_sequences})")
@@ -102,6 +103,9 @@ class GsvRunner(Runner):
         segs = item_segments(item)
         sampling = Sampling(item.top_k, item.top_p, item.temperature, item.repetition_penalty)
         ids = [i for s in segs for i in s.phone_ids]
+        per_phone = getattr(getattr(voice.spec, "settings", None), "max_tokens_per_phone", 0.0)
+        if max_tokens is None and per_phone > 0:
+            max_tokens = max(1, round(per_phone * len(ids)))
         model = voice.model
         if hasattr(model, "decoder"):  # v3/v4: CFM mel decoder + vocoder, audio per mel chunk
             renderer = MelStreamRenderer(model, ids, 1.0 / item.length_scale, item.sample_steps, item.seed)

@@ -6,6 +6,9 @@
     sovits = "my_voice_e8_s96.pth"
     pretrained_dir = "/opt/GPT-SoVITS/GPT_SoVITS/pretrained_models"   # default: VOICES_DIR/.gsv-pretrained
     language = "auto"               # text language of requests: zh | en | auto
+    max_tokens_per_phone = 0        # > 0: a text's decoding stops after this many semantic tokens per
+                                    # phone (25 tokens a second), EOS or not: a guard against a model that
+                                    # runs on; 0 (default): upstream's limit only (50 * the GPT's max_sec)
 
     [reference]                     # the clip (3-10 s) the voice imitates, and what it says
     audio = "ref.wav"
@@ -47,7 +50,7 @@ DEFAULTS = {"top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty":
             "speed": 1.0}
 PRETRAINED_DIRNAME = ".gsv-pretrained"
 _TOP_KEYS = {"family", "version", "gpt", "sovits", "pretrained_dir", "language", "sample_rate", "reference",
-             "defaults", "precision"}
+             "defaults", "precision", "max_tokens_per_phone"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class GsvVoiceConfig:
     reference: Reference
     defaults: dict[str, float] = field(hash=False)  # option defaults, `speed` among them
     precision: dict[str, str] = field(default_factory=dict, hash=False)  # part -> auto | a precision; absent: daemon's
+    max_tokens_per_phone: float = 0.0  # > 0: decoding stops after this many tokens per phone of the text
 
 
 class VoiceConfigError(ValueError):
@@ -143,6 +147,9 @@ def read_voice_toml(directory: Path) -> GsvVoiceConfig:
         if type(value) not in (int, float) or (key in ("top_k", "sample_steps") and type(value) is not int):
             raise VoiceConfigError(f"voice.toml: defaults.{key} must be a number")
         defaults[key] = value
+    cap = raw.get("max_tokens_per_phone", 0)
+    if type(cap) not in (int, float) or cap < 0:
+        raise VoiceConfigError("voice.toml: max_tokens_per_phone must be a number >= 0 (0: no cap of its own)")
     precision = raw.get("precision") or {}
     if not isinstance(precision, dict):
         raise VoiceConfigError("voice.toml: [precision] must be a table (decoder, renderer)")
@@ -156,4 +163,4 @@ def read_voice_toml(directory: Path) -> GsvVoiceConfig:
     pretrained_dir = (directory / pretrained if pretrained else directory.parent / PRETRAINED_DIRNAME).resolve()
     return GsvVoiceConfig(version, files["gpt"], files["sovits"], pretrained_dir, lang,
                           int(raw.get("sample_rate", MEL_SAMPLE_RATE.get(version, SAMPLE_RATE))),
-                          Reference(files["reference.audio"], text, ref_lang), defaults, dict(precision))
+                          Reference(files["reference.audio"], text, ref_lang), defaults, dict(precision), float(cap))
