@@ -21,6 +21,7 @@ from voxpipe.config import Config
 from voxpipe.gpus import Gpu, discover_gpus
 from voxpipe.metrics.devices import DeviceProbe, rss_bytes
 from voxpipe.metrics.exporter import MetricsError, MetricsExporter
+from voxpipe.daemon import allocator
 from voxpipe.daemon.notify import Notifier
 from voxpipe.procutil import set_title
 from voxpipe.daemon.usage import UsageState
@@ -83,14 +84,17 @@ class Supervisor:
         self._usage_seen: dict[str, int] = {}  # frontend's cumulative per-voice counts last seen
         self.metrics: MetricsExporter | None = None
         self.devices = DeviceProbe(config.gpu.enabled)
+        self.allocator = "system"  # the workers' malloc, in words (set when they are planned)
 
     # ---- setup --------------------------------------------------------------------------
     def _plan_workers(self) -> list[tuple[str, str, dict[str, str]]]:
         """(name, device, env) per synthesis worker: one per GPU, else N on CPU."""
         gpus: list[Gpu] = discover_gpus() if self.config.gpu.enabled else []
+        malloc, self.allocator = allocator.worker_env(self.config.worker.allocator)
+        log(f"workers' allocator: {self.allocator}")
         if gpus:
             gpu_cfg = self.config.gpu
-            return [(f"w{i}", "cuda", {"CUDA_VISIBLE_DEVICES": str(gpu.index),
+            return [(f"w{i}", "cuda", {**malloc, "CUDA_VISIBLE_DEVICES": str(gpu.index),
                                        "PYTORCH_CUDA_ALLOC_CONF": gpu_cfg.alloc_conf,
                                        "VOXPIPE_GPU_MEMORY_FRACTION": str(gpu_cfg.memory_fraction),
                                        "VOXPIPE_TRT_WORKSPACE_MIB": str(gpu_cfg.tensorrt_workspace_mib),
@@ -100,7 +104,7 @@ class Supervisor:
         threads = str(self.config.worker.threads)
         # PASSIVE: idle OpenMP threads sleep instead of spinning, which on a shared CPU
         # otherwise steals the cores the other workers are using.
-        return [(f"w{i}", "cpu", {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads,
+        return [(f"w{i}", "cpu", {**malloc, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": threads,
                                   "OMP_WAIT_POLICY": "PASSIVE"})
                 for i in range(count)]
 
@@ -365,7 +369,7 @@ class Supervisor:
                               "ready": stage.ready, "restarts": stage.restarts, "device": stage.args.device,
                               "rss": rss_bytes(pid) if alive else None, "stats": stage.stats})
         ready, devices = self.ready and self.healthy(), self.devices.snapshot()
-        info: dict[str, Any] = {"endpoint": self.endpoint, "devices": devices}
+        info: dict[str, Any] = {"endpoint": self.endpoint, "devices": devices, "worker_allocator": self.allocator}
         if self.metrics:
             info["metrics"] = self.metrics.url
             self.metrics.publish(processes, devices, ready)

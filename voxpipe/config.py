@@ -18,6 +18,7 @@ from typing import Any
 
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # engines refuse the ones they lack
+ALLOCATORS = ("auto", "system", "tcmalloc", "jemalloc")  # daemon/allocator.py
 GSV_PRECISIONS = {"decoder": ("auto", "fp32", "bf16", "fp16", "int8"), "renderer": ("auto", "fp32", "bf16", "fp16")}
 INT8_METHODS = ("static", "dynamic")  # stages/families/piper/engines/quantize.py's recipes
 
@@ -64,6 +65,7 @@ class WorkerConfig:
     gsv_decoder_precision: str = "auto"  # auto | fp32 | bf16 | fp16 | int8
     gsv_renderer_precision: str = "auto"  # auto | fp32 | bf16 | fp16
     gsv_precision_cache_dir: str = ""  # the probes' choices; empty: $XDG_CACHE_HOME/voxpipe/gsv-precision
+    allocator: str = "auto"  # workers' malloc: auto (tcmalloc where installed) | system | tcmalloc | jemalloc
 
 
 @dataclass
@@ -300,6 +302,8 @@ def validate(config: Config) -> Config:
         (config.gpu.tensorrt_max_frames >= 16, "gpu.tensorrt_max_frames must be >= 16"),
         (config.worker.precision in PRECISIONS,
          f"worker.precision: expected one of {', '.join(PRECISIONS)}, got {config.worker.precision!r}"),
+        (config.worker.allocator in ALLOCATORS,
+         f"worker.allocator: expected one of {', '.join(ALLOCATORS)}, got {config.worker.allocator!r}"),
         (config.worker.gsv_decoder_precision in GSV_PRECISIONS["decoder"],
          f"worker.gsv_decoder_precision: expected one of {', '.join(GSV_PRECISIONS['decoder'])}, "
          f"got {config.worker.gsv_decoder_precision!r}"),

@@ -58,6 +58,8 @@ def render(status: dict) -> str:
             if chosen.get("precision"):
                 lines.append(f"{'':<21}voice {voice}: {chosen['precision']}")
     lines += ["", *_device_lines(status.get("devices") or [])]
+    if status.get("worker_allocator"):
+        lines.append(f"workers' allocator: {status['worker_allocator']}")
     lines += [f"voices: {', '.join(status.get('voices', []))}"]
     for name, why in status.get("unavailable_voices", {}).items():
         lines.append(f"unavailable: {name}: {why}")
