@@ -97,10 +97,16 @@ def test_new_producer_reclaims_slots_its_dead_predecessor_was_writing(spec):
 
 
 def test_expired_unread_slots_are_reclaimed_when_full(spec):
-    producer = ShmPool.attach(spec, producer=True)
-    for _ in range(16):
-        producer.put(np.zeros(1024, np.float32), time.monotonic() - 3600)  # long expired, never read
-    producer.put(np.zeros(1024, np.float32), time.monotonic() + 10)  # reclaims instead of failing
+    producer, consumer = ShmPool.attach(spec, producer=True), ShmPool.attach(spec)
+    expired = [producer.put(np.full(1024, i, np.float32), time.monotonic() - 3600)  # long expired, never read
+               for i in range(16)]
+    assert producer.usage()["free"] == 0
+    fresh = producer.put(np.full(1024, 99, np.float32), time.monotonic() + 10)  # reclaims instead of failing
+    assert producer.usage()["free"] == 15  # every expired slot freed, one taken by the new array
+    assert np.array_equal(consumer.read(fresh), np.full(1024, 99, np.float32))
+    for handle in expired:  # what the expired handles pointed at is gone: refused, never torn data
+        with pytest.raises(StaleHandle):
+            consumer.read(handle)
 
 
 def test_stale_pools_of_dead_daemons_are_removed_live_ones_kept(spec, tmp_path):

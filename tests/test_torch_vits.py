@@ -20,6 +20,8 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
+pytestmark = [pytest.mark.slow]  # VITS models in torch and onnxruntime, each test seconds
+
 from voxpipe.stages.families.piper.engines import create_engine  # noqa: E402
 from voxpipe.stages.engines.base import EngineError, EngineSettings, LoadedVoice  # noqa: E402
 from voxpipe.stages.families.piper.item import SynthesisItem
@@ -109,6 +111,7 @@ def test_hyperparameters_come_from_the_weights(joe):
     assert unused_weights(read_onnx_weights(spec.model_path), model) == []
 
 
+@pytest.mark.reference
 @pytest.mark.parametrize("text", selected_texts() or ["Hello there."])
 def test_matches_onnxruntime_without_noise(joe, text):
     _, model, session, phonemizer = joe
@@ -118,6 +121,7 @@ def test_matches_onnxruntime_without_noise(joe, text):
     assert np.abs(ours - ref).max() <= TOLERANCE
 
 
+@pytest.mark.reference
 def test_length_scale_rounds_durations_like_onnxruntime(joe):
     _, model, session, phonemizer = joe
     ids = phonemizer.text_to_ids("Good morning, everyone.")
@@ -343,6 +347,7 @@ def test_engine_unload_and_memory(engine_and_voice, tmp_path):
         engine.synthesize(voice, [SynthesisItem(np.array([1, 2]), 0.667, 1.0, 0.8)])
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_engine_on_gpu(random_voices, precision):
@@ -374,7 +379,7 @@ def test_real_time_factor(threads):
     engine = TorchEngine(EngineSettings(threads=threads))
     voice = engine.load_voice(spec)
     totals = {"ort": [0.0, 0.0], "torch": [0.0, 0.0]}
-    seconds = 0.0
+    made = {"ort": 0.0, "torch": 0.0}  # audio seconds each engine made
     engine.synthesize(voice, [SynthesisItem(rows[0], 0.667, 1.0, 0.8)])
     ort_audio(session, rows[0])
     for ids in rows:
@@ -386,6 +391,12 @@ def test_real_time_factor(threads):
                 audio = engine.synthesize(voice, [SynthesisItem(ids, 0.667, 1.0, 0.8)])[0]
             totals[name][0] += time.perf_counter() - wall
             totals[name][1] += time.process_time() - cpu
-            seconds += audio.size / spec.sample_rate / 2
-    print(f"\nthreads={threads} texts={len(rows)} audio={seconds:.1f}s  "
+            assert audio.size > 0 and np.isfinite(audio).all() and np.abs(audio).max() > 0.01, (name, len(ids))
+            made[name] += audio.size / spec.sample_rate
+    seconds = (made["ort"] + made["torch"]) / 2
+    print(f"\nthreads={threads} texts={len(rows)} audio={seconds:.1f}s "
+          f"(ort {made['ort']:.1f}, torch {made['torch']:.1f})  "
           + "  ".join(f"{k}: RTF wall {v[0] / seconds:.4f} cpu {v[1] / seconds:.4f}" for k, v in totals.items()))
+    # The factors compare like with like: both engines spoke every text, at the same length
+    # overall (each text's length varies with the duration noise; over all texts it evens out).
+    assert made["torch"] == pytest.approx(made["ort"], rel=0.02), made
