@@ -20,7 +20,8 @@ from voxpipe.stages.families.gpt_sovits.models import bigvgan as ours_module  # 
 from voxpipe.stages.families.gpt_sovits.random_voice_v3 import write_vocoder  # noqa: E402
 
 # The package builds its generator with the old weight_norm API and says so on each build.
-pytestmark = pytest.mark.filterwarnings("ignore:.*weight_norm.*is deprecated:FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:.*weight_norm.*is deprecated:FutureWarning"),
+              pytest.mark.reference, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("soxr")
 
+pytestmark = [pytest.mark.slow, pytest.mark.reference]  # random voices run through ours and the reference runner
+
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = Path(os.environ.get("VOXPIPE_GSV_REFERENCE", ROOT / ".cache" / "gsv-reference"))
 if not (REFERENCE / "GPT_SoVITS" / "AR" / "models" / "t2s_model.py").is_file():

@@ -11,6 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+pytestmark = pytest.mark.slow  # random GPT-SoVITS voice files written and loaded: seconds each
+
 from voxpipe.stages.engines.base import EngineError, EngineSettings  # noqa: E402
 from voxpipe.stages.families.gpt_sovits.models import checkpoints  # noqa: E402
 from voxpipe.stages.families.gpt_sovits.random_voice import reference_clip, write_gpt, write_sovits  # noqa: E402

@@ -14,6 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+pytestmark = [pytest.mark.slow]  # a v2ProPlus voice written as upstream's files, loaded
+
 from tests.gsv_upstream_files import pretrained_as_shipped, save_base_gpt, save_sovits_as_trainer  # noqa: E402
 from voxpipe.stages.engines.base import EngineError, EngineSettings  # noqa: E402
 from voxpipe.stages.families.base import RunnerSettings  # noqa: E402

@@ -10,6 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+pytestmark = [pytest.mark.slow]  # GPT-SoVITS decodes, alone and batched
+
 from tests.test_gsv_continuous import GREEDY, _run, load_random_voice  # noqa: E402
 from tests.test_gsv_static_decoder import _lone_logits, _static_logits  # noqa: E402
 from voxpipe.bench.gsv_serve import make_requests  # noqa: E402

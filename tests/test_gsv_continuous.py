@@ -11,6 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+pytestmark = [pytest.mark.slow]  # GPT-SoVITS decodes, alone and batched
+
 from voxpipe.stages.families.gpt_sovits.decoder.continuous import ContinuousDecoder, DecoderFull, sequence_for  # noqa: E402
 from voxpipe.stages.families.gpt_sovits.random_voice import write_random_gsv_voice  # noqa: E402
 from voxpipe.stages.families.gpt_sovits.decoder.t2s import Sampling  # noqa: E402

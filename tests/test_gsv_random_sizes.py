@@ -13,6 +13,7 @@ from voxpipe.stages.families.gpt_sovits.models.sovits import SovitsConfig  # noq
 from voxpipe.stages.families.gpt_sovits.decoder.t2s import T2SConfig  # noqa: E402
 
 
+@pytest.mark.slow
 def test_full_size_gpt_has_the_released_shape(tmp_path):
     write_gpt(tmp_path / "g.ckpt", torch.Generator().manual_seed(0), 2.0, "v2", "full")
     config, weights = checkpoints.load_gpt(tmp_path / "g.ckpt")
@@ -21,6 +22,7 @@ def test_full_size_gpt_has_the_released_shape(tmp_path):
     assert weights["model.h.layers.23.linear1.weight"].shape == (2048, 512)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version,gin,upsample", [("v2", 512, 512), ("v2ProPlus", 1024, 768)])
 def test_full_size_sovits_follows_each_versions_config(tmp_path, version, gin, upsample):
     write_sovits(tmp_path / "s.pth", version, torch.Generator().manual_seed(0), "full")

@@ -18,6 +18,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+pytestmark = [pytest.mark.slow]  # GPT-SoVITS decodes, alone and batched
+
 from voxpipe.stages.families.gpt_sovits.decoder.continuous import ContinuousDecoder, Sequence, sequence_for  # noqa: E402
 from voxpipe.stages.families.gpt_sovits.decoder.slot_cache import SlotCache, keys_needed  # noqa: E402
 from voxpipe.stages.families.gpt_sovits.decoder.static_decoder import StaticDecoder  # noqa: E402
@@ -290,6 +292,7 @@ def _cuda_case(voices) -> tuple:
     return a, model, seqs, tokens
 
 
+@pytest.mark.gpu
 @needs_cuda
 def test_cuda_graph_replay_equals_eager_step(voices):
     a, model, seqs, tokens = _cuda_case(voices)
@@ -310,6 +313,7 @@ def test_cuda_graph_replay_equals_eager_step(voices):
     assert _run(decoder, {})["g"][0] == lone
 
 
+@pytest.mark.gpu
 @needs_cuda
 def test_cuda_fp16_error_measured(voices):
     _, model, seqs, tokens = _cuda_case(voices)

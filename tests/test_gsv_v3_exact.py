@@ -14,6 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+pytestmark = [pytest.mark.slow, pytest.mark.reference]  # against golden arrays made by upstream's code
+
 from tests.dev_scripts import from_script  # noqa: E402
 CASES, case_inputs, write_case_files = from_script("make_gsv_golden", "CASES", "case_inputs", "write_case_files")
 from voxpipe.stages.families.gpt_sovits.models import features  # noqa: E402

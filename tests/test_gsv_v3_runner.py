@@ -11,6 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+pytestmark = [pytest.mark.slow]  # v3/v4 CFM renders
+
 from tests.test_gsv_continuous import GREEDY, model_segments  # noqa: E402
 from voxpipe.stages.families.gpt_sovits.item import GsvItem  # noqa: E402
 from voxpipe.stages.families.gpt_sovits.random_voice import write_random_gsv_voice  # noqa: E402

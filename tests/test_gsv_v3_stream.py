@@ -7,6 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+pytestmark = [pytest.mark.slow]  # v3/v4 renders, whole and by chunk
+
 from tests.dev_scripts import from_script  # noqa: E402
 CASES, case_inputs, write_case_files = from_script("make_gsv_golden", "CASES", "case_inputs", "write_case_files")
 from voxpipe.stages.families.gpt_sovits.models import features  # noqa: E402

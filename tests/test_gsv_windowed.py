@@ -9,6 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+pytestmark = [pytest.mark.slow]  # SoVITS renders, whole and by window
+
 from voxpipe.stages.families.gpt_sovits.models.windowed import WindowedRenderer, WindowPlan, render_windows  # noqa: E402
 from voxpipe.stages.engines.receptive_field import receptive_radius  # noqa: E402
 from tests.test_gsv_continuous import GREEDY, load_random_voice, model_segments  # noqa: E402
@@ -198,6 +200,7 @@ def test_the_runner_renders_due_windows_together_as_one_at_a_time(voice):
             np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_windows_of_several_requests_render_together_as_alone(tmp_path):
     """The GPU default (several windows per SoVITS call) against one at a time, on CUDA."""

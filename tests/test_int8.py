@@ -70,6 +70,7 @@ def test_snr_of_a_known_signal():
         quantize.snr_db(reference, reference[:-1])
 
 
+@pytest.mark.slow
 def test_decoder_nodes_scoped_and_unscoped(voices):
     proto = onnx.load(str(voices / "tiny" / "tiny.onnx"))
     scoped = quantize.decoder_nodes(proto)
@@ -88,6 +89,7 @@ def test_decoder_nodes_scoped_and_unscoped(voices):
 # --------------------------------------------------------------------------- the models
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", quantize.METHODS)
 def test_int8_model_keeps_the_float_length(voices, static_cache, tmp_path, method):
     spec = VoiceCatalog(voices).get("tiny")
@@ -105,6 +107,7 @@ def test_int8_model_keeps_the_float_length(voices, static_cache, tmp_path, metho
         assert np.isfinite(snr) and snr > 0  # changed, but still the same audio
 
 
+@pytest.mark.slow
 def test_cache_is_reused_and_keyed_by_content(voices, tmp_path):
     source = voices / "tiny" / "tiny.onnx"
     first = quantize.int8_model(source, "dynamic", cache_dir=tmp_path / "cache")
@@ -125,6 +128,7 @@ def test_cache_is_reused_and_keyed_by_content(voices, tmp_path):
     assert not list((tmp_path / "cache").glob(".*.onnx")), "a temporary file was left behind"
 
 
+@pytest.mark.slow
 def test_unknown_method_is_refused(voices, tmp_path):
     with pytest.raises(quantize.QuantizeError, match="unknown int8 method"):
         quantize.int8_model(voices / "tiny" / "tiny.onnx", "int4", cache_dir=tmp_path)
@@ -133,6 +137,7 @@ def test_unknown_method_is_refused(voices, tmp_path):
 # --------------------------------------------------------------------------- engine and config
 
 
+@pytest.mark.slow
 def test_engine_int8_option(voices, static_cache, caplog):
     spec = VoiceCatalog(voices).get("tiny")
     # One session per graph and the model's own level: the figures compared here are the model's.

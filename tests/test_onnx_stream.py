@@ -41,6 +41,7 @@ def _item(phonemizer: Phonemizer, text: str = SENTENCE, noise: float = 0.0, sid:
     return SynthesisItem(phonemizer.text_to_ids(text), noise, 1.0, noise, speaker_id=sid)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window", [1, 16, 64, 10_000])
 def test_windows_join_to_the_whole_decode(joe, window):
     engine, voice, phonemizer = joe
@@ -55,6 +56,7 @@ def test_windows_join_to_the_whole_decode(joe, window):
     assert np.abs(joined - whole).max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_too_little_context_would_show(joe):
     # Guards the test above: windows decoded without their context do differ at the seams.
     engine, voice, phonemizer = joe
@@ -68,6 +70,8 @@ def test_too_little_context_would_show(joe):
     assert np.abs(joined - whole).max() > 1e-3
 
 
+@pytest.mark.slow
+@pytest.mark.reference
 def test_split_graph_matches_the_voice_as_shipped(tmp_path):
     spec = VoiceCatalog(None).get("joe")
     engine = _engine(tmp_path, loudness=False)
@@ -82,6 +86,7 @@ def test_split_graph_matches_the_voice_as_shipped(tmp_path):
     assert np.abs(audio - reference).max() <= 1e-3
 
 
+@pytest.mark.slow
 def test_stream_with_speakers_and_noise(tmp_path):
     write_random_piper_voice(tmp_path / "voices", "tiny", seed=3, num_speakers=3, sample_rate=22050)
     spec = VoiceCatalog(tmp_path / "voices").get("tiny")
@@ -101,6 +106,7 @@ def test_stream_with_speakers_and_noise(tmp_path):
         list(engine.synthesize_stream(voice, item, 0))
 
 
+@pytest.mark.slow
 def test_one_piece_graph_when_split_is_off(tmp_path):
     spec = VoiceCatalog(None).get("joe")
     engine = _engine(tmp_path, split=False)
@@ -154,6 +160,8 @@ def _bench_sentences() -> list[str]:
     return [line.split("\t", 1)[1] for line in rows if line and not line.startswith("#")]
 
 
+@pytest.mark.slow
+@pytest.mark.reference
 def test_level_within_one_db_of_pipers(joe):
     """Piper scales each sentence to full-scale peaks; a voice's one gain lands within 1 dB
     of that level over the benchmark sentences."""
@@ -174,6 +182,7 @@ def test_level_within_one_db_of_pipers(joe):
     assert max(np.abs(a).max() for a in ours) <= 1.0
 
 
+@pytest.mark.slow
 def test_gain_is_the_same_in_every_worker(joe, tmp_path):
     _, voice, _ = joe
     again = _engine(tmp_path).load_voice(voice.spec)

@@ -49,7 +49,9 @@ def check_audio(samples: np.ndarray) -> None:
 
 
 @pytest.mark.reference
-@pytest.mark.parametrize("cls, text", [pytest.param(c, t, id=f"{c}-{i}") for i, (c, t) in enumerate(bench_texts())]
+@pytest.mark.parametrize("cls, text", [pytest.param(c, t, id=f"{c}-{i}",  # long texts: seconds each
+                                                     marks=[pytest.mark.slow] if c in ("long", "xlong") else [])
+                                        for i, (c, t) in enumerate(bench_texts())]
                          + [pytest.param("longform", long_text(), id=f"longform-{len(bench_texts())}",
                                          marks=pytest.mark.slow)])
 def test_bench_texts_come_back_at_the_right_rate_and_length(daemon, reference, cls, text):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from voxpipe.stages.text.normalize import normalize
@@ -101,6 +102,7 @@ def test_chinese_chunks(text: str, options: dict) -> None:
         assert chunk.text[0] not in "，。！？、；：”」"
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(mixed(), _OPTIONS)
 def test_mixed_chunks(text: str, options: dict) -> None:

@@ -193,6 +193,8 @@ def gpu_voice(tmp_path_factory):
     return VoiceCatalog(root).get("tiny-trt"), root
 
 
+@pytest.mark.gpu
+@pytest.mark.slow
 @GPU_AND_TRT
 def test_tensorrt_vocoder_matches_torch_and_reuses_its_plan(gpu_voice, tmp_path, monkeypatch):
     from voxpipe.stages.families.piper.engines.tensorrt_engine import TensorRTEngine

@@ -158,6 +158,7 @@ def test_failed_capture_falls_back_and_out_of_memory_passes_through(model):
         graphed(z, f, s)
 
 
+@pytest.mark.slow
 def test_engine_uses_graphs_only_where_asked_and_audio_is_unchanged(model):
     spec = VoiceCatalog(None).get("joe")  # any spec: only its name is read
     assert not TorchEngine(EngineSettings(device="cpu", options={"cuda_graphs": True})).cuda_graphs
@@ -175,6 +176,7 @@ def test_engine_uses_graphs_only_where_asked_and_audio_is_unchanged(model):
     assert not graphed._graphed
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs CUDA")
 def test_graph_replay_equals_eager_on_gpu(model):
     tf32 = torch.backends.cudnn.allow_tf32

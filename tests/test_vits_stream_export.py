@@ -8,6 +8,8 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
+pytestmark = [pytest.mark.slow]  # graph exports and decodes
+
 from voxpipe.stages.families.piper.vits.export import export_acoustic, export_vocoder  # noqa: E402
 from voxpipe.stages.families.piper.vits.load import load_piper_onnx  # noqa: E402
 from voxpipe.stages.families.piper.vits.random_voice import random_model, tiny_config  # noqa: E402

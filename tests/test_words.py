@@ -77,6 +77,7 @@ def _check_spans(spans: list[WordSpan], total: int) -> None:
         last = span.end
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine_name", ["onnx", "torch"])
 def test_engines_give_durations_that_add_up_to_the_audio(tmp_path, engine_name):
     """Real timings on both engines (the onnx one from its split graph), whole and streamed,
