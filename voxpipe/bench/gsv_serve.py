@@ -23,6 +23,9 @@ for request i) arrive together at time 0, and each mode serves them:
   (voxpipe.bench.gsv_reference_runner --serve; it loads the voice once), one request after
   another like api_v2's single worker: a request's audio comes whole, so its first audio
   is when it is done. Time 0 is read inside that process when the batch reaches it.
+- "reference-tuned": the same, with the malloc the daemon's workers get (`--allocator`,
+  default auto: tcmalloc where installed), so a ratio never credits voxpipe with what
+  an allocator does; left out when the workers run with the system's.
 - "sequential": voxpipe's plain decoder and renderer, one request after another.
 - "batched": voxpipe's GsvRunner (the worker's path): all N join the running batch,
   audio comes in windows while tokens are decoded; first audio is a request's first piece.
@@ -84,7 +87,7 @@ PROMPT_TEXT = "你好，这是一段参考音频。"
 TOKENS_PER_PHONE = 3  # semantic tokens per phone of the request's text, on every side
 SAMPLING = {"top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.35}
 NOISE_SCALE = 0.5
-MODES = ("reference", "sequential", "batched", "daemon")
+MODES = ("reference", "reference-tuned", "sequential", "batched", "daemon")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16", "int8")
 VOICE = "bench"
 
@@ -236,11 +239,12 @@ class DaemonSide:
     """The real daemon, started with its defaults (workers, threads, precision as set),
     the bench voice in its voices directory and preloaded."""
 
-    def __init__(self, voices: Path, work: Path, precision: str, cache: Path) -> None:
+    def __init__(self, voices: Path, work: Path, precision: str, cache: Path, malloc: str = "auto") -> None:
         from voxpipe.bench.daemon import BenchDaemon, DaemonSettings
 
         wanted = wanted_precision(precision)
         config = (f"voices_dir = {json.dumps(str(voices))}", f"preload = [{json.dumps(VOICE)}]",
+                  f"worker.allocator = {json.dumps(malloc)}",
                   f"worker.gsv_decoder_precision = {json.dumps(wanted['decoder'])}",
                   f"worker.gsv_renderer_precision = {json.dumps(wanted['renderer'])}",
                   f"worker.gsv_precision_cache_dir = {json.dumps(str(cache))}")
@@ -304,19 +308,22 @@ class DaemonSide:
 class ReferenceServer:
     """The reference package in its own process, loaded once, serving batches on request."""
 
-    def __init__(self, reference: Path, files, threads: int, work: Path) -> None:
+    def __init__(self, reference: Path, files, threads: int, work: Path, env: dict[str, str] | None = None,
+                 name: str = "reference") -> None:
+        """`env`: more environment for its process (the daemon's worker tuning, e.g. LD_PRELOAD)."""
         prompt = [segment_json(s) for s in model_segments(PROMPT_TEXT, "zh")]
         spec = {"gpt": str(files.gpt), "sovits": str(files.sovits), "pretrained": str(files.pretrained),
                 "ref_audio": str(files.ref_audio), "prompt": prompt, "sampling": SAMPLING,
                 "noise_scale": NOISE_SCALE, "threads": threads,
                 "warmup": [self._request_json(r) for r in make_requests(1)]}
-        (work / "reference-voice.json").write_text(json.dumps(spec), encoding="utf-8")
-        self.log_path = work / "reference.log"
+        (work / f"{name}-voice.json").write_text(json.dumps(spec), encoding="utf-8")
+        self.log_path = work / f"{name}.log"
         self.log = self.log_path.open("w", encoding="utf-8")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voxpipe.bench.gsv_reference_runner", str(reference.resolve()),
-             str(work / "reference-voice.json"), "--serve"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=work)
+             str(work / f"{name}-voice.json"), "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=work,
+            env={**os.environ, **(env or {})})
 
     def wait_ready(self) -> None:
         """Block until the process has loaded and warmed up its voice."""
@@ -381,13 +388,12 @@ def ratio_lines(rows: list[Row]) -> list[str]:
     out = []
     for n in sorted({r.concurrency for r in rows}):
         by_mode = {r.mode: r for r in rows if r.concurrency == n}
-        ref = by_mode.get("reference")
-        if ref is None:
-            continue
-        for mode in ("daemon", "batched", "sequential"):
-            if mode in by_mode:
+        pairs = [(m, "reference") for m in ("daemon", "batched", "sequential")] + [("daemon", "reference-tuned")]
+        for mode, against in pairs:
+            ref = by_mode.get(against)
+            if mode in by_mode and ref is not None:
                 ours = by_mode[mode]
-                out.append(f"N={n} {mode} ({ours.precision}) vs reference: "
+                out.append(f"N={n} {mode} ({ours.precision}) vs {against}: "
                            f"{ratio(ours.requests_per_s, ref.requests_per_s):.2f}x requests/s, first audio "
                            f"{ratio(ours.mean_first_s, ref.mean_first_s):.2f}x the reference's (mean), "
                            f"{ratio(ours.p50_first_s, ref.p50_first_s):.2f}x (p50)")
@@ -421,6 +427,7 @@ class Sides:
     """What serves each mode: the reference process, our model in this process, the daemon."""
 
     server: ReferenceServer | None
+    tuned: ReferenceServer | None  # the reference with the daemon's worker tuning (its allocator)
     model: object | None
     daemon: DaemonSide | None
     precision: dict[str, str]  # mode -> "decoder/renderer"
@@ -428,6 +435,8 @@ class Sides:
     def serve(self, mode: str, reqs: list[Request]) -> Run:
         if mode == "reference":
             return self.server.serve(reqs)  # type: ignore[union-attr]
+        if mode == "reference-tuned":
+            return self.tuned.serve(reqs)  # type: ignore[union-attr]
         if mode == "daemon":
             return self.daemon.serve(reqs)  # type: ignore[union-attr]
         return run_sequential(self.model, reqs) if mode == "sequential" else run_batched(self.model, reqs)
@@ -460,34 +469,47 @@ def run_all(args: argparse.Namespace, work: Path) -> list[Row]:
     print(f"writing a random {args.size} v2 voice ({TOKENS_PER_PHONE} tokens per phone) ...", flush=True)
     voices, cache = work / "voices", work / "precision"
     files = write_voice(voices, args.size)
-    sides = Sides(None, None, None, {"reference": "fp32/fp32"})
+    sides = Sides(None, None, None, None, {"reference": "fp32/fp32", "reference-tuned": "fp32/fp32"})
+    from voxpipe.daemon import allocator
+
+    tuning, words = allocator.worker_env(args.allocator)
+    if "reference-tuned" in modes and not tuning:
+        print(f"reference-tuned: the daemon's workers run with the {words} malloc, as the reference does: "
+              "left out", flush=True)
+        modes.remove("reference-tuned")
     try:
         if "reference" in modes:  # it loads while ours does (nothing is timed yet): a shorter run
             print(f"loading the reference package ({args.threads} thread(s)) ...", flush=True)
             sides.server = ReferenceServer(Path(args.reference), files, args.threads, work)
+        if "reference-tuned" in modes:
+            print(f"loading the reference package again, with the daemon's workers' malloc: {words} ...", flush=True)
+            sides.tuned = ReferenceServer(Path(args.reference), files, args.threads, work, tuning, "reference-tuned")
         if {"sequential", "batched", "daemon"} & set(modes):
             # Loaded here for the daemon too: auto's probe runs once, and the daemon reads its choice.
             print(f"loading ours ({args.threads} thread(s) in this process) ...", flush=True)
             sides.model = load_model(files, args.device)
             ours = apply_precision(sides.model, args.precision, cache)
-            sides.precision.update(sequential=ours, batched=ours)
+            # The one-at-a-time path decodes with the model's own lone decode (fp32).
+            sides.precision.update(sequential=f"fp32/{ours.split('/')[1]}", batched=ours)
             run_sequential(sides.model, make_requests(1))  # warm-up, both paths
             run_batched(sides.model, make_requests(2))
         if "daemon" in modes:
             print("starting the daemon with its defaults ...", flush=True)
-            sides.daemon = DaemonSide(voices, work / "daemon", args.precision, cache)
+            sides.daemon = DaemonSide(voices, work / "daemon", args.precision, cache, args.allocator)
             sides.daemon.start()
             sides.daemon.serve(make_requests(2))  # warm-up: the first request's one-off costs
             sides.precision["daemon"] = sides.daemon.precision()
-        if sides.server is not None:
-            sides.server.wait_ready()
+        for server in (sides.server, sides.tuned):
+            if server is not None:
+                server.wait_ready()
         print(f"loaded and warmed up ({time.perf_counter() - started:.0f} s so far)", flush=True)
         return measure(sides, modes, args.concurrency, max(1, args.repeat))
     finally:
         if sides.daemon is not None:
             sides.daemon.close()
-        if sides.server is not None:
-            sides.server.close()
+        for server in (sides.server, sides.tuned):
+            if server is not None:
+                server.close()
 
 
 def machine_words() -> str:
@@ -515,6 +537,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="voxpipe's decoder steps and vocoder (auto: the fastest within bounds on this machine, "
                              "probed once); int8 applies to the decoder alone")
+    parser.add_argument("--allocator", choices=("auto", "system", "tcmalloc", "jemalloc"), default="auto",
+                        help="the daemon's worker.allocator (default: its default, auto); 'reference-tuned' runs "
+                             "the reference with the same malloc")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
                         help="which sides run (default: all); the ratios need the reference")
 
