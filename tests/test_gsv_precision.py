@@ -45,6 +45,7 @@ def _fed(model):
     return [_seq(c, i, GREEDY) for i, c in enumerate(cases)], [_lone(c, GREEDY)[0] for c in cases]
 
 
+@pytest.mark.slow
 @needs_int8
 def test_int8_decoder_steps_stay_near_fp32(model):
     """Int8 weights (one scale per output channel) and activations quantized per step:
@@ -65,6 +66,7 @@ def test_int8_decoder_steps_stay_near_fp32(model):
         torch.testing.assert_close(g[:1], r[:1], rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_bf16_vocoder_stays_within_its_bound(model):
     """bf16 is a candidate only on CPUs with bf16 units or GPUs, but it runs anywhere: its
     audio stays within the renderer's 30 dB of fp32's."""
@@ -83,6 +85,7 @@ def test_bf16_vocoder_stays_within_its_bound(model):
     assert precision.snr_db(fp32, fp32) == float("inf")
 
 
+@pytest.mark.slow
 def test_auto_probes_once_caches_and_reports(voices_dir, tmp_path):
     cache = tmp_path / "choices"
     spec = VoiceCatalog(voices_dir).get("g")
@@ -108,6 +111,7 @@ def test_auto_probes_once_caches_and_reports(voices_dir, tmp_path):
     assert third.details["precision"].endswith("(probed)") and len(list(cache.glob("*.json"))) == 2
 
 
+@pytest.mark.slow
 def test_configured_precision_is_applied_without_a_probe(voices_dir, tmp_path):
     spec = VoiceCatalog(voices_dir).get("g")
     options = {"gsv_precision_cache_dir": str(tmp_path), "gsv_decoder_precision": "fp32",
@@ -117,6 +121,7 @@ def test_configured_precision_is_applied_without_a_probe(voices_dir, tmp_path):
     assert not list(tmp_path.glob("*.json"))
 
 
+@pytest.mark.slow
 def test_without_bf16_units_bf16_falls_back_to_fp32(model, monkeypatch):
     monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2", "fma"})
     assert precision.runnable("renderer", torch.device("cpu")) == ["fp32"]
@@ -128,6 +133,7 @@ def test_without_bf16_units_bf16_falls_back_to_fp32(model, monkeypatch):
     assert "bf16" in precision.runnable("renderer", torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_a_slower_or_inexact_candidate_never_wins(model, monkeypatch):
     """The probe keeps fp32 unless a candidate within bounds is MIN_GAIN faster."""
     timings = {"fp32": 1.0, "int8": 0.5, "bf16": 0.99}
@@ -144,6 +150,7 @@ def test_a_slower_or_inexact_candidate_never_wins(model, monkeypatch):
     assert notes[-1].endswith("-> bf16") and "differs" in notes[-1]
 
 
+@pytest.mark.slow
 def test_voice_toml_precision_table_is_checked(voices_dir, tmp_path):
     import shutil
 
@@ -177,6 +184,7 @@ def test_status_shows_each_voices_precision():
     assert "voice g: decoder int8, renderer fp32 (probed)" in render(status)
 
 
+@pytest.mark.slow
 def test_probe_time_is_small_on_a_tiny_voice(voices_dir, tmp_path):
     """The probe runs at a voice's first load: on a tiny voice it adds little."""
     spec = VoiceCatalog(voices_dir).get("g")
