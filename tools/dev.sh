@@ -11,11 +11,13 @@ python="$venv/bin/python"
 
 system_packages() {
     # Tools some tests use (systemd-analyze for the unit file, Chromium for the HTTP
-    # page's browser test). Installed where we may
+    # page's browser test, tcmalloc for the workers' allocator). Installed where we may
     # (root with apt, as in CI); elsewhere those tests skip and say why.
     local missing=()
     command -v systemd-analyze >/dev/null || missing+=(systemd)
     command -v chromium >/dev/null || missing+=(chromium)
+    # tcmalloc: the workers' malloc where installed (worker.allocator = "auto").
+    ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal.so.4 || missing+=(libtcmalloc-minimal4)
     if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             "${missing[@]}") >/dev/null 2>&1 || echo "note: could not install ${missing[*]}" >&2
