@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 torch = pytest.importorskip("torch")
-nvidia_bigvgan = pytest.importorskip("bigvgan")
 
 from voxpipe.stages.families.gpt_sovits.models import bigvgan as ours_module  # noqa: E402
 from voxpipe.stages.families.gpt_sovits.random_voice_v3 import write_vocoder  # noqa: E402
@@ -25,11 +24,18 @@ pytestmark = [pytest.mark.filterwarnings("ignore:.*weight_norm.*is deprecated:Fu
 
 
 @pytest.fixture(scope="module")
+def nvidia_bigvgan():
+    """NVIDIA's package, imported when a test here runs: the import takes seconds, which a
+    run that leaves these tests out should not pay while it collects."""
+    return pytest.importorskip("bigvgan")
+
+
+@pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     return write_vocoder(tmp_path_factory.mktemp("bigvgan") / ".gsv-pretrained", "v3", "tiny", seed=3)
 
 
-def _theirs(folder: Path) -> torch.nn.Module:
+def _theirs(nvidia_bigvgan, folder: Path) -> torch.nn.Module:
     from bigvgan.env import AttrDict
 
     h = AttrDict(json.loads((folder / "config.json").read_text(encoding="utf-8")))
@@ -46,8 +52,8 @@ def _mel(batch: int, frames: int, seed: int) -> torch.Tensor:
     return torch.randn(batch, 100, frames, generator=generator) * 1.5 - 5.0
 
 
-def test_same_filters_as_the_package(folder):
-    theirs = dict(_theirs(folder).named_buffers())
+def test_same_filters_as_the_package(nvidia_bigvgan, folder):
+    theirs = dict(_theirs(nvidia_bigvgan, folder).named_buffers())
     ours = dict(ours_module.load_bigvgan(folder).named_buffers())
     filters = [k for k in theirs if k.endswith(".filter")]
     assert filters and set(filters) <= set(ours)
@@ -56,8 +62,8 @@ def test_same_filters_as_the_package(folder):
 
 
 @pytest.mark.parametrize("batch,frames", [(1, 37), (2, 64)])
-def test_audio_equals_the_package(folder, batch, frames):
-    theirs, ours = _theirs(folder), ours_module.load_bigvgan(folder).eval()
+def test_audio_equals_the_package(nvidia_bigvgan, folder, batch, frames):
+    theirs, ours = _theirs(nvidia_bigvgan, folder), ours_module.load_bigvgan(folder).eval()
     mel = _mel(batch, frames, seed=frames)
     with torch.inference_mode():
         expected, got = theirs(mel), ours(mel)
