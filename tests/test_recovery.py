@@ -36,6 +36,21 @@ async def burst(endpoint: str, texts: list[str], **options) -> list[object]:
         return await asyncio.gather(*(client.synthesize(t, "joe", **options) for t in texts), return_exceptions=True)
 
 
+async def holding_chunks(daemon: Daemon, worker: str, active: int, timeout: float = 30.0) -> None:
+    """Wait until `worker` holds chunks and at least `active` requests are accepted and
+    unfinished: the frontend's own figures, made when the status is asked for."""
+    def now_holding() -> bool:
+        with daemon.client() as client:
+            status = client.status()
+        held = status["queues"]["workers"].get(worker, {}).get("in_flight", 0)
+        return held > 0 and status["active_requests"] >= active
+
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(now_holding):
+        assert time.monotonic() < deadline, f"{worker} never held chunks of {active} requests in flight"
+        await asyncio.sleep(0.01)
+
+
 def wait_for(predicate, timeout: float, step: float = 0.05) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
@@ -75,7 +90,7 @@ def test_sigkill_worker_with_60_requests_in_flight(daemon):
 
     async def scenario() -> list[object]:
         task = asyncio.create_task(burst(daemon.endpoint, texts, **NOISE_OFF))
-        await asyncio.sleep(0.3)  # requests accepted and in flight
+        await holding_chunks(daemon, "w0", active=len(texts) // 2)  # requests accepted and in flight
         os.kill(victim, signal.SIGKILL)
         return await task
 
@@ -95,7 +110,7 @@ def test_sigstop_worker_is_replaced_and_its_requests_finish(daemon):
 
     async def scenario() -> list[object]:
         task = asyncio.create_task(burst(daemon.endpoint, [TEXTS[i % 5] for i in range(20)], **NOISE_OFF))
-        await asyncio.sleep(0.3)
+        await holding_chunks(daemon, "w1", active=10)
         os.kill(victim, signal.SIGSTOP)
         stopped = time.monotonic()
         results = await task

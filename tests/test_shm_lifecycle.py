@@ -34,7 +34,10 @@ def test_sigkill_then_restart_removes_the_leftovers(tmp_path):
     daemon.kill()
     leftovers = {name for name in our_segments() if rid in name}
     assert leftovers, "a SIGKILLed daemon cannot clean up; the next start must"
-    time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids):  # every process of the killed daemon gone, its locks with it
+        assert time.monotonic() < deadline, [pid for pid in pids if _alive(pid)]
+        time.sleep(0.02)
     second = Daemon(tmp_path, workers=1).start()
     try:
         assert not any(rid in name for name in our_segments())
