@@ -4,6 +4,7 @@ have work, put the audio they make ready in this worker's shared-memory pool and
 the handles to the merger."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -30,14 +31,16 @@ IDLE_POLL_MS = 100
 
 def engine_settings(args: StageArgs) -> EngineSettings:
     cfg = args.config
-    options: dict[str, object] = {"max_batch": cfg.worker.max_batch} if cfg.worker.max_batch > 0 else {}
-    # Each engine reads the options it knows: torch the graphs, tensorrt its plans, onnx int8.
-    options.update(cuda_graphs=cfg.gpu.cuda_graphs, trt_max_frames=cfg.gpu.tensorrt_max_frames,
-                   int8_method=cfg.worker.int8_method, max_threads=cfg.worker.max_threads,
-                   loudness=cfg.worker.loudness, gsv_decoder_precision=cfg.worker.gsv_decoder_precision,
-                   gsv_renderer_precision=cfg.worker.gsv_renderer_precision)
-    if cfg.worker.gsv_precision_cache_dir:
-        options["gsv_precision_cache_dir"] = str(Path(cfg.worker.gsv_precision_cache_dir).expanduser())
+    # Each engine reads the options it knows (torch the graphs, tensorrt its plans, onnx
+    # int8, a family's engine its own worker keys): every [worker] key goes, but max_batch
+    # only when set (0 leaves each engine its own).
+    options: dict[str, object] = {k: v for k, v in dataclasses.asdict(cfg.worker).items() if k != "max_batch"}
+    if cfg.worker.max_batch > 0:
+        options["max_batch"] = cfg.worker.max_batch
+    options.update(cuda_graphs=cfg.gpu.cuda_graphs, trt_max_frames=cfg.gpu.tensorrt_max_frames)
+    for key, value in options.items():  # paths as the user wrote them, "~" expanded
+        if key.endswith("_dir") and isinstance(value, str) and value:
+            options[key] = str(Path(value).expanduser())
     if cfg.gpu.tensorrt_plan_dir:
         options["plan_dir"] = str(Path(cfg.gpu.tensorrt_plan_dir).expanduser())
     return EngineSettings(device=args.device, threads=cfg.worker.threads, precision=cfg.worker.precision,

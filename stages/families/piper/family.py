@@ -104,7 +104,8 @@ class PiperFamily(Family):
 
     def write_random_voice(self, voices_dir: Path, name: str, seed: int = 0, **variant: Any) -> Path:
         if variant:
-            raise ValueError(f"random Piper voices come in one kind: {', '.join(sorted(variant))} does not apply")
+            given = ", ".join(f"--{key}" for key in sorted(variant))
+            raise ValueError(f"{given} is for gpt-sovits voices: random Piper voices come in one kind")
         from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice
 
         return write_random_piper_voice(voices_dir, name, seed=seed)
