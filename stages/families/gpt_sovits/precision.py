@@ -156,10 +156,10 @@ def _machine_words(device: torch.device) -> str:
 
 
 def cache_key(model: Any, wanted: dict[str, str]) -> str:
-    """Machine, libraries and model files: a choice holds while none of them changes."""
+    """Machine, libraries and the model files' contents: a choice holds while none of them changes."""
     device = model.device
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "fma"})
-    files = [(str(p), *_stamp(p)) for p in (model.files.gpt, model.files.sovits)]
+    files = [file_digest(p) for p in (model.files.gpt, model.files.sovits)]
     fields = {"probe": PROBE_VERSION, "cpu": cpu_model(), "flags": flags, "cores": usable_cores(),
               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "quantized": torch.backends.quantized.supported_engines,
@@ -167,9 +167,22 @@ def cache_key(model: Any, wanted: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _stamp(path: Path) -> tuple[int, int]:
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a model file (a few hundred MB at most: under a second), remembered per
+    path, size and mtime: the same weights anywhere share a choice, changed ones do not."""
     stat = Path(path).stat()
-    return stat.st_mtime_ns, stat.st_size
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    digest = _digests.get(key)
+    if digest is None:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        digest = _digests[key] = h.hexdigest()
+    return digest
 
 
 def cpu_model() -> str:
