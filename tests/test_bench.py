@@ -228,6 +228,8 @@ def test_bad_clients_option(tmp_path, capsys) -> None:
     assert "--clients" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_tiny_run_writes_everything(tmp_path, capsys) -> None:
     texts = _texts_dir(tmp_path / "texts", ["short\tHello there.", "medium\tGood morning to you all."],
                        "It was late. The lamp was still on.")

@@ -81,6 +81,7 @@ def test_the_check_notices_the_editable_checkout(installed, cwd):
     assert run.returncode != 0 and "not from" in run.stderr
 
 
+@pytest.mark.e2e
 def test_voxpipe_bench_runs_end_to_end_from_the_wheel(installed, cwd):
     """The daemon against piper, tiny: the null engine, the texts shipped in the package
     (no --texts-dir), no baseline (piper's real speech takes the time), plots included."""
@@ -120,6 +121,7 @@ def test_cluster_bench_from_the_wheel(installed, cwd):
     assert run.returncode == 2 and "--replicas must be at least 1" in run.stderr, run.stderr[-2000:]
 
 
+@pytest.mark.e2e
 def test_soak_and_firstbyte_against_an_installed_daemon(installed, cwd):
     """A short soak (no kills: tests/test_hardening.py has those) and the first-byte
     comparison on the shipped long form, against a null-engine daemon from the wheel."""

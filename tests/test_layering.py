@@ -98,6 +98,7 @@ print(json.dumps({"planned": planned, "heavy": heavy}))
 """
 
 
+@pytest.mark.slow
 def test_the_frontend_process_never_imports_torch(tmp_path):
     pytest.importorskip("torch")
     from voxpipe.stages import families

@@ -2,11 +2,15 @@
 answers are counted and timed. (No speed is asserted.)"""
 from __future__ import annotations
 
+import pytest
+
 from tests.daemon_proc import Daemon
 from voxpipe.bench.overload import overload
 from voxpipe.ipc.client import run_async
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_tiny_overload_run_accounts_for_every_request(tmp_path):
     with Daemon(tmp_path, workers=1, extra_args=["--engine", "null"], limits={"max_active_requests": 4}) as daemon:
         result = run_async(overload(daemon.endpoint, capacity=4, factor=3))
@@ -16,6 +20,8 @@ def test_tiny_overload_run_accounts_for_every_request(tmp_path):
     assert "| 4 | 12 |" in result.table()
 
 
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_full_daemon_refuses_quickly_but_keeps_the_other_answers(tmp_path):
     """While full, a request is refused `busy` from its id alone (before the full decode);
     a duplicate id and a bad id still get their own answers, and the log line of each

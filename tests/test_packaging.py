@@ -150,6 +150,7 @@ def build_wheel(out_dir: Path) -> Path:
     return wheel
 
 
+@pytest.mark.slow
 def test_wheel_holds_one_namespace(tmp_path):
     """Build the wheel: everything under voxpipe/ (no other top-level package or module),
     the HTTP page and the benchmark texts included, no tools/ or tests/."""
