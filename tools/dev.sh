@@ -16,7 +16,7 @@ system_packages() {
     local missing=()
     command -v systemd-analyze >/dev/null || missing+=(systemd)
     command -v chromium >/dev/null || missing+=(chromium)
-    # tcmalloc: the workers' malloc where installed (worker.allocator = "auto").
+    # tcmalloc: a workers' malloc to choose (worker.allocator), tested where installed.
     ldconfig -p 2>/dev/null | grep -q libtcmalloc_minimal.so.4 || missing+=(libtcmalloc-minimal4)
     if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \

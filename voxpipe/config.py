@@ -65,7 +65,7 @@ class WorkerConfig:
     gsv_decoder_precision: str = "auto"  # auto | fp32 | bf16 | fp16 | int8
     gsv_renderer_precision: str = "auto"  # auto | fp32 | bf16 | fp16
     gsv_precision_cache_dir: str = ""  # the probes' choices; empty: $XDG_CACHE_HOME/voxpipe/gsv-precision
-    allocator: str = "auto"  # workers' malloc: auto (tcmalloc where installed) | system | tcmalloc | jemalloc
+    allocator: str = "system"  # workers' malloc: system | auto (tcmalloc where installed) | tcmalloc | jemalloc
 
 
 @dataclass

@@ -47,7 +47,7 @@ loudness = true               # onnx engine: one gain per voice (measured at loa
 gsv_decoder_precision = "auto"   # GPT-SoVITS decoder steps: auto (probed per machine) | fp32 | bf16 | fp16 | int8
 gsv_renderer_precision = "auto"  # GPT-SoVITS vocoder: auto | fp32 | bf16 | fp16 (a voice.toml [precision] overrides both)
 gsv_precision_cache_dir = ""     # where auto's choices are kept; empty: $XDG_CACHE_HOME/voxpipe/gsv-precision
-allocator = "auto"            # workers' malloc: auto (tcmalloc where installed) | system | tcmalloc | jemalloc
+allocator = "system"          # workers' malloc: system | auto (tcmalloc where installed) | tcmalloc | jemalloc
 voice_cache_mib = 2048.0      # per-worker LRU voice cache
 
 [gpu]

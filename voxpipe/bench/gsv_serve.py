@@ -24,8 +24,8 @@ for request i) arrive together at time 0, and each mode serves them:
   another like api_v2's single worker: a request's audio comes whole, so its first audio
   is when it is done. Time 0 is read inside that process when the batch reaches it.
 - "reference-tuned": the same, with the malloc the daemon's workers get (`--allocator`,
-  default auto: tcmalloc where installed), so a ratio never credits voxpipe with what
-  an allocator does; left out when the workers run with the system's.
+  default the daemon's: system), so a ratio never credits voxpipe with what an allocator
+  does; left out when the workers run with the system's.
 - "sequential": voxpipe's plain decoder and renderer, one request after another.
 - "batched": voxpipe's GsvRunner (the worker's path): all N join the running batch,
   audio comes in windows while tokens are decoded; first audio is a request's first piece.
@@ -537,8 +537,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                         help="voxpipe's decoder steps and vocoder (auto: the fastest within bounds on this machine, "
                              "probed once); int8 applies to the decoder alone")
-    parser.add_argument("--allocator", choices=("auto", "system", "tcmalloc", "jemalloc"), default="auto",
-                        help="the daemon's worker.allocator (default: its default, auto); 'reference-tuned' runs "
+    parser.add_argument("--allocator", choices=("auto", "system", "tcmalloc", "jemalloc"), default="system",
+                        help="the daemon's worker.allocator (default: its default, system); 'reference-tuned' runs "
                              "the reference with the same malloc")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
                         help="which sides run (default: all); the ratios need the reference")
