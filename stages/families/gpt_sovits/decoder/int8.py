@@ -18,15 +18,17 @@ from torch import Tensor
 from voxpipe.stages.families.gpt_sovits.decoder.t2s import Block, Text2Semantic
 
 
+BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")  # torch's quantized engines, best first
+
+
 def int8_available() -> bool:
     """fbgemm (x86) or another quantized backend that runs dynamic int8 products."""
-    engines = [e for e in torch.backends.quantized.supported_engines if e in ("x86", "fbgemm", "onednn", "qnnpack")]
-    return bool(engines)
+    return any(e in BACKENDS for e in torch.backends.quantized.supported_engines)
 
 
 def _select_engine() -> None:
     supported = torch.backends.quantized.supported_engines
-    for engine in ("x86", "fbgemm", "onednn", "qnnpack"):
+    for engine in BACKENDS:
         if engine in supported:
             if torch.backends.quantized.engine != engine:
                 torch.backends.quantized.engine = engine
@@ -47,7 +49,6 @@ class Int8Linear:
                                            torch.qint8)
             self.packed = torch.ops.quantized.linear_prepack(q, None if bias is None else bias.detach().float().cpu())
         self.out_features = w.shape[0]
-        self.nbytes = w.numel() + 4 * w.shape[0]
 
     def __call__(self, x: Tensor) -> Tensor:
         shape = x.shape
@@ -65,10 +66,6 @@ class Int8Block:
         self.ff1 = Int8Linear(layer.linear1.weight, layer.linear1.bias)
         self.ff2 = Int8Linear(layer.linear2.weight, layer.linear2.bias)
 
-    @property
-    def nbytes(self) -> int:
-        return self.qkv.nbytes + self.out.nbytes + self.ff1.nbytes + self.ff2.nbytes
-
 
 class Int8Decoder:
     """The int8 products of every layer of a decoder, and of its logits layer."""
@@ -78,7 +75,3 @@ class Int8Decoder:
             raise ValueError("int8 decoding runs on the CPU")
         self.blocks = [Int8Block(layer) for layer in model.h.layers]
         self.predict = Int8Linear(model.ar_predict_layer.weight, None)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(b.nbytes for b in self.blocks) + self.predict.nbytes

@@ -19,7 +19,6 @@ settings.options: "loudness" (bool), "max_threads" (0: the usable cores), "split
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
