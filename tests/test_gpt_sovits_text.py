@@ -23,8 +23,10 @@ REFERENCE = Path(os.environ.get("VOXPIPE_GSV_REFERENCE", ROOT / ".cache" / "gsv-
 
 def test_symbol_table_shape():
     assert len(BASE_SYMBOLS) == 322  # the whole v1 table; v2 extends it, so ids agree
-    assert SYMBOLS[-2:] == ("[", "]")
-    assert list(SYMBOLS[:-2]) == sorted(SYMBOLS[:-2])
+    assert len(SYMBOLS) == 732 and SYMBOLS[322:324] == ("[", "]")
+    assert list(SYMBOLS[:322]) == sorted(SYMBOLS[:322])
+    assert SYMBOLS[324:353] == tuple(sorted(SYMBOLS[324:353]))  # Korean jamo, then Cantonese
+    assert all(s.startswith("Y") for s in SYMBOLS[353:]) and list(SYMBOLS[353:]) == sorted(SYMBOLS[353:])
     assert phone_ids(["!", ",", "no-such-phone"]) == [0, 1, SYMBOL_TO_ID["UNK"]]
 
 
@@ -34,7 +36,7 @@ def test_symbol_table_matches_gpt_sovits():
 
     v2 = runpy.run_path(str(REFERENCE / "symbols2.py"))["symbols"]
     v1 = runpy.run_path(str(REFERENCE / "symbols.py"))["symbols"]
-    assert len(v2) == 732 and list(SYMBOLS) == v2[:len(SYMBOLS)]
+    assert len(v2) == 732 and list(SYMBOLS) == v2
     assert list(BASE_SYMBOLS) == v1
 
 

@@ -1,9 +1,8 @@
-"""GPT-SoVITS's v2 phone symbols and their ids (the ids index the models' phone embeddings).
+"""GPT-SoVITS's phone symbols and their ids (the ids index the models' phone embeddings).
 
-The table is the sorted set of every phone GPT-SoVITS v2 knows (pad, Mandarin initials and
-toned finals, Japanese kana phones, punctuation and pause marks, ARPAbet), then the two
-Japanese pitch marks, then Korean and Cantonese phones. Only the first part holds the
-Mandarin and English phones produced here; the rest only counts toward the table size.
+The v1 table is the sorted set of pad, Mandarin initials and toned finals, Japanese
+phones, punctuation and pause marks and ARPAbet (322 symbols). v2 and later append the two
+Japanese pitch marks, the Korean jamo (sorted) and the Cantonese phones (sorted): 732.
 """
 from __future__ import annotations
 
@@ -25,12 +24,31 @@ ARPA_CONSONANTS = ("B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "L", "M", "N
 ARPA_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW")
 ARPA = ARPA_CONSONANTS + tuple(v + s for v in ARPA_VOWELS for s in "012") + ("ER", "IH")
 
-V2_TABLE_SIZE = 732  # with the 29 Korean and 379 Cantonese phones that follow
+PITCH_MARKS = ("[", "]")  # Japanese pitch rise and fall (v2 on)
+# Korean: the compatibility jamo a syllable is split into, 空 for a space between words and
+# 停 for anything else.
+KOREAN = tuple("ㄱㄴㄷㄹㅁㅂㅅㅇㅈㅊㅋㅌㅍㅎㄲㄸㅃㅆㅉㅏㅓㅗㅜㅡㅣㅐㅔ空停")
+# Cantonese: Jyutping initials and toned finals, prefixed with Y to stay apart from the
+# Mandarin symbols. The toneless entries are the vowel-initial syllables' first halves.
+_YUE_TONED = ("a aa aai aak aam aan aang aap aat aau ai ak am an ang ap at au e ei ek eng eoi eon eot g i ik im "
+              "in ing ip it iu k m n o oe oek oeng oi ok on ong ot ou p t u ui uk un ung ut yu yun yut").split()
+_YUE_PLAIN = "a aa ai ak au b c d e f g gw h j k kw l m n ng o oi ok on ou p s t uk w z".split()
+CANTONESE = tuple("Y" + f + t for f in _YUE_TONED for t in "123456") + tuple("Y" + p for p in _YUE_PLAIN)
 
 BASE_SYMBOLS: tuple[str, ...] = tuple(sorted(set(
     (PAD,) + INITIALS + tuple(f + t for f in FINALS for t in TONES) + JAPANESE + PUNCTUATION + PAUSES + ARPA)))
-SYMBOLS: tuple[str, ...] = BASE_SYMBOLS + ("[", "]")
+V1_SYMBOLS = BASE_SYMBOLS
+SYMBOLS: tuple[str, ...] = BASE_SYMBOLS + PITCH_MARKS + tuple(sorted(KOREAN)) + tuple(sorted(CANTONESE))
+V2_TABLE_SIZE = len(SYMBOLS)
 SYMBOL_TO_ID: dict[str, int] = {s: i for i, s in enumerate(SYMBOLS)}
+_V1_SET = frozenset(V1_SYMBOLS)
+
+
+def known_phones(phones: list[str], version: str | None) -> list[str]:
+    """Phones a model of `version` has (v1: the first table only); others become UNK, as
+    GPT-SoVITS does."""
+    table = _V1_SET if version == "v1" else SYMBOL_TO_ID
+    return [p if p in table else "UNK" for p in phones]
 
 
 def phone_ids(phones: list[str]) -> list[int]:
