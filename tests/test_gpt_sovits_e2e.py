@@ -103,6 +103,32 @@ def test_sampling_options_are_checked(daemon):
     assert err.value.code == "bad_option"
 
 
+LANGUAGE_TEXTS = {"ja": "こんにちは、今日はいい天気ですね。", "ko": "안녕하세요, 반갑습니다.", "yue": "你食咗飯未呀？"}
+
+
+@pytest.mark.parametrize("lang", sorted(LANGUAGE_TEXTS))
+def test_text_lang_speaks_the_language(daemon, lang):
+    """A request's text_lang decides how its text is read (the voice's language is zh/auto):
+    Japanese, Korean and Cantonese speak through the real daemon."""
+    import importlib.util
+
+    needs = {"ja": "pyopenjtalk", "ko": "mecab", "yue": "ToJyutping"}[lang]
+    if importlib.util.find_spec(needs) is None:
+        pytest.skip(f"{needs} is not installed (the gsv-languages extra)")
+    with daemon.client() as client:
+        audio = client.synthesize(LANGUAGE_TEXTS[lang], VOICE, text_lang=lang, top_k=1, seed=1)
+    assert audio.sample_rate == 32000 and len(audio.samples) > 3200
+    assert np.abs(audio.samples).max() > 0
+
+
+def test_unknown_text_lang_is_a_bad_option_and_the_daemon_serves_on(daemon):
+    with daemon.client() as client:
+        with pytest.raises(VoxpipeError) as err:
+            client.synthesize("こんにちは。", VOICE, text_lang="klingon")
+        assert err.value.code == "bad_option" and "text_lang" in str(err.value)
+        assert len(client.synthesize("你好。", VOICE, top_k=1, seed=1).samples) > 0
+
+
 def test_a_full_gpt_sovits_batch_does_not_hold_up_other_voices(tmp_path, voices):
     """One worker whose GPT-SoVITS batch holds one sequence, four GPT-SoVITS requests, then
     one for a Piper voice while three of them wait in the worker's queue: the Piper chunk

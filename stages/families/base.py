@@ -29,9 +29,11 @@ class OptionError(ValueError):
 
 
 def option(default: Any, low: float | None = None, high: float | None = None, *, open_low: bool = False,
-           doc: str = "") -> Any:
-    """A declared request option: its default (None: the voice's) and its range."""
-    return field(default=default, metadata={"low": low, "high": high, "open_low": open_low, "doc": doc})
+           choices: tuple[str, ...] | None = None, doc: str = "") -> Any:
+    """A declared request option: its default (None: the voice's) and its range, or for
+    a text option the names it takes (`choices`, matched without regard to case)."""
+    return field(default=default, metadata={"low": low, "high": high, "open_low": open_low, "choices": choices,
+                                            "doc": doc})
 
 
 class Options:
@@ -54,10 +56,19 @@ class Options:
 
 
 def _checked(name: str, value: Any, spec: dataclasses.Field) -> Any:
-    kind = spec.type if isinstance(spec.type, type) else {"int": int, "float": float, "bool": bool}.get(
+    kind = spec.type if isinstance(spec.type, type) else {"int": int, "float": float, "bool": bool, "str": str}.get(
         str(spec.type).split("|")[0].strip(), object)
     if value is None:
         return None
+    choices = spec.metadata.get("choices")
+    if kind is str or choices:
+        if type(value) is not str:
+            raise OptionError(f"{name} must be text, not {value!r}")
+        if choices:
+            value = value.strip().lower()
+            if value not in choices:
+                raise OptionError(f"{name}={value!r} is not one of {', '.join(choices)}")
+        return value
     if kind is int:
         if type(value) is float and value.is_integer():
             value = int(value)
@@ -86,7 +97,12 @@ class TextFrontend(Protocol):
         """A cheap length estimate in the family's units, for splitting within a budget."""
 
     def inputs(self, text: str) -> tuple[list[int], dict[str, Any]]:
-        """Token ids and per-chunk extras for one piece of text. Raises TextError."""
+        """Token ids and per-chunk extras for one piece of text. Raises TextError, or
+        OptionError where the request's options make the text unreadable."""
+
+    def for_request(self, options: dict[str, Any]) -> TextFrontend:
+        """The frontend as one request's resolved options read text (GPT-SoVITS: its
+        text language); itself where no option changes how text is read."""
 
 
 class TextError(Exception):

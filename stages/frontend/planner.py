@@ -72,7 +72,7 @@ class Planner:
             policy = resolve_policy(opts.policy or front.policy)
         except ValueError as exc:
             raise PlanError("bad_option", str(exc)) from None
-        frontend = self.frontend(spec)
+        frontend = self.frontend(spec).for_request(options)
         try:
             pieces = split_text(frontend.normalize(request.text), budget=front.chunk_budget, count=frontend.count,
                                 policy=policy, first_chunk=front.first_chunk if opts.first_chunk is None else opts.first_chunk,
@@ -80,6 +80,8 @@ class Planner:
             inputs = [frontend.inputs(piece.text) for piece in pieces]
         except TextError as exc:
             raise PlanError("voice_unavailable", str(exc)) from None
+        except OptionError as exc:  # e.g. a language the text turned out to need is not installed
+            raise PlanError("bad_option", str(exc)) from None
         # Pieces with no phonemes (stray punctuation) would be silent chunks: leave them out.
         kept = [(piece, ids, extras) for piece, (ids, extras) in zip(pieces, inputs) if len(ids) >= frontend.min_ids]
         if not kept:

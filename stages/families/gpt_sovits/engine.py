@@ -3,7 +3,8 @@
 It loads a voice's models and builds its prompt once; chunks run through the family's
 serving runner (runner.py), which decodes the semantic tokens of many requests in one
 batch and renders their audio in windows. A chunk arrives as GPT-SoVITS phone ids cut
-into language runs (the frontend's G2P); BERT features are added for the Mandarin runs.
+into language runs (the frontend's G2P); BERT features are added for the Mandarin runs
+(Japanese, Korean, Cantonese and English runs get zeros, as in GPT-SoVITS).
 """
 from __future__ import annotations
 
@@ -39,6 +40,22 @@ def item_segments(item: GsvItem) -> list[TextSegment]:
     if pos != len(ids):
         raise EngineError(f"chunk has {len(ids)} phone ids but its language runs cover {pos}")
     return out
+
+
+def fit_to_version(segments: list[TextSegment], version: str | None) -> list[TextSegment]:
+    """A v1 model's runs: its table has no Korean, Cantonese or pitch-mark phones (the
+    frontend, not knowing the version of a voice.toml that leaves it out, may send them):
+    Korean or Cantonese is an error, a pitch mark becomes UNK, as GPT-SoVITS reads v1."""
+    if version != "v1":
+        return segments
+    from voxpipe.stages.families.gpt_sovits.text.symbols import SYMBOL_TO_ID, V1_SYMBOLS
+
+    unread = sorted({s.lang for s in segments} & {"ko", "yue"})
+    if unread:
+        raise EngineError(f"a v1 voice cannot read {' or '.join(unread)} text; v1 reads zh, en and ja")
+    unk, size = SYMBOL_TO_ID["UNK"], len(V1_SYMBOLS)
+    return [TextSegment(s.lang, s.norm_text, tuple(i if i < size else unk for i in s.phone_ids), s.word2ph)
+            for s in segments]
 
 
 class GptSovitsEngine(Engine):
@@ -91,7 +108,8 @@ class GptSovitsEngine(Engine):
                 raise EngineError(f"voice {spec.name!r}: voice.toml says {wanted} but "
                                   f"{files.sovits.name} is a {model.version} model")
             reference = cfg.reference
-            model.build_prompt([_to_model_segment(s) for s in segments(reference.text, reference.language)])
+            model.build_prompt([_to_model_segment(s) for s in
+                                segments(reference.text, reference.language, version=model.version)])
             choice = self._choose_precision(model, cfg.precision)
         except EngineError:
             raise

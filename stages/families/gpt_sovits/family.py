@@ -11,9 +11,9 @@ from typing import Any
 
 from voxpipe.stages.engines.base import Engine, EngineSettings
 from voxpipe.stages.families.base import Family, OptionError, Options, Runner, RunnerSettings, option
+from voxpipe.stages.families.gpt_sovits.languages import LANGS
 from voxpipe.stages.families.gpt_sovits.spec import gsv_config, load_gsv_spec
 from voxpipe.stages.families.gpt_sovits.voice_config import STEP_RANGE
-from voxpipe.stages.text.normalize import normalize
 from voxpipe.stages.voices import VoiceSpec
 
 ENGINE = "gpt-sovits"
@@ -28,27 +28,40 @@ class GsvOptions(Options):
     temperature: float | None = option(None, 0.01, 5.0)
     repetition_penalty: float | None = option(None, 1.0, 5.0)
     sample_steps: int | None = option(None, 1, 128, doc="v3/v4: CFM steps (voice's default: v3 32, v4 8)")
+    text_lang: str | None = option(None, choices=LANGS, doc="how the text is read (api_v2's names; voice's language)")
 
 
 class GsvTextFrontend:
-    """GPT-SoVITS phone ids plus the language runs the engine aligns BERT features with."""
+    """GPT-SoVITS phone ids plus the language runs the engine aligns BERT features with,
+    the text read in one language name (`for_request`: a request's text_lang)."""
 
     min_ids = 1  # no BOS/EOS/padding in GPT-SoVITS ids
 
-    def __init__(self, spec: VoiceSpec) -> None:
+    def __init__(self, spec: VoiceSpec, lang: str | None = None, phonemizer: Any = None) -> None:
         from voxpipe.stages.families.gpt_sovits.text.phonemizer import GsvPhonemizer
 
-        self.phonemizer = GsvPhonemizer(spec)
+        self.spec = spec
+        self.phonemizer = phonemizer or GsvPhonemizer(spec)
+        self.lang: str = lang or self.phonemizer.lang
+
+    def for_request(self, options: dict[str, Any]) -> GsvTextFrontend:
+        lang = options.get("text_lang") or self.phonemizer.lang
+        return self if lang == self.lang else GsvTextFrontend(self.spec, lang, self.phonemizer)
 
     def normalize(self, text: str) -> str:
-        return normalize(text)
+        from voxpipe.stages.families.gpt_sovits.text import normalize_for
+
+        return normalize_for(text, self.lang)
 
     def count(self, text: str) -> int:
         return self.phonemizer.count(text)
 
     def inputs(self, text: str) -> tuple[list[int], dict[str, Any]]:
-        ids = self.phonemizer.text_to_ids(text).tolist()
-        runs = self.phonemizer.chunk_fields(text)
+        try:
+            ids = self.phonemizer.text_to_ids(text, self.lang).tolist()
+            runs = self.phonemizer.chunk_fields(text, self.lang)
+        except ValueError as exc:  # a language this voice or this install cannot read
+            raise OptionError(str(exc)) from None
         return ids, {"langs": runs["seg_langs"], "texts": runs["seg_texts"], "phones": runs["seg_phones"],
                      "word2ph": runs["seg_word2ph"]}
 
@@ -67,10 +80,12 @@ class GptSovitsFamily(Family):
         return GsvTextFrontend(spec)
 
     def voice_defaults(self, spec: VoiceSpec) -> dict[str, Any]:
-        defaults = dict(gsv_config(spec).defaults)
+        cfg = gsv_config(spec)
+        defaults = dict(cfg.defaults)
         speed = defaults.pop("speed", None)
         if speed:
             defaults["length_scale"] = 1.0 / float(speed)
+        defaults["text_lang"] = cfg.language
         return defaults
 
     def resolve_options(self, spec: VoiceSpec, params: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +93,13 @@ class GptSovitsFamily(Family):
         steps = params.get("sample_steps")
         if steps is not None and version not in STEP_RANGE:
             raise OptionError(f"sample_steps applies to v3/v4 voices; {spec.name!r} is a {version or 'v1-v2ProPlus'} voice")
+        from voxpipe.stages.families.gpt_sovits.text import check_language
+
         resolved = super().resolve_options(spec, params)
+        try:
+            check_language(resolved["text_lang"], version)
+        except ValueError as exc:  # not a language of this voice's version, or its packages are missing
+            raise OptionError(str(exc)) from None
         if version in STEP_RANGE:
             low, high = STEP_RANGE[version]
             if not low <= resolved["sample_steps"] <= high:

@@ -29,7 +29,7 @@ from voxpipe.stages.engines.base import LoadedVoice, is_out_of_memory
 from voxpipe.stages.families.base import Piece, Runner, StepResult
 from voxpipe.stages.families.gpt_sovits.decoder.continuous import ContinuousDecoder, DecoderFull, Sequence, sequence_for
 from voxpipe.stages.families.gpt_sovits.decoder.t2s import Sampling
-from voxpipe.stages.families.gpt_sovits.engine import item_segments
+from voxpipe.stages.families.gpt_sovits.engine import fit_to_version, item_segments
 from voxpipe.stages.families.gpt_sovits.item import gsv_item
 from voxpipe.stages.families.gpt_sovits.models import features
 from voxpipe.stages.families.gpt_sovits.models.voice import batch_text_inputs
@@ -100,7 +100,7 @@ class GsvRunner(Runner):
         if key in self.streams:
             raise ValueError(f"chunk {key!r} is already admitted")
         item = gsv_item(chunk)
-        segs = item_segments(item)
+        segs = fit_to_version(item_segments(item), getattr(voice.model, "version", None))
         sampling = Sampling(item.top_k, item.top_p, item.temperature, item.repetition_penalty)
         ids = [i for s in segs for i in s.phone_ids]
         per_phone = getattr(getattr(voice.spec, "settings", None), "max_tokens_per_phone", 0.0)

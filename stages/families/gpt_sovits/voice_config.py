@@ -5,7 +5,9 @@
     gpt = "my_voice-e15.ckpt"       # GPT-SoVITS's own files, unconverted, beside voice.toml
     sovits = "my_voice_e8_s96.pth"
     pretrained_dir = "/opt/GPT-SoVITS/GPT_SoVITS/pretrained_models"   # default: VOICES_DIR/.gsv-pretrained
-    language = "auto"               # text language of requests: zh | en | auto
+    language = "auto"               # text language of requests (their text_lang's default): zh | en | ja |
+                                    # ko | yue | auto | auto_yue | all_zh | all_ja | all_yue | all_ko
+                                    # (v1: zh | en | ja | auto | all_zh | all_ja)
     max_tokens_per_phone = 0        # > 0: a text's decoding stops after this many semantic tokens per
                                     # phone (25 tokens a second), EOS or not: a guard against a model that
                                     # runs on; 0 (default): upstream's limit only (50 * the GPT's max_sec)
@@ -13,7 +15,7 @@
     [reference]                     # the clip (3-10 s) the voice imitates, and what it says
     audio = "ref.wav"
     text = "参考音频说的话。"
-    language = "zh"
+    language = "zh"                 # the same names
 
     [defaults]                      # per-request options fall back to these
     top_k = 15
@@ -37,6 +39,8 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from voxpipe.stages.families.gpt_sovits.languages import LANGS, V1_LANGS
 
 VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus", "v3", "v4")
 SAMPLE_RATE = 32000
@@ -135,9 +139,11 @@ def read_voice_toml(directory: Path) -> GsvVoiceConfig:
         raise VoiceConfigError("voice.toml: missing reference.text (what the reference clip says)")
     ref_lang = str(reference.get("language", "auto"))
     lang = str(raw.get("language", "auto"))
+    names = V1_LANGS if version == "v1" else LANGS
     for key, value in (("reference.language", ref_lang), ("language", lang)):
-        if value not in ("zh", "en", "auto"):
-            raise VoiceConfigError(f"voice.toml: {key} {value!r}: use zh, en or auto")
+        if value not in names:
+            raise VoiceConfigError(f"voice.toml: {key} {value!r}: use one of {', '.join(names)}"
+                                   + (" (a v1 voice)" if version == "v1" else ""))
     defaults = dict(DEFAULTS)
     if version in MEL_VERSIONS:
         defaults["sample_steps"] = SAMPLE_STEPS[version]

@@ -56,6 +56,9 @@ class PiperTextFrontend:
             raise TextError(str(exc)) from None
         return ids.tolist(), {"words": words}
 
+    def for_request(self, options: dict[str, Any]) -> PiperTextFrontend:
+        return self  # no option changes how Piper reads text
+
 
 def piper_item(chunk: Chunk) -> SynthesisItem:
     o = chunk.inputs.options

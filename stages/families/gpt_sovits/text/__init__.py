@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from voxpipe.stages.families.gpt_sovits.languages import LANGS, V1_LANGS, languages_for
 from voxpipe.stages.families.gpt_sovits.text.en import clean_en, g2p_en
 from voxpipe.stages.families.gpt_sovits.text.langseg import HANGUL, KANA, language_runs
 from voxpipe.stages.families.gpt_sovits.text.packages import LanguageUnavailable, check
@@ -19,8 +20,6 @@ from voxpipe.stages.families.gpt_sovits.text.symbols import PUNCTUATION, known_p
 from voxpipe.stages.families.gpt_sovits.text.zh import HANZI, clean_zh, g2p_zh
 from voxpipe.stages.text.normalize import clean, normalize
 
-LANGS = ("zh", "en", "ja", "ko", "yue", "auto", "auto_yue", "all_zh", "all_ja", "all_yue", "all_ko")
-V1_LANGS = ("zh", "en", "ja", "auto", "all_zh", "all_ja")
 # The languages read before this frontend knew Japanese, Korean and Cantonese: their text
 # goes through voxpipe's normalizer whole, then is cut into Mandarin and English runs.
 _ZH_EN_LANGS = ("zh", "en", "all_zh")
@@ -67,11 +66,6 @@ def _runs(text: str, lang: str) -> list[tuple[str, str]]:
     return runs
 
 
-def languages_for(version: str | None) -> tuple[str, ...]:
-    """The language names a voice of `version` reads (None: not known before it loads)."""
-    return V1_LANGS if version == "v1" else LANGS
-
-
 def check_language(lang: str, version: str | None = None) -> None:
     """ValueError for a name this voice cannot read; LanguageUnavailable (a ValueError)
     when its packages are missing."""
@@ -91,9 +85,7 @@ def normalize_for(text: str, lang: str) -> str:
     """The request text as the planner splits it: read out by voxpipe's normalizer for the
     Mandarin and English names (and auto on text with neither kana nor Hangul); else only
     tidied, since OpenJTalk, g2pk2 and the Cantonese cleaner read numbers themselves."""
-    if _whole_text_normalized(text, lang):
-        return normalize(text, {"en": "en", "zh": "zh", "all_zh": "zh"}.get(lang, "auto"))
-    return clean(text)
+    return normalize(text) if _whole_text_normalized(text, lang) else clean(text)
 
 
 def _segment(run_lang: str, run: str, normalized: bool) -> Segment | None:
@@ -137,7 +129,8 @@ def segments(text: str, lang: str = "auto", final_mark: bool = True, version: st
     check_language(lang, version)
     normalized = _whole_text_normalized(text, lang)
     if normalized:
-        runs = _runs(normalize_for(text, lang), "zh" if lang == "all_zh" else lang)
+        legacy = "zh" if lang == "all_zh" else lang
+        runs = _runs(normalize(text, legacy), legacy)
     else:
         runs = language_runs(clean(text), lang)
     out = [seg for run_lang, run in runs if (seg := _segment(run_lang, run, normalized)) is not None]

@@ -10,43 +10,50 @@ import numpy as np
 
 from voxpipe.stages.families.gpt_sovits.spec import gsv_config
 from voxpipe.stages.families.gpt_sovits.text import Segment, segments
+from voxpipe.stages.families.gpt_sovits.text.langseg import HAN, HANGUL, KANA
 from voxpipe.stages.families.gpt_sovits.text.symbols import PUNCTUATION
 
-_HANZI_RE = re.compile("[\u4e00-\u9fa5]")
+_CJK_RE = re.compile(f"[{HAN}{KANA}]")
+_HANGUL_RE = re.compile(f"[{HANGUL}]")
 _WORD_RE = re.compile(r"[A-Za-z]+")
 
 
 class GsvPhonemizer:
     def __init__(self, spec: Any) -> None:
         self.spec = spec
-        self.lang = gsv_config(spec).language
-        self._recent: OrderedDict[str, list[Segment]] = OrderedDict()
+        cfg = gsv_config(spec)
+        self.lang = cfg.language  # the voice's default text language
+        self.version = cfg.version  # None: not known before the weights load (v1-v2ProPlus)
+        self._recent: OrderedDict[tuple[str, str], list[Segment]] = OrderedDict()
 
     def count(self, text: str) -> int:
         """An estimate for splitting, cheap enough to call on every candidate piece: two
-        phones per character, about one per English letter, one per mark."""
-        return 2 * len(_HANZI_RE.findall(text)) + sum(len(w) for w in _WORD_RE.findall(text)) + sum(
-            1 for ch in text if ch in ",.!?;:，。！？；：、…")
+        phones per Han character or kana, three per Hangul syllable, about one per English
+        letter, one per mark."""
+        return 2 * len(_CJK_RE.findall(text)) + 3 * len(_HANGUL_RE.findall(text)) + sum(
+            len(w) for w in _WORD_RE.findall(text)) + sum(1 for ch in text if ch in ",.!?;:，。！？；：、…")
 
-    def segments(self, text: str) -> list[Segment]:
-        cached = self._recent.get(text)
+    def segments(self, text: str, lang: str | None = None) -> list[Segment]:
+        """`text`'s runs read in `lang` (default: the voice's language)."""
+        key = (text, lang or self.lang)
+        cached = self._recent.get(key)
         if cached is None:
-            cached = self._recent[text] = segments(text, self.lang)
+            cached = self._recent[key] = segments(text, key[1], version=self.version)
             while len(self._recent) > 256:
                 self._recent.popitem(last=False)
         return cached
 
-    def text_to_ids(self, text: str) -> np.ndarray:
+    def text_to_ids(self, text: str, lang: str | None = None) -> np.ndarray:
         """Phone ids; none for text with nothing to say (only marks), so that the planner
         leaves such pieces out."""
-        segs = self.segments(text)
+        segs = self.segments(text, lang)
         if all(p in PUNCTUATION for s in segs for p in s.phones):
             return np.zeros(0, dtype=np.int64)
         return np.asarray([i for s in segs for i in s.ids], dtype=np.int64)
 
-    def chunk_fields(self, text: str) -> dict[str, list]:
+    def chunk_fields(self, text: str, lang: str | None = None) -> dict[str, list]:
         """The Chunk fields that carry `text`'s language runs to the engine."""
-        segs = self.segments(text)
+        segs = self.segments(text, lang)
         return {"seg_langs": [s.lang for s in segs], "seg_texts": [s.norm_text for s in segs],
                 "seg_phones": [len(s.phones) for s in segs], "seg_word2ph": [list(s.word2ph) for s in segs]}
 
