@@ -119,6 +119,16 @@ def test_gpt_sovits_sampling_options_are_declared_once():
         gsv.options.resolve({"top_k": 2.5}, {})
 
 
+def test_text_options_take_their_declared_choices():
+    gsv = families.get("gpt-sovits")
+    assert gsv.options.resolve({"text_lang": " JA "}, {})["text_lang"] == "ja"
+    assert gsv.options.resolve({}, {"text_lang": "yue"})["text_lang"] == "yue"
+    with pytest.raises(OptionError, match="text_lang='fr' is not one of zh, en, ja"):
+        gsv.options.resolve({"text_lang": "fr"}, {})
+    with pytest.raises(OptionError, match="text_lang must be text"):
+        gsv.options.resolve({"text_lang": 1}, {})
+
+
 def test_pipeline_files_do_not_name_a_family():
     """GPT-SoVITS (or any family) lives in its own folders; the pipeline's processes,
     messages and engine interface know families only through the interface."""

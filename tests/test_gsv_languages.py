@@ -129,3 +129,39 @@ def test_missing_language_package_names_the_extra(module, lang, text):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ERROR") and "voxpipe[gsv-languages]" in out.stdout, out.stdout
+
+
+PLAN_BLOCKED = textwrap.dedent("""
+    import sys, time
+    sys.modules["pyopenjtalk"] = None  # as if pyopenjtalk-plus were not installed
+    from pathlib import Path
+    from voxpipe.config import Config
+    from voxpipe.ipc.messages import SynthesisOptions, SynthesisRequest
+    from voxpipe.stages.frontend.planner import Planner, PlanError
+    from voxpipe.stages.voices import VoiceCatalog
+
+    planner = Planner(Config(), VoiceCatalog(Path(sys.argv[1])))
+    for lang, text in (("ja", "こんにちは。"), ("auto", "Hello, こんにちは。"), ("zh", "你好。")):
+        request = SynthesisRequest(lang, text, "gv2", False, SynthesisOptions(params={"text_lang": lang}))
+        try:
+            print(lang, "planned", len(planner.plan(request, time.monotonic() + 60).chunks))
+        except PlanError as exc:
+            print(lang, exc.code, exc)
+""")
+
+
+@pytest.mark.slow
+def test_a_missing_language_package_is_a_bad_option_when_planning(tmp_path):
+    """The planner answers bad_option naming the extra, for the named language at once and
+    for Japanese found in `auto` text, and plans other languages as before."""
+    pytest.importorskip("torch")
+    from voxpipe.stages import families
+
+    families.get("gpt-sovits").write_random_voice(tmp_path, "gv2", version="v2", seed=1)
+    out = subprocess.run([sys.executable, "-c", PLAN_BLOCKED, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
+    for lang in ("ja", "auto"):
+        assert lines[lang].startswith("bad_option") and "voxpipe[gsv-languages]" in lines[lang], lines[lang]
+    assert lines["zh"].startswith("planned")

@@ -89,6 +89,11 @@ for voice, text, params in (("gv2", "你好，世界。Hello there.", {"top_k": 
                             ("joe", "Hello there, how are you?", {})):
     plan = planner.plan(SynthesisRequest(voice, text, voice, True, SynthesisOptions(params=params)), time.monotonic() + 60)
     planned.append(len(plan.chunks))
+import importlib.util
+for lang, text in (("ja", "今日はいい天気ですね。"), ("ko", "안녕하세요."), ("yue", "你食咗飯未呀？")):
+    needs = {"ja": "pyopenjtalk", "ko": "mecab", "yue": "ToJyutping"}[lang]
+    if importlib.util.find_spec(needs) is not None:  # the gsv-languages extra's readers stay torch-free too
+        planner.plan(SynthesisRequest(lang, text, "gv2", True, SynthesisOptions(params={"text_lang": lang})), 1e9)
 try:  # a v3/v4-only option on a v2 voice is refused by the frontend itself
     planner.plan(SynthesisRequest("bad", "你好。", "gv2", True, SynthesisOptions(params={"sample_steps": 8})), 1e9)
 except PlanError as exc:

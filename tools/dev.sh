@@ -36,7 +36,7 @@ setup() {
         # errors still print, and a short line says what is happening instead.
         echo "voxpipe: installing into $venv (first run: about a minute) ..." >&2
         "$python" -m pip install -qq --upgrade pip
-        "$python" -m pip install -qq -c tools/constraints.txt -e ".[test,torch,http,bench,gpt-sovits,cluster]"
+        "$python" -m pip install -qq -c tools/constraints.txt -e ".[test,torch,http,bench,gpt-sovits,gsv-languages,cluster]"
         # NVIDIA's BigVGAN, the live oracle of the v3 vocoder (tests/test_bigvgan_oracle.py).
         # --no-deps: its requirements are its training stack (tensorboard, pesq, auraloss);
         # importing it needs only librosa (the test extra) and huggingface_hub (transformers').
