@@ -101,8 +101,8 @@ class TextFrontend(Protocol):
         OptionError where the request's options make the text unreadable."""
 
     def for_request(self, options: dict[str, Any]) -> TextFrontend:
-        """The frontend as one request's resolved options read text (GPT-SoVITS: its
-        text language); itself where no option changes how text is read."""
+        """Optional: the frontend as one request's resolved options read text
+        (GPT-SoVITS: its text language); a frontend without it reads every request alike."""
 
 
 class TextError(Exception):

@@ -72,7 +72,9 @@ class Planner:
             policy = resolve_policy(opts.policy or front.policy)
         except ValueError as exc:
             raise PlanError("bad_option", str(exc)) from None
-        frontend = self.frontend(spec).for_request(options)
+        frontend = self.frontend(spec)
+        if hasattr(frontend, "for_request"):  # optional: a family whose options change how text is read
+            frontend = frontend.for_request(options)
         try:
             pieces = split_text(frontend.normalize(request.text), budget=front.chunk_budget, count=frontend.count,
                                 policy=policy, first_chunk=front.first_chunk if opts.first_chunk is None else opts.first_chunk,
