@@ -165,3 +165,20 @@ def test_a_missing_language_package_is_a_bad_option_when_planning(tmp_path):
     for lang in ("ja", "auto"):
         assert lines[lang].startswith("bad_option") and "voxpipe[gsv-languages]" in lines[lang], lines[lang]
     assert lines["zh"].startswith("planned")
+
+
+@pytest.mark.parametrize("version,lang,ok", [("v1", "ko", False), ("v1", "all_ja", True), ("v2", "auto_yue", True),
+                                             ("v2ProPlus", "yue", True), ("v2", "fr", False)])
+def test_voice_toml_takes_its_versions_language_names(tmp_path, version, lang, ok):
+    from voxpipe.stages.families.gpt_sovits.voice_config import VoiceConfigError, read_voice_toml
+
+    for name in ("a.ckpt", "b.pth", "ref.wav"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "voice.toml").write_text(
+        f'version = "{version}"\ngpt = "a.ckpt"\nsovits = "b.pth"\nlanguage = "{lang}"\n'
+        f'[reference]\naudio = "ref.wav"\ntext = "こんにちは。"\nlanguage = "ja"\n', encoding="utf-8")
+    if ok:
+        assert read_voice_toml(tmp_path).language == lang
+    else:
+        with pytest.raises(VoiceConfigError, match=f"language '{lang}'"):
+            read_voice_toml(tmp_path)
