@@ -245,7 +245,10 @@ def main() -> None:
     parser.add_argument("snapshot", type=Path)
     parser.add_argument("--deps", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "data" / "gsv_text_golden.json")
+    parser.add_argument("--commit", default="", help="the snapshot's commit (default: asked of git when it is a checkout)")
     args = parser.parse_args()
+    commit = args.commit or subprocess.run(["git", "-C", str(args.snapshot), "rev-parse", "HEAD"],
+                                           capture_output=True, text=True).stdout.strip()
     gsv = args.snapshot.resolve() / "GPT_SoVITS"
     with tempfile.TemporaryDirectory() as tmp:
         write_nltk_cmudict(Path(tmp))
@@ -254,8 +257,9 @@ def main() -> None:
                               input=json.dumps(cases()), capture_output=True, text=True, check=True)
     results = json.loads(done.stdout)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"upstream": "RVC-Boss/GPT-SoVITS", "cases": results}, ensure_ascii=False,
-                                   indent=1) + "\n", encoding="utf-8")
+    lines = ",\n".join(json.dumps(case, ensure_ascii=False) for case in results)  # a case a line
+    args.out.write_text(f'{{"upstream": "RVC-Boss/GPT-SoVITS", "commit": {json.dumps(commit)},\n"cases": [\n{lines}\n]}}\n',
+                        encoding="utf-8")
     print(f"{len(results)} cases -> {args.out}")
 
 
