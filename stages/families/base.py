@@ -175,6 +175,9 @@ class Family(abc.ABC):
 
     name: ClassVar[str]
     options: ClassVar[type[Options]]  # the family's request options, a dataclass of option(...) fields
+    # Families whose voices speak from a reference clip a request may bring: the clip's
+    # length bounds in seconds (low, high); None: requests bring no clip.
+    reference_seconds: ClassVar[tuple[float, float] | None] = None
 
     @abc.abstractmethod
     def claims(self, directory: Path) -> bool:
@@ -193,6 +196,11 @@ class Family(abc.ABC):
 
     def resolve_options(self, spec: VoiceSpec, params: dict[str, Any]) -> dict[str, Any]:
         return self.options.resolve(params, self.voice_defaults(spec))
+
+    def check_reference(self, spec: VoiceSpec, text: str, language: str) -> tuple[str, str]:
+        """A request's reference transcript and its language as the workers will read
+        them (-> (text, language)); OptionError if the voice cannot take them."""
+        raise OptionError(f"{spec.name!r} is a {self.name} voice: it takes no reference clip")
 
     @abc.abstractmethod
     def engine_names(self) -> tuple[str, ...]:

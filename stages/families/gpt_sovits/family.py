@@ -56,6 +56,7 @@ class GsvTextFrontend:
 class GptSovitsFamily(Family):
     name = "gpt-sovits"
     options = GsvOptions
+    reference_seconds = (3.0, 10.0)  # GPT-SoVITS's own rule for reference clips
 
     def claims(self, directory: Path) -> bool:
         return (directory / "voice.toml").is_file()
@@ -86,6 +87,22 @@ class GptSovitsFamily(Family):
                                   f"for a {version} voice")
         return resolved
 
+    def check_reference(self, spec: VoiceSpec, text: str, language: str) -> tuple[str, str]:
+        """A request's prompt: its transcript must be read in a language the voice's text
+        frontend knows (empty: the voice's reference language)."""
+        from voxpipe.stages.families.gpt_sovits.text import segments
+
+        language = language or gsv_config(spec).reference.language
+        if not text.strip():
+            raise OptionError("a reference clip needs its transcript (prompt_text): what the clip says")
+        try:
+            runs = segments(text, language)
+        except ValueError as exc:
+            raise OptionError(f"reference language (prompt_lang): {exc}") from None
+        if not runs:
+            raise OptionError(f"the reference transcript {text!r} has nothing to read")
+        return text.strip(), language
+
     def engine_names(self) -> tuple[str, ...]:
         return (ENGINE,)
 
@@ -98,7 +115,8 @@ class GptSovitsFamily(Family):
         from voxpipe.stages.families.gpt_sovits.runner import GsvRunner
 
         return GsvRunner(settings.max_batch if settings.max_batch > 0 else engine.max_batch,
-                         compute=getattr(engine, "compute", contextlib.nullcontext))
+                         compute=getattr(engine, "compute", contextlib.nullcontext),
+                         conditioning=getattr(engine, "conditioning", None))
 
     def write_random_voice(self, voices_dir: Path, name: str, seed: int = 0, **variant: Any) -> Path:
         from voxpipe.stages.families.gpt_sovits.random_voice import write_random_gsv_voice
