@@ -32,6 +32,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, help="GPT-SoVITS voices: sampling temperature")
     parser.add_argument("--repetition-penalty", type=float, help="GPT-SoVITS voices: penalty on repeated tokens")
     parser.add_argument("--policy", help="text cut policy (punctuation, sentences, length, none, cut0..cut5)")
+    parser.add_argument("--ref-audio", metavar="FILE",
+                        help="GPT-SoVITS voices: speak from this reference clip (3-10 s; sent to the daemon)")
+    parser.add_argument("--prompt-text", help="what the reference clip says (with --ref-audio)")
+    parser.add_argument("--prompt-lang", help="the language of --prompt-text (default: the voice's)")
+    parser.add_argument("--aux-ref-audio", metavar="FILE", action="append", default=[],
+                        help="more clips whose timbre is fused in (v1-v2ProPlus voices; repeatable)")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--words", metavar="FILE.json",
                         help='also write each word\'s timing: [{"word", "start", "end"}, ...] in seconds')
@@ -56,6 +62,17 @@ def options(args: argparse.Namespace) -> dict:
             "repetition_penalty": args.repetition_penalty}
 
 
+def reference(args: argparse.Namespace):
+    """The request's own reference clip (files read by the client library), or None."""
+    if not args.ref_audio:
+        if args.prompt_text or args.prompt_lang or args.aux_ref_audio:
+            raise ValueError("--prompt-text, --prompt-lang and --aux-ref-audio go with --ref-audio")
+        return None
+    from voxpipe.ipc.client import Reference
+
+    return Reference(args.ref_audio, args.prompt_text or "", args.prompt_lang or "", list(args.aux_ref_audio))
+
+
 def _fail(message: str, code: int = 1) -> int:
     print(f"voxpipe say: {message}", file=sys.stderr)
     return code
@@ -76,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result, words = _synthesize(args, text, output, fmt)
+    except ValueError as exc:
+        return _fail(str(exc), 2)
     except (VoxpipeError, OutputError) as exc:
         return _fail(str(exc))
     if args.words and result is not None:
@@ -98,7 +117,7 @@ def _synthesize(args: argparse.Namespace, text: str, output: str, fmt: str):
 
     sink = AudioSink(output, fmt)
     with Client(args.endpoint, timeout=args.timeout) as client:
-        stream = client.stream(text, args.voice, **options(args))
+        stream = client.stream(text, args.voice, reference=reference(args), **options(args))
         progress = Progress(1, "synthesizing", enabled=sys.stderr.isatty() and len(text) > 200)
         try:
             for fragment in stream:

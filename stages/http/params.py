@@ -2,6 +2,8 @@
 query strings, each failure an HttpError that names the parameter."""
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from typing import Any
@@ -86,3 +88,34 @@ def voxpipe_options(params: dict[str, Any]) -> dict[str, Any]:
     readers = {float: lambda v, n: as_float(v, n, 0.0, 2.0), int: as_int, bool: as_bool, str: as_str}
     return {name: readers[kind](params[name], name) for name, kind in VOXPIPE_OPTIONS.items()
             if params.get(name) is not None}
+
+
+def base64_clip(value: Any, name: str, limit: int) -> bytes:
+    """A reference clip sent as base64 text (`ref_audio_base64`), at most `limit` bytes."""
+    if not isinstance(value, str) or not value:
+        raise HttpError("bad_reference", f"'{name}' must be the clip file's bytes as base64 text", param=name)
+    if len(value) > -(-limit // 3) * 4 + 4:
+        raise HttpError("bad_reference", f"'{name}' holds more than {limit // 1024} KiB; the limit is "
+                                         f"{limit // 1024} KiB (http.max_reference_kib)", param=name)
+    if value.startswith("data:") and "," in value:  # a data URL: its header names the type, the rest is the clip
+        value = value.split(",", 1)[1]
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise HttpError("bad_reference", f"'{name}' is not valid base64", param=name) from None
+    if len(data) > limit:
+        raise HttpError("bad_reference", f"'{name}' is {len(data) // 1024} KiB; the limit is {limit // 1024} KiB "
+                                         f"(http.max_reference_kib)", param=name)
+    return data
+
+
+def family_option_names(family: str) -> set[str]:
+    """The request options a model family declares (stages/families/*/family.py)."""
+    import dataclasses
+
+    from voxpipe.stages import families
+
+    try:
+        return {f.name for f in dataclasses.fields(families.get(family).options)}
+    except families.FamilyError:
+        return set()
