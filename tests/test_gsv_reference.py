@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parent.parent
 VOICE = "gsvref"
+MOODY = "moody"  # a voice of tests/family_with_new_option.py's family
 TEXT = "Hello there."
 GREEDY = {"top_k": 1, "repetition_penalty": 1.0, "noise_scale": 0.0, "seed": 5}
 MAX_REFERENCE_KIB = 512
@@ -52,6 +53,8 @@ def dirs(tmp_path_factory) -> dict[str, Path]:
 
     voices = tmp_path_factory.mktemp("ref-voices")
     families.get("gpt-sovits").write_random_voice(voices, VOICE, seed=0, version="v2")
+    families.get("gpt-sovits").write_random_voice(voices, MOODY, seed=1, version="v2")
+    (voices / MOODY / "moods").write_text("")
     clips = tmp_path_factory.mktemp("ref-clips")
     (clips / "a.wav").write_bytes(clip_bytes(4.0, 1))
     (clips / "b.wav").write_bytes(clip_bytes(5.0, 2))
@@ -70,8 +73,16 @@ def daemon(tmp_path_factory, dirs):
     http = {"reference_dirs": [str(dirs["clips"])], "max_reference_kib": MAX_REFERENCE_KIB,
             "gsv_default_voice": VOICE}
     with http_daemon(tmp_path_factory.mktemp("ref-daemon"), workers=1, voices_dir=str(dirs["voices"]),
-                     preload=[VOICE], http=http) as d:
+                     preload=[VOICE], http=http,
+                     families={"gsv-moods": "tests.family_with_new_option:MoodFamily"}) as d:
         yield d
+
+
+def near(a: np.ndarray, b: np.ndarray) -> bool:
+    """The same audio up to rounding: a CPU worker's torch thread count follows how busy
+    the machine is, and sums in another order move samples by a few steps (a random-weight
+    vocoder amplifies them). Another clip moves them by thousands."""
+    return len(a) == len(b) and int(np.abs(a.astype(np.int32) - b.astype(np.int32)).max()) <= 64
 
 
 def streamed(daemon, clip: Path) -> np.ndarray:
@@ -98,9 +109,8 @@ def test_a_clip_changes_the_audio_and_a_repeated_one_is_cached(daemon, dirs):
         after_again = conditioning(daemon)
         other = client.synthesize(TEXT, VOICE, reference=Reference(str(dirs["clips"] / "b.wav"), "你好，这是参考。",
                                                                     "zh"), **GREEDY)
-    assert not np.array_equal(own[:len(first.samples)], first.samples[:len(own)])
-    assert not np.array_equal(first.samples[:len(other.samples)], other.samples[:len(first.samples)])
-    assert np.array_equal(first.samples, again.samples)  # a path or its bytes: the same clip
+    assert not near(own, first.samples) and not near(first.samples, other.samples)
+    assert near(first.samples, again.samples)  # a path or its bytes: the same clip
     assert after_first["misses"] == before["misses"] + 1 and after_first["hits"] == before["hits"]
     assert after_again["hits"] == after_first["hits"] + 1 and after_again["misses"] == after_first["misses"]
 
@@ -141,7 +151,7 @@ def test_say_uploads_a_clip(daemon, dirs, tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert said.returncode == 0, said.stderr
     audio, rate = soundfile.read(str(out), dtype="int16")
-    assert rate == 32000 and np.array_equal(audio, streamed(daemon, dirs["clips"] / "a.wav"))
+    assert rate == 32000 and near(audio, streamed(daemon, dirs["clips"] / "a.wav"))
 
 
 def _tts(daemon, **params) -> httpx.Response:
@@ -159,7 +169,7 @@ def test_tts_by_path_and_by_upload_speak_the_same(daemon, dirs):
                     prompt_text="你好，这是参考。", prompt_lang="zh")
     for reply in (by_path, uploaded):
         assert reply.status_code == 200, reply.text
-        assert np.array_equal(np.frombuffer(reply.content, np.int16), expected)
+        assert near(np.frombuffer(reply.content, np.int16), expected)
         assert "prompt_text" not in reply.headers.get("x-voxpipe-ignored", "")
 
 
@@ -173,7 +183,7 @@ def test_openai_route_takes_an_uploaded_clip(daemon, dirs):
     assert reply.status_code == 200, reply.text
     samples = np.frombuffer(reply.content, np.int16)
     if reply.headers.get("x-voxpipe-sample-rate", "32000") == "32000":  # pcm is resampled to 24 kHz where it can be
-        assert np.array_equal(samples, expected)
+        assert near(samples, expected)
     assert len(samples) > 0 and not reply.headers.get("x-voxpipe-ignored")
 
 
@@ -183,7 +193,7 @@ def test_a_clip_in_a_voices_folder_speaks_with_that_voice(daemon, dirs):
     for spelling in (str(mood), f"{VOICE}/mood.wav"):
         reply = _tts(daemon, ref_audio_path=spelling, prompt_text="你好，这是参考。", prompt_lang="zh")
         assert reply.status_code == 200, reply.text
-        assert np.array_equal(np.frombuffer(reply.content, np.int16), expected)
+        assert near(np.frombuffer(reply.content, np.int16), expected)
 
 
 @pytest.mark.parametrize("ref", ["/etc/passwd", "../../../etc/passwd", "{clips}/../../etc/passwd", "{clips}/escape.wav",
@@ -206,5 +216,59 @@ def test_set_refer_audio_sets_the_clip_of_requests_without_one(daemon, dirs):
                      timeout=30).status_code == 200
     reply = _tts(daemon, prompt_text="你好，这是参考。", prompt_lang="zh")
     assert reply.status_code == 200, reply.text
-    assert np.array_equal(np.frombuffer(reply.content, np.int16), expected)
+    assert near(np.frombuffer(reply.content, np.int16), expected)
     wait_idle(daemon)
+
+
+# ---- a family's new option reaches every interface ---------------------------------------------------------
+def test_a_new_option_reaches_the_cli_the_client_and_both_http_routes(daemon, monkeypatch):
+    from voxpipe.daemon.cli import build_parser
+    from voxpipe.daemon.commands.say import options
+    from voxpipe.stages import families
+
+    # The command line: the family registered as the daemon's config registers it.
+    monkeypatch.setitem(families._registered, "gsv-moods", "tests.family_with_new_option:MoodFamily")
+    args = build_parser("say").parse_args(["say", "--voice", MOODY, "--mood", "angry", "--sample-steps", "8", "hi"])
+    assert options(args)["mood"] == "angry" and options(args)["sample_steps"] == 8
+    with pytest.raises(SystemExit):
+        build_parser("say").parse_args(["say", "--mood", "sad", "hi"])
+    # The client library, and the daemon's check of the declared choices.
+    with daemon.client() as client:
+        assert len(client.synthesize(TEXT, MOODY, mood="angry", **GREEDY).samples) > 0
+        with pytest.raises(VoxpipeError) as caught:
+            client.synthesize(TEXT, MOODY, mood="sad")
+        assert caught.value.code == "bad_option" and "mood" in caught.value.message
+    # Both HTTP routes: honoured (not reported ignored), and checked.
+    tts = _tts(daemon, ref_audio_path=MOODY, mood="angry")
+    speech = httpx.post(daemon.url + "/v1/audio/speech", timeout=120, json={
+        "input": TEXT, "voice": MOODY, "response_format": "pcm", "mood": "angry", **GREEDY})
+    for reply in (tts, speech):
+        assert reply.status_code == 200, reply.text
+        assert "mood" not in reply.headers.get("x-voxpipe-ignored", "")
+    assert _tts(daemon, ref_audio_path=MOODY, mood="sad").status_code == 400
+    assert httpx.post(daemon.url + "/v1/audio/speech", timeout=60, json={
+        "input": TEXT, "voice": MOODY, "mood": "sad"}).status_code == 400
+
+
+def test_api_v2_parameters_are_honoured_or_reported(daemon):
+    reply = _tts(daemon, ref_audio_path=VOICE, top_p=0.9, temperature=0.8, batch_size=4, split_bucket=True,
+                 parallel_infer=True, fragment_interval=0.3, text_split_method="cut5", speed_factor=1.0)
+    assert reply.status_code == 200, reply.text
+    from voxpipe.stages import families
+
+    unread = set() if "text_lang" in {o.name for o in families.options_of("gpt-sovits")} else {"text_lang"}
+    assert set(reply.headers["x-voxpipe-ignored"].split(",")) == {"batch_size", "parallel_infer", "split_bucket",
+                                                                  *unread}
+    refused = _tts(daemon, ref_audio_path=VOICE, super_sampling=True)
+    assert refused.status_code == 400 and "super_sampling" in refused.json()["message"]
+    steps = _tts(daemon, ref_audio_path=VOICE, sample_steps=8)
+    assert steps.status_code == 400 and "v3/v4" in steps.json()["message"]  # a v2 voice has no CFM steps
+
+
+def test_fragment_interval_puts_silence_between_fragments(daemon):
+    text = "Hello there. Goodbye now."
+    with daemon.client() as client:
+        plain = client.synthesize(text, VOICE, policy="cut5", **GREEDY)
+        paused = client.synthesize(text, VOICE, policy="cut5", fragment_interval=0.5, **GREEDY)
+    assert plain.chunks == paused.chunks == 2
+    assert len(paused.samples) - len(plain.samples) == round(0.5 * 32000)

@@ -5,29 +5,18 @@ reads voice.toml and runs the G2P, nothing more."""
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from voxpipe.stages.engines.base import Engine, EngineSettings
-from voxpipe.stages.families.base import Family, OptionError, Options, Runner, RunnerSettings, option
+from voxpipe.stages.families.base import Family, OptionError, Runner, RunnerSettings
+from voxpipe.stages.families.gpt_sovits.options import GsvOptions
 from voxpipe.stages.families.gpt_sovits.spec import gsv_config, load_gsv_spec
 from voxpipe.stages.families.gpt_sovits.voice_config import STEP_RANGE
 from voxpipe.stages.text.normalize import normalize
 from voxpipe.stages.voices import VoiceSpec
 
 ENGINE = "gpt-sovits"
-
-
-@dataclass
-class GsvOptions(Options):
-    noise_scale: float | None = option(None, 0.0, 2.0, doc="SoVITS noise (voice's default)")
-    length_scale: float | None = option(None, 0.1, 5.0, doc="1 / speed (voice's default speed)")
-    top_k: int | None = option(None, 0, 1024, doc="0: no top-k cut; 1: greedy")
-    top_p: float | None = option(None, 0.0, 1.0, open_low=True)
-    temperature: float | None = option(None, 0.01, 5.0)
-    repetition_penalty: float | None = option(None, 1.0, 5.0)
-    sample_steps: int | None = option(None, 1, 128, doc="v3/v4: CFM steps (voice's default: v3 32, v4 8)")
 
 
 class GsvTextFrontend:

@@ -266,12 +266,24 @@ class GsvRunner(Runner):
             stream.samples_sent += len(audio)
             # GPT-SoVITS has no durations: words are timed over the chunk's whole audio.
             words = gsv_chunk_words(stream.chunk, stream.samples_sent) if final else []
+            if final:
+                audio = self._with_pause(stream, audio)
             result.pieces.append(Piece(stream.chunk, audio, stream.sample_rate, stream.parts_sent, final,
                                        time.monotonic() - stream.admitted_at,
                                        stream.admitted_at - stream.chunk.submitted_at, words))
             stream.parts_sent += 1
         if last:
             self.streams.pop(key)
+
+    @staticmethod
+    def _with_pause(stream: Stream, audio: np.ndarray) -> np.ndarray:
+        """A chunk's last piece, followed by the request's `fragment_interval` of silence
+        unless it is the request's last chunk (api_v2's pause between fragments)."""
+        chunk = stream.chunk
+        pause = float(chunk.inputs.options.get("fragment_interval") or 0.0)
+        if pause <= 0 or chunk.seq >= chunk.count - 1:
+            return audio
+        return np.concatenate([audio, np.zeros(round(pause * stream.sample_rate), np.float32)])
 
     def _fail(self, result: StepResult, key: Key, message: str) -> None:
         self.decoder.remove(key[0])

@@ -33,15 +33,17 @@ from voxpipe.stages.families.gpt_sovits.http.files import allowed_clip, voice_fi
 from voxpipe.stages.families.gpt_sovits.voice_config import VoiceConfigError, read_voice_toml
 from voxpipe.stages.http.errors import HttpError
 from voxpipe.stages.http.gateway import Gateway, SpeechRequest
-from voxpipe.stages.http.params import (VOXPIPE_OPTIONS, as_float, as_int, as_str, base64_clip, family_option_names,
-                                        read_json, voxpipe_options)
+from voxpipe.stages.http.params import (as_bool, as_float, as_int, as_str, base64_clip, families_other_than,
+                                        family_option_names, read_json, request_option_specs, request_options)
 from voxpipe.stages.http.streaming import AudioResponse, check_format
 
 MEDIA_TYPES = {"wav": "wav", "raw": "pcm", "ogg": "ogg", "aac": "aac"}  # GPT-SoVITS name -> our format
-# Handled here rather than as a family's declared option.
+# Handled here rather than as a declared option (the declared ones: request_option_specs).
 OWN_PARAMS = {"text", "text_lang", "ref_audio_path", "ref_audio_base64", "prompt_text", "prompt_lang",
-              "aux_ref_audio_paths", "text_split_method", "speed_factor", "seed", "media_type", "streaming_mode"}
-HONOURED = {*OWN_PARAMS, *VOXPIPE_OPTIONS}
+              "aux_ref_audio_paths", "text_split_method", "speed_factor", "seed", "media_type", "streaming_mode",
+              "super_sampling"}
+# api_v2's knobs for its own batching and stream cutting: the daemon batches across
+# requests and windows its audio itself; accepted and named in X-Voxpipe-Ignored.
 TEXT_LANG = "text_lang"  # api_v2's; honoured where the voice's family declares an option of that name
 
 
@@ -219,11 +221,19 @@ async def parse_tts(params: dict[str, Any], request: Request) -> tuple[SpeechReq
     check_format(MEDIA_TYPES[media_type])
     streaming = _streaming(params.get("streaming_mode", False))
     voice, reference = await _reference(params, request)
-    options = voxpipe_options({k: v for k, v in params.items() if k != "seed"})  # GPT-SoVITS's seed: below
+    options = request_options(params, skip={"seed"})  # GPT-SoVITS's seed (-1: random): below
+    if params.get("super_sampling") not in (None, "") and as_bool(params["super_sampling"], "super_sampling"):
+        raise HttpError("bad_option", "super_sampling (audio super-resolution for v3 voices) is not available: "
+                                      "voxpipe has no super-resolution model; leave it false", param="super_sampling")
     if reference is not None:
         options["reference"] = reference
     ignored: set[str] = set()
-    if TEXT_LANG in family_option_names("gpt-sovits") and voice in voice_files(request.app.state.voices_dir, [voice]):
+    gsv_voice = voice in voice_files(request.app.state.voices_dir, [voice])
+    if not gsv_voice:  # another family's voice: api_v2's GPT-SoVITS settings do not apply to it
+        others = {n for name in families_other_than("gpt-sovits") for n in family_option_names(name)}
+        ignored |= {k for k in options if k in family_option_names("gpt-sovits") and k not in others}
+        options = {k: v for k, v in options.items() if k not in ignored}
+    if TEXT_LANG in family_option_names("gpt-sovits") and gsv_voice:
         options[TEXT_LANG] = as_str(params[TEXT_LANG], TEXT_LANG)
     else:
         ignored.add(TEXT_LANG)  # checked above as api_v2 does; the voice reads its own language
@@ -236,7 +246,8 @@ async def parse_tts(params: dict[str, Any], request: Request) -> tuple[SpeechReq
         seed = as_int(params["seed"], "seed")
         if seed >= 0:
             options["seed"] = seed
-    ignored |= {k for k in params if k not in HONOURED}
+    honoured = OWN_PARAMS | set(request_option_specs())
+    ignored |= {k for k in params if k not in honoured}
     return SpeechRequest(text, voice, options), media_type, streaming, sorted(ignored)
 
 
