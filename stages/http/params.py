@@ -126,11 +126,11 @@ def base64_clip(value: Any, name: str, limit: int) -> bytes:
     """A reference clip sent as base64 text (`ref_audio_base64`), at most `limit` bytes."""
     if not isinstance(value, str) or not value:
         raise HttpError("bad_reference", f"'{name}' must be the clip file's bytes as base64 text", param=name)
+    if value.startswith("data:") and "," in value[:200]:  # a data URL: its header names the type, the rest is the clip
+        value = value.split(",", 1)[1]
     if len(value) > -(-limit // 3) * 4 + 4:
         raise HttpError("bad_reference", f"'{name}' holds more than {limit // 1024} KiB; the limit is "
                                          f"{limit // 1024} KiB (http.max_reference_kib)", param=name)
-    if value.startswith("data:") and "," in value:  # a data URL: its header names the type, the rest is the clip
-        value = value.split(",", 1)[1]
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
