@@ -32,11 +32,6 @@ class Limits:
     request_timeout_s: float = 300.0
     max_reference_bytes: int = 2048 * 1024  # a request's own reference clip (http.max_reference_kib)
 
-    @property
-    def max_json_bytes(self) -> int:
-        """A JSON body may also carry a base64 reference clip (4 characters per 3 bytes)."""
-        return self.max_body_bytes + -(-self.max_reference_bytes // 3) * 4
-
     @classmethod
     def from_config(cls, config: Config) -> "Limits":
         http = config.http

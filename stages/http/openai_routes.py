@@ -68,7 +68,7 @@ def parse_speech(body: dict[str, Any], gateway: Gateway) -> tuple[SpeechRequest,
 async def speech(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     try:
-        body = await read_json(request, gateway.limits.max_json_bytes)
+        body = await read_json(request, gateway.limits.max_body_bytes, gateway.limits.max_reference_bytes)
         speech_request, fmt, ignored = parse_speech(body, gateway)
         speech_request.voice = await gateway.resolve_alias(speech_request.voice)
     except HttpError as err:

@@ -15,6 +15,7 @@ from voxpipe.stages.http.errors import HttpError
 
 # The pipeline's own per-request options that both APIs accept as extra fields; the model
 # families' options come from their declarations (request_option_specs).
+CLIP_FIELD = "ref_audio_base64"  # an uploaded reference clip: its own limit (http.max_reference_kib)
 PIPELINE_PARAMS: dict[str, type] = {"seed": int, "policy": str, "first_chunk": bool}
 
 
@@ -33,14 +34,22 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def read_json(request: Request, limit: int) -> dict[str, Any]:
-    body = await read_body(request, limit)
+async def read_json(request: Request, limit: int, clip_limit: int = 0) -> dict[str, Any]:
+    """A JSON object body of at most `limit` bytes, besides a `ref_audio_base64` clip of at
+    most `clip_limit` bytes (base64 takes 4 characters per 3 bytes)."""
+    allowance = -(-clip_limit // 3) * 4 + 16 if clip_limit else 0
+    body = await read_body(request, limit + allowance)
     try:
         value = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HttpError("bad_request", f"the request body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise HttpError("bad_request", "the request body must be a JSON object")
+    clip = value.get(CLIP_FIELD)
+    rest = len(body) - (len(clip) if isinstance(clip, str) else 0)
+    if rest > limit:
+        raise HttpError("body_too_large", f"request body exceeds the limit of {limit} bytes"
+                                          + (f" (besides {CLIP_FIELD})" if clip_limit else ""))
     return value
 
 

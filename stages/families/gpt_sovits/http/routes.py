@@ -225,9 +225,11 @@ async def parse_tts(params: dict[str, Any], request: Request) -> tuple[SpeechReq
     if params.get("super_sampling") not in (None, "") and as_bool(params["super_sampling"], "super_sampling"):
         raise HttpError("bad_option", "super_sampling (audio super-resolution for v3 voices) is not available: "
                                       "voxpipe has no super-resolution model; leave it false", param="super_sampling")
+    ignored: set[str] = set()
     if reference is not None:
         options["reference"] = reference
-    ignored: set[str] = set()
+    else:  # the voice speaks from its own prompt: a transcript alone has nothing to say
+        ignored |= {k for k in ("prompt_text", "prompt_lang") if k in params}
     gsv_voice = voice in voice_files(request.app.state.voices_dir, [voice])
     if not gsv_voice:  # another family's voice: api_v2's GPT-SoVITS settings do not apply to it
         others = {n for name in families_other_than("gpt-sovits") for n in family_option_names(name)}
@@ -255,7 +257,7 @@ async def tts(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     try:
         if request.method == "POST":
-            params = await read_json(request, gateway.limits.max_json_bytes)
+            params = await read_json(request, gateway.limits.max_body_bytes, gateway.limits.max_reference_bytes)
         else:
             params = dict(request.query_params)
             if "aux_ref_audio_paths" in request.query_params:
