@@ -108,6 +108,8 @@ class Planner:
             stored = self.references.chunk_reference(reference, family.reference_seconds)
         except ReferenceError as exc:
             raise PlanError("bad_reference", str(exc)) from None
+        except OSError as exc:  # the run directory's file system is full, say: not the client's fault
+            raise PlanError("no_memory", f"the daemon cannot keep the reference clip: {exc}") from None
         stored.text, stored.language = text, language
         return stored
 

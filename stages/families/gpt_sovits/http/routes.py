@@ -119,11 +119,12 @@ async def choose_ref(ref: str, request: Request, param: str = "ref_audio_path") 
 
 
 def read_clip(path: Path, param: str, limit: int) -> bytes:
-    size = path.stat().st_size
-    if size > limit:
-        raise HttpError("bad_reference", f"{param}: the clip is {size // 1024} KiB; the limit is {limit // 1024} KiB "
-                                         f"(http.max_reference_kib)", param=param)
+    """A clip file's bytes, refused before reading when it is larger than `limit`."""
     try:
+        size = path.stat().st_size
+        if size > limit:
+            raise HttpError("bad_reference", f"{param}: the clip is {size // 1024} KiB; the limit is "
+                                             f"{limit // 1024} KiB (http.max_reference_kib)", param=param)
         return path.read_bytes()
     except OSError as exc:
         raise HttpError("bad_reference", f"{param}: cannot read the clip ({exc.strerror})", param=param) from None
