@@ -21,8 +21,9 @@ from voxpipe.ipc import codec, sockets
 from voxpipe.ipc.errors import ProtocolError, VoxpipeError
 from voxpipe.ipc.exchange import Audio, AudioFragment, RequestExchange, Word, collect
 from voxpipe.ipc.security import SecurityError, needs_curve, secure_client
-from voxpipe.ipc.messages import (PROTOCOL_VERSION, Cancel, Error, Hello, Ping, Pong, Result, StatusQuery,
-                                  StatusReply, SynthesisOptions, SynthesisRequest, Welcome, synthesis_options)
+from voxpipe.ipc.messages import (PROTOCOL_VERSION, Cancel, Error, Hello, Ping, Pong, Reference, Result,
+                                  StatusQuery, StatusReply, SynthesisOptions, SynthesisRequest, Welcome,
+                                  synthesis_options)
 
 # numpy, asyncio and zmq.asyncio load where they are used: the sync client's first request
 # goes out before numpy loads, and it never loads asyncio (`voxpipe say` starts faster).
@@ -36,13 +37,37 @@ DEFAULT_TIMEOUT_S = 300.0
 CONNECT_TIMEOUT_S = 5.0
 PROBE_S = 1.0  # while waiting, ping after this much silence to learn of a frontend restart
 
-__all__ = ["Audio", "AudioFragment", "AsyncClient", "Client", "SynthesisStream", "Word", "run_async"]
+__all__ = ["Audio", "AudioFragment", "AsyncClient", "Client", "Reference", "SynthesisStream", "Word", "run_async"]
 
 
 def _options(**kwargs: Any) -> SynthesisOptions:
     """The pipeline's options by name; the rest go to the voice's family, which checks
-    them (an option it does not take: VoxpipeError `bad_option`)."""
+    them (an option it does not take: VoxpipeError `bad_option`). A `reference` whose
+    clips are paths is sent with the files' bytes (read here, on the client's machine)."""
+    reference = kwargs.get("reference")
+    if reference is not None:
+        kwargs["reference"] = _wire_reference(reference)
     return synthesis_options(**kwargs)
+
+
+def _clip_bytes(clip: Any, what: str) -> bytes:
+    if isinstance(clip, (bytes, bytearray, memoryview)):
+        return bytes(clip)
+    if isinstance(clip, (str, os.PathLike)):
+        try:
+            return Path(clip).read_bytes()
+        except OSError as exc:
+            raise VoxpipeError("bad_reference", f"cannot read the {what} {str(clip)!r}: {exc.strerror}") from None
+    raise TypeError(f"the {what} must be a path or bytes, not {type(clip).__name__}")
+
+
+def _wire_reference(reference: Any) -> Reference:
+    """`Reference(audio=PATH_OR_BYTES, text=..., language=..., aux=[PATH_OR_BYTES, ...])`
+    with every clip as bytes."""
+    if not isinstance(reference, Reference):
+        raise TypeError(f"reference must be a voxpipe Reference, not {type(reference).__name__}")
+    return Reference(_clip_bytes(reference.audio, "reference clip"), reference.text, reference.language,
+                     [_clip_bytes(a, "auxiliary reference clip") for a in reference.aux])
 
 
 def _request(text: str, voice: str, stream: bool, timeout: float | None, request_id: str | None,

@@ -20,7 +20,7 @@ MAX_FRAME_BYTES = 4 * 1024 * 1024  # a message body; audio frames are limited se
 # The frame length is checked before unpacking (unpackb has no buffer limit of its own).
 _UNPACK_LIMITS = dict(
     max_str_len=MAX_FRAME_BYTES,
-    max_bin_len=64 * 1024,
+    max_bin_len=MAX_FRAME_BYTES,  # a request's reference clip (bounded by the frame)
     max_array_len=256 * 1024,
     max_map_len=4096,
     max_ext_len=0,
@@ -145,6 +145,8 @@ def _checker(hint: Any) -> Checker:
         return lambda value: float(value) if type(value) in (int, float) else _fail("float", value)
     if hint is str:
         return lambda value: value if isinstance(value, str) else _fail("str", value)
+    if hint is bytes:
+        return lambda value: value if isinstance(value, bytes) else _fail("bin", value)
     if dataclasses.is_dataclass(hint):
         def check_nested(value: Any) -> Any:
             message = _from_wire(value)

@@ -12,6 +12,7 @@ ERROR_CODES: dict[str, bool] = {
     "too_long": False,
     "unspeakable": False,  # text with nothing to say (only punctuation, say)
     "bad_option": False,
+    "bad_reference": False,  # a reference clip that is unreadable, too long, too short or too large
     "busy": True,  # a queue is full; try again later
     "timeout": True,  # the request's deadline passed
     "cancelled": False,

@@ -28,6 +28,22 @@ class ShmHandle:
 
 
 @dataclass
+class Reference:
+    """A request's own reference clip (GPT-SoVITS): the voice speaks with this clip's timbre
+    and prosody instead of its own. `audio` is the clip file's content (any format
+    soundfile or PyAV reads; the client library reads a path for you); `text` is what the
+    clip says, in `language`; `aux` are further clips whose timbre is fused in (v1-v2ProPlus
+    voices). The frontend decodes and checks it, keeps it as a content-addressed file for
+    the workers and hands them a `ChunkReference`."""
+
+    TAG: ClassVar[int] = 3
+    audio: bytes
+    text: str = ""
+    language: str = ""
+    aux: list[bytes] = field(default_factory=list)
+
+
+@dataclass
 class SynthesisOptions:
     """Per-request knobs. The pipeline's own are fields; a model family's (Piper's
     noise_scale, GPT-SoVITS's top_k, ...) ride in `params` and are checked by the voice's
@@ -40,6 +56,7 @@ class SynthesisOptions:
     engine_stream: bool = False  # within-sentence streaming where the engine supports it
     engine: str | None = None  # runtime for the voice's family (onnx, torch, tensorrt); None: the daemon's
     params: dict = field(default_factory=dict)  # family option name -> scalar; absent: the voice's default
+    reference: Reference | None = None  # the request's own reference clip (GPT-SoVITS voices)
 
 
 PIPELINE_OPTIONS = frozenset(f for f in SynthesisOptions.__dataclass_fields__ if f not in ("TAG", "params"))
@@ -185,6 +202,25 @@ class FamilyInputs:
 
 
 @dataclass
+class ChunkReference:
+    """A request's reference clip as workers see it: decoded clips in the daemon's run
+    directory, named by their content hash (the frontend writes them, the supervisor
+    removes the directory at exit), plus the transcript and its language. Workers key
+    their conditioning cache on (voice, clip hashes, text, language)."""
+
+    TAG: ClassVar[int] = 37
+    clip: str  # path of the decoded main clip (float32 WAV), its stem the content hash
+    text: str
+    language: str
+    aux: list[str] = field(default_factory=list)  # paths of further clips, fused into the timbre
+
+    def key(self) -> tuple[str, ...]:
+        from pathlib import PurePath
+
+        return (PurePath(self.clip).stem, self.text, self.language, *(PurePath(a).stem for a in self.aux))
+
+
+@dataclass
 class Chunk:
     """One piece of a request's text, ready to synthesize."""
 
@@ -202,6 +238,7 @@ class Chunk:
     attempt: int = 0
     submitted_at: float = 0.0
     engine: str = ""  # "" = the worker's default engine
+    reference: ChunkReference | None = None  # the request's own reference clip; None: the voice's
 
 
 @dataclass
@@ -357,7 +394,7 @@ class SupervisorReport:
 
 
 ALL_MESSAGES: tuple[type, ...] = (
-    ShmHandle, SynthesisOptions, Hello, Welcome, SynthesisRequest, Cancel, StatusQuery,
-    StatusReply, WordSpan, Fragment, Result, Error, Ping, Pong, FamilyInputs, Chunk, ChunkAudio,
+    ShmHandle, Reference, SynthesisOptions, Hello, Welcome, SynthesisRequest, Cancel, StatusQuery,
+    StatusReply, WordSpan, Fragment, Result, Error, Ping, Pong, FamilyInputs, ChunkReference, Chunk, ChunkAudio,
     ChunkDone, WorkerState, DropRequest, RequestFailed, Heartbeat, *CONTROL_MESSAGES, SupervisorReport,
 )

@@ -182,6 +182,7 @@ from voxpipe.metrics import recorder
 rec = recorder()
 assert rec.enabled
 rec.voice_cache("w0", 1, 1); rec.voice_cache("w0", 5, 1); rec.voice_cache("w0", 5, 2)
+rec.conditioning_cache("w0", 0, 1); rec.conditioning_cache("w0", 3, 1)
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 registry = CollectorRegistry(); MultiProcessCollector(registry)
@@ -193,6 +194,8 @@ sys.stdout.write(generate_latest(registry).decode())
                for f in text_string_to_metric_families(out) for s in f.samples}
     assert value(samples, "voxpipe_voice_cache_hits_total", worker="w0") == 5
     assert value(samples, "voxpipe_voice_cache_misses_total", worker="w0") == 2
+    assert value(samples, "voxpipe_conditioning_cache_hits_total", worker="w0") == 3
+    assert value(samples, "voxpipe_conditioning_cache_misses_total", worker="w0") == 1
 
 
 def test_recent_window_throughput_and_latency():

@@ -1,6 +1,7 @@
 """voxpipe: a multiprocess shared-memory text-to-speech serving daemon.
 
-For users: `from voxpipe import Client, AsyncClient`. The client library is imported on
+For users: `from voxpipe import Client, AsyncClient` (and `Reference`, a request's own
+reference clip for GPT-SoVITS voices). The client library is imported on
 first use, so `import voxpipe` (and the `voxpipe` command's start-up) stays cheap.
 
 The installed package is one namespace built from the source tree's folders:
@@ -20,6 +21,7 @@ _LAZY = {
     "AsyncClient": "voxpipe.ipc.client",
     "Audio": "voxpipe.ipc.client",
     "AudioFragment": "voxpipe.ipc.client",
+    "Reference": "voxpipe.ipc.client",
     "run_async": "voxpipe.ipc.client",
     "VoxpipeError": "voxpipe.ipc.errors",
 }

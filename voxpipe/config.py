@@ -65,6 +65,7 @@ class WorkerConfig:
     gsv_decoder_precision: str = "auto"  # auto | fp32 | bf16 | fp16 | int8
     gsv_renderer_precision: str = "auto"  # auto | fp32 | bf16 | fp16
     gsv_precision_cache_dir: str = ""  # the probes' choices; empty: $XDG_CACHE_HOME/voxpipe/gsv-precision
+    gsv_conditioning_mib: float = 256.0  # per worker: requests' reference clips' prompts kept (LRU)
     allocator: str = "system"  # workers' malloc: system | auto (tcmalloc where installed) | tcmalloc | jemalloc
 
 
@@ -115,6 +116,13 @@ class HttpConfig:
     max_text_chars: int = 0  # longer input: 400; 0 = limits.max_text_chars
     max_streams: int = 64  # audio responses at once; more: 429
     send_timeout_s: float = 30.0  # a client that accepts no bytes for this long is dropped
+    # GPT-SoVITS reference clips a request brings (docs/gpt-sovits.md): the largest clip file
+    # (uploaded or named by path; any interface), the directories besides voices_dir whose
+    # files api_v2's ref_audio_path may name, and the voice that speaks a clip from one of
+    # them before /set_gpt_weights or /set_sovits_weights selected one ("" = none: 400).
+    max_reference_kib: int = 2048
+    reference_dirs: list[str] = field(default_factory=list)
+    gsv_default_voice: str = ""
     # OpenAI route: `voice` name -> the voxpipe voice that speaks for it, unless a voice of
     # that name exists. Setting the table replaces these defaults; {} turns aliases off.
     voice_aliases: dict[str, str] = field(default_factory=lambda: {name: "joe" for name in OPENAI_VOICES})
@@ -287,6 +295,13 @@ def validate(config: Config) -> Config:
         (not config.http.bind or parse_bind(config.http.bind) is not None,
          f"http.bind: expected HOST:PORT or PORT, got {config.http.bind!r}"),
         (config.http.max_body_kib >= 1, "http.max_body_kib must be >= 1"),
+        (1 <= config.http.max_reference_kib <= 3584,
+         "http.max_reference_kib must be between 1 and 3584 (a clip travels in one message of at most 4 MiB)"),
+        (not config.http.gsv_default_voice or _VOICE_NAME_RE.match(config.http.gsv_default_voice) is not None,
+         f"http.gsv_default_voice: not a voice name: {config.http.gsv_default_voice!r}"),
+        (all(Path(d).is_absolute() for d in config.http.reference_dirs),
+         "http.reference_dirs: each directory must be an absolute path"),
+        (config.worker.gsv_conditioning_mib >= 0, "worker.gsv_conditioning_mib must be >= 0"),
         (config.http.max_text_chars >= 0, "http.max_text_chars must be >= 0 (0 = limits.max_text_chars)"),
         (config.http.max_streams >= 1, "http.max_streams must be >= 1"),
         (config.http.send_timeout_s > 0, "http.send_timeout_s must be > 0"),

@@ -47,6 +47,7 @@ loudness = true               # onnx engine: one gain per voice (measured at loa
 gsv_decoder_precision = "auto"   # GPT-SoVITS decoder steps: auto (probed per machine) | fp32 | bf16 | fp16 | int8
 gsv_renderer_precision = "auto"  # GPT-SoVITS vocoder: auto | fp32 | bf16 | fp16 (a voice.toml [precision] overrides both)
 gsv_precision_cache_dir = ""     # where auto's choices are kept; empty: $XDG_CACHE_HOME/voxpipe/gsv-precision
+gsv_conditioning_mib = 256.0     # per worker: prompts of requests' own reference clips kept (LRU, by bytes)
 allocator = "system"          # workers' malloc: system | auto (tcmalloc where installed) | tcmalloc | jemalloc
 voice_cache_mib = 2048.0      # per-worker LRU voice cache
 
@@ -80,6 +81,9 @@ max_body_kib = 256            # larger request bodies: 413
 max_text_chars = 0            # longer input: 400; 0 = limits.max_text_chars
 max_streams = 64              # audio responses at once; more: 429
 send_timeout_s = 30.0         # a client that accepts no bytes for this long is dropped
+max_reference_kib = 2048      # a request's own GPT-SoVITS reference clip file, at most (any interface)
+reference_dirs = []           # absolute dirs whose clips api_v2's ref_audio_path may name (besides voices_dir)
+gsv_default_voice = ""        # voice for clips from reference_dirs until /set_*_weights selects one
 
 [http.voice_aliases]          # OpenAI route: apps hard-code OpenAI's voice names; each speaks with a voice
 alloy = "joe"                 # (a voice of the same name wins); setting this table replaces these defaults

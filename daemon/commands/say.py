@@ -22,16 +22,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint")
     parser.add_argument("--stream", action="store_true", help="write audio as it arrives")
     parser.add_argument("--engine", help="runtime for the voice (onnx, torch, tensorrt)")
-    parser.add_argument("--noise-scale", type=float)
-    parser.add_argument("--noise-w", type=float)
-    parser.add_argument("--length-scale", type=float)
-    parser.add_argument("--speaker", type=int, default=None, help="speaker of a multi-speaker voice (default 0)")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--top-k", type=int, help="GPT-SoVITS voices: sample among the k likeliest tokens (1: greedy)")
-    parser.add_argument("--top-p", type=float, help="GPT-SoVITS voices: nucleus sampling threshold")
-    parser.add_argument("--temperature", type=float, help="GPT-SoVITS voices: sampling temperature")
-    parser.add_argument("--repetition-penalty", type=float, help="GPT-SoVITS voices: penalty on repeated tokens")
+    add_family_options(parser)
     parser.add_argument("--policy", help="text cut policy (punctuation, sentences, length, none, cut0..cut5)")
+    parser.add_argument("--ref-audio", metavar="FILE",
+                        help="GPT-SoVITS voices: speak from this reference clip (3-10 s; sent to the daemon)")
+    parser.add_argument("--prompt-text", help="what the reference clip says (with --ref-audio)")
+    parser.add_argument("--prompt-lang", help="the language of --prompt-text (default: the voice's)")
+    parser.add_argument("--aux-ref-audio", metavar="FILE", action="append", default=[],
+                        help="more clips whose timbre is fused in (v1-v2ProPlus voices; repeatable)")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--words", metavar="FILE.json",
                         help='also write each word\'s timing: [{"word", "start", "end"}, ...] in seconds')
@@ -47,13 +46,50 @@ def read_text(args: argparse.Namespace) -> str:
     return args.text
 
 
+FLAG_ALIASES = {"speaker_id": ("--speaker",)}  # older spellings kept working
+FAMILY_DEST = "family_option_"  # argparse dests of the families' options: no clash with the command's own
+
+
+def add_family_options(parser: argparse.ArgumentParser) -> None:
+    """A flag per request option the model families declare (stages/families/*/options.py),
+    typed, with its choices and help: a family's new option is a flag here with no edit."""
+    from voxpipe.stages import families
+
+    group = parser.add_argument_group("voice options (each voice's family takes its own)")
+    for name, (spec, takers) in families.declared_options().items():
+        flags = (f"--{name.replace('_', '-')}", *FLAG_ALIASES.get(name, ()))
+        kind = {bool: _bool, int: int, float: float}.get(spec.kind, str)
+        where = "" if len(takers) == len(families.names()) else f"{', '.join(takers)} voices: "
+        bounds = f" [{spec.low}, {spec.high}]" if spec.low is not None or spec.high is not None else ""
+        group.add_argument(*flags, dest=FAMILY_DEST + name, type=kind, choices=spec.choices, default=None,
+                           metavar=None if spec.choices else name.upper(),
+                           help=f"{where}{spec.doc or name}{bounds}".replace("%", "%%"))
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
 def options(args: argparse.Namespace) -> dict:
     """Options as given; those left out (None) take the voice's defaults, and each voice's
     family checks the ones it takes (a Piper option sent to a GPT-SoVITS voice: bad_option)."""
-    return {"noise_scale": args.noise_scale, "noise_w": args.noise_w, "length_scale": args.length_scale,
-            "speaker_id": args.speaker, "seed": args.seed, "policy": args.policy, "engine": args.engine,
-            "top_k": args.top_k, "top_p": args.top_p, "temperature": args.temperature,
-            "repetition_penalty": args.repetition_penalty}
+    given = {k[len(FAMILY_DEST):]: v for k, v in vars(args).items() if k.startswith(FAMILY_DEST)}
+    return {**given, "seed": args.seed, "policy": args.policy, "engine": args.engine}
+
+
+def reference(args: argparse.Namespace):
+    """The request's own reference clip (files read by the client library), or None."""
+    if not args.ref_audio:
+        if args.prompt_text or args.prompt_lang or args.aux_ref_audio:
+            raise ValueError("--prompt-text, --prompt-lang and --aux-ref-audio go with --ref-audio")
+        return None
+    from voxpipe.ipc.client import Reference
+
+    return Reference(args.ref_audio, args.prompt_text or "", args.prompt_lang or "", list(args.aux_ref_audio))
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -76,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result, words = _synthesize(args, text, output, fmt)
+    except ValueError as exc:
+        return _fail(str(exc), 2)
     except (VoxpipeError, OutputError) as exc:
         return _fail(str(exc))
     if args.words and result is not None:
@@ -98,7 +136,7 @@ def _synthesize(args: argparse.Namespace, text: str, output: str, fmt: str):
 
     sink = AudioSink(output, fmt)
     with Client(args.endpoint, timeout=args.timeout) as client:
-        stream = client.stream(text, args.voice, **options(args))
+        stream = client.stream(text, args.voice, reference=reference(args), **options(args))
         progress = Progress(1, "synthesizing", enabled=sys.stderr.isatty() and len(text) > 200)
         try:
             for fragment in stream:

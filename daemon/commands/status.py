@@ -47,6 +47,11 @@ def render(status: dict) -> str:
             details = (f"queue {stats.get('queue', 0)}  voices {','.join(stats.get('voices', [])) or '-'}  "
                        f"chunks {stats.get('chunks_done', 0)}  cache hits {cache.get('hits', 0)}/"
                        f"{cache.get('hits', 0) + cache.get('misses', 0)}")
+            conditioning = stats.get("conditioning") or {}
+            if conditioning.get("hits") or conditioning.get("misses"):
+                details += (f"  reference clips {conditioning.get('hits', 0)}/"
+                            f"{conditioning.get('hits', 0) + conditioning.get('misses', 0)} cached "
+                            f"({_mib(conditioning.get('bytes'))})")
         elif proc.get("role") == "frontend":
             details = f"active {stats.get('active', 0)}  accepted {stats.get('accepted', 0)}  completed {stats.get('completed', 0)}"
         elif proc.get("role") == "merger":

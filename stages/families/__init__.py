@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from voxpipe.stages.families.base import Family
+from voxpipe.stages.families.options import OptionSpec, declared
+
+if TYPE_CHECKING:  # the base (numpy, engines) loads with the first family, not with the registry
+    from voxpipe.stages.families.base import Family
 
 BUILTIN: dict[str, str] = {
     "gpt-sovits": "voxpipe.stages.families.gpt_sovits:GptSovitsFamily",
     "piper": "voxpipe.stages.families.piper:PiperFamily",
+}
+# Where the built-in families declare their request options: a light module each, so the
+# command line can build its flags without loading a family.
+BUILTIN_OPTIONS: dict[str, str] = {
+    "gpt-sovits": "voxpipe.stages.families.gpt_sovits.options:GsvOptions",
+    "piper": "voxpipe.stages.families.piper.options:PiperOptions",
 }
 _registered: dict[str, str] = dict(BUILTIN)
 _loaded: dict[str, Family] = {}
@@ -52,6 +62,30 @@ def get(name: str) -> Family:
             raise FamilyError(f"model family {name!r} ({target}) cannot be loaded: {exc}") from exc
         family = _loaded[name] = cls()
     return family
+
+
+def options_of(name: str) -> list[OptionSpec]:
+    """The request options family `name` declares."""
+    target = BUILTIN_OPTIONS.get(name) if _registered.get(name) == BUILTIN.get(name) else None
+    if target is None:
+        return declared(get(name).options)
+    module_name, _, class_name = target.partition(":")
+    return declared(getattr(importlib.import_module(module_name), class_name))
+
+
+def declared_options() -> dict[str, tuple[OptionSpec, list[str]]]:
+    """Every request option some family declares: name -> (its declaration, as the first
+    family that declares it has it; the families that take it). Families that cannot be
+    loaded are left out (their voices are unavailable anyway)."""
+    out: dict[str, tuple[OptionSpec, list[str]]] = {}
+    for family in names():
+        try:
+            specs = options_of(family)
+        except FamilyError:
+            continue
+        for spec in specs:
+            out.setdefault(spec.name, (spec, []))[1].append(family)
+    return out
 
 
 def detect(directory: Path) -> Family | None:

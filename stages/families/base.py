@@ -10,8 +10,6 @@ A family (Piper/VITS, GPT-SoVITS, ...) owns four things:
 from __future__ import annotations
 
 import abc
-import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -19,71 +17,11 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from voxpipe.config import Config
+# Options are declared in a module of their own (light: the CLI reads them); re-exported here.
+from voxpipe.stages.families.options import OptionError, Options, option  # noqa: F401
 from voxpipe.ipc.messages import Chunk, WordSpan
 from voxpipe.stages.engines.base import Engine, EngineSettings, LoadedVoice
 from voxpipe.stages.voices import VoiceSpec
-
-
-class OptionError(ValueError):
-    """A request option is unknown or out of range; the message names it (`bad_option`)."""
-
-
-def option(default: Any, low: float | None = None, high: float | None = None, *, open_low: bool = False,
-           choices: tuple[str, ...] | None = None, doc: str = "") -> Any:
-    """A declared request option: its default (None: the voice's) and its range, or for
-    a text option the names it takes (`choices`, matched without regard to case)."""
-    return field(default=default, metadata={"low": low, "high": high, "open_low": open_low, "choices": choices,
-                                            "doc": doc})
-
-
-class Options:
-    """Base of a family's options dataclass. `resolve` fills what a request left out from
-    the voice's defaults, then the declared defaults, and checks types and ranges."""
-
-    @classmethod
-    def resolve(cls, params: dict[str, Any], voice_defaults: dict[str, Any]) -> dict[str, Any]:
-        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(params) - set(fields))
-        if unknown:
-            raise OptionError(f"unknown option(s) {', '.join(unknown)} for this voice; "
-                              f"it takes {', '.join(sorted(fields))}")
-        out: dict[str, Any] = {}
-        for name, spec in fields.items():
-            value = params.get(name)
-            value = voice_defaults.get(name, spec.default) if value is None else value
-            out[name] = _checked(name, value, spec)
-        return out
-
-
-def _checked(name: str, value: Any, spec: dataclasses.Field) -> Any:
-    kind = spec.type if isinstance(spec.type, type) else {"int": int, "float": float, "bool": bool, "str": str}.get(
-        str(spec.type).split("|")[0].strip(), object)
-    if value is None:
-        return None
-    choices = spec.metadata.get("choices")
-    if kind is str or choices:
-        if type(value) is not str:
-            raise OptionError(f"{name} must be text, not {value!r}")
-        if choices:
-            value = value.strip().lower()
-            if value not in choices:
-                raise OptionError(f"{name}={value!r} is not one of {', '.join(choices)}")
-        return value
-    if kind is int:
-        if type(value) is float and value.is_integer():
-            value = int(value)
-        if type(value) is not int:
-            raise OptionError(f"{name} must be an integer, not {value!r}")
-    elif kind is float:
-        if type(value) not in (int, float) or not math.isfinite(value):
-            raise OptionError(f"{name} must be a number, not {value!r}")
-        value = float(value)
-    elif kind is bool and type(value) is not bool:
-        raise OptionError(f"{name} must be true or false, not {value!r}")
-    low, high, open_low = spec.metadata.get("low"), spec.metadata.get("high"), spec.metadata.get("open_low")
-    if low is not None and (value < low or (open_low and value == low)) or high is not None and value > high:
-        raise OptionError(f"{name}={value} is outside {'(' if open_low else '['}{low}, {high}]")
-    return value
 
 
 class TextFrontend(Protocol):
@@ -191,6 +129,9 @@ class Family(abc.ABC):
 
     name: ClassVar[str]
     options: ClassVar[type[Options]]  # the family's request options, a dataclass of option(...) fields
+    # Families whose voices speak from a reference clip a request may bring: the clip's
+    # length bounds in seconds (low, high); None: requests bring no clip.
+    reference_seconds: ClassVar[tuple[float, float] | None] = None
 
     @abc.abstractmethod
     def claims(self, directory: Path) -> bool:
@@ -209,6 +150,11 @@ class Family(abc.ABC):
 
     def resolve_options(self, spec: VoiceSpec, params: dict[str, Any]) -> dict[str, Any]:
         return self.options.resolve(params, self.voice_defaults(spec))
+
+    def check_reference(self, spec: VoiceSpec, text: str, language: str) -> tuple[str, str]:
+        """A request's reference transcript and its language as the workers will read
+        them (-> (text, language)); OptionError if the voice cannot take them."""
+        raise OptionError(f"{spec.name!r} is a {self.name} voice: it takes no reference clip")
 
     @abc.abstractmethod
     def engine_names(self) -> tuple[str, ...]:

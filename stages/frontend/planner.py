@@ -7,9 +7,10 @@ import time
 from dataclasses import dataclass
 
 from voxpipe.config import Config
-from voxpipe.ipc.messages import Chunk, FamilyInputs, SynthesisRequest
+from voxpipe.ipc.messages import Chunk, ChunkReference, FamilyInputs, Reference, SynthesisRequest
 from voxpipe.stages import families
 from voxpipe.stages.families.base import Family, OptionError, TextError, TextFrontend
+from voxpipe.stages.references import ReferenceError, ReferenceStore
 from voxpipe.stages.text.split import resolve_policy, split_text
 from voxpipe.stages.voices import VoiceCatalog, VoiceSpec
 
@@ -28,9 +29,10 @@ class Plan:
 
 
 class Planner:
-    def __init__(self, config: Config, catalog: VoiceCatalog) -> None:
+    def __init__(self, config: Config, catalog: VoiceCatalog, references: ReferenceStore | None = None) -> None:
         self.config = config
         self.catalog = catalog
+        self.references = references  # where requests' own reference clips go; None: refused
         self._frontends: dict[str, tuple[VoiceSpec, TextFrontend]] = {}
 
     def warm_up(self, voices: list[str]) -> None:
@@ -64,6 +66,7 @@ class Planner:
         except families.FamilyError as exc:
             raise PlanError("voice_unavailable", str(exc)) from None
         options = self._options(family, spec, opts.params)
+        reference = self._reference(family, spec, opts.reference)
         engine = opts.engine or ""
         if engine and engine not in family.engine_names():
             raise PlanError("bad_option", f"engine {engine!r} cannot run {family.name} voices; "
@@ -91,9 +94,28 @@ class Planner:
         now = time.monotonic()
         chunks = [Chunk(request.request_id, seq, len(kept), spec.name, spec.family, piece.text,
                         FamilyInputs(ids, options, extras), None if opts.seed is None else opts.seed + seq,
-                        request.stream, deadline, 0, now, engine)
+                        request.stream, deadline, 0, now, engine, reference)
                   for seq, (piece, ids, extras) in enumerate(kept)]
         return Plan(spec, chunks, len(request.text))
+
+    def _reference(self, family: Family, spec: VoiceSpec, reference: Reference | None) -> ChunkReference | None:
+        """The request's own reference clip, checked and stored for the workers."""
+        if reference is None:
+            return None
+        try:
+            text, language = family.check_reference(spec, reference.text, reference.language)
+        except OptionError as exc:
+            raise PlanError("bad_option", str(exc)) from None
+        if self.references is None or family.reference_seconds is None:
+            raise PlanError("bad_option", "this daemon takes no reference clips")
+        try:
+            stored = self.references.chunk_reference(reference, family.reference_seconds)
+        except ReferenceError as exc:
+            raise PlanError("bad_reference", str(exc)) from None
+        except OSError as exc:  # the run directory's file system is full, say: not the client's fault
+            raise PlanError("no_memory", f"the daemon cannot keep the reference clip: {exc}") from None
+        stored.text, stored.language = text, language
+        return stored
 
     @staticmethod
     def _options(family: Family, spec: VoiceSpec, params: dict) -> dict:

@@ -25,6 +25,7 @@ from voxpipe.ipc.shm import PoolError, ShmPool
 from voxpipe.ipc.security import needs_curve, secure_server
 from voxpipe.stages.frontend.client_peers import ClientPeers
 from voxpipe.stages.frontend.planner import PlanError, Planner
+from voxpipe.stages.references import ReferenceStore
 from voxpipe.stages.frontend.request_state import ProgressError, RequestProgress
 from voxpipe.stages.runtime import StageArgs, StageRuntime
 from voxpipe.stages.frontend.scheduler import Scheduler
@@ -64,7 +65,8 @@ class Frontend:
         self.args, self.rt = args, runtime
         layout = args.layout
         self.catalog = VoiceCatalog(cfg.voices_path())
-        self.planner = Planner(cfg, self.catalog)
+        self.planner = Planner(cfg, self.catalog, ReferenceStore(args.layout.run_dir / "references",
+                                                                 cfg.http.max_reference_kib * 1024))
         self.scheduler = Scheduler(cfg.limits.max_queued_chunks)
         self.fragment_pool = ShmPool.attach(layout.pools[layout.MERGER_POOL])
         ctx = runtime.ctx
@@ -462,7 +464,8 @@ class Frontend:
                 "queues": self.scheduler.stats(), "active_requests": live["active"],
                 "voices": self.catalog.names(), "unavailable_voices": self.catalog.broken(),
                 "counts": dict(self.counts), "last_minute": self.recent.summary(),
-                "voice_cache": voice_cache_summary(processes), **self.report.info}
+                "voice_cache": voice_cache_summary(processes),
+                "conditioning_cache": voice_cache_summary(processes, "conditioning"), **self.report.info}
 
     def _processes(self, live: dict) -> list[dict]:
         """The supervisor's process list with this frontend's row made now: the row and the

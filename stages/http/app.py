@@ -42,11 +42,14 @@ def family_routes() -> list[BaseRoute]:
     return routes
 
 
-def build_app(gateway: Gateway, voices_dir: Path | None = None, metrics_url: str | None = None) -> Starlette:
+def build_app(gateway: Gateway, voices_dir: Path | None = None, metrics_url: str | None = None,
+              reference_dirs: list[Path] | None = None, gsv_default_voice: str = "") -> Starlette:
     app = Starlette(routes=[*openai_routes.routes, *caption_routes.routes, *family_routes(), *health_routes.routes,
                             *page.routes],
                     exception_handlers={HTTPException: _http_exception, Exception: _unexpected})
     app.state.gateway = gateway
     app.state.voices_dir = voices_dir
     app.state.metrics_url = metrics_url
+    app.state.reference_dirs = list(reference_dirs or [])  # http.reference_dirs: clips api_v2 may name
+    app.state.gsv_default_voice = gsv_default_voice  # http.gsv_default_voice
     return app

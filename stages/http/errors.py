@@ -10,6 +10,7 @@ from voxpipe.ipc.errors import ERROR_CODES, VoxpipeError
 STATUS_BY_CODE: dict[str, tuple[int, str]] = {
     "bad_request": (400, "invalid_request_error"),
     "bad_option": (400, "invalid_request_error"),
+    "bad_reference": (400, "invalid_request_error"),
     "empty_text": (400, "invalid_request_error"),
     "too_long": (400, "invalid_request_error"),
     "unspeakable": (400, "invalid_request_error"),

@@ -30,6 +30,7 @@ class Limits:
     max_streams: int = 64
     send_timeout_s: float = 30.0
     request_timeout_s: float = 300.0
+    max_reference_bytes: int = 2048 * 1024  # a request's own reference clip (http.max_reference_kib)
 
     @classmethod
     def from_config(cls, config: Config) -> "Limits":
@@ -37,7 +38,8 @@ class Limits:
         return cls(max_body_bytes=http.max_body_kib * 1024,
                    max_text_chars=http.max_text_chars or config.limits.max_text_chars,
                    max_streams=http.max_streams, send_timeout_s=http.send_timeout_s,
-                   request_timeout_s=config.limits.request_timeout_s)
+                   request_timeout_s=config.limits.request_timeout_s,
+                   max_reference_bytes=http.max_reference_kib * 1024)
 
 
 @dataclass
@@ -46,7 +48,7 @@ class SpeechRequest:
 
     text: str
     voice: str
-    options: dict[str, Any] = field(default_factory=dict)  # SynthesisOptions fields
+    options: dict[str, Any] = field(default_factory=dict)  # SynthesisOptions fields (a Reference included)
 
 
 class Synthesis:

@@ -12,7 +12,8 @@ from starlette.routing import Route
 from voxpipe.stages.http.encoders import can_resample
 from voxpipe.stages.http.errors import HttpError
 from voxpipe.stages.http.gateway import Gateway, SpeechRequest
-from voxpipe.stages.http.params import VOXPIPE_OPTIONS, as_float, as_str, read_json, voxpipe_options
+from voxpipe.ipc.messages import Reference
+from voxpipe.stages.http.params import as_float, as_str, base64_clip, read_json, request_option_specs, request_options
 from voxpipe.stages.http.streaming import AudioResponse, check_format
 
 # Every model id runs the same pipeline; OpenAI's names are accepted so that existing
@@ -20,7 +21,9 @@ from voxpipe.stages.http.streaming import AudioResponse, check_format
 MODELS = ("voxpipe", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
 PCM_RATE = 24_000  # OpenAI's pcm is 24 kHz s16le; resampled to it where PyAV is installed
-KNOWN_FIELDS = {"model", "input", "voice", "response_format", "speed", "stream_format", *VOXPIPE_OPTIONS}
+# A GPT-SoVITS voice may speak from a clip the request uploads: extra fields named as api_v2's.
+REFERENCE_FIELDS = ("ref_audio_base64", "prompt_text", "prompt_lang")
+OWN_FIELDS = {"model", "input", "voice", "response_format", "speed", "stream_format", *REFERENCE_FIELDS}
 
 
 def openai_error(err: HttpError) -> Response:
@@ -48,18 +51,24 @@ def parse_speech(body: dict[str, Any], gateway: Gateway) -> tuple[SpeechRequest,
     check_format(fmt)
     if body.get("stream_format", "audio") != "audio":
         raise HttpError("bad_option", "only stream_format 'audio' is supported", param="stream_format")
-    options = voxpipe_options(body)
+    options = request_options(body)
+    if body.get("ref_audio_base64") not in (None, ""):
+        options["reference"] = Reference(base64_clip(body["ref_audio_base64"], "ref_audio_base64",
+                                                     gateway.limits.max_reference_bytes),
+                                         as_str(body.get("prompt_text") or "", "prompt_text"),
+                                         as_str(body.get("prompt_lang") or "", "prompt_lang"))
     speed = as_float(body.get("speed", 1.0), "speed", 0.25, 4.0)
     if speed != 1.0:
         options["length_scale"] = 1.0 / speed
-    ignored = sorted(k for k in body if k not in KNOWN_FIELDS)  # e.g. "instructions"
+    known = OWN_FIELDS | set(request_option_specs())
+    ignored = sorted(k for k in body if k not in known)  # e.g. "instructions"
     return SpeechRequest(text, voice, options), fmt, ignored
 
 
 async def speech(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     try:
-        body = await read_json(request, gateway.limits.max_body_bytes)
+        body = await read_json(request, gateway.limits.max_body_bytes, gateway.limits.max_reference_bytes)
         speech_request, fmt, ignored = parse_speech(body, gateway)
         speech_request.voice = await gateway.resolve_alias(speech_request.voice)
     except HttpError as err:

@@ -10,6 +10,7 @@ import logging
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Iterator
 
 import uvicorn
@@ -89,7 +90,8 @@ async def serve(args: StageArgs, runtime: StageRuntime) -> None:
     missing = {name: why for name, why in formats.items() if why}
     if missing:
         log.warning("audio formats unavailable here: %s", "; ".join(f"{k} ({v})" for k, v in missing.items()))
-    app = build_app(gateway, config.voices_path(), metrics_url(config))
+    app = build_app(gateway, config.voices_path(), metrics_url(config),
+                    [Path(d).expanduser() for d in config.http.reference_dirs], config.http.gsv_default_voice)
     server = _Server(uvicorn.Config(app, lifespan="off", access_log=False, log_level="warning",
                                     timeout_graceful_shutdown=2, server_header=False))
     serving = asyncio.create_task(server.serve(sockets=[sock]))

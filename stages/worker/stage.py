@@ -98,6 +98,9 @@ class Worker:
             self.rt.stats = self._stats()
             cache = self.lanes.cache_stats()
             self.metrics.voice_cache(self.name, cache["hits"], cache["misses"])
+            conditioning = self.rt.stats.get("conditioning") or {}
+            if conditioning:
+                self.metrics.conditioning_cache(self.name, conditioning["hits"], conditioning["misses"])
 
     def _poll_ms(self) -> int:
         """Sleep until a message comes, or until a runner wants its next step."""
@@ -241,7 +244,16 @@ class Worker:
                 "engine": self.lanes.default_engine, "pool": self.pool.usage(),
                 "batch_budget": {lane.engine_name: lane.runner.stats().get("batch_budget") for lane in self.lanes},
                 "batches": self.batches, "batch_items": self.batch_items, "last_batch": self.last_batch_size,
-                "oom_events": self.oom_events, "engine_cpu_s": self.engine_cpu_s}
+                "oom_events": self.oom_events, "engine_cpu_s": self.engine_cpu_s,
+                "conditioning": self._conditioning_stats()}
+
+    def _conditioning_stats(self) -> dict[str, int]:
+        """The runners' conditioning caches (requests' own reference clips), summed."""
+        total: dict[str, int] = {}
+        for lane in self.lanes:
+            for key, value in (lane.runner.stats().get("conditioning") or {}).items():
+                total[key] = total.get(key, 0) + value
+        return total
 
 
 def main(args: StageArgs) -> None:

@@ -46,6 +46,9 @@ class Recorder:
     def voice_cache(self, worker: str, hits: int, misses: int) -> None:
         """A worker's cache totals so far; the counters advance by the difference."""
 
+    def conditioning_cache(self, worker: str, hits: int, misses: int) -> None:
+        """A worker's conditioning cache totals so far (requests' own reference clips)."""
+
 
 class PrometheusRecorder(Recorder):
     enabled = True
@@ -70,6 +73,11 @@ class PrometheusRecorder(Recorder):
         self.cache_hits = Counter("voxpipe_voice_cache_hits", "Voice cache hits.", ["worker"])
         self.cache_misses = Counter("voxpipe_voice_cache_misses", "Voice cache misses (voice loads).", ["worker"])
         self._cache_seen: dict[str, tuple[int, int]] = {}
+        self.conditioning_hits = Counter("voxpipe_conditioning_cache_hits",
+                                         "Requests' reference clips whose prompt a worker had cached.", ["worker"])
+        self.conditioning_misses = Counter("voxpipe_conditioning_cache_misses",
+                                           "Requests' reference clips whose prompt a worker computed.", ["worker"])
+        self._conditioning_seen: dict[str, tuple[int, int]] = {}
 
     def request_ended(self, outcome: str, total_s: float | None = None, first_audio_s: float | None = None,
                       audio_s: float = 0.0, chars: int = 0) -> None:
@@ -96,6 +104,14 @@ class PrometheusRecorder(Recorder):
         if misses > seen_misses:
             self.cache_misses.labels(worker).inc(misses - seen_misses)
         self._cache_seen[worker] = (max(hits, seen_hits), max(misses, seen_misses))
+
+    def conditioning_cache(self, worker: str, hits: int, misses: int) -> None:
+        seen_hits, seen_misses = self._conditioning_seen.get(worker, (0, 0))
+        if hits > seen_hits:
+            self.conditioning_hits.labels(worker).inc(hits - seen_hits)
+        if misses > seen_misses:
+            self.conditioning_misses.labels(worker).inc(misses - seen_misses)
+        self._conditioning_seen[worker] = (max(hits, seen_hits), max(misses, seen_misses))
 
 
 _recorder: Recorder | None = None

@@ -65,12 +65,13 @@ class RecentWindow:
         }
 
 
-def voice_cache_summary(processes: list[dict[str, Any]]) -> dict[str, Any]:
-    """Hits and misses summed over the workers' latest heartbeats, and the hit rate."""
+def voice_cache_summary(processes: list[dict[str, Any]], cache_name: str = "cache") -> dict[str, Any]:
+    """Hits and misses summed over the workers' latest heartbeats, and the hit rate (of
+    the voice cache, or of the cache the workers' stats name `cache_name`)."""
     hits = misses = 0
     for proc in processes:
         if proc.get("role") == "worker":
-            cache = (proc.get("stats") or {}).get("cache") or {}
+            cache = (proc.get("stats") or {}).get(cache_name) or {}
             hits += int(cache.get("hits", 0))
             misses += int(cache.get("misses", 0))
     return {"hits": hits, "misses": misses, "hit_rate": hits / (hits + misses) if hits + misses else None}

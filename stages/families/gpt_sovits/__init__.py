@@ -11,6 +11,18 @@ Everything of it is in this folder:
 - random_voice*.py: random-weight voices in the released layouts, for tests and benchmarks;
 - http/: api_v2's routes (`/tts`, `/set_*`).
 """
-from voxpipe.stages.families.gpt_sovits.family import GptSovitsFamily
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    # The plug-in class loads on first use: the package's light modules (its declared
+    # options) are importable without the family's models and text frontend.
+    if name == "GptSovitsFamily":
+        from voxpipe.stages.families.gpt_sovits.family import GptSovitsFamily
+
+        return GptSovitsFamily
+    raise AttributeError(name)
 
 __all__ = ["GptSovitsFamily"]

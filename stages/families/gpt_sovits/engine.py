@@ -18,6 +18,7 @@ import torch
 from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, is_out_of_memory
 from voxpipe.stages.engines.busy_board import CoreShare
 from voxpipe.stages.families.gpt_sovits import precision
+from voxpipe.stages.families.gpt_sovits.conditioning import ConditioningCache
 from voxpipe.stages.families.gpt_sovits.item import GsvItem
 from voxpipe.stages.families.gpt_sovits.models import checkpoints, features
 from voxpipe.stages.families.gpt_sovits.models.voice import GsvModel, TextSegment, VoiceFiles
@@ -68,6 +69,8 @@ class GptSovitsEngine(Engine):
         super().__init__(settings)
         self.max_batch = int(settings.options.get("max_batch", self.max_batch))  # worker.max_batch
         self.device = settings.device if settings.device.startswith("cuda") else "cpu"
+        # Prompts of requests' own reference clips (worker.gsv_conditioning_mib), used by the runner.
+        self.conditioning = ConditioningCache(int(float(settings.options.get("gsv_conditioning_mib", 256.0)) * 2**20))
         self.cores: CoreShare | None = None
         if self.device == "cpu":
             # A lone request runs on every core; under load each worker keeps to its share.
@@ -134,6 +137,7 @@ class GptSovitsEngine(Engine):
         return precision.choose(model, wanted, Path(cache) if cache else None)
 
     def unload_voice(self, voice: LoadedVoice) -> None:
+        self.conditioning.forget(voice.spec.name)
         voice.model = None
         if self.device != "cpu":
             torch.cuda.empty_cache()

@@ -5,30 +5,17 @@ reads voice.toml and runs the G2P, nothing more."""
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from voxpipe.stages.engines.base import Engine, EngineSettings
-from voxpipe.stages.families.base import Family, OptionError, Options, Runner, RunnerSettings, option
-from voxpipe.stages.families.gpt_sovits.languages import LANGS
+from voxpipe.stages.families.base import Family, OptionError, Runner, RunnerSettings
+from voxpipe.stages.families.gpt_sovits.options import GsvOptions
 from voxpipe.stages.families.gpt_sovits.spec import gsv_config, load_gsv_spec
 from voxpipe.stages.families.gpt_sovits.voice_config import STEP_RANGE
 from voxpipe.stages.voices import VoiceSpec
 
 ENGINE = "gpt-sovits"
-
-
-@dataclass
-class GsvOptions(Options):
-    noise_scale: float | None = option(None, 0.0, 2.0, doc="SoVITS noise (voice's default)")
-    length_scale: float | None = option(None, 0.1, 5.0, doc="1 / speed (voice's default speed)")
-    top_k: int | None = option(None, 0, 1024, doc="0: no top-k cut; 1: greedy")
-    top_p: float | None = option(None, 0.0, 1.0, open_low=True)
-    temperature: float | None = option(None, 0.01, 5.0)
-    repetition_penalty: float | None = option(None, 1.0, 5.0)
-    sample_steps: int | None = option(None, 1, 128, doc="v3/v4: CFM steps (voice's default: v3 32, v4 8)")
-    text_lang: str | None = option(None, choices=LANGS, doc="how the text is read (api_v2's names; voice's language)")
 
 
 class GsvTextFrontend:
@@ -69,6 +56,7 @@ class GsvTextFrontend:
 class GptSovitsFamily(Family):
     name = "gpt-sovits"
     options = GsvOptions
+    reference_seconds = (3.0, 10.0)  # GPT-SoVITS's own rule for reference clips
 
     def claims(self, directory: Path) -> bool:
         return (directory / "voice.toml").is_file()
@@ -107,6 +95,22 @@ class GptSovitsFamily(Family):
                                   f"for a {version} voice")
         return resolved
 
+    def check_reference(self, spec: VoiceSpec, text: str, language: str) -> tuple[str, str]:
+        """A request's prompt: its transcript must be read in a language the voice's text
+        frontend knows (empty: the voice's reference language)."""
+        from voxpipe.stages.families.gpt_sovits.text import segments
+
+        language = language or gsv_config(spec).reference.language
+        if not text.strip():
+            raise OptionError("a reference clip needs its transcript (prompt_text): what the clip says")
+        try:
+            runs = segments(text, language)
+        except ValueError as exc:
+            raise OptionError(f"reference language (prompt_lang): {exc}") from None
+        if not runs:
+            raise OptionError(f"the reference transcript {text!r} has nothing to read")
+        return text.strip(), language
+
     def engine_names(self) -> tuple[str, ...]:
         return (ENGINE,)
 
@@ -119,7 +123,8 @@ class GptSovitsFamily(Family):
         from voxpipe.stages.families.gpt_sovits.runner import GsvRunner
 
         return GsvRunner(settings.max_batch if settings.max_batch > 0 else engine.max_batch,
-                         compute=getattr(engine, "compute", contextlib.nullcontext))
+                         compute=getattr(engine, "compute", contextlib.nullcontext),
+                         conditioning=getattr(engine, "conditioning", None))
 
     def write_random_voice(self, voices_dir: Path, name: str, seed: int = 0, **variant: Any) -> Path:
         from voxpipe.stages.families.gpt_sovits.random_voice import write_random_gsv_voice

@@ -25,8 +25,9 @@ from typing import Callable, ContextManager
 import numpy as np
 
 from voxpipe.ipc.messages import Chunk
-from voxpipe.stages.engines.base import LoadedVoice, is_out_of_memory
+from voxpipe.stages.engines.base import EngineError, LoadedVoice, is_out_of_memory
 from voxpipe.stages.families.base import Piece, Runner, StepResult
+from voxpipe.stages.families.gpt_sovits.conditioning import ConditioningCache
 from voxpipe.stages.families.gpt_sovits.decoder.continuous import ContinuousDecoder, DecoderFull, Sequence, sequence_for
 from voxpipe.stages.families.gpt_sovits.decoder.t2s import Sampling
 from voxpipe.stages.families.gpt_sovits.engine import fit_to_version, item_segments
@@ -58,6 +59,7 @@ class _Admitted:
     """A chunk admitted since the last step: its sequence is made in the step's BERT pass."""
 
     voice: LoadedVoice
+    model: object  # the voice's model, speaking from the request's own reference clip if it brought one
     key: Key
     segments: list
     sampling: Sampling
@@ -68,8 +70,11 @@ class _Admitted:
 class GsvRunner(Runner):
     def __init__(self, max_sequences: int, plan: WindowPlan = WindowPlan(), mel_batch: int | None = None,
                  window_batch: int | None = None,
-                 compute: Callable[[], ContextManager[None]] = contextlib.nullcontext) -> None:
+                 compute: Callable[[], ContextManager[None]] = contextlib.nullcontext,
+                 conditioning: ConditioningCache | None = None) -> None:
         self.decoder = ContinuousDecoder(max_sequences)
+        # Requests' own reference clips: their prompts, computed once (conditioning.py).
+        self.conditioning = conditioning if conditioning is not None else ConditioningCache(256 * 2**20)
         self.compute = compute  # wraps each step: the engine's threads for it (GptSovitsEngine.compute)
         self.plan = plan
         self.mel_batch = mel_batch or default_batch()  # v3/v4 texts per CFM call
@@ -106,14 +111,32 @@ class GsvRunner(Runner):
         per_phone = getattr(getattr(voice.spec, "settings", None), "max_tokens_per_phone", 0.0)
         if max_tokens is None and per_phone > 0:
             max_tokens = max(1, round(per_phone * len(ids)))
-        model = voice.model
+        model = self._model(voice, chunk)
         if hasattr(model, "decoder"):  # v3/v4: CFM mel decoder + vocoder, audio per mel chunk
             renderer = MelStreamRenderer(model, ids, 1.0 / item.length_scale, item.sample_steps, item.seed)
         else:
             renderer = WindowedRenderer(model, ids, item.noise_scale, 1.0 / item.length_scale, item.seed, self.plan)
         # BERT runs at the next step, in one pass for every chunk admitted until then.
-        self.admitted.append(_Admitted(voice, key, segs, sampling, item.seed, max_tokens))
+        self.admitted.append(_Admitted(voice, model, key, segs, sampling, item.seed, max_tokens))
         self.streams[key] = Stream(chunk, voice.spec.sample_rate, None, renderer, time.monotonic())
+
+    def _model(self, voice: LoadedVoice, chunk: Chunk):
+        """The model that speaks a chunk: the voice's, from the request's own reference
+        clip when it brought one (EngineError if that clip cannot be used)."""
+        if chunk.reference is None:
+            return voice.model
+        try:
+            return self.conditioning.model_for(voice, chunk.reference)
+        except features.FeatureError as exc:
+            raise EngineError(f"voice {voice.spec.name!r}: {exc}") from None
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise
+            raise EngineError(f"voice {voice.spec.name!r}: the reference clip cannot be used "
+                              f"({type(exc).__name__}: {exc})") from exc
+
+    def stats(self) -> dict:
+        return {"conditioning": self.conditioning.stats()}
 
     def drop(self, request_id: str) -> list[Chunk]:
         """Take a request out of the batch (its caches freed); -> its chunks."""
@@ -178,7 +201,7 @@ class GsvRunner(Runner):
         they join the decoder."""
         admitted, self.admitted = self.admitted, []
         try:
-            inputs = batch_text_inputs([(a.voice.model, a.segments) for a in admitted])
+            inputs = batch_text_inputs([(a.model, a.segments) for a in admitted])
         except Exception as exc:
             if is_out_of_memory(exc):  # they wait in the worker's queue again
                 result.oom_events += 1
@@ -191,7 +214,7 @@ class GsvRunner(Runner):
                 result.failed.append((chunk, "engine_error", f"voice {a.voice.spec.name!r}: {exc}"))
             return
         for a, text in zip(admitted, inputs):
-            seq = sequence_for(a.voice.model, a.key, a.key[0], a.segments, a.sampling, a.seed, a.early_stop, text)
+            seq = sequence_for(a.model, a.key, a.key[0], a.segments, a.sampling, a.seed, a.early_stop, text)
             self.decoder.add(seq)
             self.streams[a.key].seq = seq
 
@@ -243,12 +266,24 @@ class GsvRunner(Runner):
             stream.samples_sent += len(audio)
             # GPT-SoVITS has no durations: words are timed over the chunk's whole audio.
             words = gsv_chunk_words(stream.chunk, stream.samples_sent) if final else []
+            if final:
+                audio = self._with_pause(stream, audio)
             result.pieces.append(Piece(stream.chunk, audio, stream.sample_rate, stream.parts_sent, final,
                                        time.monotonic() - stream.admitted_at,
                                        stream.admitted_at - stream.chunk.submitted_at, words))
             stream.parts_sent += 1
         if last:
             self.streams.pop(key)
+
+    @staticmethod
+    def _with_pause(stream: Stream, audio: np.ndarray) -> np.ndarray:
+        """A chunk's last piece, followed by the request's `fragment_interval` of silence
+        unless it is the request's last chunk (api_v2's pause between fragments)."""
+        chunk = stream.chunk
+        pause = float(chunk.inputs.options.get("fragment_interval") or 0.0)
+        if pause <= 0 or chunk.seq >= chunk.count - 1:
+            return audio
+        return np.concatenate([audio, np.zeros(round(pause * stream.sample_rate), np.float32)])
 
     def _fail(self, result: StepResult, key: Key, message: str) -> None:
         self.decoder.remove(key[0])

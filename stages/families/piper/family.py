@@ -1,7 +1,6 @@
 """Piper/VITS voices as a family (see stages/families/base.py for the interface)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,8 @@ from voxpipe.ipc.messages import Chunk
 from voxpipe.stages.families.piper.engines import create_engine, engine_names
 from voxpipe.stages.engines.base import Engine, EngineSettings
 from voxpipe.stages.families.piper.item import SynthesisItem
-from voxpipe.stages.families.base import Family, OptionError, Options, Runner, RunnerSettings, TextError, option
+from voxpipe.stages.families.base import Family, OptionError, Runner, RunnerSettings, TextError
+from voxpipe.stages.families.piper.options import PiperOptions
 from voxpipe.stages.families.piper.spec import bundled_voice, load_piper_spec, piper_model_files, piper_settings
 from voxpipe.stages.families.piper.words import piper_words
 from voxpipe.stages.families.runners import BatchRunner
@@ -19,14 +19,6 @@ from voxpipe.stages.families.words import chunk_word_spans
 from voxpipe.stages.families.piper.phonemize import PhonemizeError, Phonemizer
 from voxpipe.stages.text.normalize import normalize
 from voxpipe.stages.voices import VoiceSpec
-
-
-@dataclass
-class PiperOptions(Options):
-    noise_scale: float | None = option(None, 0.0, 2.0, doc="VITS noise (voice's default)")
-    length_scale: float | None = option(None, 0.1, 5.0, doc="slower above 1 (voice's default)")
-    noise_w: float | None = option(None, 0.0, 2.0, doc="duration noise (voice's default)")
-    speaker_id: int = option(0, 0, None, doc="speaker of a multi-speaker voice")
 
 
 class PiperTextFrontend:

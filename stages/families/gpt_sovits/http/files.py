@@ -60,3 +60,31 @@ def voice_of_file(path: str, kind: str, files: dict[str, dict[str, Path]], voice
         if own[kind] in spellings:
             return name
     return None
+
+
+def allowed_clip(path: str, voices_dir: Path | None, reference_dirs: list[Path]) -> tuple[Path, Path] | None:
+    """(the real path of the clip `path` names, the allowed directory it is in), or None
+    when it names nothing inside the voices directory or `reference_dirs`. The spelling is
+    checked first, so a path elsewhere is refused before the file system is asked about
+    it; then its real path, so a symbolic link cannot lead out either. A relative path is
+    relative to the voices directory."""
+    if not path or "\0" in path:
+        return None
+    given = Path(path)
+    if not given.is_absolute():
+        if voices_dir is None:
+            return None
+        given = voices_dir / given
+    lexical = Path(os.path.abspath(given))
+    for base in ([voices_dir] if voices_dir is not None else []) + list(reference_dirs):
+        root = Path(os.path.abspath(base))
+        if lexical == root or not lexical.is_relative_to(root):
+            continue
+        try:
+            real, real_root = lexical.resolve(strict=True), root.resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        if real != real_root and real.is_relative_to(real_root) and real.is_file():
+            return real, real_root
+        return None
+    return None

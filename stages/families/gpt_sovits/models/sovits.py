@@ -268,6 +268,14 @@ class Synthesizer(nn.Module):
             return ge, self.ge_to512(ge.transpose(2, 1)).transpose(2, 1)
         return ge, ge
 
+    def condition_many(self, timbres: list[tuple[Tensor, Tensor | None]]) -> tuple[Tensor, Tensor]:
+        """`condition` of several clips fused: the mean of their style vectors (each with its
+        own speaker embedding), then the text encoder's from that mean."""
+        if len(timbres) == 1:
+            return self.condition(*timbres[0])
+        ge = torch.stack([self.condition(spec, sv)[0] for spec, sv in timbres]).mean(0)
+        return ge, (self.ge_to512(ge.transpose(2, 1)).transpose(2, 1) if self.cfg.is_pro else ge)
+
     @torch.no_grad()
     def latent(self, tokens: Tensor, phones: Tensor, ge: Tensor, ge_text: Tensor, noise_scale: float,
                speed: float = 1.0, generator: torch.Generator | None = None) -> Tensor:

@@ -7,6 +7,7 @@ style encoder), and the reference transcript's phones with their BERT features.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -47,6 +48,12 @@ class Prompt:
     bert: Tensor  # [1024, len(phone_ids)]
     ge: Tensor
     ge_text: Tensor
+    mel: Tensor | None = None  # v3/v4: the mel decoder's prompt, normalized log-mel [1, 100, n]
+    mel_fea: Tensor | None = None  # v3/v4: the CFM features aligned with `mel` [1, C, n]
+
+    def nbytes(self) -> int:
+        tensors = (self.tokens, self.bert, self.ge, self.ge_text, self.mel, self.mel_fea)
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None) + 8 * len(self.phone_ids)
 
 
 @dataclass
@@ -126,23 +133,48 @@ class GsvModel:
     def nbytes(self) -> int:
         return sum(p.numel() * p.element_size() for m in (self.t2s, self.synth) for p in m.parameters())
 
-    def reference_audio(self) -> tuple[Tensor, Tensor]:
-        """The clip at 16 kHz (for HuBERT) and at the model's rate (for the spectrogram)."""
-        audio, rate = features.read_audio(self.files.ref_audio)
+    def reference_audio(self) -> tuple[np.ndarray, int]:
+        """The voice's own clip: mono samples and their rate."""
+        return features.read_audio(self.files.ref_audio)
+
+    def clip_tensors(self, audio: np.ndarray, rate: int, name: str = "reference clip") -> tuple[Tensor, Tensor]:
+        """A clip at 16 kHz (for HuBERT) and at the model's rate (for the spectrogram)."""
         wav16k = features.resample(audio, rate, features.HUBERT_RATE)
         seconds = wav16k.shape[0] / features.HUBERT_RATE
         if not features.MIN_REFERENCE_S <= seconds <= features.MAX_REFERENCE_S:
-            raise features.FeatureError(f"reference clip {self.files.ref_audio.name} is {seconds:.1f} s long; "
+            raise features.FeatureError(f"{name} is {seconds:.1f} s long; "
                                         f"it must last {features.MIN_REFERENCE_S:g} to {features.MAX_REFERENCE_S:g} s")
         wav = features.resample(audio, rate, self.cfg.sampling_rate)
         return torch.from_numpy(wav16k).to(self.device), torch.from_numpy(wav).unsqueeze(0).to(self.device)
 
     @torch.no_grad()
     def build_prompt(self, segments: Sequence[TextSegment]) -> Prompt:
-        wav16k, wav = self.reference_audio()
+        """The voice's own prompt, from its clip and transcript (what requests without a
+        clip of their own use)."""
+        audio, rate = self.reference_audio()
+        self.prompt = self.compute_prompt(audio, rate, segments, name=f"reference clip {self.files.ref_audio.name}")
+        return self.prompt
+
+    @torch.no_grad()
+    def compute_prompt(self, audio: np.ndarray, rate: int, segments: Sequence[TextSegment],
+                       aux: Sequence[tuple[np.ndarray, int]] = (), name: str = "reference clip") -> Prompt:
+        """A prompt from a clip and its transcript's runs. `aux` clips lend their timbre:
+        the style vector is the mean over every clip's (speaker embedding included, for
+        v2Pro/v2ProPlus), as GPT-SoVITS fuses several references."""
+        wav16k, wav = self.clip_tensors(audio, rate, name)
         silence = torch.zeros(int(self.cfg.sampling_rate * PROMPT_SILENCE_S), dtype=wav16k.dtype, device=self.device)
         content = features.hubert_features(self.shared.get_hubert(), torch.cat([wav16k, silence]))
         tokens = self.synth.extract_tokens(content)
+        timbres = [self._timbre(wav)]
+        for clip, clip_rate in aux:
+            timbres.append(self._timbre(torch.from_numpy(
+                features.resample(clip, clip_rate, self.cfg.sampling_rate)).unsqueeze(0).to(self.device)))
+        ge, ge_text = self.synth.condition_many(timbres)
+        phone_ids, bert = self.text_inputs(segments)
+        return Prompt(tokens, phone_ids, bert, ge, ge_text)
+
+    def _timbre(self, wav: Tensor) -> tuple[Tensor, Tensor | None]:
+        """A clip at the model's rate [1, T] -> its spectrogram (+ speaker embedding)."""
         peak = wav.abs().max()
         if peak > 1:
             wav = wav / min(2, float(peak))
@@ -152,10 +184,13 @@ class GsvModel:
             wav_sv = torch.from_numpy(features.resample(wav[0].cpu().numpy(), self.cfg.sampling_rate,
                                                         speaker.SAMPLE_RATE)).to(self.device)
             sv = speaker.speaker_embedding(self.shared.get_sv(), wav_sv)
-        ge, ge_text = self.synth.condition(spec, sv)
-        phone_ids, bert = self.text_inputs(segments)
-        self.prompt = Prompt(tokens, phone_ids, bert, ge, ge_text)
-        return self.prompt
+        return spec, sv
+
+    def with_prompt(self, prompt: Prompt) -> "GsvModel":
+        """This voice speaking from another prompt: the same models (shared, not copied)."""
+        view = copy.copy(self)
+        view.prompt = prompt
+        return view
 
     def text_inputs(self, segments: Sequence[TextSegment],
                     bert_of: dict[TextSegment, Tensor] | None = None) -> tuple[list[int], Tensor]:

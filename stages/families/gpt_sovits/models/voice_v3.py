@@ -9,6 +9,7 @@ each with the previous chunk's last frames (mel and features) as its prompt.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -97,14 +98,26 @@ class MelDecoder:
     def set_prompt(self, tokens: Tensor, phone_ids: Sequence[int], refer_spec: Tensor, mel_audio: Tensor) -> None:
         """Reference tokens [1, T], transcript phones, linear spectrogram [1, F, T'] (for the
         timbre) and the clip at the mel rate [T''] (for the mel prompt)."""
-        self.ge = self.synth.timbre(refer_spec)
+        self.ge, self.prompt_mel, self.prompt_fea = self.mel_prompt(tokens, phone_ids, refer_spec, mel_audio)
+
+    @torch.no_grad()
+    def mel_prompt(self, tokens: Tensor, phone_ids: Sequence[int], refer_spec: Tensor,
+                   mel_audio: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`set_prompt`'s (timbre, mel prompt, features prompt), without setting them."""
+        ge = self.synth.timbre(refer_spec)
         ref_mel = mel.normalize(mel.log_mel(mel_audio.unsqueeze(0), self.plan.mel))
         phones = torch.tensor([list(phone_ids)], dtype=torch.long, device=self.device)
-        fea = self.synth.features(tokens, phones, self.ge)
+        fea = self.synth.features(tokens, phones, ge)
         n = min(ref_mel.shape[2], fea.shape[2])  # align the two, then keep the last t_ref frames
         ref_mel, fea = ref_mel[:, :, :n], fea[:, :, :n]
         n = min(n, self.plan.t_ref)
-        self.prompt_mel, self.prompt_fea = ref_mel[:, :, -n:], fea[:, :, -n:]
+        return ge, ref_mel[:, :, -n:], fea[:, :, -n:]
+
+    def with_prompt(self, ge: Tensor, prompt_mel: Tensor, prompt_fea: Tensor) -> "MelDecoder":
+        """This decoder with another prompt: the same models (shared, not copied)."""
+        view = copy.copy(self)
+        view.ge, view.prompt_mel, view.prompt_fea = ge, prompt_mel, prompt_fea
+        return view
 
     @property
     def chunk_frames(self) -> int:
@@ -201,8 +214,18 @@ class GsvModelV3(GsvModel):
 
     @torch.no_grad()
     def build_prompt(self, segments: Sequence[TextSegment]) -> Prompt:
-        audio, rate = features.read_audio(self.files.ref_audio)
-        wav16k, wav = self.reference_audio()
+        audio, rate = self.reference_audio()
+        prompt = self.compute_prompt(audio, rate, segments, name=f"reference clip {self.files.ref_audio.name}")
+        self.decoder.ge, self.decoder.prompt_mel, self.decoder.prompt_fea = prompt.ge, prompt.mel, prompt.mel_fea
+        self.prompt = prompt
+        return prompt
+
+    @torch.no_grad()
+    def compute_prompt(self, audio: np.ndarray, rate: int, segments: Sequence[TextSegment],
+                       aux: Sequence[tuple[np.ndarray, int]] = (), name: str = "reference clip") -> Prompt:
+        """As v2's, plus the mel decoder's prompt. `aux` clips are not used: v3/v4 take
+        their timbre from the main clip alone, as GPT-SoVITS does."""
+        wav16k, wav = self.clip_tensors(audio, rate, name)
         silence = torch.zeros(int(self.cfg.sampling_rate * PROMPT_SILENCE_S), dtype=wav16k.dtype, device=self.device)
         tokens = self.synth.extract_tokens(features.hubert_features(self.shared.get_hubert(),
                                                                     torch.cat([wav16k, silence])))
@@ -213,9 +236,15 @@ class GsvModelV3(GsvModel):
         phone_ids, bert = self.text_inputs(segments)
         # The mel prompt is taken from the clip as read (no peak normalization), at the mel rate.
         mel_audio = features.resample(audio, rate, self.decoder.plan.mel.sampling_rate)
-        self.decoder.set_prompt(tokens, phone_ids, spec, torch.from_numpy(mel_audio).to(self.device))
-        self.prompt = Prompt(tokens, phone_ids, bert, self.decoder.ge, self.decoder.ge)
-        return self.prompt
+        ge, prompt_mel, prompt_fea = self.decoder.mel_prompt(tokens, phone_ids, spec,
+                                                             torch.from_numpy(mel_audio).to(self.device))
+        return Prompt(tokens, phone_ids, bert, ge, ge, prompt_mel, prompt_fea)
+
+    def with_prompt(self, prompt: Prompt) -> "GsvModelV3":
+        view = copy.copy(self)
+        view.prompt = prompt
+        view.decoder = self.decoder.with_prompt(prompt.ge, prompt.mel, prompt.mel_fea)
+        return view
 
     @torch.no_grad()
     def render(self, tokens: Sequence[int], phone_ids: Sequence[int], noise_scale: float = 0.0, speed: float = 1.0,
