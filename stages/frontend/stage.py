@@ -52,6 +52,11 @@ class Active:
     first_audio: float | None = None
 
     @property
+    def seed(self) -> int | None:
+        """The request's seed (its first chunk's: chunk n has seed + n)."""
+        return self.progress.plan[0].seed
+
+    @property
     def planned_at(self) -> float:
         """The plan the merger's messages must be of: a request resent after a frontend
         restart is a new plan, and the old plan's audio may still be on its way."""
@@ -334,7 +339,7 @@ class Frontend:
         held = active.progress.client_has - len(pcm)
         words = fragment.words if not relay.skip else [w for w in fragment.words if w.end > held]
         message = Fragment(fragment.request_id, relay.index, fragment.sample_rate, len(pcm), None,
-                           fragment.chunks_done, fragment.chunks, words=words)
+                           fragment.chunks_done, fragment.chunks, words=words, seed=active.seed)
         if not self._send_client(active.client, message, pcm.tobytes()):
             self._finish(fragment.request_id, None)  # the client is gone: stop working for it
 
@@ -343,6 +348,7 @@ class Frontend:
         if active is None or not self._of_current_plan(result):
             return
         result.planned_at = 0.0  # the daemon's own bookkeeping; the client has no use for it
+        result.seed = active.seed
         now = time.monotonic()
         result.timings.update(first_audio_s=(active.first_audio or now) - active.received, total_s=now - active.received)
         result.samples, result.fragments = active.progress.client_has, active.progress.fragments_sent
