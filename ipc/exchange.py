@@ -107,7 +107,8 @@ class RequestExchange:
         self.request = request
         self.request_id = request.request_id
         self.incarnation = incarnation  # the frontend we believe holds the request
-        self.deadline = time.monotonic() + timeout_s + DEADLINE_GRACE_S
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout_s + DEADLINE_GRACE_S
         # samples the caller holds: what it had before (a request resumed from another
         # daemon) plus what this exchange handed it; a resend asks for what comes after
         self.received = max(0, request.resume_samples)
