@@ -8,7 +8,7 @@ import pytest
 from tests.daemon_proc import same_audio
 from voxpipe.config import Config
 from voxpipe.ipc.exchange import RequestExchange
-from voxpipe.ipc.messages import Fragment, SynthesisRequest, synthesis_options
+from voxpipe.ipc.messages import Fragment, Pong, SynthesisRequest, synthesis_options
 from voxpipe.stages.frontend.planner import Planner
 from voxpipe.stages.voices import VoiceCatalog
 
@@ -35,8 +35,6 @@ def test_a_resend_carries_the_seed_the_daemon_drew():
     exchange = RequestExchange(SynthesisRequest("r", TEXT, "joe", True, synthesis_options()), "inc-1", 60.0)
     assert exchange.start().options.seed is None
     exchange.feed(Fragment("r", 0, 22050, 3, seed=1234), np.zeros(3, np.int16).tobytes())
-    from voxpipe.ipc.messages import Pong
-
     resend = exchange.feed(Pong(0, "inc-2"))  # a new frontend: the request goes again
     assert isinstance(resend, SynthesisRequest)
     assert resend.options.seed == 1234 and resend.resume_samples == 3
