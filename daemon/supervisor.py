@@ -430,6 +430,12 @@ class Supervisor:
 
     def shutdown(self) -> None:
         self.save_usage()
+        # The frontend first: it answers every request still open `shutting_down` before
+        # its socket closes, and the HTTP stage, still up, passes those answers on.
+        frontend = self.stages.get("frontend")
+        if frontend is not None and frontend.process is not None:
+            self._send("frontend", Stop())
+            frontend.process.join(timeout=3.0)
         for name in self.stages:
             self._send(name, Stop())
         deadline = time.monotonic() + 3.0

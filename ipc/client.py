@@ -36,6 +36,11 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT_S = 300.0
 CONNECT_TIMEOUT_S = 5.0
 PROBE_S = 1.0  # while waiting, ping after this much silence to learn of a frontend restart
+# A request whose daemon has said nothing for this long (not even a pong to the probes
+# above) fails `unavailable` instead of waiting out its timeout: the daemon is gone. It
+# must outlast a frontend restart, whose successor answers the probes once it is up.
+GONE_AFTER_S = 10.0
+HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS = 1000, 3000  # ZeroMQ's own: drops a connection whose peer went silent
 
 __all__ = ["Audio", "AudioFragment", "AsyncClient", "Client", "Reference", "SynthesisStream", "Word", "run_async"]
 
@@ -89,6 +94,23 @@ def _secure(sock: zmq.Socket, endpoint: str, keys_dir: str | None) -> None:
         raise VoxpipeError("unavailable", str(exc)) from None
 
 
+def _client_socket(ctx: zmq.Context) -> zmq.Socket:
+    sock = sockets.make_socket(ctx, zmq.DEALER)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, HEARTBEAT_TIMEOUT_MS)
+    return sock
+
+
+def _gone(exchange: RequestExchange, last_heard: float, gone_after: float) -> VoxpipeError | None:
+    """The error for a request whose daemon has been silent too long, else None."""
+    silent = time.monotonic() - max(last_heard, exchange.started)
+    if silent < gone_after:
+        return None
+    return VoxpipeError("unavailable", f"the daemon stopped answering (nothing for {silent:.1f} s); "
+                                      "it may have stopped", exchange.request_id)
+
+
 def _decode_reply(frames: list[bytes]) -> tuple[Any, bytes | None]:
     message = codec.decode(frames[0])
     return message, (frames[1] if len(frames) > 1 else None)
@@ -133,11 +155,14 @@ class Client:
     per thread, or AsyncClient for many requests over one socket)."""
 
     def __init__(self, endpoint: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
-                 connect_timeout: float = CONNECT_TIMEOUT_S, curve_keys_dir: str | None = None) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT_S, curve_keys_dir: str | None = None,
+                 gone_after: float = GONE_AFTER_S) -> None:
         self.endpoint = endpoint or sockets.default_endpoint()
         self.timeout = timeout
+        self.gone_after = gone_after
+        self._last_heard = 0.0  # time.monotonic() of the daemon's last message
         self._ctx = zmq.Context.instance()
-        self._sock = sockets.make_socket(self._ctx, zmq.DEALER)
+        self._sock = _client_socket(self._ctx)
         _secure(self._sock, self.endpoint, curve_keys_dir)
         self._sock.connect(self.endpoint)
         self.welcome = self._handshake(connect_timeout)
@@ -169,7 +194,9 @@ class Client:
 
     def _recv(self) -> tuple[Any, bytes | None]:
         try:
-            return _decode_reply(self._sock.recv_multipart())
+            frames = self._sock.recv_multipart()
+            self._last_heard = time.monotonic()
+            return _decode_reply(frames)
         except ProtocolError as exc:
             raise VoxpipeError("bad_request", f"undecodable reply: {exc}") from None
 
@@ -181,7 +208,13 @@ class Client:
             if remaining <= 0:
                 raise exchange.timed_out()
             if not self._sock.poll(int(min(remaining, PROBE_S) * 1000) + 1):
-                sockets.send(self._sock, Ping(0))
+                gone = _gone(exchange, self._last_heard, self.gone_after)
+                if gone is not None:
+                    raise gone
+                try:
+                    sockets.send(self._sock, Ping(0), flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    pass  # nobody to take it: the daemon is gone or restarting
                 continue
             message, payload = self._recv()
             rid = getattr(message, "request_id", "")
@@ -284,9 +317,13 @@ class AsyncClient:
     whatever loop runs it (voxpipe's tools run uvloop when it is installed)."""
 
     def __init__(self, endpoint: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
-                 curve_keys_dir: str | None = None, on_sent: Callable[[str], None] | None = None) -> None:
+                 curve_keys_dir: str | None = None, on_sent: Callable[[str], None] | None = None,
+                 gone_after: float = GONE_AFTER_S) -> None:
         self.endpoint = endpoint or sockets.default_endpoint()
         self.timeout = timeout
+        self.gone_after = gone_after
+        self._last_heard = 0.0  # time.monotonic() of the daemon's last message
+        self._exchanges: dict[str, RequestExchange] = {}
         self._curve_keys_dir = curve_keys_dir
         self._on_sent = on_sent  # called with each request id once it is on the wire (for timing)
         import zmq.asyncio
@@ -301,7 +338,7 @@ class AsyncClient:
     async def connect(self, timeout: float = CONNECT_TIMEOUT_S) -> "AsyncClient":
         import asyncio
 
-        self._sock = sockets.make_socket(self._ctx, zmq.DEALER)  # type: ignore[assignment]
+        self._sock = _client_socket(self._ctx)  # type: ignore[assignment]
         _secure(self._sock, self.endpoint, self._curve_keys_dir)
         self._sock.connect(self.endpoint)
         queue = self._queues[""] = asyncio.Queue()
@@ -326,8 +363,16 @@ class AsyncClient:
 
         while True:
             await asyncio.sleep(PROBE_S)
+            for rid, exchange in list(self._exchanges.items()):
+                gone = _gone(exchange, self._last_heard, self.gone_after)
+                queue = self._queues.get(rid)
+                if gone is not None and queue is not None:
+                    queue.put_nowait((Error(rid, gone.code, gone.message), None))
             if len(self._queues) > 1:
-                await self._send(Ping(0))
+                try:
+                    await self._sock.send_multipart([codec.encode(Ping(0))], flags=zmq.NOBLOCK)  # type: ignore[union-attr]
+                except zmq.Again:
+                    pass  # nobody to take it: the daemon is gone or restarting
 
     async def _send(self, message: Any) -> None:
         assert self._sock is not None, "call connect() first"
@@ -337,6 +382,7 @@ class AsyncClient:
         assert self._sock is not None
         while True:
             frames = await self._sock.recv_multipart()
+            self._last_heard = time.monotonic()
             try:
                 message, payload = _decode_reply(frames)
             except ProtocolError:
@@ -391,6 +437,7 @@ class AsyncClient:
         exchange = RequestExchange(request, self.welcome.incarnation, timeout)
         rid = exchange.request_id
         queue = self._queues[rid] = asyncio.Queue()
+        self._exchanges[rid] = exchange
         try:
             await self._send(exchange.start())
             if self._on_sent is not None:
@@ -409,6 +456,7 @@ class AsyncClient:
                         return
         finally:
             self._queues.pop(rid, None)
+            self._exchanges.pop(rid, None)
             cancel = exchange.leave()
             if cancel is not None and self._sock is not None and not self._sock.closed:
                 await self._send(cancel)

@@ -25,6 +25,10 @@ was lost, and the request fails. A resend may turn out needless (the restart hap
 before the request was first sent, so the current frontend already has it): it answers
 `duplicate`, which the exchange takes as "keep going" and the numbering continues.
 Callers get fragments numbered 0, 1, 2... across resends.
+
+Seeds. A request that names no seed gets one drawn by the frontend that plans it; its
+fragments carry it, and the exchange puts it into the request, so a resend renders the
+same audio and what follows joins what the caller has without a seam.
 """
 from __future__ import annotations
 
@@ -74,6 +78,7 @@ class Audio:
     chunks: int
     timings: dict[str, float] = field(default_factory=dict)
     words: list[Word] = field(default_factory=list)  # every word, in order, with its start and end
+    seed: int | None = None  # the seed it was rendered with: passing it as `seed` renders it again
 
     @property
     def duration(self) -> float:
@@ -102,7 +107,8 @@ class RequestExchange:
         self.request = request
         self.request_id = request.request_id
         self.incarnation = incarnation  # the frontend we believe holds the request
-        self.deadline = time.monotonic() + timeout_s + DEADLINE_GRACE_S
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout_s + DEADLINE_GRACE_S
         # samples the caller holds: what it had before (a request resumed from another
         # daemon) plus what this exchange handed it; a resend asks for what comes after
         self.received = max(0, request.resume_samples)
@@ -185,6 +191,9 @@ class RequestExchange:
         self._next_index += 1
         words = words_in_seconds(message.words, message.sample_rate)
         self.words += words
+        if message.seed is not None and self.request.options.seed is None:
+            # The daemon drew the request's seed: a resend must render with the same one.
+            self.request.options.seed = message.seed
         fragment = AudioFragment(self.fragments, samples, message.sample_rate, time.monotonic(),
                                  message.chunks_done, message.chunks, words)
         self.fragments += 1
@@ -223,4 +232,4 @@ def collect(request_id: str, fragments: list[AudioFragment], result: Result) -> 
     samples = np.concatenate([f.samples for f in fragments]) if fragments else np.zeros(0, np.int16)
     words = [w for f in fragments for w in f.words] + words_in_seconds(result.words, result.sample_rate)
     return Audio(request_id, samples, result.sample_rate, result.fragments, result.chunks, dict(result.timings),
-                 words)
+                 words, result.seed)

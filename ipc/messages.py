@@ -7,6 +7,7 @@ separate frame beside the message.
 """
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -50,13 +51,24 @@ class SynthesisOptions:
     family against the options it declares (unknown name or bad value: `bad_option`)."""
 
     TAG: ClassVar[int] = 2
-    seed: int | None = None  # chunk n of a request uses seed + n
+    seed: int | None = None  # chunk n of a request uses seed + n; None: the daemon draws one (see draw_seed)
     policy: str | None = None  # text cut policy
     first_chunk: bool | None = None
     engine_stream: bool = False  # within-sentence streaming where the engine supports it
     engine: str | None = None  # runtime for the voice's family (onnx, torch, tensorrt); None: the daemon's
     params: dict = field(default_factory=dict)  # family option name -> scalar; absent: the voice's default
     reference: Reference | None = None  # the request's own reference clip (GPT-SoVITS voices)
+
+
+SEED_RANGE = 2**31  # drawn seeds lie in [0, SEED_RANGE): any engine's generator takes them
+
+
+def draw_seed() -> int:
+    """A random seed for a request that names none. It is drawn once, where the request
+    is first planned, and kept for the request's whole life: every replay of a chunk
+    (after a worker, merger or frontend restart, or on another replica) renders the same
+    audio with it, and the request's result reports it so the audio can be made again."""
+    return secrets.randbelow(SEED_RANGE)
 
 
 PIPELINE_OPTIONS = frozenset(f for f in SynthesisOptions.__dataclass_fields__ if f not in ("TAG", "params"))
@@ -148,6 +160,7 @@ class Fragment:
     chunks: int = 0
     planned_at: float = 0.0  # inside the daemon: which plan of the request this audio is of
     words: list[WordSpan] = field(default_factory=list)
+    seed: int | None = None  # to clients: the seed the request runs with (a resend passes it on)
 
 
 @dataclass
@@ -163,6 +176,7 @@ class Result:
     timings: dict
     planned_at: float = 0.0  # inside the daemon: which plan of the request this is of
     words: list[WordSpan] = field(default_factory=list)  # words no fragment carried (normally none)
+    seed: int | None = None  # the seed the request ran with: pass it as `seed` to render the same audio
 
 
 @dataclass

@@ -61,6 +61,7 @@ def test_say_writes_32khz_audio(daemon, tmp_path):
     said = _cli("say", "--endpoint", daemon.endpoint, "--voice", VOICE, "--top-k", "5", "--seed", "3",
                 "-o", str(out), TEXT)
     assert said.returncode == 0, said.stderr
+    assert said.stderr.rstrip().endswith("seed 3"), said.stderr  # the summary names the seed
     audio, rate = soundfile.read(str(out), dtype="int16")
     assert rate == 32000
     assert len(audio) > 32000 // 2 and np.abs(audio).max() > 100

@@ -81,6 +81,29 @@ def test_tokens_equal_alone_and_in_batch(voices, sampling):
     assert len({len(t) for t, _ in alone.values()}) > 1  # really different lengths
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_sampled_tokens_do_not_depend_on_the_batch_size_or_neighbours(voices, precision):
+    """A sequence sampling from its own seeded generator draws the same tokens alone and
+    in batches of 2, 8 and 16 beside other texts, voices and seeds."""
+    from voxpipe.stages.families.gpt_sovits.decoder.int8 import int8_available
+
+    if precision == "int8" and not int8_available():
+        pytest.skip("no quantized backend for int8 products here")
+    a, b = voices
+    before = a.t2s.precision, b.t2s.precision
+    a.t2s.precision = b.t2s.precision = precision
+    try:
+        target = lambda: sequence_for(a, "target", "r-target", model_segments(TEXTS[2]), SAMPLED, 7, 36)
+        alone = _run(ContinuousDecoder(16), {0: [target()]})["target"]
+        for size in (2, 8, 16):
+            neighbours = [sequence_for(b if i % 2 else a, i, f"r{i}", model_segments(TEXTS[i % len(TEXTS)]), SAMPLED,
+                                       1000 * size + i, 12 + 5 * i) for i in range(size - 1)]
+            got = _run(ContinuousDecoder(16), {0: [target(), *neighbours]})
+            assert got["target"] == alone, f"batch of {size}"
+    finally:
+        a.t2s.precision, b.t2s.precision = before
+
+
 def test_removed_request_leaves_at_next_step_and_frees_its_cache(voices):
     a, b = voices
     decoder = ContinuousDecoder(max_sequences=3)

@@ -292,6 +292,7 @@ def test_short_soak_with_worker_kills_loses_nothing(tmp_path):
     assert report.kills >= 3
     assert report.lost == 0, report
     assert report.answered_audio > 0
+    assert report.checked == report.answered_audio and report.seams == 0, report  # each equals its re-render
     assert set(report.answered_error) <= {"retries_exhausted", "busy"}, report
     assert report.shm_free_after == report.shm_free_before, report
     for name, before in report.rss_before.items():

@@ -136,31 +136,37 @@ def several_chunks() -> str:
 
 
 def test_merger_restart_loses_no_request_and_no_audio_repeats(daemon):
+    # Noise on and no seed: the replayed chunks render with the seed the daemon drew.
     text = several_chunks()
     with daemon.client() as client:
-        undisturbed = client.synthesize(text, "joe", **NOISE_OFF).samples
         merger = pid_of(daemon, "merger")
-        stream = client.stream(text, "joe", **NOISE_OFF)
+        stream = client.stream(text, "joe")
         fragments = []
         for fragment in stream:
             fragments.append(fragment.samples)
             if len(fragments) == 1:
                 os.kill(merger, signal.SIGKILL)
+        assert stream.result is not None
+        undisturbed = client.synthesize(text, "joe", seed=stream.result.seed).samples
     audio = np.concatenate(fragments)
     assert same_audio(audio, undisturbed)
 
 
 def test_frontend_restart_clients_resend_and_get_each_sample_once(daemon):
+    # Noise on and no seed: the resend carries the seed the first frontend drew.
     text = several_chunks()
-    with daemon.client() as client:
-        undisturbed = client.synthesize(text, "joe", **NOISE_OFF).samples
     frontend = pid_of(daemon, "frontend")
     with daemon.client() as client:
         fragments = []
-        for fragment in client.stream(text, "joe", **NOISE_OFF):
+        stream = client.stream(text, "joe")
+        for fragment in stream:
             fragments.append(fragment.samples)
             if len(fragments) == 1:
                 os.kill(frontend, signal.SIGKILL)
+        assert stream.result is not None
+    restored(daemon)
+    with daemon.client() as client:
+        undisturbed = client.synthesize(text, "joe", seed=stream.result.seed).samples
     audio = np.concatenate(fragments)
     assert same_audio(audio, undisturbed)
 

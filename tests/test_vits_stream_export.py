@@ -10,6 +10,7 @@ pytest.importorskip("onnx")
 
 pytestmark = [pytest.mark.slow]  # graph exports and decodes
 
+from voxpipe.stages.families.piper import noise  # noqa: E402
 from voxpipe.stages.families.piper.vits.export import export_acoustic, export_vocoder  # noqa: E402
 from voxpipe.stages.families.piper.vits.load import load_piper_onnx  # noqa: E402
 from voxpipe.stages.families.piper.vits.random_voice import random_model, tiny_config  # noqa: E402
@@ -96,13 +97,23 @@ def test_exported_parts_match_torch(exported, lengths):
     lens = np.array(lengths, dtype=np.int64)
     multi = model.cfg.n_speakers > 1
     sid = np.arange(len(lengths), dtype=np.int64) % model.cfg.n_speakers
-    feeds = {"input": ids, "input_lengths": lens, "scales": np.array([0.0, 1.1, 0.0], dtype=np.float32)}
+    # Noise on, from per-item seeds: the graph takes it as inputs and matches torch's draws.
+    seeds = [30 + i for i in range(len(lengths))]
+    channels, width = model.cfg.inter_channels, 12 * max(lengths)
+    dp_noise = np.zeros((len(lengths), 2, max(lengths)), dtype=np.float32)
+    for i, (seed, n) in enumerate(zip(seeds, lengths)):
+        dp_noise[i, :, :n] = noise.duration_noise(seed, n)
+    z_noise = np.stack([noise.latent_noise(seed, channels, width) for seed in seeds])
+    feeds = {"input": ids, "input_lengths": lens, "scales": np.array([0.667, 1.1, 0.8], dtype=np.float32),
+             "dp_noise": dp_noise, "z_noise": z_noise}
     if multi:
         feeds["sid"] = sid
     z, frames, _durations = acoustic.run(None, feeds)
+    assert int(frames.max()) <= width
     sid_t = torch.from_numpy(sid) if multi else None
     with torch.inference_mode():
-        z_t, frames_t = model.acoustic(torch.from_numpy(ids), torch.from_numpy(lens), 0.0, 1.1, 0.0, sid=sid_t)
+        z_t, frames_t = model.acoustic(torch.from_numpy(ids), torch.from_numpy(lens), 0.667, 1.1, 0.8, sid=sid_t,
+                                       seeds=seeds)
     assert np.array_equal(frames, frames_t.numpy())
     assert z.shape == tuple(z_t.shape) and np.abs(z - z_t.numpy()).max() <= 1e-4
 
@@ -118,11 +129,24 @@ def test_exported_parts_match_torch(exported, lengths):
     assert np.abs(alone[0] - audio[last, :alone.shape[1]]).max() <= 1e-4
 
 
-def test_exported_acoustic_draws_noise(exported):
-    _, acoustic, _ = exported
-    feeds = {"input": np.arange(1, 21, dtype=np.int64)[None], "input_lengths": np.array([20], dtype=np.int64),
-             "scales": np.array([0.667, 1.0, 0.8], dtype=np.float32)}
-    if "sid" in {i.name for i in acoustic.get_inputs()}:
-        feeds["sid"] = np.array([0], dtype=np.int64)
-    first, second = acoustic.run(None, feeds)[0], acoustic.run(None, feeds)[0]
-    assert first.shape != second.shape or not np.allclose(first, second)
+def test_exported_acoustic_takes_its_noise_as_inputs(exported):
+    """The same noise gives the same latent; other noise another; a prior noise narrower
+    than the frames is padded (the caller sees frames > width and draws again)."""
+    model, acoustic, _ = exported
+
+    def run(seed: int, width: int) -> tuple[np.ndarray, int]:
+        feeds = {"input": np.arange(1, 21, dtype=np.int64)[None], "input_lengths": np.array([20], dtype=np.int64),
+                 "scales": np.array([0.667, 1.0, 0.8], dtype=np.float32),
+                 "dp_noise": noise.duration_noise(seed, 20)[None],
+                 "z_noise": noise.latent_noise(seed, model.cfg.inter_channels, width)[None]}
+        if "sid" in {i.name for i in acoustic.get_inputs()}:
+            feeds["sid"] = np.array([0], dtype=np.int64)
+        z, frames = acoustic.run(None, feeds)[:2]
+        return z, int(frames[0])
+
+    first, frames = run(5, 400)
+    assert np.array_equal(first, run(5, 400)[0]) and np.array_equal(first, run(5, frames)[0])
+    other = run(6, 400)[0]
+    assert other.shape != first.shape or not np.allclose(first, other)
+    narrow, narrow_frames = run(5, frames - 3)
+    assert narrow_frames == frames and not np.array_equal(narrow, first)

@@ -136,7 +136,8 @@ class FleetGateway(GatewayBase):
                     elif kind == RESULT:
                         info = item[1]
                         self._record(info, resumed=attempt > 0)
-                        yield Result(rid, info["sample_rate"], delivered, index, info["chunks"], info["timings"])
+                        yield Result(rid, info["sample_rate"], delivered, index, info["chunks"], info["timings"],
+                                     seed=options["seed"])
                         return
                     elif kind == ERROR:
                         raise VoxpipeError(item[1], item[2], rid)

@@ -124,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     if output != "-" and result is not None:
         timings = result.timings
         print(f"{output}: {result.samples / result.sample_rate:.2f} s of audio, first audio after "
-              f"{timings.get('first_audio_s', 0):.3f} s, total {timings.get('total_s', 0):.3f} s", file=sys.stderr)
+              f"{timings.get('first_audio_s', 0):.3f} s, total {timings.get('total_s', 0):.3f} s, seed {result.seed}",
+              file=sys.stderr)
     return 0
 
 

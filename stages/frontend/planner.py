@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from voxpipe.config import Config
-from voxpipe.ipc.messages import Chunk, ChunkReference, FamilyInputs, Reference, SynthesisRequest
+from voxpipe.ipc.messages import Chunk, ChunkReference, FamilyInputs, Reference, SynthesisRequest, draw_seed
 from voxpipe.stages import families
 from voxpipe.stages.families.base import Family, OptionError, TextError, TextFrontend
 from voxpipe.stages.references import ReferenceError, ReferenceStore
@@ -26,6 +26,7 @@ class Plan:
     spec: VoiceSpec
     chunks: list[Chunk]
     text_chars: int
+    seed: int  # chunk n renders with seed + n; reported to the client
 
 
 class Planner:
@@ -92,11 +93,13 @@ class Planner:
         if not kept:
             raise PlanError("unspeakable", "text has nothing to say")
         now = time.monotonic()
+        # Every chunk gets a concrete seed, so any replay of it renders the same audio.
+        seed = draw_seed() if opts.seed is None else opts.seed
         chunks = [Chunk(request.request_id, seq, len(kept), spec.name, spec.family, piece.text,
-                        FamilyInputs(ids, options, extras), None if opts.seed is None else opts.seed + seq,
-                        request.stream, deadline, 0, now, engine, reference)
+                        FamilyInputs(ids, options, extras), seed + seq, request.stream, deadline, 0, now, engine,
+                        reference)
                   for seq, (piece, ids, extras) in enumerate(kept)]
-        return Plan(spec, chunks, len(request.text))
+        return Plan(spec, chunks, len(request.text), seed)
 
     def _reference(self, family: Family, spec: VoiceSpec, reference: Reference | None) -> ChunkReference | None:
         """The request's own reference clip, checked and stored for the workers."""

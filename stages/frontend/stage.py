@@ -32,6 +32,8 @@ from voxpipe.stages.frontend.scheduler import Scheduler
 from voxpipe.stages.voices import VoiceCatalog, VoiceError
 
 MAX_REQUEST_ID = 64
+STOPPING = "the daemon is shutting down; try again later"
+STOP_LINGER_MS = 2000  # how long the closing client socket may take to deliver the last answers
 PLAN_SLICE_S = 0.005  # planning runs in slices this long between socket reads
 T = TypeVar("T")
 MAX_LOGGED_VOICE = 80  # a refused request's voice name is the client's: log no more of it
@@ -51,6 +53,11 @@ class Active:
     stream: bool
     progress: RequestProgress
     first_audio: float | None = None
+
+    @property
+    def seed(self) -> int | None:
+        """The request's seed (its first chunk's: chunk n has seed + n)."""
+        return self.progress.plan[0].seed
 
     @property
     def planned_at(self) -> float:
@@ -176,6 +183,27 @@ class Frontend:
             elif isinstance(message, Ping):
                 self._send_client(client, Pong(message.nonce, self.incarnation))
 
+    def answer_all_stopping(self) -> None:
+        """The daemon stops (drained, a drain that timed out, a restart budget spent, a
+        fatal error): every request in flight, and every one that arrived meanwhile, gets
+        the retriable `shutting_down` before the client socket closes, so no client waits
+        out its timeout. Workers and the merger are not told: they are stopping too."""
+        self.draining = True
+        for rid, (client, _request) in list(self.admitted.items()):
+            self._send_client(client, Error(rid, "shutting_down", STOPPING))
+        self.admitted.clear()
+        for rid, active in list(self.active.items()):
+            del self.active[rid]
+            answer = Error(rid, "shutting_down", STOPPING)
+            self._record_end(rid, active, answer)
+            self.counts["failed"] += 1
+            self._send_client(active.client, answer)
+        self._drain_clients()  # arrivals: refused while draining, anything else answered as usual
+        for rid, (client, _request) in list(self.admitted.items()):
+            self._send_client(client, Error(rid, "shutting_down", STOPPING))
+        self.admitted.clear()
+        self.clients.close(linger=STOP_LINGER_MS)
+
     def _full(self, admitted: dict) -> bool:
         return self.draining or len(self.active) + len(admitted) >= self.config.limits.max_active_requests
 
@@ -214,7 +242,7 @@ class Frontend:
         if rid in self.active or rid in admitted:
             return "duplicate", f"request {rid} is already being served"
         if self.draining:
-            return "busy", "the daemon is shutting down"
+            return "shutting_down", STOPPING
         if self._full(admitted):
             return "busy", f"{len(self.active) + len(admitted)} requests in progress; try again later"
         return None
@@ -336,7 +364,7 @@ class Frontend:
         held = active.progress.client_has - len(pcm)
         words = fragment.words if not relay.skip else [w for w in fragment.words if w.end > held]
         message = Fragment(fragment.request_id, relay.index, fragment.sample_rate, len(pcm), None,
-                           fragment.chunks_done, fragment.chunks, words=words)
+                           fragment.chunks_done, fragment.chunks, words=words, seed=active.seed)
         if not self._send_client(active.client, message, pcm.tobytes()):
             self._finish(fragment.request_id, None)  # the client is gone: stop working for it
 
@@ -345,6 +373,7 @@ class Frontend:
         if active is None or not self._of_current_plan(result):
             return
         result.planned_at = 0.0  # the daemon's own bookkeeping; the client has no use for it
+        result.seed = active.seed
         now = time.monotonic()
         result.timings.update(first_audio_s=(active.first_audio or now) - active.received, total_s=now - active.received)
         result.samples, result.fragments = active.progress.client_has, active.progress.fragments_sent
@@ -488,4 +517,7 @@ def main(args: StageArgs) -> None:
     try:
         frontend.run()
     finally:
-        runtime.close()
+        try:
+            frontend.answer_all_stopping()
+        finally:
+            runtime.close()

@@ -15,7 +15,7 @@ from voxpipe.config import Config
 from voxpipe.ipc.client import AsyncClient, AudioFragment
 from voxpipe.ipc.errors import VoxpipeError
 from voxpipe.ipc.exchange import Word, words_in_seconds
-from voxpipe.ipc.messages import Result
+from voxpipe.ipc.messages import Result, draw_seed
 from voxpipe.stages.http.errors import HttpError
 
 log = logging.getLogger("voxpipe.http")
@@ -49,6 +49,13 @@ class SpeechRequest:
     text: str
     voice: str
     options: dict[str, Any] = field(default_factory=dict)  # SynthesisOptions fields (a Reference included)
+
+    def settle_seed(self) -> int:
+        """The request's seed, drawn here when it names none: the response's headers go
+        out before any audio, and `X-Voxpipe-Seed` must name the seed it renders with."""
+        if self.options.get("seed") is None:
+            self.options["seed"] = draw_seed()
+        return int(self.options["seed"])
 
 
 class Synthesis:

@@ -73,7 +73,7 @@ async def speech(request: Request) -> Response:
         speech_request.voice = await gateway.resolve_alias(speech_request.voice)
     except HttpError as err:
         return openai_error(err)
-    headers = {"X-Voxpipe-Voice": speech_request.voice}
+    headers = {"X-Voxpipe-Voice": speech_request.voice, "X-Voxpipe-Seed": str(speech_request.settle_seed())}
     if ignored:
         headers["X-Voxpipe-Ignored"] = ",".join(ignored)
     out_rate = PCM_RATE if fmt == "pcm" and can_resample() else None

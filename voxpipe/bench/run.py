@@ -44,8 +44,8 @@ WARMUP_TEXTS = ("Warm up.", "The quick brown fox jumps over the lazy dog today."
 SUBCOMMANDS = {
     "gsv": ("voxpipe.bench.gsv_serve", "GPT-SoVITS serving: the reference package, voxpipe one at a time and "
                                        "voxpipe batched"),
-    "soak": ("voxpipe.bench.soak", "a mixed load with worker kills against a running daemon: nothing lost, "
-                                   "memory back where it started"),
+    "soak": ("voxpipe.bench.soak", "a mixed load with worker and merger kills against a running daemon: "
+                                   "nothing lost, no seams, memory back where it started"),
     "overload": ("voxpipe.bench.overload", "a daemon of its own sent a multiple of what it holds: how fast "
                                            "`busy` answers come, and do the accepted requests finish"),
     "firstbyte": ("voxpipe.bench.firstbyte", "time to first audio over HTTP against the ZeroMQ client, "

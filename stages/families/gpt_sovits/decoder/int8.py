@@ -47,12 +47,28 @@ class Int8Linear:
             warnings.simplefilter("ignore")
             q = torch.quantize_per_channel(w, scale.double(), torch.zeros(w.shape[0], dtype=torch.long), 0,
                                            torch.qint8)
-            self.packed = torch.ops.quantized.linear_prepack(q, None if bias is None else bias.detach().float().cpu())
+            self.packed = torch.ops.quantized.linear_prepack(q, None)
+        self.bias = None if bias is None else bias.detach().float().cpu()
+        self.weight_sums = q.dequantize().sum(dim=1)  # [out]: what a shift of every input adds
         self.out_features = w.shape[0]
 
     def __call__(self, x: Tensor) -> Tensor:
+        """The product with each row mapped onto exactly [-1, 1] first: fbgemm quantizes
+        the activations with one range for the whole call, and this makes that range the
+        same whatever the other rows hold, so a row's result does not depend on its batch
+        (a sequence's sampled tokens are then the same alone and batched)."""
         shape = x.shape
-        y = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]).contiguous(), self.packed, True)
+        rows = x.reshape(-1, shape[-1]).float()
+        low, high = rows.amin(dim=1, keepdim=True), rows.amax(dim=1, keepdim=True)
+        width = (high - low).clamp(min=1e-12)
+        mapped = ((rows - low) / width * 2.0 - 1.0).clamp_(-1.0, 1.0)
+        mapped.scatter_(1, rows.argmin(dim=1, keepdim=True), -1.0)
+        mapped.scatter_(1, rows.argmax(dim=1, keepdim=True), 1.0)
+        y = torch.ops.quantized.linear_dynamic(mapped.contiguous(), self.packed, True)
+        # mapped = (rows - low) * 2 / width - 1, so rows W^T = (y + (1 + 2 low / width) sums) * width / 2
+        y = (y + (1.0 + 2.0 * low / width) * self.weight_sums) * (width / 2.0)
+        if self.bias is not None:
+            y = y + self.bias
         return y.view(*shape[:-1], self.out_features)
 
 

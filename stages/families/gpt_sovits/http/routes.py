@@ -266,7 +266,7 @@ async def tts(request: Request) -> Response:
         speech, media_type, streaming, ignored = await parse_tts(params, request)
     except HttpError as err:
         return gsv_error(err)
-    headers = {"Content-Type": f"audio/{media_type}"}
+    headers = {"Content-Type": f"audio/{media_type}", "X-Voxpipe-Seed": str(speech.settle_seed())}
     if ignored:
         headers["X-Voxpipe-Ignored"] = ",".join(ignored)
     return AudioResponse(gateway, speech, MEDIA_TYPES[media_type], gsv_error, streaming=streaming,  # type: ignore[return-value]

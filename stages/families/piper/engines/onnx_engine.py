@@ -10,6 +10,10 @@ Threads: each graph has a session per thread count; a call runs with the cores t
 other busy engine processes leave free (stages/engines/busy_board.py), so a lone request
 uses the whole machine and a loaded one keeps one core per worker.
 
+Noise: the split graphs take their noise as inputs, drawn from the chunk's seed, so a
+chunk renders the same audio every time, and the same as the torch engine's. The one-piece
+graph (no torch to split it, or precision "int8") draws its own: seeds do not hold there.
+
 Level: each voice gets one gain measured at load (stages/families/piper/engines/loudness.py), so its
 output is as loud as Piper's; option "loudness" False turns it off.
 
@@ -25,15 +29,23 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from voxpipe.stages.families.piper import noise
 from voxpipe.stages.families.piper.engines import loudness, onnx_parts
 from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice
 from voxpipe.stages.families.piper.item import SynthesisItem
+from voxpipe.stages.families.piper.noise import concrete_seed
 from voxpipe.stages.engines.busy_board import CoreShare
 from voxpipe.stages.families.piper.phonemize import PhonemizeError
 from voxpipe.stages.families.piper.spec import piper_settings
 from voxpipe.stages.voices import VoiceSpec
 
 _LOG = logging.getLogger(__name__)
+
+
+def _noise_frames(phonemes: int, length_scale: float) -> int:
+    """How many frames of prior noise to draw before the durations are known: more than
+    speech takes (a few frames per phoneme id), so the acoustic part runs once."""
+    return int(8 * phonemes * max(1.0, length_scale)) + 64
 
 
 @dataclass
@@ -48,6 +60,12 @@ class Graph:
         session = self.sessions[max(fitting) if fitting else min(self.sessions)]
         return session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})  # type: ignore[attr-defined]
 
+    def input_dim(self, name: str, axis: int) -> int:
+        """A fixed dimension of one of the graph's inputs."""
+        session = next(iter(self.sessions.values()))
+        shape = next(i.shape for i in session.get_inputs() if i.name == name)  # type: ignore[attr-defined]
+        return int(shape[axis])
+
 
 @dataclass
 class OnnxVoice:
@@ -58,6 +76,7 @@ class OnnxVoice:
     vocoder: Graph | None = None
     radius: int = 0  # vocoder context frames either side of a window
     hop: int = 256
+    channels: int = 0  # latent channels: the prior noise's height
     gain: float = 1.0
     extra_bytes: int = field(default=0, repr=False)
 
@@ -119,9 +138,9 @@ class OnnxEngine(Engine):
         except onnx_parts.PartsError as exc:
             _LOG.warning("%s; voice %r runs as one graph (no streaming within a sentence)", exc, spec.name)
             return None
-        return OnnxVoice(acoustic=self._graph(spec, parts.acoustic, {"input", "input_lengths", "scales"}),
-                         vocoder=self._graph(spec, parts.vocoder, {"z", "frames"}),
-                         radius=parts.radius, hop=parts.hop,
+        acoustic = self._graph(spec, parts.acoustic, {"input", "input_lengths", "scales", "dp_noise", "z_noise"})
+        return OnnxVoice(acoustic=acoustic, vocoder=self._graph(spec, parts.vocoder, {"z", "frames"}),
+                         radius=parts.radius, hop=parts.hop, channels=acoustic.input_dim("z_noise", 1),
                          extra_bytes=parts.acoustic.stat().st_size + parts.vocoder.stat().st_size)
 
     def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
@@ -218,9 +237,8 @@ class OnnxEngine(Engine):
 
     def synthesize_timed(self, voice: LoadedVoice,
                          items: Sequence[SynthesisItem]) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        # Piper's graphs draw their noise inside the graph with no seed input, so items run
-        # one by one: batching buys nothing on onnxruntime's CPU path anyway. Durations come
-        # from the split graph's acoustic part; the one-piece graph has none.
+        # Items run one by one: batching buys nothing on onnxruntime's CPU path. Durations
+        # come from the split graph's acoustic part; the one-piece graph has none.
         model = self._model(voice)
         out = []
         for item in items:
@@ -293,9 +311,22 @@ class OnnxEngine(Engine):
 
     def _acoustic(self, voice: LoadedVoice, item: SynthesisItem,
                   threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(z, frames, samples per phoneme id or None where the graph predates durations)."""
+        """(z, frames, samples per phoneme id or None where the graph predates durations).
+        The noise comes from the item's seed (stages/families/piper/noise.py), as in the
+        torch engine. The prior's is drawn before the frame count is known: wide enough
+        for nearly every sentence, and drawn again to the right width when it was not."""
         model = self._model(voice)
-        out = self._run(voice, model.acoustic, threads, self._feeds(item))  # type: ignore[arg-type]
+        seed = concrete_seed(item.seed)
+        feeds = self._feeds(item)
+        phonemes = feeds["input"].shape[1]
+        feeds["dp_noise"] = noise.duration_noise(seed, phonemes)[None]
+        width = _noise_frames(phonemes, item.length_scale)
+        while True:
+            feeds["z_noise"] = noise.latent_noise(seed, model.channels, width)[None]
+            out = self._run(voice, model.acoustic, threads, feeds)  # type: ignore[arg-type]
+            if int(out[1][0]) <= width:
+                break
+            width = int(out[1][0])
         durations = (np.asarray(out[2][0], dtype=np.float64) * model.hop) if len(out) > 2 else None
         return out[0], out[1], durations
 

@@ -20,10 +20,11 @@ from voxpipe.procutil import exclusive_lock
 
 # Bump when the exported graphs or the sidecar change meaning: old caches are then ignored.
 # Format 2 adds the acoustic part's third output, each phoneme's duration (word timings).
-# Format 1 caches hold the same audio and are still used where present (re-exporting
-# costs a torch export per voice); their voices' word timings are estimated.
-PARTS_FORMAT = 2
-READABLE_FORMATS = (2, 1)  # newest first
+# Format 3 takes the noise as inputs (dp_noise, z_noise), drawn from the chunk's seed, so
+# a chunk renders the same audio every time and on every engine. Older caches drew their
+# noise inside the graph: they are not read (a voice is exported again on first use).
+PARTS_FORMAT = 3
+READABLE_FORMATS = (3,)  # newest first
 
 
 class PartsError(Exception):
@@ -32,7 +33,7 @@ class PartsError(Exception):
 
 @dataclass(frozen=True)
 class VoiceParts:
-    acoustic: Path  # (input, input_lengths, scales[, sid]) -> (z, frames[, durations])
+    acoustic: Path  # (input, input_lengths, scales, dp_noise, z_noise[, sid]) -> (z, frames, durations)
     vocoder: Path  # (z, frames[, sid]) -> audio
     radius: int  # latent frames either side that reach a frame's audio
     hop: int  # audio samples per latent frame

@@ -26,6 +26,7 @@ import torch  # noqa: E402
 
 from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, is_out_of_memory  # noqa: E402
 from voxpipe.stages.families.piper.item import SynthesisItem  # noqa: E402
+from voxpipe.stages.families.piper.noise import concrete_seed  # noqa: E402
 from voxpipe.stages.families.piper.spec import piper_settings  # noqa: E402
 from voxpipe.stages.families.piper.vits.cuda_graphs import GraphedVocoder, Replay, StaticInputs, VocodeFn  # noqa: E402
 from voxpipe.stages.families.piper.vits.load import load_piper_onnx  # noqa: E402
@@ -164,16 +165,13 @@ class TorchEngine(Engine):
         def per_item(field: str) -> torch.Tensor:
             return torch.tensor([float(getattr(item, field)) for item in items], device=self.device)
 
-        # CPU generators keep a seed's noise the same on every device.
-        generators = None
-        if any(item.seed is not None for item in items):
-            generators = [None if item.seed is None else torch.Generator().manual_seed(int(item.seed))
-                          for item in items]
+        # Noise from each item's seed (drawn on the host: the same on every device and engine).
+        seeds = [concrete_seed(item.seed) for item in items]
         sid = torch.tensor([int(item.speaker_id) for item in items], device=self.device)
         return dict(ids=ids.to(self.device), lengths=lengths.to(self.device),
                     noise_scale=per_item("noise_scale"), length_scale=per_item("length_scale"),
                     noise_w=per_item("noise_w"), sid=sid if model.cfg.n_speakers > 1 else None,
-                    generators=generators, pad_frames=self._bucket)
+                    seeds=seeds, pad_frames=self._bucket)
 
     def synthesize(self, voice: LoadedVoice, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
         return [audio for audio, _ in self.synthesize_timed(voice, items)]

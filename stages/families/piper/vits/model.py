@@ -15,9 +15,12 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from voxpipe.stages.families.piper import noise
 
 LRELU_SLOPE = 0.1
 
@@ -610,17 +613,24 @@ def _per_item(value: Tensor | float, like: Tensor) -> Tensor:
     return t.reshape(-1, 1, 1) if t.dim() else t
 
 
-def _noise(like: Tensor, lengths: Tensor, generators: Sequence[torch.Generator | None] | None) -> Tensor:
-    """Standard normal noise shaped like `like`; with generators, each item draws its own
-    [C, length] block, so its noise does not depend on what it is batched with."""
-    if generators is None:
+def _seeded(like: Tensor, lengths: Tensor, seeds: Sequence[int] | None,
+            draw: Callable[[int, int], np.ndarray]) -> Tensor:
+    """Standard normal noise shaped like `like` [B, C, T]: with seeds, item i's first
+    lengths[i] steps are `draw(seed, length)` (stages/families/piper/noise.py), the same
+    whatever it is batched with and on every engine; without, the global generator's."""
+    if seeds is None:
         return torch.randn_like(like)
     out = torch.zeros_like(like)
-    for i, gen in enumerate(generators):
+    for i, seed in enumerate(seeds):
         n = int(lengths[i])
-        out[i, :, :n] = torch.randn((like.shape[1], n), generator=gen, dtype=like.dtype,
-                                    device=gen.device if gen is not None else like.device).to(like.device)
+        out[i, :, :n] = torch.from_numpy(draw(int(seed), n)).to(device=like.device, dtype=like.dtype)
     return out
+
+
+def _given(noise: Tensor, like: Tensor) -> Tensor:
+    """Noise given as an input, cut (or zero-padded) to the width of `like`: the caller
+    draws it before the frame count is known, and checks that it drew enough."""
+    return torch.cat([noise.to(like.dtype), torch.zeros_like(like)], 2)[:, :, :like.shape[2]]
 
 
 class VitsModel(nn.Module):
@@ -647,31 +657,35 @@ class VitsModel(nn.Module):
 
     def acoustic(self, ids: Tensor, lengths: Tensor, noise_scale: Tensor | float = 0.667,
                  length_scale: Tensor | float = 1.0, noise_w: Tensor | float = 0.8, sid: Tensor | None = None,
-                 generators: Sequence[torch.Generator | None] | None = None,
+                 seeds: Sequence[int] | None = None,
                  pad_frames: Callable[[int], int] | None = None) -> tuple[Tensor, Tensor]:
         """Phoneme ids [B, T] -> (latent z [B, C, frames], frames per item [B]).
 
-        Scales are floats or per-item [B] tensors. Noise comes from `generators` (one per
-        item) when given, else from the global generator. `pad_frames` maps the longest
-        item's frame count to the (larger) width of z; padding is zero and masked.
+        Scales are floats or per-item [B] tensors. Noise comes from `seeds` (one per item,
+        see stages/families/piper/noise.py) when given, else from the global generator.
+        `pad_frames` maps the longest item's frame count to the (larger) width of z;
+        padding is zero and masked.
         """
-        z, y_lengths, _ = self.acoustic_timed(ids, lengths, noise_scale, length_scale, noise_w, sid, generators,
+        z, y_lengths, _ = self.acoustic_timed(ids, lengths, noise_scale, length_scale, noise_w, sid, seeds,
                                               pad_frames)
         return z, y_lengths
 
     def acoustic_timed(self, ids: Tensor, lengths: Tensor, noise_scale: Tensor | float = 0.667,
                        length_scale: Tensor | float = 1.0, noise_w: Tensor | float = 0.8, sid: Tensor | None = None,
-                       generators: Sequence[torch.Generator | None] | None = None,
-                       pad_frames: Callable[[int], int] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                       seeds: Sequence[int] | None = None,
+                       pad_frames: Callable[[int], int] | None = None, dp_noise: Tensor | None = None,
+                       z_noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """`acoustic`, plus the frames each phoneme id lasts [B, T] (0 past an item's length):
-        what word timings are made of."""
+        what word timings are made of. `dp_noise` [B, 2, T] and `z_noise` [B, C, >= frames]
+        give the noise as tensors instead (the exported graph's inputs)."""
         batch = ids.shape[0]
         g = self.speaker(sid, batch, ids.device)
         x, m_p, logs_p, x_mask = self.enc_p(ids, lengths)
         if isinstance(self.dp, StochasticDurationPredictor):
             like = torch.zeros_like(x_mask).expand(-1, 2, -1).contiguous()
-            dp_noise = _noise(like, lengths, generators) * _per_item(noise_w, x)
-            logw = self.dp(x, x_mask, dp_noise, g=g)
+            if dp_noise is None:
+                dp_noise = _seeded(like, lengths, seeds, noise.duration_noise)
+            logw = self.dp(x, x_mask, dp_noise.to(x.dtype) * _per_item(noise_w, x), g=g)
         else:
             logw = self.dp(x, x_mask, g=g)
         w = torch.exp(logw) * x_mask * _per_item(length_scale, x)
@@ -692,7 +706,10 @@ class VitsModel(nn.Module):
         m_p = torch.gather(m_p, 2, token) * valid
         logs_p = torch.gather(logs_p, 2, token) * valid
 
-        z_p = m_p + _noise(m_p, y_lengths, generators) * torch.exp(logs_p) * _per_item(noise_scale, x)
+        channels = m_p.shape[1]
+        prior_noise = (_given(z_noise, m_p) if z_noise is not None else
+                       _seeded(m_p, y_lengths, seeds, lambda seed, n: noise.latent_noise(seed, channels, n)))
+        z_p = m_p + prior_noise * torch.exp(logs_p) * _per_item(noise_scale, x)
         z = self.flow(z_p, y_mask, g=g)
         return z * y_mask, y_lengths, w_ceil[:, 0, :]
 
