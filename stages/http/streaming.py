@@ -106,7 +106,11 @@ class AudioResponse:
         await self._send(send, {"type": "http.response.body", "body": data, "more_body": False})
 
     async def _whole(self, synthesis: Synthesis, scope: Scope, receive: Receive, send: Send) -> None:
-        parts = [samples async for samples in synthesis]
+        try:
+            parts = [samples async for samples in synthesis]
+        except HttpError as err:  # nothing is sent yet: the failure gets its own status and body
+            await self.render_error(err)(scope, receive, send)
+            return
         samples = np.concatenate(parts) if parts else np.zeros(0, np.int16)
         encoder = self._encoder(synthesis.sample_rate, total_samples=len(samples))
         body = await self._encode(lambda: encoder.feed(samples) + encoder.finish())
