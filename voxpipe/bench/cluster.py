@@ -385,12 +385,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def null_engine_env(args: argparse.Namespace) -> dict[str, str]:
     """The null engine's emulation: GPU time per chunk, a voice load's time, and a voice's
     size such that a worker's voice cache (worker.voice_cache_mib, the default) holds
-    exactly --voices-per-replica voices, as the replica's own bookkeeping assumes."""
+    --voices-per-replica voices and the one the daemon preloads: never fewer than the
+    replica's own bookkeeping counts as held, so its hit rate does not flatter."""
     from voxpipe.config import WorkerConfig
 
     return {"VOXPIPE_NULL_EMULATED_GPU_MS": str(args.emulated_gpu_ms),
             "VOXPIPE_NULL_EMULATED_LOAD_MS": str(args.voice_load_ms),
-            "VOXPIPE_NULL_EMULATED_VOICE_MIB": repr(WorkerConfig().voice_cache_mib / args.voices_per_replica)}
+            "VOXPIPE_NULL_EMULATED_VOICE_MIB": repr(WorkerConfig().voice_cache_mib / (args.voices_per_replica + 1))}
 
 
 def validate(args: argparse.Namespace) -> None:
