@@ -3,11 +3,11 @@ fleet of replicas instead of one daemon.
 
 Each request goes to a replica through Serve's handle, routed by voice (the voice as
 the multiplexed model id, weighed against load by router.VoiceAffinityRouter) or, for
-comparison, at random. If the replica or its daemon
-dies mid-stream, the request is sent again, to whichever replica Serve picks next, with
-the number of samples already delivered: the new daemon skips them, and since the
-request's seed is fixed when it first starts, the samples that follow are the ones the
-first daemon would have made. Nothing is lost and nothing is repeated."""
+comparison, at random. If the replica or its daemon dies mid-stream, the request is
+sent again, to whichever replica Serve picks next, with the number of samples already
+delivered: the new daemon skips them, and since the request's seed is fixed when it
+first starts, the samples that follow are the ones the first daemon would have made.
+Nothing is lost and nothing is repeated."""
 from __future__ import annotations
 
 import asyncio

@@ -2,9 +2,9 @@
 streams requests through it with the client library.
 
 Voices are Serve's multiplexed models: the replica "loads" a voice when Serve routes a
-request for it here, and reports the voices it holds, so the router (router.py) sends the next
-request for that voice to it while it is not too busy. The daemon itself loads the voice's model on first use and keeps
-it in its workers' voice caches.
+request for it here, and reports the voices it holds, so the router (router.py) sends
+the next request for that voice to it while it is not too busy. The daemon itself loads
+the voice's model on first use and keeps it in its workers' voice caches.
 
 A replica whose daemon dies answers its streams with LOST (the ingress resumes them
 elsewhere) and fails its health check, so Serve replaces it."""
@@ -170,11 +170,16 @@ class VoiceReplica:
         seconds this replica had a request in flight."""
         return {**self.counts, "busy_s": round(self.busy.seconds(), 3)}
 
-    def record_routing_stats(self) -> dict[str, Any]:
+    async def record_routing_stats(self) -> dict[str, Any]:
         """Serve polls this (RequestRouterConfig.request_routing_stats_period_s) and hands it
-        to the router in the ingress: the fleet's /ready and /fleet/stats read it there."""
-        # Only what changes seldom: Serve rebroadcasts the replica set whenever this changes.
-        return {"ready": not self.gone.done() and bool(self._status.get("ready"))}
+        to the router in the ingress: the fleet's /ready and /fleet/stats read it there.
+        Only what changes seldom: Serve rebroadcasts the replica set whenever it changes."""
+        if self.gone.done():
+            return {"ready": False}
+        try:
+            return {"ready": bool((await self._daemon_status()).get("ready"))}
+        except (VoxpipeError, asyncio.TimeoutError):
+            return {"ready": False}
 
     async def status(self) -> dict[str, Any]:
         """The daemon's status, with this replica's name, held voices and counts."""

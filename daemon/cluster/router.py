@@ -12,6 +12,7 @@ from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, R
 from voxpipe.daemon.cluster.affinity import DEFAULT_AFFINITY_SLACK, ReplicaLoad, power_of_two, rank_replicas
 
 RECENT_ASSIGNMENT_S = 10.0  # trust our own recent choices until Serve's view of held voices catches up
+MAX_PENDING_KINDS = 10_000
 
 
 
@@ -25,7 +26,8 @@ class VoiceAffinityRouter(RequestRouter):
         self.affinity_slack = affinity_slack
         self._ongoing: dict[Any, int] = defaultdict(int)
         self._recent: dict[str, dict[Any, float]] = defaultdict(dict)  # voice -> replica id -> when sent
-        self.decisions = {"affinity": 0, "spilled": 0, "new_voice": 0, "no_voice": 0}
+        self.decisions = {"affinity": 0, "spilled": 0, "new_voice": 0, "no_voice": 0}  # per request routed
+        self._kinds: dict[str, dict[Any, str]] = {}  # request -> replica -> which kind of choice it would be
         # Serve ships this class by value, so a registry here would be a copy: the real
         # module, imported now, is where the gateway in this process looks.
         from voxpipe.daemon.cluster import fleet
@@ -50,16 +52,31 @@ class VoiceAffinityRouter(RequestRouter):
         by_id = {r.replica_id.unique_id: r for r in candidate_replicas}
         states = self.loads(voice, candidate_replicas)
         if not voice:
-            self.decisions["no_voice"] += 1
             return [[by_id[i] for i in rank] for rank in power_of_two(states)]
         ranks = rank_replicas(voice, states, self.affinity_slack)
-        if ranks:
-            chosen = next(s for s in states if s.replica == ranks[0][0])
-            held_somewhere = any(s.holds for s in states)
-            key = "affinity" if chosen.holds else "spilled" if held_somewhere else "new_voice"
-            self.decisions[key] += 1
-            self._recent[voice][by_id[chosen.replica].replica_id] = time.monotonic()
+        if not ranks:
+            return []
+        held_somewhere = any(s.holds for s in states)
+        if len(self._kinds) > MAX_PENDING_KINDS:  # requests cancelled before a replica took them
+            self._kinds.clear()
+        self._kinds[pending_request.metadata.internal_request_id] = {
+            by_id[s.replica].replica_id: "affinity" if s.holds else "spilled" if held_somewhere else "new_voice"
+            for s in states}
+        # The first choice counts as holding the voice at once: requests racing this one follow it.
+        self._recent[voice][by_id[ranks[0][0]].replica_id] = time.monotonic()
         return [[by_id[i] for i in rank] for rank in ranks]
+
+    def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any) -> None:
+        """A replica accepted a request: count what kind of choice it was, and remember
+        that the replica now holds the voice (Serve's own report of it follows later)."""
+        super().on_request_routed(pending_request, replica_id, result)
+        voice = pending_request.metadata.multiplexed_model_id
+        kinds = self._kinds.pop(pending_request.metadata.internal_request_id, {})
+        if not voice:
+            self.decisions["no_voice"] += 1
+            return
+        self.decisions[kinds.get(replica_id, "spilled")] += 1
+        self._recent[voice][replica_id] = time.monotonic()
 
     def on_send_request(self, replica_id: ReplicaID) -> None:
         super().on_send_request(replica_id)
