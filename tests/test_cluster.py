@@ -247,3 +247,40 @@ def test_resume_samples_must_not_be_negative() -> None:
             async for _ in client.stream("x", "joe", resume_samples=-1):
                 pass
     asyncio.run(go())
+
+
+# ---- the benchmark's summary -------------------------------------------------------------
+
+def _run(routing: str, replicas: int, rps: float, p95: float, hit: float | None = 0.97) -> dict:
+    return {"routing": routing, "replicas": replicas, "requests": 100, "answered_audio": 100, "lost": 0,
+            "repeated_samples": 0, "missing_samples": 0, "mismatched_requests": 0, "kills": 1, "killed_at_s": 5.0,
+            "resumed": 3, "fleet_cache_hit_rate": hit, "wall_s": 10.0, "requests_per_s": rps, "audio_s_per_s": 1.0,
+            "p50_s": p95 / 2, "p95_s": p95, "first_byte_p50_s": 0.1, "errors": {},
+            "per_replica": {"r1": {"requests": 60, "busy_s": 8.5, "loads": 2, "hits": 58, "lost": 0},
+                            "r2": {"requests": 40, "busy_s": 7.0, "loads": 1, "hits": 39, "lost": 0}},
+            "routing_decisions": {"affinity": 95, "spilled": 3, "new_voice": 2, "no_voice": 0}}
+
+
+def test_bench_summary_compares_routings_and_scaling_and_names_each_replica() -> None:
+    import argparse
+
+    from voxpipe.bench import cluster as bench
+
+    parser = argparse.ArgumentParser()
+    bench.configure_parser(parser)
+    args = parser.parse_args(["--kill-replica-after", "5"])
+    assert args.voice_load_ms == 2000.0
+    env = bench.null_engine_env(args)
+    assert env["VOXPIPE_NULL_EMULATED_LOAD_MS"] == "2000.0" and float(env["VOXPIPE_NULL_EMULATED_VOICE_MIB"]) > 0
+    for bad in (["--voice-load-ms", "-1"], ["--affinity-slack", "-1"]):
+        with pytest.raises(bench.BenchError):
+            bench.validate(parser.parse_args(bad))
+    scaling = [_run("voice", n, rps, 1.0, None) for n, rps in ((1, 2.0), (2, 3.9), (3, 5.6))]
+    summary = bench.summarize(args, [_run("voice", 3, 6.0, 2.0), _run("random", 3, 5.0, 2.5)], scaling, "cmd")
+    assert summary["voice_vs_random"] == {"requests_per_s": 1.2, "p95": 0.8}
+    assert summary["goals"]["voice req/s >= random"] and summary["goals"]["voice p95 <= random"]
+    assert summary["throughput"]["speedup"]["3"] == 2.8 and summary["goals"]["3 replicas >= 2.7x"]
+    slower = bench.summarize(args, [_run("voice", 3, 4.0, 3.0), _run("random", 3, 5.0, 2.5)], scaling, "cmd")
+    assert not slower["goals"]["voice req/s >= random"] and not slower["goals"]["voice p95 <= random"]
+    table = bench.render_table(summary)
+    assert "| voice routing | r1 | 60 | 2 | 8.5 |" in table and "requests/s 1.20x" in table
