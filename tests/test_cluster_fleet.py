@@ -60,7 +60,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         fleet.cluster.start()
         serve.start(http_options={"host": "127.0.0.1", "port": fleet.port})
         args = FleetArgs.parse({"daemon": fleet.daemon("main"), "replicas": 3, "voices_per_replica": 2,
-                                "replica_resources": {"num_cpus": 0.5}, "max_ongoing_requests": 16})
+                                "replica_resources": {"num_cpus": 0.5}, "max_ongoing_requests": 16,
+                                "affinity_slack": 2})
         serve.run(build_from(args), name="voxpipe", route_prefix="/")
         yield fleet
     finally:
@@ -164,7 +165,7 @@ def test_a_busy_voice_spreads_to_a_second_replica(fleet: Fleet) -> None:
     voice = fleet.voices[2]
     assert tts(fleet.url, voice, "Warm.")[0] == 200
     before = get_json(f"{fleet.url}/fleet/stats")[1]["decisions"]
-    with concurrent.futures.ThreadPoolExecutor(12) as pool:  # far past the affinity slack (4)
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:  # far past the fleet's affinity slack (2)
         answers = list(pool.map(lambda seed: tts(fleet.url, voice, LONG, True, seed), range(12)))
     assert all(status == 200 for status, _ in answers)
     after = get_json(f"{fleet.url}/fleet/stats")[1]["decisions"]

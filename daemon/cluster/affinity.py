@@ -19,7 +19,7 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
-DEFAULT_AFFINITY_SLACK = 4  # requests in flight past the least-loaded replica before affinity yields
+DEFAULT_AFFINITY_SLACK = 6  # requests in flight past the least-loaded replica before affinity yields
 
 
 @dataclass(frozen=True)
