@@ -4,7 +4,8 @@ three replicas, each owning a null-engine daemon, tiny random Piper voices.
 A replica's daemon SIGKILLed while requests stream through it: every request still
 gets exactly its audio (checked sample for sample against a reference), the ingress
 reports resumes, and Serve replaces the replica. Routing by voice keeps a voice on the
-replica that holds it. A second application with autoscaling scales up under load.
+replica that holds it, and spreads a busy one to a second replica; /ready and
+/fleet/stats tell of every replica. A second application with autoscaling scales up under load.
 Every Ray process is stopped at the end, whatever happened."""
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         fleet.cluster.start()
         serve.start(http_options={"host": "127.0.0.1", "port": fleet.port})
         args = FleetArgs.parse({"daemon": fleet.daemon("main"), "replicas": 3, "voices_per_replica": 2,
-                                "replica_resources": {"num_cpus": 0.5}, "max_ongoing_requests": 16})
+                                "replica_resources": {"num_cpus": 0.5}, "max_ongoing_requests": 16,
+                                "affinity_slack": 2})
         serve.run(build_from(args), name="voxpipe", route_prefix="/")
         yield fleet
     finally:
@@ -147,6 +149,41 @@ def test_routing_by_voice_keeps_a_voice_where_it_is_held(fleet: Fleet) -> None:
     after = fleet_stats(fleet)
     assert after["attempts"] - before["attempts"] == 6
     assert after["hits"] - before["hits"] == 6, "every request should reach the replica holding its voice"
+
+
+def test_ready_and_stats_tell_of_every_replica(fleet: Fleet) -> None:
+    def all_ready() -> dict[str, Any] | None:
+        status, body = get_json(f"{fleet.url}/ready")
+        return body if status == 200 and body.get("ready_replicas") == 3 else None
+
+    ready = wait_for(all_ready, 60, "/ready to count three ready replicas")
+    assert ready["replicas"] == 3 and len(ready["by_replica"]) == 3
+    assert set(fleet.voices) <= set(ready["voices"])
+    for voice in fleet.voices:
+        assert tts(fleet.url, voice, "Counted.")[0] == 200
+    stats = get_json(f"{fleet.url}/fleet/stats")[1]
+    assert len(stats["replicas"]) == 3
+    counts = stats["fleet"]["replica_counts"]
+    assert counts and all({"requests", "loads", "busy_s"} <= set(c) for c in counts.values())
+    assert sum(c["requests"] for c in counts.values()) >= len(fleet.voices)
+    assert all(c["busy_s"] > 0 for c in counts.values() if c["requests"])
+
+
+def test_a_busy_voice_spreads_to_a_second_replica(fleet: Fleet) -> None:
+    voice = fleet.voices[2]
+    assert tts(fleet.url, voice, "Warm.")[0] == 200
+    before = get_json(f"{fleet.url}/fleet/stats")[1]["decisions"]
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:  # far past the fleet's affinity slack (2)
+        answers = list(pool.map(lambda seed: tts(fleet.url, voice, LONG, True, seed), range(12)))
+    assert all(status == 200 for status, _ in answers)
+    after = get_json(f"{fleet.url}/fleet/stats")[1]["decisions"]
+    assert after["spilled"] > before["spilled"], f"no request passed over the loaded holder: {after}"
+
+    def holders() -> int:
+        replicas = get_json(f"{fleet.url}/fleet/stats")[1]["replicas"] or []
+        return sum(voice in r["held_voices"] for r in replicas)
+
+    wait_for(lambda: holders() >= 2, 30, f"{voice} to be held by two replicas")
 
 
 def test_killed_daemon_mid_request_loses_and_repeats_nothing(fleet: Fleet) -> None:

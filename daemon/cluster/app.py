@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ray import serve
+from ray.serve.config import RequestRouterConfig
 from ray.serve.handle import DeploymentHandle
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -19,6 +20,8 @@ from starlette.routing import Route
 
 from voxpipe.daemon.cluster.fleet import ROUTINGS, FleetGateway
 from voxpipe.daemon.cluster.node_daemon import DaemonSettings
+from voxpipe.daemon.cluster.affinity import DEFAULT_AFFINITY_SLACK
+from voxpipe.daemon.cluster.router import VoiceAffinityRouter
 from voxpipe.daemon.cluster.replica import DEFAULT_VOICES_PER_REPLICA, VoiceReplica
 from voxpipe.stages.http.app import build_app
 from voxpipe.stages.http.gateway import Limits
@@ -41,7 +44,9 @@ class FleetArgs:
     replica_resources: dict[str, Any] = field(default_factory=lambda: {"num_cpus": 1})  # ray_actor_options
     max_ongoing_requests: int = 16  # per replica: what Serve's router and autoscaler count
     voices_per_replica: int = DEFAULT_VOICES_PER_REPLICA
-    routing: str = "voice"  # "voice" (multiplexed) or "random" (for comparison)
+    routing: str = "voice"  # "voice" (affinity weighed against load) or "random" (for comparison)
+    affinity_slack: int = DEFAULT_AFFINITY_SLACK  # in-flight requests past the least-loaded before affinity yields
+    routing_stats_period_s: float = 1.0  # how often Serve collects each replica's state for the ingress
     max_attempts: int = 8  # tries per request before it fails (a resume is another try)
     http: dict[str, Any] = field(default_factory=dict)  # Limits fields for the gateway
 
@@ -64,6 +69,10 @@ class FleetArgs:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise FleetArgsError(f"{name}: {value!r} must be a positive integer")
+        if not isinstance(self.affinity_slack, int) or self.affinity_slack < 0:
+            raise FleetArgsError(f"affinity_slack: {self.affinity_slack!r} must be an integer >= 0")
+        if not isinstance(self.routing_stats_period_s, (int, float)) or not self.routing_stats_period_s > 0:
+            raise FleetArgsError(f"routing_stats_period_s: {self.routing_stats_period_s!r} must be > 0")
         unknown = set(self.http) - {f.name for f in fields(Limits)}
         if unknown:
             raise FleetArgsError(f"http: unknown limit(s) {', '.join(sorted(unknown))}")
@@ -91,18 +100,19 @@ def _nest(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _coerce(default: Any, value: Any) -> Any:
     """Command-line values arrive as strings: turn them into the field's type."""
-    if isinstance(value, str) and isinstance(default, int) and not isinstance(default, bool):
+    if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
+        kind = type(default)
         try:
-            return int(value)
+            return kind(value)
         except ValueError:
-            raise FleetArgsError(f"{value!r} is not an integer") from None
+            raise FleetArgsError(f"{value!r} is not {'an integer' if kind is int else 'a number'}") from None
     return value
 
 
 @serve.ingress()
 class FleetIngress:
-    """The HTTP gateway's routes (OpenAI /v1/audio/speech, GPT-SoVITS /tts, /health,
-    /ready), answered by the fleet; GET /fleet/stats tells how requests were routed."""
+    """The HTTP gateway's routes (OpenAI /v1/audio/speech, GPT-SoVITS /tts, /health),
+    answered by the fleet; GET /ready and GET /fleet/stats tell of the whole fleet."""
 
     async def __init__(self, replicas: DeploymentHandle, routing: str = "voice", max_attempts: int = 8,
                        http: dict[str, Any] | None = None) -> None:
@@ -111,10 +121,15 @@ class FleetIngress:
     def __serve_build_asgi_app__(self) -> Starlette:
         app = build_app(self.gateway)
         app.router.routes.insert(0, Route("/fleet/stats", self._fleet_stats, methods=["GET"]))
+        app.router.routes.insert(0, Route("/ready", self._ready, methods=["GET", "HEAD"]))
         return app
 
     async def _fleet_stats(self, request: Request) -> Response:
         return JSONResponse(self.gateway.stats())
+
+    async def _ready(self, request: Request) -> Response:
+        body = await self.gateway.readiness()
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
 
 def build_from(args: FleetArgs) -> Any:
@@ -122,7 +137,11 @@ def build_from(args: FleetArgs) -> Any:
     options: dict[str, Any] = {"name": REPLICA_DEPLOYMENT, "max_ongoing_requests": args.max_ongoing_requests,
                                "ray_actor_options": dict(args.replica_resources),
                                "health_check_period_s": 2.0, "health_check_timeout_s": 10.0,
-                               "graceful_shutdown_timeout_s": 10.0}
+                               "graceful_shutdown_timeout_s": 10.0,
+                               "request_router_config": RequestRouterConfig(
+                                   request_router_class=VoiceAffinityRouter,
+                                   request_router_kwargs={"affinity_slack": args.affinity_slack},
+                                   request_routing_stats_period_s=args.routing_stats_period_s)}
     if args.autoscaling:
         options["autoscaling_config"] = dict(args.autoscaling)
     else:

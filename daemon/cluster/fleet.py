@@ -2,11 +2,12 @@
 fleet of replicas instead of one daemon.
 
 Each request goes to a replica through Serve's handle, routed by voice (the voice as
-the multiplexed model id) or, for comparison, at random. If the replica or its daemon
-dies mid-stream, the request is sent again, to whichever replica Serve picks next, with
-the number of samples already delivered: the new daemon skips them, and since the
-request's seed is fixed when it first starts, the samples that follow are the ones the
-first daemon would have made. Nothing is lost and nothing is repeated."""
+the multiplexed model id, weighed against load by router.VoiceAffinityRouter) or, for
+comparison, at random. If the replica or its daemon dies mid-stream, the request is
+sent again, to whichever replica Serve picks next, with the number of samples already
+delivered: the new daemon skips them, and since the request's seed is fixed when it
+first starts, the samples that follow are the ones the first daemon would have made.
+Nothing is lost and nothing is repeated."""
 from __future__ import annotations
 
 import asyncio
@@ -27,6 +28,10 @@ from voxpipe.daemon.cluster.replica import AUDIO, ERROR, LOST, RESULT
 log = logging.getLogger("ray.serve")  # Serve keeps this logger's lines in the replica's log
 
 ROUTINGS = ("voice", "random")
+# Serve builds the request router (router.VoiceAffinityRouter) inside each process that
+# holds a handle to the replicas, the ingress; it registers here, (app, deployment) -> router,
+# and the gateway reads the fleet's state through it.
+LIVE_ROUTERS: dict[tuple[str, str], Any] = {}
 STATUS_MAX_AGE_S = 0.25
 
 
@@ -43,11 +48,14 @@ class FleetCounts:
     resumed: int = 0  # attempts that continued a request another replica began
     failed: int = 0  # requests given up after max_attempts
     by_replica: dict[str, int] = field(default_factory=dict)
+    # each replica's own counts (requests, hits, loads, lost, busy_s), as of its last answer
+    replica_counts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         rate = self.hits / self.attempts if self.attempts else None
         return {"attempts": self.attempts, "hits": self.hits, "hit_rate": rate, "resumed": self.resumed,
-                "failed": self.failed, "by_replica": dict(self.by_replica)}
+                "failed": self.failed, "by_replica": dict(self.by_replica),
+                "replica_counts": {k: dict(v) for k, v in self.replica_counts.items()}}
 
 
 def request_seed(request_id: str) -> int:
@@ -115,6 +123,8 @@ class FleetGateway(GatewayBase):
         self.fleet.resumed += resumed
         replica = str(info.get("replica", "?"))
         self.fleet.by_replica[replica] = self.fleet.by_replica.get(replica, 0) + 1
+        if info.get("replica_counts"):
+            self.fleet.replica_counts[replica] = dict(info["replica_counts"])
 
     async def _stream(self, request: SpeechRequest) -> AsyncGenerator[AudioFragment | Result, None]:
         rid = uuid.uuid4().hex
@@ -156,5 +166,39 @@ class FleetGateway(GatewayBase):
         self.fleet.failed += 1
         raise VoxpipeError("unavailable", f"no replica could finish the request in {self.max_attempts} attempts", rid)
 
+    def _router(self) -> Any:
+        """The request router Serve built in this process for the replicas' handle (it
+        exists once the handle has sent something)."""
+        deployment = getattr(self.replicas, "deployment_id", None)
+        return LIVE_ROUTERS.get((deployment.app_name, deployment.name)) if deployment is not None else None
+
+    def replicas_view(self) -> list[dict[str, Any]] | None:
+        """Every live replica as Serve's router sees it, or None before the router exists."""
+        router = self._router()
+        return router.fleet() if router is not None else None
+
+    async def readiness(self) -> dict[str, Any]:
+        """GET /ready for the whole fleet: ready while at least one replica is, with how
+        many are, and the requests in flight and voices over all of them."""
+        view = self.replicas_view()
+        if not view or not any("ready" in r for r in view):
+            await self.status()  # no replica has reported yet: ask one (this also builds the router)
+            view = self.replicas_view() or []
+        try:
+            voices = await self.voices()
+        except HttpError as err:
+            return {"ready": False, "reason": err.message, "replicas": len(view), "ready_replicas": 0}
+        reported = [r for r in view if "ready" in r]
+        ready_replicas = sum(bool(r["ready"]) for r in reported) if reported else int(bool(self._status
+                                                                                          and self._status.get("ready")))
+        is_ready = ready_replicas > 0 and not self.draining
+        reason = "" if is_ready else "draining" if self.draining else "no replica is ready"
+        return {"ready": is_ready, "reason": reason, "replicas": len(view), "ready_replicas": ready_replicas,
+                "active_requests": sum(int(r["ongoing"]) for r in view), "voices": voices,
+                "by_replica": {r["replica"]: {"ready": r.get("ready"), "active_requests": r["ongoing"],
+                                              "held_voices": r["held_voices"]} for r in view}}
+
     def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "routing": self.routing, "fleet": self.fleet.as_dict()}
+        router = self._router()
+        return {**super().stats(), "routing": self.routing, "fleet": self.fleet.as_dict(),
+                "replicas": self.replicas_view(), "decisions": dict(router.decisions) if router else None}

@@ -2,9 +2,9 @@
 streams requests through it with the client library.
 
 Voices are Serve's multiplexed models: the replica "loads" a voice when Serve routes a
-request for it here, and reports the voices it holds, so Serve sends the next request
-for that voice to it. The daemon itself loads the voice's model on first use and keeps
-it in its workers' voice caches.
+request for it here, and reports the voices it holds, so the router (router.py) sends
+the next request for that voice to it while it is not too busy. The daemon itself loads
+the voice's model on first use and keeps it in its workers' voice caches.
 
 A replica whose daemon dies answers its streams with LOST (the ingress resumes them
 elsewhere) and fails its health check, so Serve replaces it."""
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from typing import Any, AsyncIterator
 
@@ -33,6 +34,28 @@ DEFAULT_VOICES_PER_REPLICA = 16
 STATUS_MAX_AGE_S = 1.0
 
 
+class BusyClock:
+    """Wall seconds with at least one request in flight."""
+
+    def __init__(self) -> None:
+        self.ongoing = 0
+        self._total = 0.0
+        self._since = 0.0
+
+    def start(self) -> None:
+        if self.ongoing == 0:
+            self._since = time.monotonic()
+        self.ongoing += 1
+
+    def stop(self) -> None:
+        self.ongoing -= 1
+        if self.ongoing == 0:
+            self._total += time.monotonic() - self._since
+
+    def seconds(self) -> float:
+        return self._total + (time.monotonic() - self._since if self.ongoing else 0.0)
+
+
 class ReplicaDown(RuntimeError):
     """This replica's daemon has exited; Serve is about to replace the replica."""
 
@@ -46,7 +69,8 @@ class VoiceReplica:
         self.name = serve.get_replica_context().replica_id.unique_id
         self.capacity = voices_per_replica
         self.held: OrderedDict[str, None] = OrderedDict()  # the voices this replica holds, LRU first
-        self.counts = {"requests": 0, "hits": 0, "lost": 0}
+        self.counts = {"requests": 0, "hits": 0, "loads": 0, "lost": 0}
+        self.busy = BusyClock()
         self.daemon = NodeDaemon(self.settings, self.name)
         await self.daemon.start()
         self.client = AsyncClient(self.daemon.endpoint)
@@ -104,9 +128,11 @@ class VoiceReplica:
         self.counts["requests"] += 1
         hit = self._touch(voice)
         self.counts["hits"] += hit
+        self.counts["loads"] += not hit  # the daemon loads a voice its workers do not hold
         if serve.get_multiplexed_model_id():
             await self.load_voice(voice)  # tells Serve this replica now holds the voice
         stream = self.client.stream(text, voice, request_id=request_id, resume_samples=resume_samples, **options)
+        self.busy.start()
         try:
             while True:
                 step = asyncio.ensure_future(stream.__anext__())
@@ -132,17 +158,35 @@ class VoiceReplica:
                 else:
                     yield (RESULT, {"sample_rate": item.sample_rate, "samples": item.samples,
                                     "fragments": item.fragments, "chunks": item.chunks,
-                                    "timings": dict(item.timings), "replica": self.name, "hit": hit})
+                                    "timings": dict(item.timings), "replica": self.name, "hit": hit,
+                                    "replica_counts": self.replica_counts()})
                     return
         finally:
+            self.busy.stop()
             await stream.aclose()  # cancels the request in the daemon if it is still running
+
+    def replica_counts(self) -> dict[str, Any]:
+        """Requests, voice-cache hits and loads, requests lost to a dead daemon, and the
+        seconds this replica had a request in flight."""
+        return {**self.counts, "busy_s": round(self.busy.seconds(), 3)}
+
+    async def record_routing_stats(self) -> dict[str, Any]:
+        """Serve polls this (RequestRouterConfig.request_routing_stats_period_s) and hands it
+        to the router in the ingress: the fleet's /ready and /fleet/stats read it there.
+        Only what changes seldom: Serve rebroadcasts the replica set whenever it changes."""
+        if self.gone.done():
+            return {"ready": False}
+        try:
+            return {"ready": bool((await self._daemon_status()).get("ready"))}
+        except (VoxpipeError, asyncio.TimeoutError):
+            return {"ready": False}
 
     async def status(self) -> dict[str, Any]:
         """The daemon's status, with this replica's name, held voices and counts."""
         if self.gone.done():
             raise ReplicaDown(self._lost_reason())  # the ingress asks another replica
         status = dict(await self._daemon_status())
-        status.update(replica=self.name, held_voices=list(self.held), replica_counts=dict(self.counts))
+        status.update(replica=self.name, held_voices=list(self.held), replica_counts=self.replica_counts())
         return status
 
     async def check_health(self) -> None:

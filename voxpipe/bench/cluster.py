@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from voxpipe.daemon.cluster.affinity import DEFAULT_AFFINITY_SLACK
+
 TEXTS = (
     "Hello there.",
     "The quick brown fox jumps over the lazy dog. It was not amused.",
@@ -126,12 +128,24 @@ async def fetch(session: Any, url: str, voice: str, text: int, stream: bool = Tr
 
 async def fleet_stats(session: Any, url: str) -> dict[str, Any]:
     async with session.get(f"{url}/fleet/stats") as reply:
-        return (await reply.json())["fleet"]
+        body = await reply.json()
+    return {**body["fleet"], "decisions": body.get("decisions") or {}}
+
+
+REPLICA_FIELDS = ("requests", "busy_s", "loads", "hits", "lost")
 
 
 def diff_stats(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
-    out = {k: after[k] - before.get(k, 0) for k in ("attempts", "hits", "resumed", "failed")}
+    out: dict[str, Any] = {k: after[k] - before.get(k, 0) for k in ("attempts", "hits", "resumed", "failed")}
     out["hit_rate"] = out["hits"] / out["attempts"] if out["attempts"] else None
+    # Per replica, over the load only: a replica that came up during it started from 0.
+    per_replica = {}
+    for name, counts in sorted(after.get("replica_counts", {}).items()):
+        old = before.get("replica_counts", {}).get(name, {})
+        per_replica[name] = {k: round(counts.get(k, 0) - old.get(k, 0), 3) for k in REPLICA_FIELDS}
+    out["per_replica"] = {n: c for n, c in per_replica.items() if c["requests"] or c["loads"]}
+    decisions_before = before.get("decisions", {})
+    out["decisions"] = {k: v - decisions_before.get(k, 0) for k, v in after.get("decisions", {}).items()}
     return out
 
 
@@ -222,6 +236,7 @@ def check(result: Pass, refs: dict[tuple[str, int], bytes]) -> dict[str, Any]:
             "answered_audio": answered, "lost": lost, "repeated_samples": repeated, "missing_samples": missing,
             "mismatched_requests": mismatched, "kills": result.kills, "killed_at_s": result.killed_at_s,
             "resumed": result.fleet.get("resumed", 0), "fleet_cache_hit_rate": result.fleet.get("hit_rate"),
+            "per_replica": result.fleet.get("per_replica", {}), "routing_decisions": result.fleet.get("decisions", {}),
             "wall_s": round(result.wall_s, 2), "requests_per_s": round(len(result.outcomes) / result.wall_s, 2),
             "audio_s_per_s": round(audio_s / result.wall_s, 2),
             "p50_s": _pct(latencies, 50), "p95_s": _pct(latencies, 95), "first_byte_p50_s": _pct(first, 50),
@@ -257,12 +272,14 @@ class Fleet:
             raise
         return self
 
-    def deploy(self, replicas: int, routing: str, voices_per_replica: int, max_ongoing: int) -> None:
+    def deploy(self, replicas: int, routing: str, voices_per_replica: int, max_ongoing: int,
+               affinity_slack: int = DEFAULT_AFFINITY_SLACK) -> None:
         from ray import serve
         from voxpipe.daemon.cluster.app import FleetArgs, build_from
 
         args = FleetArgs.parse({"daemon": self.daemon, "replicas": replicas, "routing": routing,
-                                "voices_per_replica": voices_per_replica, "max_ongoing_requests": max_ongoing})
+                                "voices_per_replica": voices_per_replica, "max_ongoing_requests": max_ongoing,
+                                "affinity_slack": affinity_slack})
         if "voxpipe" in serve.status().applications:
             serve.delete("voxpipe")  # fresh replicas: no voice held from the run before
         serve.run(build_from(args), name="voxpipe", route_prefix="/")
@@ -296,6 +313,15 @@ def render_table(s: dict[str, Any]) -> str:
                     f"{run['repeated_samples']} | {run['kills']} | {run['resumed']} | "
                     f"{'-' if rate is None else f'{rate:.1%}'} | {run['requests_per_s']} | {run['p50_s']} | {run['p95_s']} |")
     lines = ["\n".join(rows), ""]
+    replica_rows = ["| run | replica | requests | loads | busy s |", "|---|---|---|---|---|"]
+    for run in [s["voice_routing"], s.get("random_routing")]:
+        for name, c in (run or {}).get("per_replica", {}).items():
+            replica_rows.append(f"| {run['routing']} routing | {name} | {c['requests']} | {c['loads']} | {c['busy_s']:.1f} |")
+    if len(replica_rows) > 2:
+        lines += ["\n".join(replica_rows), ""]
+    vr = s.get("voice_vs_random")
+    if vr:
+        lines.append(f"Voice vs random routing: requests/s {vr['requests_per_s']:.2f}x, p95 {vr['p95']}x")
     tp = s.get("throughput")
     if tp:
         lines.append("Throughput vs 1 replica: " + ", ".join(f"{n} replicas {r:.2f}x" for n, r in tp["speedup"].items()))
@@ -342,7 +368,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=["null", "onnx"], default="null")
     parser.add_argument("--emulated-gpu-ms", type=float, default=100.0,
                         help="null engine: wall time per chunk, using no core (a GPU's time, emulated)")
+    parser.add_argument("--voice-load-ms", type=float, default=2000.0,
+                        help="null engine: wall time to load a voice its worker does not hold, using no core")
     parser.add_argument("--voices-per-replica", type=int, default=16, help="voices one replica holds (LRU)")
+    parser.add_argument("--affinity-slack", type=int, default=DEFAULT_AFFINITY_SLACK,
+                        help="requests in flight past the least-loaded replica before a voice's replica is passed over")
     parser.add_argument("--max-ongoing", type=int, default=16,
                         help="max ongoing requests per replica: past it, a busy voice spreads to another replica")
     parser.add_argument("--throughput-requests", type=int, default=150,
@@ -350,6 +380,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-random", action="store_true", help="skip the random-routing comparison")
     parser.add_argument("--json", type=Path, help="write the summary here too")
     parser.add_argument("--out", type=Path, default=Path("cluster-bench"), help="folder for the table, JSON and plot")
+
+
+def null_engine_env(args: argparse.Namespace) -> dict[str, str]:
+    """The null engine's emulation: GPU time per chunk, a voice load's time, and a voice's
+    size such that a worker's voice cache (worker.voice_cache_mib, the default) holds
+    --voices-per-replica voices and the one the daemon preloads: never fewer than the
+    replica's own bookkeeping counts as held, so its hit rate does not flatter."""
+    from voxpipe.config import WorkerConfig
+
+    return {"VOXPIPE_NULL_EMULATED_GPU_MS": str(args.emulated_gpu_ms),
+            "VOXPIPE_NULL_EMULATED_LOAD_MS": str(args.voice_load_ms),
+            "VOXPIPE_NULL_EMULATED_VOICE_MIB": repr(WorkerConfig().voice_cache_mib / (args.voices_per_replica + 1))}
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -360,6 +402,10 @@ def validate(args: argparse.Namespace) -> None:
         raise BenchError("--kill-replica-after must be >= 0")
     if args.kill_replica_after is not None and args.replicas < 2:
         raise BenchError("--kill-replica-after needs at least 2 replicas (a request resumes on another)")
+    if args.voice_load_ms < 0 or args.emulated_gpu_ms < 0:
+        raise BenchError("--voice-load-ms and --emulated-gpu-ms must be >= 0")
+    if args.affinity_slack < 0:
+        raise BenchError("--affinity-slack must be >= 0")
     if args.throughput_requests < 0:
         raise BenchError("--throughput-requests must be >= 0")
 
@@ -381,13 +427,13 @@ def run(args: argparse.Namespace) -> int:
         daemon = {"engine": args.engine, "workers": 1, "voices_dir": str(work / "voices"),
                   "work_root": str(work / "replicas")}
         if args.engine == "null":
-            daemon["env"] = {"VOXPIPE_NULL_EMULATED_GPU_MS": str(args.emulated_gpu_ms)}
+            daemon["env"] = null_engine_env(args)
         load = plan_load(voices, args.requests, seed=1)
         with Fleet(args.replicas, work, daemon) as fleet:
             passes = []
             for routing in ("voice",) if args.no_random else ("voice", "random"):
                 print(f"routing by {routing}: deploying {args.replicas} replicas ...", file=sys.stderr, flush=True)
-                fleet.deploy(args.replicas, routing, args.voices_per_replica, args.max_ongoing)
+                fleet.deploy(args.replicas, routing, args.voices_per_replica, args.max_ongoing, args.affinity_slack)
                 passes.append(asyncio.run(run_load(fleet.url, load, args.concurrency, work / "replicas",
                                                    args.kill_replica_after, routing, args.replicas, voices)))
             print("references ...", file=sys.stderr, flush=True)
@@ -398,7 +444,7 @@ def run(args: argparse.Namespace) -> int:
                 tp_load = plan_load(voices, args.throughput_requests, seed=2)
                 for n in range(1, args.replicas + 1):
                     print(f"throughput: {n} replica(s) ...", file=sys.stderr, flush=True)
-                    fleet.deploy(n, "voice", args.voices_per_replica, args.max_ongoing)
+                    fleet.deploy(n, "voice", args.voices_per_replica, args.max_ongoing, args.affinity_slack)
                     done = asyncio.run(run_load(fleet.url, tp_load, args.concurrency, work / "replicas", None,
                                                 "voice", n, voices))
                     runs.append(check(done, {**refs, **asyncio.run(references(
@@ -418,6 +464,7 @@ def summarize(args: argparse.Namespace, checked: list[dict[str, Any]], runs: lis
         "fleet_cache_hit_rate": voice["fleet_cache_hit_rate"],
         "random_routing_hit_rate": random_run["fleet_cache_hit_rate"] if random_run else None,
         "engine": args.engine, "emulated_gpu_ms_per_chunk": args.emulated_gpu_ms if args.engine == "null" else None,
+        "voice_load_ms": args.voice_load_ms if args.engine == "null" else None, "affinity_slack": args.affinity_slack,
         "replicas": args.replicas, "voices": args.voices, "concurrency": args.concurrency,
         "voices_per_replica": args.voices_per_replica, "voice_routing": voice, "random_routing": random_run,
         "command": command, "host_cpus": os.cpu_count(),
@@ -428,6 +475,13 @@ def summarize(args: argparse.Namespace, checked: list[dict[str, Any]], runs: lis
         goals["a kill happened"] = voice["kills"] >= 1
     if voice["fleet_cache_hit_rate"] is not None:
         goals["hit rate >= 95%"] = voice["fleet_cache_hit_rate"] >= 0.95
+    if random_run is not None:
+        summary["voice_vs_random"] = {
+            "requests_per_s": round(voice["requests_per_s"] / random_run["requests_per_s"], 2),
+            "p95": round(voice["p95_s"] / random_run["p95_s"], 2) if voice["p95_s"] and random_run["p95_s"] else None}
+        goals["voice req/s >= random"] = voice["requests_per_s"] >= random_run["requests_per_s"]
+        goals["voice p95 <= random"] = (voice["p95_s"] is not None and random_run["p95_s"] is not None
+                                        and voice["p95_s"] <= random_run["p95_s"])
     if runs:
         base = runs[0]["requests_per_s"]
         speedup = {str(r["replicas"]): round(r["requests_per_s"] / base, 2) for r in runs}
