@@ -128,7 +128,7 @@ class Fragment:
     samples: int
     handle: ShmHandle | None = None
     chunks_done: int = 0  # progress: chunks of the request merged so far
-    chunks: int = 0
+    chunks: int = 0  # chunks in the request; 0 while its text is still being planned
     planned_at: float = 0.0  # inside the daemon: which plan of the request this audio is of
     words: list[WordSpan] = field(default_factory=list)
 
@@ -191,7 +191,7 @@ class Chunk:
     TAG: ClassVar[int] = 30
     request_id: str
     seq: int
-    count: int
+    count: int  # chunks in the plan; 0 while the plan is still being made (the last chunk has it)
     voice: str
     family: str
     text: str

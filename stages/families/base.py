@@ -14,7 +14,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Iterator, Protocol
 
 import numpy as np
 
@@ -81,6 +81,11 @@ class TextFrontend(Protocol):
     min_ids: int  # pieces with fewer ids have nothing to say and are left out
 
     def normalize(self, text: str) -> str: ...
+
+    def normalize_parts(self, text: str) -> Iterator[tuple[str, bool]]:
+        """Optional: `normalize(text)` a part at a time, lazily, each with whether it is the
+        last, cut where the parts split on their own give the whole text's chunks
+        (stages/text/stream.py). A frontend without it has its text read whole."""
 
     def count(self, text: str) -> int:
         """A cheap length estimate in the family's units, for splitting within a budget."""

@@ -24,7 +24,7 @@ FINISHED_MEMORY = 4096  # finished request ids remembered, to ignore late duplic
 
 @dataclass
 class MergeState:
-    count: int
+    count: int  # chunks in the request's plan; 0 until a chunk that knows it arrives
     sample_rate: int
     stream: bool
     deadline: float
@@ -133,6 +133,8 @@ class Merger:
             state = self.requests[msg.request_id] = MergeState(
                 msg.count, msg.sample_rate, msg.stream, msg.deadline,
                 CrossfadeJoiner(round(self.crossfade_s * msg.sample_rate)), msg.planned_at)
+        if state is not None and msg.count:
+            state.count = msg.count  # chunks sent before the plan was complete carry 0
         key = (msg.seq, msg.part)
         if pool is None or state is None or key in state.pending or (msg.seq, msg.part) < (state.next_seq, state.next_part):
             self.duplicates += 1  # a re-dispatched chunk whose first run did finish after all
@@ -163,7 +165,7 @@ class Merger:
                 self._fail(request_id, "internal", f"lost audio of chunk {msg.seq}: {exc}")
                 return
             first_of_chunk = msg.part == 0
-            final = msg.last_part and msg.seq == state.count - 1
+            final = msg.last_part and msg.seq == state.count - 1  # count 0 (not known yet): not the last
             pieces.append(state.joiner.push(audio, crossfade=first_of_chunk and msg.seq > 0, final=final))
             if first_of_chunk:
                 state.chunk_start = state.joiner.last_start
@@ -174,7 +176,7 @@ class Merger:
                 state.next_seq, state.next_part = state.next_seq + 1, 0
             else:
                 state.next_part += 1
-        done = state.next_seq == state.count
+        done = state.next_seq == state.count > 0
         state.merge_s += time.perf_counter() - started
         if state.stream:
             ready = np.concatenate([state.carry, *pieces])
@@ -205,7 +207,7 @@ class Merger:
             self._fail(request_id, "no_memory", str(exc))
             return False
         state.samples += len(pcm)
-        done = state.next_seq == state.count
+        done = state.next_seq == state.count > 0
         sockets.send(self.frontend, Fragment(request_id, state.fragments, state.sample_rate, len(pcm), handle,
                                              state.next_seq, state.count, planned_at=state.planned_at,
                                              words=state.take_words(None if done else state.samples)))

@@ -7,13 +7,13 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from voxpipe.stages.engines.base import Engine, EngineSettings
 from voxpipe.stages.families.base import Family, OptionError, Options, Runner, RunnerSettings, option
 from voxpipe.stages.families.gpt_sovits.spec import gsv_config, load_gsv_spec
 from voxpipe.stages.families.gpt_sovits.voice_config import STEP_RANGE
-from voxpipe.stages.text.normalize import normalize
+from voxpipe.stages.text.normalize import normalize, normalize_parts
 from voxpipe.stages.voices import VoiceSpec
 
 ENGINE = "gpt-sovits"
@@ -42,6 +42,9 @@ class GsvTextFrontend:
 
     def normalize(self, text: str) -> str:
         return normalize(text)
+
+    def normalize_parts(self, text: str) -> Iterator[tuple[str, bool]]:
+        return normalize_parts(text)
 
     def count(self, text: str) -> int:
         return self.phonemizer.count(text)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from voxpipe.stages.families.piper.words import piper_words
 from voxpipe.stages.families.runners import BatchRunner
 from voxpipe.stages.families.words import chunk_word_spans
 from voxpipe.stages.families.piper.phonemize import PhonemizeError, Phonemizer
-from voxpipe.stages.text.normalize import normalize
+from voxpipe.stages.text.normalize import normalize, normalize_parts
 from voxpipe.stages.voices import VoiceSpec
 
 
@@ -39,6 +39,9 @@ class PiperTextFrontend:
 
     def normalize(self, text: str) -> str:
         return normalize(text)
+
+    def normalize_parts(self, text: str) -> Iterator[tuple[str, bool]]:
+        return normalize_parts(text)
 
     def count(self, text: str) -> int:
         try:
