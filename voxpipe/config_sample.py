@@ -44,7 +44,8 @@ max_batch = 0                 # chunks per batch; 0 = the engine's choice
 batch_phonemes = 8192         # ceiling on a batch's padded phonemes
 batch_wait_ms = 5.0           # how long a partial batch may wait to fill
 engine_stream_frames = 64     # streamed requests: audio within a sentence, first after this many frames (0 = off)
-loudness = true               # onnx engine: one gain per voice (measured at load) for Piper's level
+loudness = true               # Piper voices: one gain per voice on every engine (measured once) for Piper's level
+level_cache_dir = ""          # the measured gains, by model contents; empty: $XDG_CACHE_HOME/voxpipe/piper-level
 gsv_decoder_precision = "auto"   # GPT-SoVITS decoder steps: auto (probed per machine) | fp32 | bf16 | fp16 | int8
 gsv_renderer_precision = "auto"  # GPT-SoVITS vocoder: auto | fp32 | bf16 | fp16 (a voice.toml [precision] overrides both)
 gsv_precision_cache_dir = ""     # where auto's choices are kept; empty: $XDG_CACHE_HOME/voxpipe/gsv-precision

@@ -161,6 +161,10 @@ class Runner(abc.ABC):
     def has_room(self) -> bool:
         return True
 
+    def prepare(self, voice: LoadedVoice) -> None:
+        """A voice was loaded (preloaded or for a chunk): pay now, before its first chunk,
+        what the runner would otherwise pay on it (e.g. measuring the voice's level)."""
+
     @property
     def capacity(self) -> int:
         """Chunks it can use at once (a full batch): the worker asks for at least this many."""

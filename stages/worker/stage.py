@@ -69,7 +69,7 @@ class Worker:
         for name in names:
             try:
                 spec, lane = self.lanes.resolve(name)
-                lane.cache.get(spec)
+                self.lanes.loaded(lane, spec)
             except (VoiceError, EngineError, FamilyError) as exc:
                 print(f"voxpipe worker {self.name}: cannot preload {name!r}: {exc}", flush=True)
             except Exception as exc:  # a broken voice must not keep the worker (and the others) down

@@ -9,6 +9,7 @@ import numpy as np
 
 from voxpipe.ipc.messages import Chunk
 from voxpipe.stages.families.piper.engines import create_engine, engine_names
+from voxpipe.stages.families.piper.loudness import VoiceLevels
 from voxpipe.stages.engines.base import Engine, EngineSettings
 from voxpipe.stages.families.piper.item import SynthesisItem
 from voxpipe.stages.families.base import Family, OptionError, Options, Runner, RunnerSettings, TextError, option
@@ -99,7 +100,12 @@ class PiperFamily(Family):
         return create_engine(name, settings)
 
     def runner(self, engine: Engine, settings: RunnerSettings) -> Runner:
-        return BatchRunner(engine, settings, piper_item, chunk_word_spans)
+        if engine.name == "null":  # no voice, no level: its audio is a stand-in for timing
+            return BatchRunner(engine, settings, piper_item, chunk_word_spans)
+        options = engine.settings.options
+        cache = options.get("level_cache_dir")
+        levels = VoiceLevels(engine, bool(options.get("loudness", True)), Path(str(cache)) if cache else None)
+        return BatchRunner(engine, settings, piper_item, chunk_word_spans, level=levels.apply, prepare=levels.prepare)
 
 
     def builtin_voices(self) -> list[VoiceSpec]:

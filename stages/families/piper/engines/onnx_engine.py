@@ -10,10 +10,10 @@ Threads: each graph has a session per thread count; a call runs with the cores t
 other busy engine processes leave free (stages/engines/busy_board.py), so a lone request
 uses the whole machine and a loaded one keeps one core per worker.
 
-Level: each voice gets one gain measured at load (stages/families/piper/engines/loudness.py), so its
-output is as loud as Piper's; option "loudness" False turns it off.
+The engine returns the model's own level: the voice's gain is the pipeline's
+(stages/families/piper/loudness.py), the same on every engine.
 
-settings.options: "loudness" (bool), "max_threads" (0: the usable cores), "split" (bool),
+settings.options: "max_threads" (0: the usable cores), "split" (bool),
 "parts_cache_dir", "busy_dir", "int8_method", "int8_cache_dir".
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from voxpipe.stages.families.piper.engines import loudness, onnx_parts
+from voxpipe.stages.families.piper.engines import onnx_parts
 from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice
 from voxpipe.stages.families.piper.item import SynthesisItem
 from voxpipe.stages.engines.busy_board import CoreShare
@@ -51,14 +51,13 @@ class Graph:
 
 @dataclass
 class OnnxVoice:
-    """A loaded voice: its one-piece graph or its two parts, and its output gain."""
+    """A loaded voice: its one-piece graph or its two parts."""
 
     whole: Graph | None = None
     acoustic: Graph | None = None
     vocoder: Graph | None = None
     radius: int = 0  # vocoder context frames either side of a window
     hop: int = 256
-    gain: float = 1.0
     extra_bytes: int = field(default=0, repr=False)
 
     @property
@@ -75,7 +74,6 @@ class OnnxEngine(Engine):
 
         self._ort = onnxruntime
         options = settings.options
-        self.loudness = bool(options.get("loudness", True))
         self.use_split = bool(options.get("split", True))
         self.cores = CoreShare(settings, "onnx engine")
 
@@ -131,7 +129,6 @@ class OnnxEngine(Engine):
         nbytes = (model.extra_bytes or spec.model_path.stat().st_size) * len(self.cores.counts())
         voice = LoadedVoice(spec=spec, model=model, nbytes=nbytes)
         self._probe(voice)
-        self._set_gain(voice)
         return voice
 
     def _load_int8(self, spec: VoiceSpec) -> LoadedVoice:
@@ -167,7 +164,6 @@ class OnnxEngine(Engine):
         if snr is not None and snr < quantize.INAUDIBLE_SNR_DB:
             _LOG.warning("voice %r: int8 audio is %.1f dB SNR against float32 (audible below %.0f dB); "
                          "precision fp32 gives full quality", spec.name, snr, quantize.INAUDIBLE_SNR_DB)
-        self._set_gain(voice)
         return voice
 
     def probe_snr(self, float_voice: LoadedVoice, voice: LoadedVoice) -> float:
@@ -194,23 +190,6 @@ class OnnxEngine(Engine):
         if not len(audio) or not np.isfinite(audio).all():
             raise EngineError(f"voice {spec.name!r}: the model produced no usable audio")
 
-    def _set_gain(self, voice: LoadedVoice) -> None:
-        """The voice's one gain, from noise-free reference sentences (the same in every worker)."""
-        if not self.loudness:
-            return
-        from voxpipe.stages.families.piper.phonemize import Phonemizer
-
-        phonemizer = Phonemizer(voice.spec)
-
-        def render(text: str) -> np.ndarray:
-            return self._raw(voice, SynthesisItem(phonemizer.text_to_ids(text), 0.0, piper_settings(voice.spec).length_scale, 0.0))
-
-        try:
-            voice.model.gain = loudness.measure_gain(render)
-        except (PhonemizeError, loudness.LevelError) as exc:
-            _LOG.warning("voice %r: level not measured (%s); its audio is left as the model makes it",
-                         voice.spec.name, exc)
-
     # ------------------------------------------------------------------ synthesis
 
     def synthesize(self, voice: LoadedVoice, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
@@ -221,12 +200,7 @@ class OnnxEngine(Engine):
         # Piper's graphs draw their noise inside the graph with no seed input, so items run
         # one by one: batching buys nothing on onnxruntime's CPU path anyway. Durations come
         # from the split graph's acoustic part; the one-piece graph has none.
-        model = self._model(voice)
-        out = []
-        for item in items:
-            audio, durations = self._raw_timed(voice, item)
-            out.append((loudness.apply_gain(audio, model.gain) if model.gain != 1.0 else audio, durations))
-        return out
+        return [self._raw_timed(voice, item) for item in items]
 
     def synthesize_stream_timed(self, voice: LoadedVoice, item: SynthesisItem,
                                 window_frames: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
@@ -248,8 +222,7 @@ class OnnxEngine(Engine):
             end = min(total, start + window)
             with self.cores.call() as threads:
                 piece = self._vocode_window(voice, z, total, start, end, item, threads)
-            yield (loudness.apply_gain(piece, model.gain) if model.gain != 1.0 else piece,
-                   durations if start == 0 else None)
+            yield piece, durations if start == 0 else None
             start, window = end, window * 2
 
     # ------------------------------------------------------------------ the graphs
@@ -275,12 +248,12 @@ class OnnxEngine(Engine):
             raise EngineError(f"voice {voice.spec.name!r}: inference failed: {exc}") from exc
 
     def _raw(self, voice: LoadedVoice, item: SynthesisItem) -> np.ndarray:
-        """The model's audio of one item, before the gain."""
+        """The model's audio of one item."""
         return self._raw_timed(voice, item)[0]
 
     def _raw_timed(self, voice: LoadedVoice, item: SynthesisItem) -> tuple[np.ndarray, np.ndarray | None]:
-        """The model's audio of one item before the gain, and its samples per phoneme id
-        (None from the one-piece graph)."""
+        """The model's audio of one item and its samples per phoneme id (None from the
+        one-piece graph)."""
         model = self._model(voice)
         durations = None
         with self.cores.call() as threads:
