@@ -143,12 +143,14 @@ class Planner:
 
     def warm_up(self, voices: list[str]) -> None:
         """Load what the first request would otherwise pay for (espeak's data, the number
-        readers), so it is not charged to whoever arrives first."""
+        readers, the G2P), so it is not charged to whoever arrives first."""
         for name in voices:
             try:
                 spec = self.catalog.get(name)
                 frontend = self.frontend(spec)
-                frontend.count(frontend.normalize("Warm up: 1,234.5 at 3:30 p.m. on 2024-03-05. Hello there."))
+                text = frontend.normalize("Warm up: 1,234.5 at 3:30 p.m. on 2024-03-05. Hello there.")
+                frontend.count(text)
+                frontend.inputs(text)  # the G2P and word timing a chunk's inputs take
             except Exception:  # a voice that cannot warm up reports itself on first use
                 continue
 

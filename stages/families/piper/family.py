@@ -10,7 +10,7 @@ import numpy as np
 from voxpipe.ipc.messages import Chunk
 from voxpipe.stages.families.piper.engines import create_engine, engine_names
 from voxpipe.stages.families.piper.loudness import VoiceLevels
-from voxpipe.stages.engines.base import Engine, EngineSettings
+from voxpipe.stages.engines.base import Engine, EngineSettings, LoadedVoice
 from voxpipe.stages.families.piper.item import SynthesisItem
 from voxpipe.stages.families.base import Family, OptionError, Options, Runner, RunnerSettings, TextError, option
 from voxpipe.stages.families.piper.spec import bundled_voice, load_piper_spec, piper_model_files, piper_settings
@@ -28,6 +28,9 @@ class PiperOptions(Options):
     length_scale: float | None = option(None, 0.1, 5.0, doc="slower above 1 (voice's default)")
     noise_w: float | None = option(None, 0.0, 2.0, doc="duration noise (voice's default)")
     speaker_id: int = option(0, 0, None, doc="speaker of a multi-speaker voice")
+
+
+WARM_UP_TEXT = "Hello, and welcome: warming up."
 
 
 class PiperTextFrontend:
@@ -105,7 +108,25 @@ class PiperFamily(Family):
         options = engine.settings.options
         cache = options.get("level_cache_dir")
         levels = VoiceLevels(engine, bool(options.get("loudness", True)), Path(str(cache)) if cache else None)
-        return BatchRunner(engine, settings, piper_item, chunk_word_spans, level=levels.apply, prepare=levels.prepare)
+
+        def prepare(voice: LoadedVoice) -> None:
+            """Before the voice's first chunk: its level, and one short sentence down each
+            path a chunk takes (whole, and window by window), so that the first request
+            after `ready` pays no first-run costs."""
+            voice.details["level_gain"] = round(levels.prepare(voice), 4)  # shown in status
+            if voice.details.get("warm"):
+                return
+            engine.warm_up(voice)
+            ids = Phonemizer(voice.spec).text_to_ids(WARM_UP_TEXT)
+            defaults = piper_settings(voice.spec)
+            item = SynthesisItem(ids, defaults.noise_scale, defaults.length_scale, defaults.noise_w)
+            engine.synthesize_timed(voice, [item])
+            if settings.stream_frames > 0 and engine.can_stream:
+                for _ in engine.synthesize_stream_timed(voice, item, settings.stream_frames):
+                    pass
+            voice.details["warm"] = True
+
+        return BatchRunner(engine, settings, piper_item, chunk_word_spans, level=levels.apply, prepare=prepare)
 
 
     def builtin_voices(self) -> list[VoiceSpec]:

@@ -176,14 +176,24 @@ class OnnxEngine(Engine):
         reference, test = self._raw(float_voice, item), self._raw(voice, item)
         return quantize.snr_db(reference, test) if len(reference) == len(test) else float("-inf")
 
+    def warm_up(self, voice: LoadedVoice) -> None:
+        """Run every session once (a call gets the one for the cores free then, and each
+        has its own first-run allocations)."""
+        model = self._model(voice)
+        item = SynthesisItem(_probe_ids(voice.spec), 0.667, 1.0, 0.8)
+        for threads in self.cores.counts():
+            if not model.split:
+                self._run(voice, model.whole, threads, self._feeds(item))  # type: ignore[arg-type]
+                continue
+            z, frames, _ = self._acoustic(voice, item, threads)
+            self._vocode_window(voice, z, int(frames[0]), 0, int(frames[0]), item, threads)
+
     def _probe(self, voice: LoadedVoice) -> None:
         """One tiny inference with the config's largest phoneme id: a config that does not
         match its model fails here, at load, with the voice's name, not mid-request."""
         spec = voice.spec
-        largest = max((i for ids in piper_settings(spec).phoneme_id_map.values() for i in ids), default=0)
-        ids = np.array([1, 0, largest, 0, largest, 0, 2], dtype=np.int64)
         try:
-            audio = self._raw(voice, SynthesisItem(ids, 0.0, 1.0, 0.0))
+            audio = self._raw(voice, SynthesisItem(_probe_ids(spec), 0.0, 1.0, 0.0))
         except EngineError as exc:
             raise EngineError(f"voice {spec.name!r}: its config does not match its model "
                               f"({spec.files[1].name} vs {spec.model_path.name}): {exc}") from None
@@ -282,3 +292,9 @@ class OnnxEngine(Engine):
                  "sid": np.array([item.speaker_id], dtype=np.int64)}
         audio = self._run(voice, model.vocoder, threads, feeds)[0].reshape(-1)  # type: ignore[arg-type]
         return np.ascontiguousarray(audio[(start - lo) * model.hop:(end - lo) * model.hop], dtype=np.float32)
+
+
+def _probe_ids(spec: VoiceSpec) -> np.ndarray:
+    """A tiny input with the config's largest phoneme id."""
+    largest = max((i for ids in piper_settings(spec).phoneme_id_map.values() for i in ids), default=0)
+    return np.array([1, 0, largest, 0, largest, 0, 2], dtype=np.int64)
