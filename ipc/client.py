@@ -83,6 +83,12 @@ class SynthesisStream:
         """Every word received so far (each fragment carries those that end inside it)."""
         return list(self._exchange.words)
 
+    @property
+    def timeline(self) -> list[TimelineEvent]:
+        """With the `timeline` option: the request's steps in the daemon so far, and each
+        fragment's arrival here (time.monotonic() seconds)."""
+        return list(self._exchange.timeline)
+
     def __iter__(self) -> Iterator[AudioFragment]:
         try:
             for item in self._client._drive(self._exchange):

@@ -39,6 +39,7 @@ class SynthesisOptions:
     first_chunk: bool | None = None
     engine_stream: bool = False  # within-sentence streaming where the engine supports it
     engine: str | None = None  # runtime for the voice's family (onnx, torch, tensorrt); None: the daemon's
+    timeline: bool = False  # debug: the request's steps come back as TimelineEvents (`voxpipe say --timeline`)
     params: dict = field(default_factory=dict)  # family option name -> scalar; absent: the voice's default
 
 
@@ -105,6 +106,20 @@ class StatusReply:
 
 
 @dataclass
+class TimelineEvent:
+    """One step of a request on its way (a debug option, SynthesisOptions.timeline): which
+    stage, what it did, for which chunk (-1: the request), from `start` to `end` in
+    time.monotonic() seconds (CLOCK_MONOTONIC: one clock for all processes of a machine)."""
+
+    TAG: ClassVar[int] = 22
+    stage: str
+    what: str
+    seq: int
+    start: float
+    end: float
+
+
+@dataclass
 class WordSpan:
     """A word of the text and where it is spoken, in samples: of the chunk's audio on a
     ChunkAudio, of the request's audio on a Fragment. `end` is exclusive."""
@@ -131,6 +146,7 @@ class Fragment:
     chunks: int = 0  # chunks in the request; 0 while its text is still being planned
     planned_at: float = 0.0  # inside the daemon: which plan of the request this audio is of
     words: list[WordSpan] = field(default_factory=list)
+    timeline: list[TimelineEvent] = field(default_factory=list)  # with SynthesisOptions.timeline: steps since the last
 
 
 @dataclass
@@ -146,6 +162,7 @@ class Result:
     timings: dict
     planned_at: float = 0.0  # inside the daemon: which plan of the request this is of
     words: list[WordSpan] = field(default_factory=list)  # words no fragment carried (normally none)
+    timeline: list[TimelineEvent] = field(default_factory=list)  # steps no fragment carried
 
 
 @dataclass
@@ -202,6 +219,7 @@ class Chunk:
     attempt: int = 0
     submitted_at: float = 0.0
     engine: str = ""  # "" = the worker's default engine
+    timeline: bool = False  # report its steps (SynthesisOptions.timeline)
 
 
 @dataclass
@@ -225,6 +243,7 @@ class ChunkAudio:
     # audio of the old one must not be merged into it.
     planned_at: float = 0.0
     words: list[WordSpan] = field(default_factory=list)  # the chunk's words (any part may carry some)
+    timeline: list[TimelineEvent] = field(default_factory=list)  # the worker's steps for this part
 
 
 @dataclass
@@ -358,6 +377,6 @@ class SupervisorReport:
 
 ALL_MESSAGES: tuple[type, ...] = (
     ShmHandle, SynthesisOptions, Hello, Welcome, SynthesisRequest, Cancel, StatusQuery,
-    StatusReply, WordSpan, Fragment, Result, Error, Ping, Pong, FamilyInputs, Chunk, ChunkAudio,
+    StatusReply, TimelineEvent, WordSpan, Fragment, Result, Error, Ping, Pong, FamilyInputs, Chunk, ChunkAudio,
     ChunkDone, WorkerState, DropRequest, RequestFailed, Heartbeat, *CONTROL_MESSAGES, SupervisorReport,
 )

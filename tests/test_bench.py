@@ -245,9 +245,10 @@ def test_tiny_run_writes_everything(tmp_path, capsys) -> None:
     assert {p.name for p in out.iterdir()} == {"results.json", "report.md", *report.PLOTS}
     saved = json.loads((out / "results.json").read_text())
     by_system = {s: [x for x in saved["samples"] if x["system"] == s] for s in (VOXPIPE, PIPER)}
-    # 2 rounds over 2 texts plus 2 long-form requests, for each system
-    assert len(by_system[VOXPIPE]) == len(by_system[PIPER]) == 6
-    assert {x["cls"] for x in by_system[VOXPIPE]} == {"short", "medium", LONGFORM}
+    # 2 rounds over 2 texts plus 2 long-form requests, for each system; voxpipe also gives
+    # the first audio of the long form x10 and x50, twice each
+    assert len(by_system[PIPER]) == 6 and len(by_system[VOXPIPE]) == 6 + 4
+    assert {x["cls"] for x in by_system[VOXPIPE]} == {"short", "medium", LONGFORM, scaled_class(10), scaled_class(50)}
     assert all(0 < x["first_audio_s"] <= x["latency_s"] and x["audio_s"] > 0 for x in saved["samples"])
     clients = sorted({(r["system"], r["clients"]) for r in saved["throughput"]})
     assert clients == [(PIPER, 1), (PIPER, 2), (VOXPIPE, 1), (VOXPIPE, 2)]

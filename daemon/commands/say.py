@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from voxpipe.daemon.commands.audio_out import FORMATS
 
@@ -33,6 +34,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repetition-penalty", type=float, help="GPT-SoVITS voices: penalty on repeated tokens")
     parser.add_argument("--policy", help="text cut policy (punctuation, sentences, length, none, cut0..cut5)")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--timeline", action="store_true",
+                        help="debug: print where the request's time went (frontend plan, queue, engine windows, "
+                             "merger, hand-offs, socket)")
     parser.add_argument("--words", metavar="FILE.json",
                         help='also write each word\'s timing: [{"word", "start", "end"}, ...] in seconds')
 
@@ -53,7 +57,7 @@ def options(args: argparse.Namespace) -> dict:
     return {"noise_scale": args.noise_scale, "noise_w": args.noise_w, "length_scale": args.length_scale,
             "speaker_id": args.speaker, "seed": args.seed, "policy": args.policy, "engine": args.engine,
             "top_k": args.top_k, "top_p": args.top_p, "temperature": args.temperature,
-            "repetition_penalty": args.repetition_penalty}
+            "repetition_penalty": args.repetition_penalty, "timeline": args.timeline}
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from voxpipe.ipc.errors import VoxpipeError
 
     try:
-        result, words = _synthesize(args, text, output, fmt)
+        result, words, timeline, sent = _synthesize(args, text, output, fmt)
     except (VoxpipeError, OutputError) as exc:
         return _fail(str(exc))
     if args.words and result is not None:
@@ -87,7 +91,20 @@ def run(args: argparse.Namespace) -> int:
         timings = result.timings
         print(f"{output}: {result.samples / result.sample_rate:.2f} s of audio, first audio after "
               f"{timings.get('first_audio_s', 0):.3f} s, total {timings.get('total_s', 0):.3f} s", file=sys.stderr)
+    if args.timeline:
+        print(timeline_table(timeline, sent), file=sys.stderr)
     return 0
+
+
+def timeline_table(events: list, sent: float) -> str:
+    """One line a step, in order of its start: when it began and ended after the request
+    was sent, how long it took, the stage, and what it did (for which chunk)."""
+    lines = ["   start ms     end ms    took ms  stage     step"]
+    for e in sorted(events, key=lambda e: (e.start, e.end)):
+        chunk = f" (chunk {e.seq})" if e.seq >= 0 else ""
+        lines.append(f"{(e.start - sent) * 1000:11.1f}{(e.end - sent) * 1000:11.1f}{(e.end - e.start) * 1000:11.1f}"
+                     f"  {e.stage:<8}  {e.what}{chunk}")
+    return "\n".join(lines)
 
 
 def _synthesize(args: argparse.Namespace, text: str, output: str, fmt: str):
@@ -98,6 +115,7 @@ def _synthesize(args: argparse.Namespace, text: str, output: str, fmt: str):
 
     sink = AudioSink(output, fmt)
     with Client(args.endpoint, timeout=args.timeout) as client:
+        sent = time.monotonic()
         stream = client.stream(text, args.voice, **options(args))
         progress = Progress(1, "synthesizing", enabled=sys.stderr.isatty() and len(text) > 200)
         try:
@@ -108,7 +126,7 @@ def _synthesize(args: argparse.Namespace, text: str, output: str, fmt: str):
         finally:
             progress.close()
         sink.close()
-    return stream.result, stream.words
+    return stream.result, stream.words, stream.timeline, sent
 
 
 def write_words(path: str, words: list) -> None:

@@ -44,7 +44,8 @@ class PlanSetup:
               deadline: float, planned_at: float) -> Chunk:
         seed = None if request.options.seed is None else request.options.seed + seq
         return Chunk(request.request_id, seq, count, self.spec.name, self.spec.family, text,
-                     FamilyInputs(ids, self.options, extras), seed, request.stream, deadline, 0, planned_at, self.engine)
+                     FamilyInputs(ids, self.options, extras), seed, request.stream, deadline, 0, planned_at, self.engine,
+                     request.options.timeline)
 
 
 class PlanStream:

@@ -19,8 +19,8 @@ from voxpipe.ipc import codec, sockets
 from voxpipe.ipc.errors import ProtocolError
 from voxpipe.ipc.messages import (PROTOCOL_VERSION, Cancel, Chunk, ChunkDone, Drain, DropRequest, Error, Fragment,
                                   Hello, MergerLost, Ping, Pong, RequestFailed, Rescan, Result, StatusQuery,
-                                  StatusReply, Stop, SupervisorReport, SynthesisRequest, Welcome, WorkerLost,
-                                  WorkerState)
+                                  StatusReply, Stop, SupervisorReport, SynthesisRequest, TimelineEvent, Welcome,
+                                  WorkerLost, WorkerState)
 from voxpipe.ipc.shm import PoolError, ShmPool
 from voxpipe.ipc.security import needs_curve, secure_server
 from voxpipe.stages.frontend.client_peers import ClientPeers
@@ -50,6 +50,7 @@ class Active:
     stream: bool
     progress: RequestProgress
     first_audio: float | None = None
+    timeline: list[TimelineEvent] | None = None  # with the timeline option: steps not yet sent on
 
     @property
     def planned_at(self) -> float:
@@ -238,7 +239,11 @@ class Frontend:
             return self._reply_error(client, rid, "busy", "the synthesis queue is full; try again later",
                                      request=request)
         progress = RequestProgress(list(first), max(0, request.resume_samples))
-        self.active[rid] = Active(client, stream.spec.name, len(request.text), deadline, now, request.stream, progress)
+        timeline = None
+        if request.options.timeline:
+            timeline = [TimelineEvent("frontend", "plan: first chunk", 0, now, time.monotonic())]
+        self.active[rid] = Active(client, stream.spec.name, len(request.text), deadline, now, request.stream, progress,
+                                  timeline=timeline)
         if not stream.done:
             self.planning[rid] = stream
         self.scheduler.submit(first)
@@ -269,9 +274,13 @@ class Frontend:
     def _plan_more(self, rid: str, stream: PlanStream, budget_s: float) -> None:
         started = time.perf_counter()
         while self._may_plan(rid) and not stream.done and time.perf_counter() - started < budget_s:
+            began = time.monotonic()
             try:
                 chunks = stream.advance(budget_s - (time.perf_counter() - started))
                 self.active[rid].progress.extend(chunks)
+                if chunks and self.active[rid].timeline is not None:
+                    self.active[rid].timeline.append(TimelineEvent(  # type: ignore[union-attr]
+                        "frontend", f"plan: chunk {chunks[0].seq}", chunks[0].seq, began, time.monotonic()))
             except PlanError as exc:
                 return self._finish(rid, Error(rid, exc.code, str(exc)))
             except ProgressError as exc:
@@ -359,6 +368,7 @@ class Frontend:
         return active is None or message.planned_at == active.planned_at
 
     def _on_fragment(self, fragment: Fragment) -> None:
+        arrived = time.monotonic()
         active = self.active.get(fragment.request_id)
         current = self._of_current_plan(fragment)
         try:
@@ -382,7 +392,8 @@ class Frontend:
         held = active.progress.client_has - len(pcm)
         words = fragment.words if not relay.skip else [w for w in fragment.words if w.end > held]
         message = Fragment(fragment.request_id, relay.index, fragment.sample_rate, len(pcm), None,
-                           fragment.chunks_done, fragment.chunks, words=words)
+                           fragment.chunks_done, fragment.chunks, words=words,
+                           timeline=self._timeline(active, fragment.timeline, arrived))
         if not self._send_client(active.client, message, pcm.tobytes()):
             self._finish(fragment.request_id, None)  # the client is gone: stop working for it
 
@@ -394,8 +405,19 @@ class Frontend:
         now = time.monotonic()
         result.timings.update(first_audio_s=(active.first_audio or now) - active.received, total_s=now - active.received)
         result.samples, result.fragments = active.progress.client_has, active.progress.fragments_sent
+        result.timeline = self._timeline(active, result.timeline, now) if active.timeline is not None else []
         self.counts["completed"] += 1
         self._finish(result.request_id, result, failed=False)
+
+    @staticmethod
+    def _timeline(active: Active, merged: list[TimelineEvent], arrived: float) -> list[TimelineEvent]:
+        """The steps to send on with a fragment or the result: the frontend's own since the
+        last one, the workers' and the merger's, and this relay (from the merger to the client)."""
+        if active.timeline is None:
+            return []
+        events = active.timeline + merged + [TimelineEvent("frontend", "relay", -1, arrived, time.monotonic())]
+        active.timeline = []
+        return events
 
     # ---- supervisor ----------------------------------------------------------------------------
     def _drain_control(self) -> None:
