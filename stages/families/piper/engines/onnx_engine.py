@@ -216,7 +216,8 @@ class OnnxEngine(Engine):
                                 window_frames: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """Audio of one item in pieces: the first after one window of `window_frames` latent
         frames, then windows twice as long each time (the listener is ahead by then, and
-        longer windows waste less on context). Joined, the pieces equal the whole decode.
+        longer windows waste less on context); a window that would leave less than half
+        of itself for the next takes the rest too. Joined, the pieces equal the whole decode.
         The first piece comes with the item's samples per phoneme id where known."""
         if window_frames < 1:
             raise EngineError(f"voice {voice.spec.name!r}: window_frames must be positive")
@@ -230,6 +231,8 @@ class OnnxEngine(Engine):
         start, window = 0, window_frames
         while start < total:
             end = min(total, start + window)
+            if total - end < window // 2:
+                end = total  # a last window this short would cost its context more than its frames
             with self.cores.call() as threads:
                 piece = self._vocode_window(voice, z, total, start, end, item, threads)
             yield piece, durations if start == 0 else None
