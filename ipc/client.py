@@ -22,7 +22,8 @@ from voxpipe.ipc.errors import ProtocolError, VoxpipeError
 from voxpipe.ipc.exchange import Audio, AudioFragment, RequestExchange, Word, collect
 from voxpipe.ipc.security import SecurityError, needs_curve, secure_client
 from voxpipe.ipc.messages import (PROTOCOL_VERSION, Cancel, Error, Hello, Ping, Pong, Result, StatusQuery,
-                                  StatusReply, SynthesisOptions, SynthesisRequest, Welcome, synthesis_options)
+                                  StatusReply, SynthesisOptions, SynthesisRequest, TimelineEvent, Welcome,
+                                  synthesis_options)
 
 # numpy, asyncio and zmq.asyncio load where they are used: the sync client's first request
 # goes out before numpy loads, and it never loads asyncio (`voxpipe say` starts faster).

@@ -61,7 +61,7 @@ class WorkerConfig:
     engine_stream_frames: int = 64  # >0: streamed chunks decode in windows, the first this many frames (onnx, torch)
     max_threads: int = 0  # onnx and gpt-sovits engines: threads a call may use while other workers idle; 0 = all cores
     loudness: bool = True  # Piper voices: one gain per voice (every engine), measured once, for Piper's level
-    level_cache_dir: str = ""  # Piper voices' measured gains, by model contents; empty: $XDG_CACHE_HOME/voxpipe/piper-level
+    level_cache_dir: str = ""  # Piper voices' gains, by model contents; empty: $XDG_CACHE_HOME/voxpipe/piper-level
     # GPT-SoVITS voices (a voice.toml's [precision] table overrides): the decoder's steps
     # and the vocoder; "auto" probes each voice once per machine for the fastest within bounds.
     gsv_decoder_precision: str = "auto"  # auto | fp32 | bf16 | fp16 | int8
