@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from voxpipe.config import LimitsConfig
+from voxpipe.config import FrontendConfig, LimitsConfig
 from tests.daemon_proc import longform
 
 httpx = pytest.importorskip("httpx")
@@ -32,11 +32,15 @@ def test_a_megabyte_text_streams_before_its_plan_is_complete(shared_daemon):
         stream = client.stream(text, "joe")
         fragments = iter(stream)
         first = next(fragments)
-        planning = client.status()["planning"]
+        status = client.status()
         stream.close()  # cancels the rest (hours of audio)
     assert len(first.samples) > 0
     assert first.chunks == 0, "the plan's total is known only once the whole text is read"
-    assert planning >= 1
+    assert status["planning"] >= 1
+    # Memory follows what is in flight: no more chunks planned ahead than the bound.
+    queues = status["queues"]
+    held = queues["queued"] + sum(w["in_flight"] for w in queues["workers"].values())
+    assert 0 < held <= FrontendConfig().plan_ahead_chunks
 
 
 def test_a_megabyte_text_is_accepted_over_http(shared_daemon):
