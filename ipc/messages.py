@@ -39,8 +39,8 @@ class SynthesisOptions:
     first_chunk: bool | None = None
     engine_stream: bool = False  # within-sentence streaming where the engine supports it
     engine: str | None = None  # runtime for the voice's family (onnx, torch, tensorrt); None: the daemon's
-    timeline: bool = False  # debug: the request's steps come back as TimelineEvents (`voxpipe say --timeline`)
     params: dict = field(default_factory=dict)  # family option name -> scalar; absent: the voice's default
+    timeline: bool = False  # debug: the request's steps come back as TimelineEvents (`voxpipe say --timeline`)
 
 
 PIPELINE_OPTIONS = frozenset(f for f in SynthesisOptions.__dataclass_fields__ if f not in ("TAG", "params"))
