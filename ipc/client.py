@@ -22,7 +22,7 @@ from voxpipe.ipc.errors import ProtocolError, VoxpipeError
 from voxpipe.ipc.exchange import Audio, AudioFragment, RequestExchange, Word, collect
 from voxpipe.ipc.security import SecurityError, needs_curve, secure_client
 from voxpipe.ipc.messages import (PROTOCOL_VERSION, Cancel, Error, Hello, Ping, Pong, Reference, Result,
-                                  StatusQuery, StatusReply, SynthesisOptions, SynthesisRequest, Welcome,
+                                  StatusQuery, StatusReply, SynthesisOptions, SynthesisRequest, TimelineEvent, Welcome,
                                   synthesis_options)
 
 # numpy, asyncio and zmq.asyncio load where they are used: the sync client's first request
@@ -129,6 +129,12 @@ class SynthesisStream:
     def words(self) -> list[Word]:
         """Every word received so far (each fragment carries those that end inside it)."""
         return list(self._exchange.words)
+
+    @property
+    def timeline(self) -> list[TimelineEvent]:
+        """With the `timeline` option: the request's steps in the daemon so far, and each
+        fragment's arrival here (time.monotonic() seconds)."""
+        return list(self._exchange.timeline)
 
     def __iter__(self) -> Iterator[AudioFragment]:
         try:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from voxpipe.ipc.errors import VoxpipeError
-from voxpipe.ipc.messages import Cancel, Error, Fragment, Pong, Result, SynthesisRequest, WordSpan
+from voxpipe.ipc.messages import Cancel, Error, Fragment, Pong, Result, SynthesisRequest, TimelineEvent, WordSpan
 
 if TYPE_CHECKING:  # numpy loads on the first audio, after the request is on its way
     import numpy as np
@@ -120,6 +120,7 @@ class RequestExchange:
         self._run_open = False  # resent: the next answer tells which numbering follows
         self._index_before_resend = 0
         self.words: list[Word] = []  # every word received so far, in seconds
+        self.timeline: list[TimelineEvent] = []  # with the timeline option: every step, and each arrival
 
     # ---- what the transport calls ------------------------------------------------------
     def start(self) -> SynthesisRequest:
@@ -169,6 +170,7 @@ class RequestExchange:
         return self.request
 
     def _on_fragment(self, message: Fragment, payload: bytes | None) -> AudioFragment | None:
+        arrived = time.monotonic()
         import numpy as np
 
         samples = np.frombuffer(payload or b"", dtype=np.int16)
@@ -194,6 +196,11 @@ class RequestExchange:
         if message.seed is not None and self.request.options.seed is None:
             # The daemon drew the request's seed: a resend must render with the same one.
             self.request.options.seed = message.seed
+        if message.timeline:
+            self.timeline += message.timeline
+            sent = max(event.end for event in message.timeline)
+            self.timeline.append(TimelineEvent("socket", f"fragment {self.fragments} to the client", -1, sent,
+                                               arrived))
         fragment = AudioFragment(self.fragments, samples, message.sample_rate, time.monotonic(),
                                  message.chunks_done, message.chunks, words)
         self.fragments += 1
@@ -204,6 +211,7 @@ class RequestExchange:
         if result.samples != self.received:
             self._fail("internal", f"the daemon sent {result.samples} samples, {self.received} arrived")
         self.finished = self._over = True
+        self.timeline += result.timeline
         result.fragments = self.fragments  # the frontend counts only since the last resend
         self.words += words_in_seconds(result.words, result.sample_rate)
         return result

@@ -58,6 +58,7 @@ class SynthesisOptions:
     engine: str | None = None  # runtime for the voice's family (onnx, torch, tensorrt); None: the daemon's
     params: dict = field(default_factory=dict)  # family option name -> scalar; absent: the voice's default
     reference: Reference | None = None  # the request's own reference clip (GPT-SoVITS voices)
+    timeline: bool = False  # debug: the request's steps come back as TimelineEvents (`voxpipe say --timeline`)
 
 
 SEED_RANGE = 2**31  # drawn seeds lie in [0, SEED_RANGE): any engine's generator takes them
@@ -134,6 +135,20 @@ class StatusReply:
 
 
 @dataclass
+class TimelineEvent:
+    """One step of a request on its way (a debug option, SynthesisOptions.timeline): which
+    stage, what it did, for which chunk (-1: the request), from `start` to `end` in
+    time.monotonic() seconds (CLOCK_MONOTONIC: one clock for all processes of a machine)."""
+
+    TAG: ClassVar[int] = 22
+    stage: str
+    what: str
+    seq: int
+    start: float
+    end: float
+
+
+@dataclass
 class WordSpan:
     """A word of the text and where it is spoken, in samples: of the chunk's audio on a
     ChunkAudio, of the request's audio on a Fragment. `end` is exclusive."""
@@ -157,10 +172,11 @@ class Fragment:
     samples: int
     handle: ShmHandle | None = None
     chunks_done: int = 0  # progress: chunks of the request merged so far
-    chunks: int = 0
+    chunks: int = 0  # chunks in the request; 0 while its text is still being planned
     planned_at: float = 0.0  # inside the daemon: which plan of the request this audio is of
     words: list[WordSpan] = field(default_factory=list)
     seed: int | None = None  # to clients: the seed the request runs with (a resend passes it on)
+    timeline: list[TimelineEvent] = field(default_factory=list)  # with SynthesisOptions.timeline: steps since the last
 
 
 @dataclass
@@ -177,6 +193,7 @@ class Result:
     planned_at: float = 0.0  # inside the daemon: which plan of the request this is of
     words: list[WordSpan] = field(default_factory=list)  # words no fragment carried (normally none)
     seed: int | None = None  # the seed the request ran with: pass it as `seed` to render the same audio
+    timeline: list[TimelineEvent] = field(default_factory=list)  # steps no fragment carried
 
 
 @dataclass
@@ -241,7 +258,7 @@ class Chunk:
     TAG: ClassVar[int] = 30
     request_id: str
     seq: int
-    count: int
+    count: int  # chunks in the plan; 0 while the plan is still being made (the last chunk has it)
     voice: str
     family: str
     text: str
@@ -253,6 +270,7 @@ class Chunk:
     submitted_at: float = 0.0
     engine: str = ""  # "" = the worker's default engine
     reference: ChunkReference | None = None  # the request's own reference clip; None: the voice's
+    timeline: bool = False  # report its steps (SynthesisOptions.timeline)
 
 
 @dataclass
@@ -276,6 +294,7 @@ class ChunkAudio:
     # audio of the old one must not be merged into it.
     planned_at: float = 0.0
     words: list[WordSpan] = field(default_factory=list)  # the chunk's words (any part may carry some)
+    timeline: list[TimelineEvent] = field(default_factory=list)  # the worker's steps for this part
 
 
 @dataclass
@@ -409,6 +428,7 @@ class SupervisorReport:
 
 ALL_MESSAGES: tuple[type, ...] = (
     ShmHandle, Reference, SynthesisOptions, Hello, Welcome, SynthesisRequest, Cancel, StatusQuery,
-    StatusReply, WordSpan, Fragment, Result, Error, Ping, Pong, FamilyInputs, ChunkReference, Chunk, ChunkAudio,
+    StatusReply, TimelineEvent, WordSpan, Fragment, Result, Error, Ping, Pong, FamilyInputs, ChunkReference, Chunk,
+    ChunkAudio,
     ChunkDone, WorkerState, DropRequest, RequestFailed, Heartbeat, *CONTROL_MESSAGES, SupervisorReport,
 )

@@ -18,7 +18,7 @@ from voxpipe.ipc.errors import ProtocolError
 
 LINGER_MS = 200
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # the largest single frame any peer may send
-CLIENT_MAX_MESSAGE_BYTES = 2 * 1024 * 1024  # client -> daemon frames are small
+CLIENT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # client -> daemon frames: a request of 1,000,000 characters fits
 HWM = 10_000
 
 

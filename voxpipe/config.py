@@ -29,7 +29,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class LimitsConfig:
-    max_text_chars: int = 20_000  # longer text is answered `too_long`
+    max_text_chars: int = 1_000_000  # longer text is answered `too_long` (text is planned as it is read)
     max_active_requests: int = 256  # requests being served at once; more get `busy`
     max_queued_chunks: int = 4096  # chunks waiting for a worker; more get `busy`
     request_timeout_s: float = 300.0  # default deadline when a client sets none
@@ -43,6 +43,7 @@ class FrontendConfig:
     policy: str = "punctuation"  # one sentence a chunk (a long one cut at clauses); "packed" packs sentences
     first_chunk: bool = True  # the first chunk ends at the first clause mark (fast first audio)
     first_chunk_words: int = 4  # ... after at least this many words
+    plan_ahead_chunks: int = 16  # a request's chunks planned and not yet synthesized; the rest of its text waits
 
 
 @dataclass
@@ -59,7 +60,8 @@ class WorkerConfig:
     voice_cache_mib: float = 2048.0  # LRU voice cache bound per worker
     engine_stream_frames: int = 64  # >0: streamed chunks decode in windows, the first this many frames (onnx, torch)
     max_threads: int = 0  # onnx and gpt-sovits engines: threads a call may use while other workers idle; 0 = all cores
-    loudness: bool = True  # onnx engine: one gain per voice, measured at load, for Piper's level
+    loudness: bool = True  # Piper voices: one gain per voice (every engine), measured once, for Piper's level
+    level_cache_dir: str = ""  # Piper voices' gains, by model contents; empty: $XDG_CACHE_HOME/voxpipe/piper-level
     # GPT-SoVITS voices (a voice.toml's [precision] table overrides): the decoder's steps
     # and the vocoder; "auto" probes each voice once per machine for the fastest within bounds.
     gsv_decoder_precision: str = "auto"  # auto | fp32 | bf16 | fp16 | int8
@@ -112,7 +114,7 @@ _VOICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 @dataclass
 class HttpConfig:
     bind: str = ""  # "HOST:PORT" (or "PORT": host 127.0.0.1) serves the HTTP gateway; "" = off
-    max_body_kib: int = 256  # larger request bodies: 413
+    max_body_kib: int = 8192  # larger request bodies: 413 (a 1 MB text as JSON fits)
     max_text_chars: int = 0  # longer input: 400; 0 = limits.max_text_chars
     max_streams: int = 64  # audio responses at once; more: 429
     send_timeout_s: float = 30.0  # a client that accepts no bytes for this long is dropped
@@ -268,6 +270,7 @@ def validate(config: Config) -> Config:
         (config.limits.max_chunk_attempts >= 1, "limits.max_chunk_attempts must be >= 1"),
         (config.frontend.chunk_budget >= 16, "frontend.chunk_budget must be >= 16 phonemes"),
         (config.frontend.first_chunk_words >= 1, "frontend.first_chunk_words must be >= 1"),
+        (config.frontend.plan_ahead_chunks >= 1, "frontend.plan_ahead_chunks must be >= 1"),
         (config.worker.count >= 0, "worker.count must be >= 0"),
         (config.worker.threads >= 1, "worker.threads must be >= 1"),
         (config.worker.max_threads >= 0, "worker.max_threads must be >= 0 (0 = all cores)"),

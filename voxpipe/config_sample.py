@@ -18,7 +18,7 @@ metrics_port = 0              # > 0: Prometheus metrics on http://metrics_addres
 metrics_address = "127.0.0.1"
 
 [limits]
-max_text_chars = 20000        # longer text: `too_long`
+max_text_chars = 1000000      # longer text: `too_long`
 max_active_requests = 256     # more at once: `busy`
 max_queued_chunks = 4096      # more chunks waiting: `busy`
 request_timeout_s = 300.0     # default and maximum deadline of a request
@@ -30,6 +30,7 @@ chunk_budget = 400            # phonemes per chunk
 policy = "punctuation"        # one sentence a chunk (a long one cut at clauses); or packed, sentences, length, none, clauses; GPT-SoVITS's cut0..cut5
 first_chunk = true            # end the first chunk at its first clause, for fast first audio
 first_chunk_words = 4         # ... once it has at least this many words
+plan_ahead_chunks = 16        # chunks a request has planned and not yet synthesized; the rest of its text waits
 
 [worker]
 count = 0                     # CPU workers; 0 = cores / threads (GPUs: one worker each)
@@ -43,7 +44,8 @@ max_batch = 0                 # chunks per batch; 0 = the engine's choice
 batch_phonemes = 8192         # ceiling on a batch's padded phonemes
 batch_wait_ms = 5.0           # how long a partial batch may wait to fill
 engine_stream_frames = 64     # streamed requests: audio within a sentence, first after this many frames (0 = off)
-loudness = true               # onnx engine: one gain per voice (measured at load) for Piper's level
+loudness = true               # Piper voices: one gain per voice on every engine (measured once) for Piper's level
+level_cache_dir = ""          # the measured gains, by model contents; empty: $XDG_CACHE_HOME/voxpipe/piper-level
 gsv_decoder_precision = "auto"   # GPT-SoVITS decoder steps: auto (probed per machine) | fp32 | bf16 | fp16 | int8
 gsv_renderer_precision = "auto"  # GPT-SoVITS vocoder: auto | fp32 | bf16 | fp16 (a voice.toml [precision] overrides both)
 gsv_precision_cache_dir = ""     # where auto's choices are kept; empty: $XDG_CACHE_HOME/voxpipe/gsv-precision
@@ -77,7 +79,7 @@ restart_window_s = 60.0
 
 [http]
 bind = ""                     # "HOST:PORT" or "PORT" serves the HTTP gateway; "" = off
-max_body_kib = 256            # larger request bodies: 413
+max_body_kib = 8192           # larger request bodies: 413
 max_text_chars = 0            # longer input: 400; 0 = limits.max_text_chars
 max_streams = 64              # audio responses at once; more: 429
 send_timeout_s = 30.0         # a client that accepts no bytes for this long is dropped

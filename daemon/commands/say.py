@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from voxpipe.daemon.commands.audio_out import FORMATS
 
@@ -32,6 +33,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aux-ref-audio", metavar="FILE", action="append", default=[],
                         help="more clips whose timbre is fused in (v1-v2ProPlus voices; repeatable)")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--timeline", action="store_true",
+                        help="debug: print where the request's time went (frontend plan, queue, engine windows, "
+                             "merger, hand-offs, socket)")
     parser.add_argument("--words", metavar="FILE.json",
                         help='also write each word\'s timing: [{"word", "start", "end"}, ...] in seconds')
 
@@ -78,7 +82,7 @@ def options(args: argparse.Namespace) -> dict:
     """Options as given; those left out (None) take the voice's defaults, and each voice's
     family checks the ones it takes (a Piper option sent to a GPT-SoVITS voice: bad_option)."""
     given = {k[len(FAMILY_DEST):]: v for k, v in vars(args).items() if k.startswith(FAMILY_DEST)}
-    return {**given, "seed": args.seed, "policy": args.policy, "engine": args.engine}
+    return {**given, "seed": args.seed, "policy": args.policy, "engine": args.engine, "timeline": args.timeline}
 
 
 def reference(args: argparse.Namespace):
@@ -111,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from voxpipe.ipc.errors import VoxpipeError
 
     try:
-        result, words = _synthesize(args, text, output, fmt)
+        result, words, timeline, sent = _synthesize(args, text, output, fmt)
     except ValueError as exc:
         return _fail(str(exc), 2)
     except (VoxpipeError, OutputError) as exc:
@@ -126,7 +130,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"{output}: {result.samples / result.sample_rate:.2f} s of audio, first audio after "
               f"{timings.get('first_audio_s', 0):.3f} s, total {timings.get('total_s', 0):.3f} s, seed {result.seed}",
               file=sys.stderr)
+    if args.timeline:
+        print(timeline_table(timeline, sent), file=sys.stderr)
     return 0
+
+
+def timeline_table(events: list, sent: float) -> str:
+    """One line a step, in order of its start: when it began and ended after the request
+    was sent, how long it took, the stage, and what it did (for which chunk)."""
+    lines = ["   start ms     end ms    took ms  stage     step"]
+    for e in sorted(events, key=lambda e: (e.start, e.end)):
+        chunk = f" (chunk {e.seq})" if e.seq >= 0 else ""
+        lines.append(f"{(e.start - sent) * 1000:11.1f}{(e.end - sent) * 1000:11.1f}{(e.end - e.start) * 1000:11.1f}"
+                     f"  {e.stage:<8}  {e.what}{chunk}")
+    return "\n".join(lines)
 
 
 def _synthesize(args: argparse.Namespace, text: str, output: str, fmt: str):
@@ -137,6 +154,7 @@ def _synthesize(args: argparse.Namespace, text: str, output: str, fmt: str):
 
     sink = AudioSink(output, fmt)
     with Client(args.endpoint, timeout=args.timeout) as client:
+        sent = time.monotonic()
         stream = client.stream(text, args.voice, reference=reference(args), **options(args))
         progress = Progress(1, "synthesizing", enabled=sys.stderr.isatty() and len(text) > 200)
         try:
@@ -147,7 +165,7 @@ def _synthesize(args: argparse.Namespace, text: str, output: str, fmt: str):
         finally:
             progress.close()
         sink.close()
-    return stream.result, stream.words
+    return stream.result, stream.words, stream.timeline, sent
 
 
 def write_words(path: str, words: list) -> None:

@@ -61,6 +61,10 @@ class Engine(abc.ABC):
     def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
         """Load a voice's model; raise EngineError naming the voice on failure."""
 
+    def warm_up(self, voice: LoadedVoice) -> None:
+        """Pay what the voice's first call would pay that a plain call through the family's
+        paths does not (e.g. one session per thread count): run before the worker is ready."""
+
     def synthesize(self, voice: LoadedVoice, items: Sequence[Any]) -> list[np.ndarray]:
         """Synthesize a batch of the family's items; one float32 mono array per item, trimmed
         exactly. Engines whose family's runner does the synthesis itself (GPT-SoVITS) have none."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Iterator, Protocol
 
 import numpy as np
 
@@ -30,6 +30,11 @@ class TextFrontend(Protocol):
     min_ids: int  # pieces with fewer ids have nothing to say and are left out
 
     def normalize(self, text: str) -> str: ...
+
+    def normalize_parts(self, text: str) -> Iterator[tuple[str, bool]]:
+        """Optional: `normalize(text)` a part at a time, lazily, each with whether it is the
+        last, cut where the parts split on their own give the whole text's chunks
+        (stages/text/stream.py). A frontend without it has its text read whole."""
 
     def count(self, text: str) -> int:
         """A cheap length estimate in the family's units, for splitting within a budget."""
@@ -109,6 +114,10 @@ class Runner(abc.ABC):
 
     def has_room(self) -> bool:
         return True
+
+    def prepare(self, voice: LoadedVoice) -> None:
+        """A voice was loaded (preloaded or for a chunk): pay now, before its first chunk,
+        what the runner would otherwise pay on it (e.g. measuring the voice's level)."""
 
     @property
     def capacity(self) -> int:

@@ -23,6 +23,7 @@ from voxpipe.stages.worker.batching import BatchBudget, take_batch
 from voxpipe.stages.worker.chunk_queue import ChunkQueue, chunk_priority
 
 ItemMaker = Callable[[Chunk], Any]
+Leveller = Callable[[LoadedVoice, np.ndarray], np.ndarray]  # a voice's audio as it leaves the engine -> as it goes out
 
 
 @dataclass
@@ -40,11 +41,14 @@ class _Window:
 
 class BatchRunner(Runner):
     def __init__(self, engine: Engine, settings: RunnerSettings, make_item: ItemMaker,
-                 word_timer: WordTimer | None = None) -> None:
+                 word_timer: WordTimer | None = None, level: Leveller | None = None,
+                 prepare: Callable[[LoadedVoice], Any] | None = None) -> None:
         self.engine = engine
         self.settings = settings
         self.make_item = make_item
         self.word_timer = word_timer
+        self.level = level  # applied to every piece, whole chunk or window, whatever the engine
+        self._prepare = prepare
         max_items = settings.max_batch if settings.max_batch > 0 else getattr(engine, "max_batch", 1)
         memory = engine.memory_info()
         self.budget = BatchBudget.from_memory(max_items, memory.get("free"), engine.bytes_per_phoneme,
@@ -61,6 +65,10 @@ class BatchRunner(Runner):
     @property
     def capacity(self) -> int:
         return self.budget.max_items
+
+    def prepare(self, voice: LoadedVoice) -> None:
+        if self._prepare is not None:
+            self._prepare(voice)
 
     def admit(self, voice: LoadedVoice, chunk: Chunk) -> None:
         if chunk.stream and self.can_stream:
@@ -139,6 +147,8 @@ class BatchRunner(Runner):
             self._run_batch(voice, batch[:half], result)
             self._run_batch(voice, batch[half:], result)
             return
+        if self.level is not None:
+            outs = [(self.level(voice, audio), durations) for audio, durations in outs]
         synth_s = time.monotonic() - started
         result.batch = max(result.batch, len(batch))
         rate = voice.spec.sample_rate
@@ -166,6 +176,8 @@ class BatchRunner(Runner):
         last = audio is None
         if last:
             self.windows.pop(0)
+        elif self.level is not None:
+            audio = self.level(window.voice, audio)
         chunk = window.chunk
         words = []
         if durations is not None and window.part == 0:

@@ -64,10 +64,22 @@ class RequestProgress:
         self._done_by: dict[int, str] = {}
         self._attempts: dict[int, int] = {}
 
+    # ---- the plan --------------------------------------------------------------------------
+    def extend(self, chunks: list[Chunk]) -> None:
+        """More chunks of a plan that is made as the text is read (they follow on in order)."""
+        if [c.seq for c in chunks] != list(range(len(self.plan), len(self.plan) + len(chunks))):
+            raise ProgressError(f"chunks {[c.seq for c in chunks]} do not follow chunk {len(self.plan) - 1}")
+        self.plan.extend(chunks)
+
     # ---- read-only views ------------------------------------------------------------------
     @property
     def chunks(self) -> int:
         return len(self.plan)
+
+    @property
+    def outstanding(self) -> int:
+        """Chunks planned whose audio has not yet gone to the merger."""
+        return len(self.plan) - len(self._done_by)
 
     @property
     def client_has(self) -> int:

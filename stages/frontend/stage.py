@@ -19,12 +19,12 @@ from voxpipe.ipc import codec, sockets
 from voxpipe.ipc.errors import ProtocolError
 from voxpipe.ipc.messages import (PROTOCOL_VERSION, Cancel, Chunk, ChunkDone, Drain, DropRequest, Error, Fragment,
                                   Hello, MergerLost, Ping, Pong, RequestFailed, Rescan, Result, StatusQuery,
-                                  StatusReply, Stop, SupervisorReport, SynthesisRequest, Welcome, WorkerLost,
-                                  WorkerState)
+                                  StatusReply, Stop, SupervisorReport, SynthesisRequest, TimelineEvent, Welcome,
+                                  WorkerLost, WorkerState)
 from voxpipe.ipc.shm import PoolError, ShmPool
 from voxpipe.ipc.security import needs_curve, secure_server
 from voxpipe.stages.frontend.client_peers import ClientPeers
-from voxpipe.stages.frontend.planner import PlanError, Planner
+from voxpipe.stages.frontend.planner import PlanError, Planner, PlanStream
 from voxpipe.stages.references import ReferenceStore
 from voxpipe.stages.frontend.request_state import ProgressError, RequestProgress
 from voxpipe.stages.runtime import StageArgs, StageRuntime
@@ -53,6 +53,7 @@ class Active:
     stream: bool
     progress: RequestProgress
     first_audio: float | None = None
+    timeline: list[TimelineEvent] | None = None  # with the timeline option: steps not yet sent on
 
     @property
     def seed(self) -> int | None:
@@ -93,6 +94,7 @@ class Frontend:
         self.to_merger.connect(layout.merger_endpoint)
         self.active: dict[str, Active] = {}
         self.admitted: dict[str, tuple[bytes, SynthesisRequest]] = {}  # let in, not yet planned
+        self.planning: dict[str, PlanStream] = {}  # accepted, the rest of their text not yet planned
         self.report = SupervisorReport(False, False, [])
         self.draining = False
         self.running = True
@@ -109,9 +111,10 @@ class Frontend:
         for sock in handlers:
             poller.register(sock, zmq.POLLIN)
         while self.running:
-            for sock, _ in poller.poll(0 if self.admitted else 100):
+            for sock, _ in poller.poll(0 if self.admitted or self._can_plan_ahead() else 100):
                 handlers[sock]()
             self._plan_admitted()
+            self._plan_ahead()
             self._forget_vanished_clients()
             self._dispatch()
             self._expire()
@@ -248,24 +251,78 @@ class Frontend:
         return None
 
     def _on_request(self, client: bytes, request: SynthesisRequest) -> None:
+        """Plan a request up to its first chunk and send that on; the rest of its text is
+        planned by `_plan_ahead`, while the first chunk is synthesized."""
         rid = request.request_id
         timeout = request.timeout_s if request.timeout_s and request.timeout_s > 0 else self.config.limits.request_timeout_s
         now = time.monotonic()
         deadline = now + min(timeout, self.config.limits.request_timeout_s)
         try:
-            plan = self.planner.plan(request, deadline)
+            stream = self.planner.start(request, deadline)
+            first: list[Chunk] = []
+            while not first and not stream.done:
+                first = stream.advance()
         except (VoiceError, PlanError) as exc:
             return self._reply_error(client, rid, exc.code, str(exc), request=request)
         self.metrics.stage_latency("plan", time.monotonic() - now)
-        if not self.scheduler.has_room(len(plan.chunks)):
+        if not self.scheduler.has_room(len(first)):
             return self._reply_error(client, rid, "busy", "the synthesis queue is full; try again later",
                                      request=request)
-        progress = RequestProgress(plan.chunks, max(0, request.resume_samples))
-        self.active[rid] = Active(client, plan.spec.name, plan.text_chars, deadline, now, request.stream, progress)
-        self.scheduler.submit(plan.chunks)
+        progress = RequestProgress(list(first), max(0, request.resume_samples))
+        timeline = None
+        if request.options.timeline:
+            timeline = [TimelineEvent("frontend", "plan: first chunk", 0, now, time.monotonic())]
+        self.active[rid] = Active(client, stream.spec.name, len(request.text), deadline, now, request.stream, progress,
+                                  timeline=timeline)
+        if not stream.done:
+            self.planning[rid] = stream
+        self.scheduler.submit(first)
         self.counts["accepted"] += 1
-        self.voice_usage[plan.spec.name] = self.voice_usage.get(plan.spec.name, 0) + 1
+        self.voice_usage[stream.spec.name] = self.voice_usage.get(stream.spec.name, 0) + 1
         self._dispatch()
+
+    def _may_plan(self, rid: str) -> bool:
+        """Whether a request's plan may grow now: memory stays bounded by what is in
+        flight, not by the text, so a request plans ahead only so many chunks."""
+        active = self.active.get(rid)
+        return (active is not None and active.progress.outstanding < self.config.frontend.plan_ahead_chunks
+                and self.scheduler.has_room(1))
+
+    def _can_plan_ahead(self) -> bool:
+        return any(self._may_plan(rid) for rid in self.planning)
+
+    def _plan_ahead(self, budget_s: float = PLAN_SLICE_S) -> None:
+        """Plan the rest of accepted requests' text, a slice of time per turn, oldest first."""
+        started = time.perf_counter()
+        for rid in list(self.planning):
+            left = budget_s - (time.perf_counter() - started)
+            if left <= 0:
+                break
+            self._plan_more(rid, self.planning[rid], left)
+        self._dispatch()
+
+    def _plan_more(self, rid: str, stream: PlanStream, budget_s: float) -> None:
+        started = time.perf_counter()
+        while self._may_plan(rid) and not stream.done and time.perf_counter() - started < budget_s:
+            began = time.monotonic()
+            try:
+                chunks = stream.advance(budget_s - (time.perf_counter() - started))
+                self.active[rid].progress.extend(chunks)
+                if chunks and self.active[rid].timeline is not None:
+                    self.active[rid].timeline.append(TimelineEvent(  # type: ignore[union-attr]
+                        "frontend", f"plan: chunk {chunks[0].seq}", chunks[0].seq, began, time.monotonic()))
+            except PlanError as exc:
+                return self._finish(rid, Error(rid, exc.code, str(exc)))
+            except ProgressError as exc:
+                return self._finish(rid, Error(rid, "internal", f"inconsistent plan: {exc}"))
+            self.scheduler.submit(chunks)
+        active = self.active.get(rid)
+        if active is None:
+            self.planning.pop(rid, None)
+        elif stream.done:
+            del self.planning[rid]
+            for chunk in active.progress.plan:  # the chunks not yet sent go with the total
+                chunk.count = stream.made
 
     def _reply_error(self, client: bytes, request_id: str, code: str, message: str,
                      request: SynthesisRequest | None = None, voice: object = None, chars: object = None) -> None:
@@ -341,6 +398,7 @@ class Frontend:
         return active is None or message.planned_at == active.planned_at
 
     def _on_fragment(self, fragment: Fragment) -> None:
+        arrived = time.monotonic()
         active = self.active.get(fragment.request_id)
         current = self._of_current_plan(fragment)
         try:
@@ -364,7 +422,8 @@ class Frontend:
         held = active.progress.client_has - len(pcm)
         words = fragment.words if not relay.skip else [w for w in fragment.words if w.end > held]
         message = Fragment(fragment.request_id, relay.index, fragment.sample_rate, len(pcm), None,
-                           fragment.chunks_done, fragment.chunks, words=words, seed=active.seed)
+                           fragment.chunks_done, fragment.chunks, words=words, seed=active.seed,
+                           timeline=self._timeline(active, fragment.timeline, arrived))
         if not self._send_client(active.client, message, pcm.tobytes()):
             self._finish(fragment.request_id, None)  # the client is gone: stop working for it
 
@@ -377,8 +436,19 @@ class Frontend:
         now = time.monotonic()
         result.timings.update(first_audio_s=(active.first_audio or now) - active.received, total_s=now - active.received)
         result.samples, result.fragments = active.progress.client_has, active.progress.fragments_sent
+        result.timeline = self._timeline(active, result.timeline, now) if active.timeline is not None else []
         self.counts["completed"] += 1
         self._finish(result.request_id, result, failed=False)
+
+    @staticmethod
+    def _timeline(active: Active, merged: list[TimelineEvent], arrived: float) -> list[TimelineEvent]:
+        """The steps to send on with a fragment or the result: the frontend's own since the
+        last one, the workers' and the merger's, and this relay (from the merger to the client)."""
+        if active.timeline is None:
+            return []
+        events = active.timeline + merged + [TimelineEvent("frontend", "relay", -1, arrived, time.monotonic())]
+        active.timeline = []
+        return events
 
     # ---- supervisor ----------------------------------------------------------------------------
     def _drain_control(self) -> None:
@@ -447,6 +517,7 @@ class Frontend:
 
     # ---- request end -----------------------------------------------------------------------------
     def _finish(self, request_id: str, answer: Result | Error | None, failed: bool = True) -> None:
+        self.planning.pop(request_id, None)
         active = self.active.pop(request_id, None)
         if active is None:
             return
@@ -490,7 +561,7 @@ class Frontend:
         processes = self._processes(live)
         return {"ready": self.report.ready, "draining": self.draining or self.report.draining,
                 "run_id": self.args.layout.run_id, "version": __version__, "processes": processes,
-                "queues": self.scheduler.stats(), "active_requests": live["active"],
+                "queues": self.scheduler.stats(), "active_requests": live["active"], "planning": len(self.planning),
                 "voices": self.catalog.names(), "unavailable_voices": self.catalog.broken(),
                 "counts": dict(self.counts), "last_minute": self.recent.summary(),
                 "voice_cache": voice_cache_summary(processes),

@@ -25,8 +25,8 @@ STATUS_MAX_AGE_S = 0.25  # probes arriving together share one status query
 
 @dataclass(frozen=True)
 class Limits:
-    max_body_bytes: int = 256 * 1024
-    max_text_chars: int = 20_000
+    max_body_bytes: int = 8192 * 1024
+    max_text_chars: int = 1_000_000
     max_streams: int = 64
     send_timeout_s: float = 30.0
     request_timeout_s: float = 300.0

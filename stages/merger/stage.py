@@ -14,7 +14,7 @@ from voxpipe.metrics import recorder
 from voxpipe.ipc import sockets
 from voxpipe.ipc.errors import ProtocolError
 from voxpipe.ipc.messages import (ChunkAudio, DropRequest, Fragment, ProducerLost, RequestFailed, Reset, Result, Stop,
-                                  WordSpan)
+                                  TimelineEvent, WordSpan)
 from voxpipe.ipc.shm import PoolError, PoolFull, ShmPool, StaleHandle
 from voxpipe.stages.merger.crossfade import CrossfadeJoiner, to_pcm16
 from voxpipe.stages.runtime import StageArgs, StageRuntime
@@ -24,7 +24,7 @@ FINISHED_MEMORY = 4096  # finished request ids remembered, to ignore late duplic
 
 @dataclass
 class MergeState:
-    count: int
+    count: int  # chunks in the request's plan; 0 until a chunk that knows it arrives
     sample_rate: int
     stream: bool
     deadline: float
@@ -43,6 +43,7 @@ class MergeState:
     chunk_start: int = 0  # where the current chunk's audio starts in the request's audio
     words: list[WordSpan] = field(default_factory=list)  # placed, not yet sent
     words_end: int = 0  # end of the last placed word: the next starts no earlier
+    timeline: list[TimelineEvent] | None = None  # with the timeline option: steps not yet sent on
 
     def place_words(self, words: list[WordSpan]) -> None:
         """A chunk's words (samples of the chunk) into the request's audio, where the joiner
@@ -133,6 +134,8 @@ class Merger:
             state = self.requests[msg.request_id] = MergeState(
                 msg.count, msg.sample_rate, msg.stream, msg.deadline,
                 CrossfadeJoiner(round(self.crossfade_s * msg.sample_rate)), msg.planned_at)
+        if state is not None and msg.count:
+            state.count = msg.count  # chunks sent before the plan was complete carry 0
         key = (msg.seq, msg.part)
         if pool is None or state is None or key in state.pending or (msg.seq, msg.part) < (state.next_seq, state.next_part):
             self.duplicates += 1  # a re-dispatched chunk whose first run did finish after all
@@ -145,6 +148,8 @@ class Merger:
                 old = state.pending.pop(stale)
                 self._release(self.in_pools.get(old.handle.pool), old)
         state.pending[key] = msg
+        if msg.timeline:
+            state.timeline = (state.timeline or []) + msg.timeline
         # Every chunk's audio passes here once (duplicates were turned away above): the
         # one place that sees the queue wait and engine time of all workers' chunks.
         if msg.part == 0:
@@ -163,7 +168,7 @@ class Merger:
                 self._fail(request_id, "internal", f"lost audio of chunk {msg.seq}: {exc}")
                 return
             first_of_chunk = msg.part == 0
-            final = msg.last_part and msg.seq == state.count - 1
+            final = msg.last_part and msg.seq == state.count - 1  # count 0 (not known yet): not the last
             pieces.append(state.joiner.push(audio, crossfade=first_of_chunk and msg.seq > 0, final=final))
             if first_of_chunk:
                 state.chunk_start = state.joiner.last_start
@@ -174,8 +179,11 @@ class Merger:
                 state.next_seq, state.next_part = state.next_seq + 1, 0
             else:
                 state.next_part += 1
-        done = state.next_seq == state.count
+        done = state.next_seq == state.count > 0
         state.merge_s += time.perf_counter() - started
+        if state.timeline is not None and pieces:
+            now = time.monotonic()
+            state.timeline.append(TimelineEvent("merger", "merge", -1, now - (time.perf_counter() - started), now))
         if state.stream:
             ready = np.concatenate([state.carry, *pieces])
             if not done:
@@ -192,7 +200,8 @@ class Merger:
             self.metrics.stage_latency("merge", state.merge_s)
             result = Result(request_id, state.sample_rate, state.samples, state.fragments, state.count,
                             {"synth_s": state.synth_s, "queued_s": state.queued_s, "merge_s": state.merge_s},
-                            words=state.take_words(None), planned_at=state.planned_at)  # words: any no fragment carried
+                            words=state.take_words(None), planned_at=state.planned_at,  # words: any no fragment carried
+                            timeline=state.timeline or [])
             sockets.send(self.frontend, result)
             self._forget(request_id, state.planned_at)
 
@@ -205,10 +214,13 @@ class Merger:
             self._fail(request_id, "no_memory", str(exc))
             return False
         state.samples += len(pcm)
-        done = state.next_seq == state.count
+        done = state.next_seq == state.count > 0
         sockets.send(self.frontend, Fragment(request_id, state.fragments, state.sample_rate, len(pcm), handle,
                                              state.next_seq, state.count, planned_at=state.planned_at,
-                                             words=state.take_words(None if done else state.samples)))
+                                             words=state.take_words(None if done else state.samples),
+                                             timeline=state.timeline or []))
+        if state.timeline is not None:
+            state.timeline = []
         state.fragments += 1
         return True
 

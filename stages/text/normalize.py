@@ -4,7 +4,9 @@ and sends English and Chinese runs to their own normalizers, so mixed text keeps
 from __future__ import annotations
 
 import re
+from typing import Iterator
 
+from voxpipe.stages.text.stream import safe_parts
 from voxpipe.stages.text.normalize_en import normalize_en
 from voxpipe.stages.text.normalize_zh import CJK, HAN_RE, normalize_zh
 
@@ -91,8 +93,26 @@ def normalize(text: str, lang: str = "auto") -> str:
     if lang not in LANGS:
         raise ValueError(f"unknown language {lang!r}; choose one of {', '.join(LANGS)}")
     text = clean(text)
-    if lang == "auto":
-        lang = detect(text)
+    return _normalize_clean(text, detect(text) if lang == "auto" else lang, bool(HAN_RE.search(text)))
+
+
+def _normalize_clean(text: str, lang: str, has_han: bool) -> str:
+    # `has_han`: whether the whole text (not just this part of it) has Chinese characters.
     if lang == "en":
-        return normalize_en(text) if HAN_RE.search(text) else _english_only(text)
+        return normalize_en(text) if has_han else _english_only(text)
     return _SPACES.sub(" ", _mixed(text)).strip()
+
+
+def normalize_parts(text: str, lang: str = "auto") -> Iterator[tuple[str, bool]]:
+    """`normalize(text, lang)` a part at a time, lazily, each part with whether it is the
+    last: the text is cut only where nothing
+    on one side changes how the other is read (stages/text/stream.py), and the language is
+    decided once for the whole text. The parts, split on their own, give the chunks the
+    whole normalized text gives."""
+    if lang not in LANGS:
+        raise ValueError(f"unknown language {lang!r}; choose one of {', '.join(LANGS)}")
+    has_han = bool(HAN_RE.search(text))  # clean() keeps every Chinese character
+    if lang == "auto":
+        lang = "zh" if has_han else "en"
+    for part, last in safe_parts(text):
+        yield _normalize_clean(clean(part), lang, has_han), last

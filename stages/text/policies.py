@@ -83,7 +83,7 @@ def _every_n_sentences(tokens: Sequence[Token], lo: int, hi: int, n: int) -> lis
     return spans
 
 
-def _by_length(tokens: Sequence[Token], lo: int, hi: int, chars: int) -> list[Span]:
+def _by_length(tokens: Sequence[Token], lo: int, hi: int, chars: int, final: bool) -> list[Span]:
     pieces = _cut_after(tokens, lo, hi, lambda t: t.rank >= Rank.CLAUSE)
     spans: list[Span] = []
     start = lo
@@ -92,8 +92,9 @@ def _by_length(tokens: Sequence[Token], lo: int, hi: int, chars: int) -> list[Sp
             spans.append((start, b))
             start = b
     # As GPT-SoVITS does, a last piece shorter than the length joins the one before it
-    # (unless a paragraph break lies between them).
-    if len(spans) > 1:
+    # (unless a paragraph break lies between them). Only the text's last piece: a part of a
+    # text that goes on (`final` false) ends at a paragraph break, so nothing joins there.
+    if final and len(spans) > 1:
         (a, b), (c, d) = spans[-2], spans[-1]
         if tokens[d - 1].end - tokens[c].start < chars and tokens[b - 1].rank < Rank.PARAGRAPH:
             spans[-2:] = [(a, d)]
@@ -101,8 +102,9 @@ def _by_length(tokens: Sequence[Token], lo: int, hi: int, chars: int) -> list[Sp
 
 
 def hard_cuts(policy: str, tokens: Sequence[Token], lo: int, hi: int, *,
-              sentences_per_chunk: int, chars_per_chunk: int) -> list[Span]:
-    """The spans of tokens[lo:hi] that `policy` keeps apart; the budget may cut them further."""
+              sentences_per_chunk: int, chars_per_chunk: int, final: bool = True) -> list[Span]:
+    """The spans of tokens[lo:hi] that `policy` keeps apart; the budget may cut them further.
+    `final` false: more of the text follows after a paragraph break (a streamed part)."""
     if hi <= lo:
         return []
     if policy == "none":
@@ -114,7 +116,7 @@ def hard_cuts(policy: str, tokens: Sequence[Token], lo: int, hi: int, *,
     if policy == "sentences":
         return _every_n_sentences(tokens, lo, hi, sentences_per_chunk)
     if policy == "length":
-        return _by_length(tokens, lo, hi, chars_per_chunk)
+        return _by_length(tokens, lo, hi, chars_per_chunk, final)
     if policy == "period_zh":
         return _cut_after(tokens, lo, hi, lambda t: t.mark == "。" or t.rank >= Rank.PARAGRAPH)
     if policy == "period_en":

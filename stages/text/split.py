@@ -257,16 +257,17 @@ class _Packer:
 
 # ---------------------------------------------------------------- the first chunk
 
-def _first_cut(tokens: list[_Token], words: int) -> int | None:
+def _first_cut(tokens: list[_Token], words: int, final: bool = True) -> int | None:
     """Index of the first chunk's last token: the first clause mark after at least `words`
     words, or the first sentence's end, whichever comes first; None if that is the whole
-    text. A cut between words would break a phrase (and leave a pause inside it): windowed
+    text (`final`: these tokens are all of it; a part of a text that goes on may be cut at
+    its last token). A cut between words would break a phrase (and leave a pause inside it): windowed
     streaming makes the first audio fast without one."""
     seen = 0.0
     for i, token in enumerate(tokens):
         seen += token.weight
         if token.rank >= Rank.SENTENCE or (token.rank >= Rank.CLAUSE and seen >= words):
-            return i if i < len(tokens) - 1 else None
+            return i if i < len(tokens) - 1 or not final else None
     return None
 
 
@@ -274,12 +275,15 @@ def _first_cut(tokens: list[_Token], words: int) -> int | None:
 
 def split_text(text: str, *, budget: int, count: Callable[[str], int], policy: str = "punctuation",
                first_chunk: bool = True, first_chunk_words: int = 4, sentences_per_chunk: int = 4,
-               chars_per_chunk: int = 50) -> list[TextChunk]:
+               chars_per_chunk: int = 50, final: bool = True) -> list[TextChunk]:
     """Cut already-normalized `text` into chunks of at most `budget` units as measured by
     `count` (phonemes of the target voice). With `first_chunk`, the first chunk stops at the
     first clause mark after at least `first_chunk_words` words (or the first sentence's end)
     so first audio comes fast (not under policy "none", which asks for no cuts). A single
-    token over budget becomes its own chunk marked `oversize`."""
+    token over budget becomes its own chunk marked `oversize`.
+
+    `final` false: `text` is a part of a longer text that goes on after a paragraph break
+    (see stages/text/stream.py); its chunks are then those the whole text would have there."""
     if budget < 1:
         raise ValueError(f"budget must be at least 1, not {budget}")
     if first_chunk_words < 1 or sentences_per_chunk < 1 or chars_per_chunk < 1:
@@ -292,7 +296,7 @@ def split_text(text: str, *, budget: int, count: Callable[[str], int], policy: s
     chunks: list[TextChunk] = []
     lo = 0
     if first_chunk and policy != "none":
-        cut = _first_cut(tokens, first_chunk_words)
+        cut = _first_cut(tokens, first_chunk_words, final)
         if cut is not None:
             # Over budget (a tiny budget): keep the words that fit; the rest flows on.
             while cut > 0 and packer.units(0, cut + 1) > budget:
@@ -302,6 +306,6 @@ def split_text(text: str, *, budget: int, count: Callable[[str], int], policy: s
             chunks.extend(packer.pack(0, cut + 1))
             lo = cut + 1
     for a, b in hard_cuts(policy, tokens, lo, len(tokens), sentences_per_chunk=sentences_per_chunk,
-                          chars_per_chunk=chars_per_chunk):
+                          chars_per_chunk=chars_per_chunk, final=final):
         chunks.extend(packer.pack(a, b))
     return chunks

@@ -51,7 +51,14 @@ class Lanes:
 
     def load(self, chunk: Chunk) -> tuple[Lane, LoadedVoice]:
         spec, lane = self.resolve(chunk.voice, chunk.engine)
-        return lane, lane.cache.get(spec)
+        return lane, self.loaded(lane, spec)
+
+    @staticmethod
+    def loaded(lane: Lane, spec: VoiceSpec) -> LoadedVoice:
+        """The voice, loaded if it is not, and prepared for its first chunk."""
+        voice = lane.cache.get(spec)
+        lane.runner.prepare(voice)
+        return voice
 
     def voice_names(self) -> list[str]:
         return [name for lane in self for name in lane.cache.names()]

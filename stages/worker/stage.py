@@ -15,7 +15,7 @@ import zmq
 from voxpipe.ipc import sockets
 from voxpipe.ipc.errors import ProtocolError
 from voxpipe.ipc.messages import (Chunk, ChunkAudio, ChunkDone, DropRequest, MergerLost, Rescan, Reset, Stop,
-                                  WorkerState)
+                                  TimelineEvent, WorkerState)
 from voxpipe.ipc.shm import PoolFull, ShmPool
 from voxpipe.metrics import recorder
 from voxpipe.stages.engines.base import EngineError, EngineSettings
@@ -47,6 +47,22 @@ def engine_settings(args: StageArgs) -> EngineSettings:
                           options=options)
 
 
+def piece_timeline(piece: Piece, step: tuple[float, float], put: float) -> list[TimelineEvent]:
+    """The worker's steps for one piece: the wait for an engine (first part), the engine
+    call that made it (a streamed chunk's first window includes its acoustic part), and
+    the hand-off to the merger (shared memory and socket)."""
+    chunk, events = piece.chunk, []
+    if piece.part == 0:
+        events.append(TimelineEvent("worker", "queue", chunk.seq, chunk.submitted_at,
+                                    chunk.submitted_at + piece.queued_s))
+    if len(piece.audio):
+        what = ("engine (whole chunk)" if piece.last and piece.part == 0 else
+                "engine: acoustic part + window 0" if piece.part == 0 else f"engine: window {piece.part}")
+        events.append(TimelineEvent("worker", what, chunk.seq, *step))
+    events.append(TimelineEvent("worker", "to the merger", chunk.seq, put, time.monotonic()))
+    return events
+
+
 class Worker:
     def __init__(self, args: StageArgs, runtime: StageRuntime) -> None:
         self.args, self.rt, self.name = args, runtime, args.name
@@ -69,7 +85,7 @@ class Worker:
         for name in names:
             try:
                 spec, lane = self.lanes.resolve(name)
-                lane.cache.get(spec)
+                self.lanes.loaded(lane, spec)
             except (VoiceError, EngineError, FamilyError) as exc:
                 print(f"voxpipe worker {self.name}: cannot preload {name!r}: {exc}", flush=True)
             except Exception as exc:  # a broken voice must not keep the worker (and the others) down
@@ -196,13 +212,14 @@ class Worker:
         """One unit of a runner's work; send what it made ready."""
         for chunk in lane.runner.expire(time.monotonic()):
             self._done(chunk, False, "timeout", "deadline passed during synthesis")
-        self.rt.busy_since = time.monotonic()
+        self.rt.busy_since = step_started = time.monotonic()
         started = time.process_time()  # process time: an engine's own threads count too
         try:
             result = lane.runner.step(time.monotonic())
         finally:
             self.engine_cpu_s += time.process_time() - started
             self.rt.busy_since = None
+        step = (step_started, time.monotonic())
         self.oom_events += result.oom_events
         for chunk in result.requeue:  # out of memory: the batch limit shrank; it runs later
             self.queue.push(chunk)
@@ -214,21 +231,23 @@ class Worker:
             self.last_batch_size = result.batch
             self.metrics.batch_size(result.batch)
         for piece in result.pieces:
-            if not self._send_audio(piece):
+            if not self._send_audio(piece, step):
                 for chunk in lane.runner.drop(piece.chunk.request_id):
                     self._done(chunk, False, "cancelled", "another chunk of its request failed")
 
-    def _send_audio(self, piece: Piece) -> bool:
+    def _send_audio(self, piece: Piece, step: tuple[float, float]) -> bool:
         chunk = piece.chunk
+        put = time.monotonic()
         try:  # the merger frees slots as it reads them: wait for one within the deadline
             handle = self.pool.put_waiting(piece.audio, chunk.deadline)
         except PoolFull as exc:
             self._done(chunk, False, "no_memory", str(exc))
             return False
+        timeline = piece_timeline(piece, step, put) if chunk.timeline else []
         sockets.send(self.merger, ChunkAudio(chunk.request_id, chunk.seq, chunk.count, piece.sample_rate, handle,
                                              piece.synth_s, piece.queued_s, piece.part, piece.last,
                                              stream=chunk.stream, deadline=chunk.deadline, words=piece.words,
-                                             planned_at=chunk.submitted_at))
+                                             planned_at=chunk.submitted_at, timeline=timeline))
         if piece.last:
             self._done(chunk, True)
         return True

@@ -26,8 +26,8 @@ from voxpipe.bench.baseline import BaselineError, PiperBaseline
 from voxpipe.bench.daemon import (BenchDaemon, CpuWindow, DaemonError, DaemonSettings, ForeignLoad, idle_rate,
                                   snapshot, window)
 from voxpipe.bench.results import PIPER, BenchResults, Micro, Overhead, Sample, ThroughputRun
-from voxpipe.bench.texts import (DEFAULT_TEXTS_DIR, BenchText, TextsError, load_classes, load_longform, mixed_load,
-                                 per_class)
+from voxpipe.bench.texts import (DEFAULT_TEXTS_DIR, SCALES, BenchText, TextsError, load_classes, load_longform,
+                                 mixed_load, per_class, scaled_class)
 from voxpipe.daemon.commands.progress import Progress
 from voxpipe.ipc.errors import VoxpipeError
 
@@ -171,6 +171,13 @@ def _latency_phase(args: argparse.Namespace, daemon: BenchDaemon, baseline: Pipe
                     samples.append(baseline.measure(voice, text))
             progress.update(index + 1, f"{text.cls}")
     progress.close()
+    # First audio of the long form repeated: the plan is made as the text is read, so it
+    # should not grow with the text (voxpipe only: piper's side would take an hour).
+    with daemon.client() as client:
+        for times in SCALES:
+            scaled = BenchText(scaled_class(times), "\n\n".join([longform.text] * times))
+            say(f"first audio of the long form ×{times} ({scaled.chars} characters)")
+            samples += [voxpipe_side.measure_first_audio(client, scaled) for _ in range(args.longform_reps)]
     return samples
 
 

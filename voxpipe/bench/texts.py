@@ -11,6 +11,16 @@ from pathlib import Path
 
 DEFAULT_TEXTS_DIR = Path(__file__).resolve().parent / "data"
 LONGFORM = "longform"
+SCALES = (10, 50)  # the long form repeated this many times: first audio must not grow with the text
+
+
+def scaled_class(times: int) -> str:
+    """The class of the long form repeated `times` times (its first audio only is measured)."""
+    return f"{LONGFORM}x{times}"
+
+
+def is_scaled(cls: str) -> bool:
+    return any(cls == scaled_class(times) for times in SCALES)
 
 
 class TextsError(Exception):

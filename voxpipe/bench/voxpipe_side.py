@@ -24,6 +24,19 @@ def measure(client: Client, text: BenchText, voice: str = "joe") -> Sample:
     return Sample(VOXPIPE, text.cls, text.chars, done - started, (first or done) - started, samples / rate)
 
 
+def measure_first_audio(client: Client, text: BenchText, voice: str = "joe") -> Sample:
+    """Stream one request until its first fragment, then cancel it (the rest could be an
+    hour of audio): its latency and audio are those of that first fragment."""
+    started = time.monotonic()
+    stream = client.stream(text.text, voice)
+    try:
+        fragment = next(iter(stream))
+    finally:
+        stream.close()
+    first = fragment.received_at - started
+    return Sample(VOXPIPE, text.cls, text.chars, first, first, len(fragment.samples) / fragment.sample_rate)
+
+
 async def _throughput(endpoint: str, load: list[BenchText], clients: int, voice: str) -> ThroughputRun:
     todo: Iterator[BenchText] = iter(load)
     latencies: list[float] = []

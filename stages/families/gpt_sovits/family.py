@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from voxpipe.stages.engines.base import Engine, EngineSettings
 from voxpipe.stages.families.base import Family, OptionError, Runner, RunnerSettings
@@ -39,6 +39,11 @@ class GsvTextFrontend:
         from voxpipe.stages.families.gpt_sovits.text import normalize_for
 
         return normalize_for(text, self.lang)
+
+    def normalize_parts(self, text: str) -> Iterator[tuple[str, bool]]:
+        from voxpipe.stages.families.gpt_sovits.text import normalize_parts_for
+
+        return normalize_parts_for(text, self.lang)
 
     def count(self, text: str) -> int:
         return self.phonemizer.count(text)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from voxpipe.ipc.messages import Chunk
 from voxpipe.stages.families.piper.engines import create_engine, engine_names
-from voxpipe.stages.engines.base import Engine, EngineSettings
+from voxpipe.stages.families.piper.loudness import VoiceLevels
+from voxpipe.stages.engines.base import Engine, EngineSettings, LoadedVoice
 from voxpipe.stages.families.piper.item import SynthesisItem
 from voxpipe.stages.families.base import Family, OptionError, Runner, RunnerSettings, TextError
 from voxpipe.stages.families.piper.options import PiperOptions
@@ -17,8 +18,11 @@ from voxpipe.stages.families.piper.words import piper_words
 from voxpipe.stages.families.runners import BatchRunner
 from voxpipe.stages.families.words import chunk_word_spans
 from voxpipe.stages.families.piper.phonemize import PhonemizeError, Phonemizer
-from voxpipe.stages.text.normalize import normalize
+from voxpipe.stages.text.normalize import normalize, normalize_parts
 from voxpipe.stages.voices import VoiceSpec
+
+
+WARM_UP_TEXT = "Hello, and welcome: warming up."
 
 
 class PiperTextFrontend:
@@ -31,6 +35,9 @@ class PiperTextFrontend:
 
     def normalize(self, text: str) -> str:
         return normalize(text)
+
+    def normalize_parts(self, text: str) -> Iterator[tuple[str, bool]]:
+        return normalize_parts(text)
 
     def count(self, text: str) -> int:
         try:
@@ -91,7 +98,30 @@ class PiperFamily(Family):
         return create_engine(name, settings)
 
     def runner(self, engine: Engine, settings: RunnerSettings) -> Runner:
-        return BatchRunner(engine, settings, piper_item, chunk_word_spans)
+        if engine.name == "null":  # no voice, no level: its audio is a stand-in for timing
+            return BatchRunner(engine, settings, piper_item, chunk_word_spans)
+        options = engine.settings.options
+        cache = options.get("level_cache_dir")
+        levels = VoiceLevels(engine, bool(options.get("loudness", True)), Path(str(cache)) if cache else None)
+
+        def prepare(voice: LoadedVoice) -> None:
+            """Before the voice's first chunk: its level, and one short sentence down each
+            path a chunk takes (whole, and window by window), so that the first request
+            after `ready` pays no first-run costs."""
+            voice.details["level_gain"] = round(levels.prepare(voice), 4)  # shown in status
+            if voice.details.get("warm"):
+                return
+            engine.warm_up(voice)
+            ids = Phonemizer(voice.spec).text_to_ids(WARM_UP_TEXT)
+            defaults = piper_settings(voice.spec)
+            item = SynthesisItem(ids, defaults.noise_scale, defaults.length_scale, defaults.noise_w)
+            engine.synthesize_timed(voice, [item])
+            if settings.stream_frames > 0 and engine.can_stream:
+                for _ in engine.synthesize_stream_timed(voice, item, settings.stream_frames):
+                    pass
+            voice.details["warm"] = True
+
+        return BatchRunner(engine, settings, piper_item, chunk_word_spans, level=levels.apply, prepare=prepare)
 
 
     def builtin_voices(self) -> list[VoiceSpec]:

@@ -10,6 +10,7 @@ ja, auto, all_zh, all_ja (`languages_for`). Japanese, Korean and Cantonese need 
 from __future__ import annotations
 
 import re
+from typing import Iterator
 from dataclasses import dataclass
 
 from voxpipe.stages.families.gpt_sovits.languages import LANGS, V1_LANGS, languages_for
@@ -18,7 +19,7 @@ from voxpipe.stages.families.gpt_sovits.text.langseg import HANGUL, KANA, langua
 from voxpipe.stages.families.gpt_sovits.text.packages import LanguageUnavailable, check
 from voxpipe.stages.families.gpt_sovits.text.symbols import PUNCTUATION, known_phones, phone_ids
 from voxpipe.stages.families.gpt_sovits.text.zh import HANZI, clean_zh, g2p_zh
-from voxpipe.stages.text.normalize import clean, normalize
+from voxpipe.stages.text.normalize import clean, normalize, normalize_parts
 
 # The languages read before this frontend knew Japanese, Korean and Cantonese: their text
 # goes through voxpipe's normalizer whole, then is cut into Mandarin and English runs.
@@ -86,6 +87,16 @@ def normalize_for(text: str, lang: str) -> str:
     Mandarin and English names (and auto on text with neither kana nor Hangul); else only
     tidied, since OpenJTalk, g2pk2 and the Cantonese cleaner read numbers themselves."""
     return normalize(text) if _whole_text_normalized(text, lang) else clean(text)
+
+
+def normalize_parts_for(text: str, lang: str) -> Iterator[tuple[str, bool]]:
+    """`normalize_for` a part at a time (each with whether it is the last), for the
+    streaming planner. Text that is only tidied is read whole: its readers see whole
+    sentences anyway, and the cut rules of `normalize_parts` are the normalizer's."""
+    if _whole_text_normalized(text, lang):
+        yield from normalize_parts(text)
+    else:
+        yield clean(text), True
 
 
 def _segment(run_lang: str, run: str, normalized: bool) -> Segment | None:

@@ -14,10 +14,10 @@ Noise: the split graphs take their noise as inputs, drawn from the chunk's seed,
 chunk renders the same audio every time, and the same as the torch engine's. The one-piece
 graph (no torch to split it, or precision "int8") draws its own: seeds do not hold there.
 
-Level: each voice gets one gain measured at load (stages/families/piper/engines/loudness.py), so its
-output is as loud as Piper's; option "loudness" False turns it off.
+The engine returns the model's own level: the voice's gain is the pipeline's
+(stages/families/piper/loudness.py), the same on every engine.
 
-settings.options: "loudness" (bool), "max_threads" (0: the usable cores), "split" (bool),
+settings.options: "max_threads" (0: the usable cores), "split" (bool),
 "parts_cache_dir", "busy_dir", "int8_method", "int8_cache_dir".
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from voxpipe.stages.families.piper import noise
-from voxpipe.stages.families.piper.engines import loudness, onnx_parts
+from voxpipe.stages.families.piper.engines import onnx_parts
 from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice
 from voxpipe.stages.families.piper.item import SynthesisItem
 from voxpipe.stages.families.piper.noise import concrete_seed
@@ -69,7 +69,7 @@ class Graph:
 
 @dataclass
 class OnnxVoice:
-    """A loaded voice: its one-piece graph or its two parts, and its output gain."""
+    """A loaded voice: its one-piece graph or its two parts."""
 
     whole: Graph | None = None
     acoustic: Graph | None = None
@@ -77,7 +77,6 @@ class OnnxVoice:
     radius: int = 0  # vocoder context frames either side of a window
     hop: int = 256
     channels: int = 0  # latent channels: the prior noise's height
-    gain: float = 1.0
     extra_bytes: int = field(default=0, repr=False)
 
     @property
@@ -94,7 +93,6 @@ class OnnxEngine(Engine):
 
         self._ort = onnxruntime
         options = settings.options
-        self.loudness = bool(options.get("loudness", True))
         self.use_split = bool(options.get("split", True))
         self.cores = CoreShare(settings, "onnx engine")
 
@@ -150,7 +148,6 @@ class OnnxEngine(Engine):
         nbytes = (model.extra_bytes or spec.model_path.stat().st_size) * len(self.cores.counts())
         voice = LoadedVoice(spec=spec, model=model, nbytes=nbytes)
         self._probe(voice)
-        self._set_gain(voice)
         return voice
 
     def _load_int8(self, spec: VoiceSpec) -> LoadedVoice:
@@ -186,7 +183,6 @@ class OnnxEngine(Engine):
         if snr is not None and snr < quantize.INAUDIBLE_SNR_DB:
             _LOG.warning("voice %r: int8 audio is %.1f dB SNR against float32 (audible below %.0f dB); "
                          "precision fp32 gives full quality", spec.name, snr, quantize.INAUDIBLE_SNR_DB)
-        self._set_gain(voice)
         return voice
 
     def probe_snr(self, float_voice: LoadedVoice, voice: LoadedVoice) -> float:
@@ -199,36 +195,29 @@ class OnnxEngine(Engine):
         reference, test = self._raw(float_voice, item), self._raw(voice, item)
         return quantize.snr_db(reference, test) if len(reference) == len(test) else float("-inf")
 
+    def warm_up(self, voice: LoadedVoice) -> None:
+        """Run every session once (a call gets the one for the cores free then, and each
+        has its own first-run allocations)."""
+        model = self._model(voice)
+        item = SynthesisItem(_probe_ids(voice.spec), 0.667, 1.0, 0.8)
+        for threads in self.cores.counts():
+            if not model.split:
+                self._run(voice, model.whole, threads, self._feeds(item))  # type: ignore[arg-type]
+                continue
+            z, frames, _ = self._acoustic(voice, item, threads)
+            self._vocode_window(voice, z, int(frames[0]), 0, int(frames[0]), item, threads)
+
     def _probe(self, voice: LoadedVoice) -> None:
         """One tiny inference with the config's largest phoneme id: a config that does not
         match its model fails here, at load, with the voice's name, not mid-request."""
         spec = voice.spec
-        largest = max((i for ids in piper_settings(spec).phoneme_id_map.values() for i in ids), default=0)
-        ids = np.array([1, 0, largest, 0, largest, 0, 2], dtype=np.int64)
         try:
-            audio = self._raw(voice, SynthesisItem(ids, 0.0, 1.0, 0.0))
+            audio = self._raw(voice, SynthesisItem(_probe_ids(spec), 0.0, 1.0, 0.0))
         except EngineError as exc:
             raise EngineError(f"voice {spec.name!r}: its config does not match its model "
                               f"({spec.files[1].name} vs {spec.model_path.name}): {exc}") from None
         if not len(audio) or not np.isfinite(audio).all():
             raise EngineError(f"voice {spec.name!r}: the model produced no usable audio")
-
-    def _set_gain(self, voice: LoadedVoice) -> None:
-        """The voice's one gain, from noise-free reference sentences (the same in every worker)."""
-        if not self.loudness:
-            return
-        from voxpipe.stages.families.piper.phonemize import Phonemizer
-
-        phonemizer = Phonemizer(voice.spec)
-
-        def render(text: str) -> np.ndarray:
-            return self._raw(voice, SynthesisItem(phonemizer.text_to_ids(text), 0.0, piper_settings(voice.spec).length_scale, 0.0))
-
-        try:
-            voice.model.gain = loudness.measure_gain(render)
-        except (PhonemizeError, loudness.LevelError) as exc:
-            _LOG.warning("voice %r: level not measured (%s); its audio is left as the model makes it",
-                         voice.spec.name, exc)
 
     # ------------------------------------------------------------------ synthesis
 
@@ -239,18 +228,14 @@ class OnnxEngine(Engine):
                          items: Sequence[SynthesisItem]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         # Items run one by one: batching buys nothing on onnxruntime's CPU path. Durations
         # come from the split graph's acoustic part; the one-piece graph has none.
-        model = self._model(voice)
-        out = []
-        for item in items:
-            audio, durations = self._raw_timed(voice, item)
-            out.append((loudness.apply_gain(audio, model.gain) if model.gain != 1.0 else audio, durations))
-        return out
+        return [self._raw_timed(voice, item) for item in items]
 
     def synthesize_stream_timed(self, voice: LoadedVoice, item: SynthesisItem,
                                 window_frames: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """Audio of one item in pieces: the first after one window of `window_frames` latent
         frames, then windows twice as long each time (the listener is ahead by then, and
-        longer windows waste less on context). Joined, the pieces equal the whole decode.
+        longer windows waste less on context); a window that would leave less than half
+        of itself for the next takes the rest too. Joined, the pieces equal the whole decode.
         The first piece comes with the item's samples per phoneme id where known."""
         if window_frames < 1:
             raise EngineError(f"voice {voice.spec.name!r}: window_frames must be positive")
@@ -264,10 +249,11 @@ class OnnxEngine(Engine):
         start, window = 0, window_frames
         while start < total:
             end = min(total, start + window)
+            if total - end < window // 2:
+                end = total  # a last window this short would cost its context more than its frames
             with self.cores.call() as threads:
                 piece = self._vocode_window(voice, z, total, start, end, item, threads)
-            yield (loudness.apply_gain(piece, model.gain) if model.gain != 1.0 else piece,
-                   durations if start == 0 else None)
+            yield piece, durations if start == 0 else None
             start, window = end, window * 2
 
     # ------------------------------------------------------------------ the graphs
@@ -293,12 +279,12 @@ class OnnxEngine(Engine):
             raise EngineError(f"voice {voice.spec.name!r}: inference failed: {exc}") from exc
 
     def _raw(self, voice: LoadedVoice, item: SynthesisItem) -> np.ndarray:
-        """The model's audio of one item, before the gain."""
+        """The model's audio of one item."""
         return self._raw_timed(voice, item)[0]
 
     def _raw_timed(self, voice: LoadedVoice, item: SynthesisItem) -> tuple[np.ndarray, np.ndarray | None]:
-        """The model's audio of one item before the gain, and its samples per phoneme id
-        (None from the one-piece graph)."""
+        """The model's audio of one item and its samples per phoneme id (None from the
+        one-piece graph)."""
         model = self._model(voice)
         durations = None
         with self.cores.call() as threads:
@@ -340,3 +326,9 @@ class OnnxEngine(Engine):
                  "sid": np.array([item.speaker_id], dtype=np.int64)}
         audio = self._run(voice, model.vocoder, threads, feeds)[0].reshape(-1)  # type: ignore[arg-type]
         return np.ascontiguousarray(audio[(start - lo) * model.hop:(end - lo) * model.hop], dtype=np.float32)
+
+
+def _probe_ids(spec: VoiceSpec) -> np.ndarray:
+    """A tiny input with the config's largest phoneme id."""
+    largest = max((i for ids in piper_settings(spec).phoneme_id_map.values() for i in ids), default=0)
+    return np.array([1, 0, largest, 0, largest, 0, 2], dtype=np.int64)
