@@ -6,7 +6,6 @@ relies on (a real daemon: a resumed request gets exactly the rest of the audio).
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import numpy as np

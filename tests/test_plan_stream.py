@@ -111,8 +111,12 @@ def assert_same_plan(planner: Planner, request: SynthesisRequest) -> None:
         assert streamed_error.value.code == exc.code
         return
     streamed = plan_streamed(planner, request)
-    key = lambda c: (c.seq, c.text, c.inputs.ids, c.inputs.options, c.inputs.extras, c.seed, c.engine, c.voice)
-    assert [key(c) for c in streamed] == [key(c) for c in whole]
+    # Seeds: the request's own, or one drawn per plan; either way chunk n has base + n.
+    key = lambda c, base: (c.seq, c.text, c.inputs.ids, c.inputs.options, c.inputs.extras, c.seed - base, c.engine,
+                           c.voice)
+    assert [key(c, streamed[0].seed) for c in streamed] == [key(c, whole[0].seed) for c in whole]
+    if request.options.seed is not None:
+        assert streamed[0].seed == whole[0].seed == request.options.seed
     # Until the plan is complete the total is not known: only the last chunk carries it.
     assert [c.count for c in streamed] == [0] * (len(whole) - 1) + [len(whole)]
     assert len({c.submitted_at for c in streamed}) == 1  # one plan

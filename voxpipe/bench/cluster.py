@@ -22,7 +22,6 @@ import os
 import random
 import shlex
 import signal
-import statistics
 import sys
 import tempfile
 import time
