@@ -32,7 +32,7 @@ def _maps(pid: int) -> str:
 @pytest.mark.slow
 @pytest.mark.e2e
 @pytest.mark.skipif(allocator.find("tcmalloc") is None, reason="tcmalloc is not installed (libtcmalloc-minimal4)")
-def test_the_preload_reaches_the_worker_process_only(tmp_path):
+def test_the_preload_reaches_the_worker_process_only(tmp_path, tmp_path_factory):
     with Daemon(tmp_path, workers=1, extra_args=["--engine", "null"], worker={"allocator": "tcmalloc"}) as daemon:
         with daemon.client() as client:
             status = client.status()
@@ -42,7 +42,8 @@ def test_the_preload_reaches_the_worker_process_only(tmp_path):
             assert "libtcmalloc" in _maps(rows["worker"]["pid"])
             assert "libtcmalloc" not in _maps(rows["frontend"]["pid"])
             assert "libtcmalloc" not in _maps(rows["merger"]["pid"])
-    with Daemon(tmp_path / "plain", workers=1, extra_args=["--engine", "null"], worker={"allocator": "system"}) as daemon:
+    # A folder of its own, not one under tmp_path: ipc socket paths hold at most 107 bytes.
+    with Daemon(tmp_path_factory.mktemp("plain"), workers=1, extra_args=["--engine", "null"], worker={"allocator": "system"}) as daemon:
         with daemon.client() as client:
             status = client.status()
             worker = next(p for p in status["processes"] if p["role"] == "worker")

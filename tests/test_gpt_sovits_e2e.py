@@ -45,8 +45,11 @@ def voices(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, voices):
+    # Threads fixed: a call's torch threads otherwise follow how busy the machine's other
+    # engine processes are (other tests' daemons too), and float sums in another order can
+    # flip a random-weight voice's sampled token where two are nearly equal.
     with Daemon(tmp_path_factory.mktemp("gsv-daemon"), workers=1, voices_dir=str(voices),
-                preload=[VOICE]) as d:
+                preload=[VOICE], worker={"max_threads": 1}) as d:
         yield d
 
 

@@ -195,3 +195,24 @@ def test_probe_time_is_small_on_a_tiny_voice(voices_dir, tmp_path):
     started = time.perf_counter()
     voice = GptSovitsEngine(EngineSettings(threads=1, options=options)).load_voice(spec)
     assert voice.details["precision"].endswith("(probed)") and time.perf_counter() - started < 120
+
+
+def test_workers_probing_one_model_at_once_take_turns(tmp_path):
+    """A second process probing the same model waits for the first one's lock (and then
+    reads its cached choice), so every worker of a daemon runs a voice alike."""
+    import threading
+
+    from voxpipe.stages.families.gpt_sovits.precision import _probe_lock
+
+    entered = threading.Event()
+
+    def second() -> None:
+        with _probe_lock(tmp_path, "key"):
+            entered.set()
+
+    with _probe_lock(tmp_path, "key"):
+        other = threading.Thread(target=second)
+        other.start()
+        assert not entered.wait(0.5)  # held: the other one waits however long it is given
+    other.join(10)
+    assert entered.is_set()

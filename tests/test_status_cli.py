@@ -16,12 +16,12 @@ from tests.daemon_proc import ROOT, Daemon, settled_status
 
 TEXTS = ["Good morning.", "Status tables should add up. This request has two sentences."]
 BAD_VOICE_TEXT = "Nobody speaks this."
-LONG_TEXT = "Far too long for the daemon's limit. " * 1000  # 37,000 characters; the limit is 20,000
+LONG_TEXT = "Far too long for the daemon's limit. " * 1000  # 37,000 characters; the limit here is 20,000
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    d = Daemon(tmp_path_factory.mktemp("status"), workers=1)
+    d = Daemon(tmp_path_factory.mktemp("status"), workers=1, limits={"max_text_chars": 20_000})
     d.start()
     try:
         with d.client() as client:

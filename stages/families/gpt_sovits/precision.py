@@ -18,6 +18,8 @@ says so.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -25,7 +27,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -130,19 +132,23 @@ def choose(model: Any, wanted: dict[str, str], cache_dir: Path | None) -> Precis
             choice.notes.append(f"{part} {value} is not run at speed here ({_machine_words(device)}): fp32")
     if any(len(c) > 1 for c in probe.values()):
         key = cache_key(model, {p: wanted.get(p, AUTO) for p in PARTS})
-        cached = _read_cache(cache_dir, key)
-        if cached is not None:
-            for part in probe:
-                setattr(choice, part, cached[part])
-            choice.how, choice.notes = "cached", choice.notes + list(cached.get("notes", []))
-        else:
-            started = time.perf_counter()
-            notes: list[str] = []
-            for part, candidates in probe.items():
-                setattr(choice, part, _probe(part, model, candidates, notes) if len(candidates) > 1 else "fp32")
-            choice.how, choice.probe_s = "probed", time.perf_counter() - started
-            choice.notes += notes
-            _write_cache(cache_dir, key, {"decoder": choice.decoder, "renderer": choice.renderer, "notes": notes})
+        # One probe per machine and model: workers loading the voice at once wait for the
+        # first one's choice instead of timing their own, which could differ under load
+        # (and then one seed would render differently on each worker).
+        with _probe_lock(cache_dir, key):
+            cached = _read_cache(cache_dir, key)
+            if cached is not None:
+                for part in probe:
+                    setattr(choice, part, cached[part])
+                choice.how, choice.notes = "cached", choice.notes + list(cached.get("notes", []))
+            else:
+                started = time.perf_counter()
+                notes: list[str] = []
+                for part, candidates in probe.items():
+                    setattr(choice, part, _probe(part, model, candidates, notes) if len(candidates) > 1 else "fp32")
+                choice.how, choice.probe_s = "probed", time.perf_counter() - started
+                choice.notes += notes
+                _write_cache(cache_dir, key, {"decoder": choice.decoder, "renderer": choice.renderer, "notes": notes})
     elif probe:
         choice.how = "configured" if len(probe) < len(PARTS) else "only fp32 here"
     apply(model, choice.decoder, choice.renderer)
@@ -199,6 +205,22 @@ def cpu_model() -> str:
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "voxpipe" / "gsv-precision"
+
+
+@contextlib.contextmanager
+def _probe_lock(cache_dir: Path | None, key: str) -> Iterator[None]:
+    """An exclusive lock on the probe of `key` (a lock file beside its cached choice); no
+    lock where the cache folder cannot be written (each process then probes alone)."""
+    directory = cache_dir or default_cache_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(directory / f".{key}.lock", "a")
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
 
 
 def _read_cache(cache_dir: Path | None, key: str) -> dict | None:

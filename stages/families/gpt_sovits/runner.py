@@ -281,7 +281,8 @@ class GsvRunner(Runner):
         unless it is the request's last chunk (api_v2's pause between fragments)."""
         chunk = stream.chunk
         pause = float(chunk.inputs.options.get("fragment_interval") or 0.0)
-        if pause <= 0 or chunk.seq >= chunk.count - 1:
+        # The request's last chunk is the one that carries the total (count 0: more follow).
+        if pause <= 0 or chunk.count and chunk.seq >= chunk.count - 1:
             return audio
         return np.concatenate([audio, np.zeros(round(pause * stream.sample_rate), np.float32)])
 
