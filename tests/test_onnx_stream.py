@@ -2,6 +2,7 @@
 workers; and the per-voice output level (stages/families/piper/loudness.py) on it."""
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 from pathlib import Path
@@ -69,6 +70,70 @@ def test_too_little_context_would_show(joe):
     finally:
         voice.model.radius = radius
     assert np.abs(joined - whole).max() > 1e-3
+
+
+@pytest.mark.slow
+def test_too_little_flow_context_would_show(joe):
+    # The flow runs on windows too: without its own context the seams differ.
+    engine, voice, phonemizer = joe
+    item = _item(phonemizer)
+    whole = engine.synthesize(voice, [item])[0]
+    radius, voice.model.flow_radius = voice.model.flow_radius, 0
+    try:
+        joined = np.concatenate(list(engine.synthesize_stream(voice, item, 16)))
+    finally:
+        voice.model.flow_radius = radius
+    assert np.abs(joined - whole).max() > 1e-3
+
+
+def test_flow_radius_is_exactly_what_reaches_a_frame(tmp_path):
+    # A change to one frame of the flow's input reaches flow_radius frames either side, no further.
+    import torch
+
+    from voxpipe.stages.engines.receptive_field import flow_radius
+    from voxpipe.stages.families.piper.vits.load import load_piper_onnx
+
+    model = load_piper_onnx(write_random_piper_voice(tmp_path, "tiny", seed=5), "tiny", 1).eval()
+    with torch.no_grad():  # every weight non-zero (a random voice keeps some couplings at identity)
+        for param in model.flow.parameters():
+            param.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(param.numel()))
+    radius = flow_radius(model.flow)
+    frames, at = 4 * radius + 9, 2 * radius
+    flow = model.flow.double()  # far reaches are products of many small weights: keep every bit
+    z_p = torch.randn(1, model.cfg.inter_channels, frames, generator=torch.Generator().manual_seed(0),
+                      dtype=torch.float64)
+    mask = torch.ones(1, 1, frames, dtype=torch.float64)
+    with torch.no_grad():
+        base = flow(z_p, mask)
+        bumped = z_p.clone()
+        bumped[:, :, at] += 1.0
+        changed = (flow(bumped, mask) - base).abs().amax(dim=1)[0] > 0
+    reached = torch.nonzero(changed).flatten()
+    assert int(reached.min()) == at - radius and int(reached.max()) == at + radius
+
+
+@pytest.mark.slow
+def test_lanes_join_to_the_whole_decode(tmp_path):
+    # Past the first window, a lone sentence's windows run side by side on the free cores.
+    spec = VoiceCatalog(None).get("joe")
+    engine = _engine(tmp_path, max_threads=2)
+    voice = engine.load_voice(spec)
+    assert engine.cores.lanes == 2
+    item = dataclasses.replace(_item(Phonemizer(spec), noise=0.667), seed=11)
+    whole = engine.synthesize(voice, [item])[0]
+    pieces = list(engine.synthesize_stream(voice, item, 16))
+    assert np.abs(np.concatenate(pieces) - whole).max() <= 1e-4
+    # another engine process busy: one core left, so one window at a time, to the same audio
+    peer = os.open(tmp_path / "busy" / "1.busy", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(peer, fcntl.LOCK_EX)
+        alone = list(engine.synthesize_stream(voice, item, 16))
+    finally:
+        os.close(peer)
+    assert np.abs(np.concatenate(alone) - whole).max() <= 1e-4
+    hop = voice.model.hop
+    assert [len(p) // hop for p in alone][:4] == [16, 32, 64, 128]  # doubling windows, one by one
+    assert [len(p) // hop for p in pieces][:4] == [16, 64, 64, 64]  # then rounds of two lanes (64 frames at least)
 
 
 @pytest.mark.slow

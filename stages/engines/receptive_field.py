@@ -37,3 +37,13 @@ def receptive_radius(dec: nn.Module) -> int:
         reach += max(_block_reach(block) for block in dec.resblocks[i * n:(i + 1) * n]) / scale
     reach += _reach(dec.conv_post) / scale
     return math.ceil(reach) + 1  # +1: window edges fall between the samples of a frame
+
+
+def flow_radius(flow: nn.Module) -> int:
+    """Latent frames either side that can change a frame of a VITS flow's output: each
+    coupling layer's WaveNet stack reads its convolutions' reach one after another, and
+    the couplings run one after another (1x1 convolutions and flips reach nothing)."""
+    reach = 0
+    for coupling in flow.flows.values():
+        reach += sum(_reach(conv) for conv in coupling.enc.in_layers)
+    return int(reach)

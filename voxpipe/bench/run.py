@@ -152,6 +152,13 @@ def _versions() -> dict[str, str]:
     return out
 
 
+# A pause after each request of the latency phase, so the next one, whichever system
+# sends it, starts on a quiet machine: onnxruntime's pool threads in piper's session spin
+# for some milliseconds after a run (its default), and the daemon's processes finish
+# their bookkeeping after an answer; either would otherwise slow the other side's start.
+SETTLE_S = 0.15
+
+
 def _latency_phase(args: argparse.Namespace, daemon: BenchDaemon, baseline: PiperBaseline | None, texts: list[BenchText],
                    longform: BenchText, say: Phases) -> list[Sample]:
     """Every text, one request at a time, the two systems alternating which goes first."""
@@ -169,6 +176,7 @@ def _latency_phase(args: argparse.Namespace, daemon: BenchDaemon, baseline: Pipe
                     samples.append(voxpipe_side.measure(client, text))
                 elif voice is not None:
                     samples.append(baseline.measure(voice, text))
+                time.sleep(SETTLE_S)
             progress.update(index + 1, f"{text.cls}")
     progress.close()
     # First audio of the long form repeated: the plan is made as the text is read, so it

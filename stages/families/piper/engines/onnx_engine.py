@@ -1,14 +1,15 @@
 """onnxruntime engine: runs Piper voices. The default on CPU.
 
-A voice runs as its graph split in two (stages/families/piper/engines/onnx_parts.py): the acoustic part,
-then the vocoder, which synthesize_stream() runs window by window so a long sentence's
-first audio is ready after one window. Where the split graphs cannot be made (no torch to
-export them) or for precision "int8", the voice's own one-piece graph runs and a stream
-is one piece.
+A voice runs as its graph split in three (stages/families/piper/engines/onnx_parts.py):
+the prior, then the flow and the vocoder, which run window by window
+(stages/families/piper/engines/windows.py), so a long sentence's first audio is ready
+after one window. Where the split graphs cannot be made (no torch to export them) or for
+precision "int8", the voice's own one-piece graph runs and a stream is one piece.
 
 Threads: each graph has a session per thread count; a call runs with the cores that the
 other busy engine processes leave free (stages/engines/busy_board.py), so a lone request
-uses the whole machine and a loaded one keeps one core per worker.
+uses the whole machine and a loaded one keeps one core per worker. Past its first window
+a sentence's windows run side by side in lanes, one-thread calls on free cores.
 
 Noise: the split graphs take their noise as inputs, drawn from the chunk's seed, so a
 chunk renders the same audio every time, and the same as the torch engine's. The one-piece
@@ -23,6 +24,7 @@ settings.options: "max_threads" (0: the usable cores), "split" (bool),
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -31,6 +33,7 @@ import numpy as np
 
 from voxpipe.stages.families.piper import noise
 from voxpipe.stages.families.piper.engines import onnx_parts
+from voxpipe.stages.families.piper.engines.windows import round_windows
 from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice
 from voxpipe.stages.families.piper.item import SynthesisItem
 from voxpipe.stages.families.piper.noise import concrete_seed
@@ -44,7 +47,7 @@ _LOG = logging.getLogger(__name__)
 
 def _noise_frames(phonemes: int, length_scale: float) -> int:
     """How many frames of prior noise to draw before the durations are known: more than
-    speech takes (a few frames per phoneme id), so the acoustic part runs once."""
+    speech takes (a few frames per phoneme id), so the prior runs once."""
     return int(8 * phonemes * max(1.0, length_scale)) + 64
 
 
@@ -69,19 +72,21 @@ class Graph:
 
 @dataclass
 class OnnxVoice:
-    """A loaded voice: its one-piece graph or its two parts."""
+    """A loaded voice: its one-piece graph or its three parts."""
 
     whole: Graph | None = None
-    acoustic: Graph | None = None
+    prior: Graph | None = None
+    flow: Graph | None = None
     vocoder: Graph | None = None
     radius: int = 0  # vocoder context frames either side of a window
+    flow_radius: int = 0  # flow context frames either side of the vocoder's input
     hop: int = 256
     channels: int = 0  # latent channels: the prior noise's height
     extra_bytes: int = field(default=0, repr=False)
 
     @property
     def split(self) -> bool:
-        return self.acoustic is not None and self.vocoder is not None
+        return self.prior is not None and self.flow is not None and self.vocoder is not None
 
 
 class OnnxEngine(Engine):
@@ -95,6 +100,7 @@ class OnnxEngine(Engine):
         options = settings.options
         self.use_split = bool(options.get("split", True))
         self.cores = CoreShare(settings, "onnx engine")
+        self._lanes: ThreadPoolExecutor | None = None  # made on first use
 
     # ------------------------------------------------------------------ loading
 
@@ -128,7 +134,7 @@ class OnnxEngine(Engine):
         return OnnxVoice(whole=self._graph(spec, path, {"input", "input_lengths", "scales"}))
 
     def _parts(self, spec: VoiceSpec) -> OnnxVoice | None:
-        """The voice as acoustic part + vocoder, or None (logged) where they cannot be made."""
+        """The voice as prior, flow and vocoder, or None (logged) where they cannot be made."""
         cache = self.settings.options.get("parts_cache_dir")
         try:
             parts = onnx_parts.voice_parts(spec.model_path, spec.name, piper_settings(spec).num_speakers,
@@ -136,10 +142,12 @@ class OnnxEngine(Engine):
         except onnx_parts.PartsError as exc:
             _LOG.warning("%s; voice %r runs as one graph (no streaming within a sentence)", exc, spec.name)
             return None
-        acoustic = self._graph(spec, parts.acoustic, {"input", "input_lengths", "scales", "dp_noise", "z_noise"})
-        return OnnxVoice(acoustic=acoustic, vocoder=self._graph(spec, parts.vocoder, {"z", "frames"}),
-                         radius=parts.radius, hop=parts.hop, channels=acoustic.input_dim("z_noise", 1),
-                         extra_bytes=parts.acoustic.stat().st_size + parts.vocoder.stat().st_size)
+        prior = self._graph(spec, parts.prior, {"input", "input_lengths", "scales", "dp_noise", "z_noise"})
+        return OnnxVoice(prior=prior, flow=self._graph(spec, parts.flow, {"z_p"}),
+                         vocoder=self._graph(spec, parts.vocoder, {"z", "frames"}),
+                         radius=parts.radius, flow_radius=parts.flow_radius, hop=parts.hop,
+                         channels=prior.input_dim("z_noise", 1),
+                         extra_bytes=sum(f.stat().st_size for f in parts.files))
 
     def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
         if self.settings.precision == "int8":
@@ -204,8 +212,15 @@ class OnnxEngine(Engine):
             if not model.split:
                 self._run(voice, model.whole, threads, self._feeds(item))  # type: ignore[arg-type]
                 continue
-            z, frames, _ = self._acoustic(voice, item, threads)
-            self._vocode_window(voice, z, int(frames[0]), 0, int(frames[0]), item, threads)
+            z_p, total, _ = self._prior(voice, item, threads)
+            self._decode(voice, z_p, total, 0, total, item, threads)
+        if model.split and self.cores.lanes > 1:
+            # The lane threads keep their own onnxruntime scratch: allocate it now, too.
+            z_p, total, _ = self._prior(voice, item, self.cores.base)
+            windows = [(0, total)] * self.cores.lanes
+            for future in [self._lane_pool().submit(self._decode, voice, z_p, total, s, e, item, self.cores.base)
+                           for s, e in windows]:
+                future.result()
 
     def _probe(self, voice: LoadedVoice) -> None:
         """One tiny inference with the config's largest phoneme id: a config that does not
@@ -233,10 +248,11 @@ class OnnxEngine(Engine):
     def synthesize_stream_timed(self, voice: LoadedVoice, item: SynthesisItem,
                                 window_frames: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """Audio of one item in pieces: the first after one window of `window_frames` latent
-        frames, then windows twice as long each time (the listener is ahead by then, and
-        longer windows waste less on context); a window that would leave less than half
-        of itself for the next takes the rest too. Joined, the pieces equal the whole decode.
-        The first piece comes with the item's samples per phoneme id where known."""
+        frames on every free core, then rounds twice as wide each time (the listener is
+        ahead by then, and wider windows waste less on context), each cut into lanes that
+        run side by side on the cores free then (stages/families/piper/engines/windows.py).
+        Joined, the pieces equal the whole decode. The first piece comes with the item's
+        samples per phoneme id where known."""
         if window_frames < 1:
             raise EngineError(f"voice {voice.spec.name!r}: window_frames must be positive")
         model = self._model(voice)
@@ -244,17 +260,16 @@ class OnnxEngine(Engine):
             yield self.synthesize_timed(voice, [item])[0]
             return
         with self.cores.call() as threads:
-            z, frames, durations = self._acoustic(voice, item, threads)
-        total = int(frames[0])
-        start, window = 0, window_frames
+            z_p, total, durations = self._prior(voice, item, threads)
+        start, size, first = 0, window_frames, True
         while start < total:
-            end = min(total, start + window)
-            if total - end < window // 2:
-                end = total  # a last window this short would cost its context more than its frames
             with self.cores.call() as threads:
-                piece = self._vocode_window(voice, z, total, start, end, item, threads)
-            yield piece, durations if start == 0 else None
-            start, window = end, window * 2
+                lanes = 1 if first else self.cores.lanes_for(threads)
+                windows = round_windows(start, total, size, lanes)
+                for piece in self._decode_round(voice, z_p, total, windows, item, threads):
+                    yield piece, durations if first else None
+                    first = False
+            start, size = windows[-1][1], size * 2
 
     # ------------------------------------------------------------------ the graphs
 
@@ -291,13 +306,14 @@ class OnnxEngine(Engine):
             if not model.split:
                 audio = self._run(voice, model.whole, threads, self._feeds(item))[0]  # type: ignore[arg-type]
             else:
-                z, frames, durations = self._acoustic(voice, item, threads)
-                audio = self._vocode_window(voice, z, int(frames[0]), 0, int(frames[0]), item, threads)
+                z_p, total, durations = self._prior(voice, item, threads)
+                windows = round_windows(0, total, total, self.cores.lanes_for(threads))
+                audio = np.concatenate(list(self._decode_round(voice, z_p, total, windows, item, threads)))
         return np.ascontiguousarray(audio.reshape(-1), dtype=np.float32), durations
 
-    def _acoustic(self, voice: LoadedVoice, item: SynthesisItem,
-                  threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(z, frames, samples per phoneme id or None where the graph predates durations).
+    def _prior(self, voice: LoadedVoice, item: SynthesisItem,
+               threads: int) -> tuple[np.ndarray, int, np.ndarray | None]:
+        """(z_p, frames, samples per phoneme id or None where the graph predates durations).
         The noise comes from the item's seed (stages/families/piper/noise.py), as in the
         torch engine. The prior's is drawn before the frame count is known: wide enough
         for nearly every sentence, and drawn again to the right width when it was not."""
@@ -309,23 +325,54 @@ class OnnxEngine(Engine):
         width = _noise_frames(phonemes, item.length_scale)
         while True:
             feeds["z_noise"] = noise.latent_noise(seed, model.channels, width)[None]
-            out = self._run(voice, model.acoustic, threads, feeds)  # type: ignore[arg-type]
+            out = self._run(voice, model.prior, threads, feeds)  # type: ignore[arg-type]
             if int(out[1][0]) <= width:
                 break
             width = int(out[1][0])
         durations = (np.asarray(out[2][0], dtype=np.float64) * model.hop) if len(out) > 2 else None
-        return out[0], out[1], durations
+        return out[0], int(out[1][0]), durations
 
-    def _vocode_window(self, voice: LoadedVoice, z: np.ndarray, total: int, start: int, end: int,
-                       item: SynthesisItem, threads: int) -> np.ndarray:
-        """Audio of latent frames [start, end), decoded with the context either side that
-        reaches them, so that it equals the same stretch of a whole decode."""
+    def _decode(self, voice: LoadedVoice, z_p: np.ndarray, total: int, start: int, end: int,
+                item: SynthesisItem, threads: int) -> np.ndarray:
+        """Audio of latent frames [start, end): the flow and the vocoder, each given the
+        context either side that reaches the window, so that it equals the same stretch
+        of a whole decode."""
         model = self._model(voice)
         lo, hi = max(0, start - model.radius), min(total, end + model.radius)
-        feeds = {"z": np.ascontiguousarray(z[:, :, lo:hi]), "frames": np.array([hi - lo], dtype=np.int64),
-                 "sid": np.array([item.speaker_id], dtype=np.int64)}
+        flow_lo, flow_hi = max(0, lo - model.flow_radius), min(total, hi + model.flow_radius)
+        sid = np.array([item.speaker_id], dtype=np.int64)
+        z = self._run(voice, model.flow, threads,  # type: ignore[arg-type]
+                      {"z_p": np.ascontiguousarray(z_p[:, :, flow_lo:flow_hi]), "sid": sid})[0]
+        feeds = {"z": np.ascontiguousarray(z[:, :, lo - flow_lo:hi - flow_lo]),
+                 "frames": np.array([hi - lo], dtype=np.int64), "sid": sid}
         audio = self._run(voice, model.vocoder, threads, feeds)[0].reshape(-1)  # type: ignore[arg-type]
         return np.ascontiguousarray(audio[(start - lo) * model.hop:(end - lo) * model.hop], dtype=np.float32)
+
+    def _decode_round(self, voice: LoadedVoice, z_p: np.ndarray, total: int, windows: list[tuple[int, int]],
+                      item: SynthesisItem, threads: int) -> Iterator[np.ndarray]:
+        """The round's windows in order: one on `threads` threads, or several side by side,
+        each a one-thread call (the busy board counts this process once: its lanes are
+        the cores it found free)."""
+        if len(windows) == 1:
+            yield self._decode(voice, z_p, total, *windows[0], item, threads)
+            return
+        pool = self._lane_pool()
+        futures: list[Future] = [pool.submit(self._decode, voice, z_p, total, s, e, item, self.cores.base)
+                                 for s, e in windows]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:  # a consumer that stops early must not leave lanes running
+                future.cancel()
+            for future in futures:
+                if not future.cancelled():
+                    future.exception()
+
+    def _lane_pool(self) -> ThreadPoolExecutor:
+        if self._lanes is None:
+            self._lanes = ThreadPoolExecutor(max_workers=max(1, self.cores.lanes), thread_name_prefix="onnx-lane")
+        return self._lanes
 
 
 def _probe_ids(spec: VoiceSpec) -> np.ndarray:

@@ -1,9 +1,11 @@
-"""A Piper voice's graph split in two for onnxruntime: the acoustic part (text encoder,
-duration predictor, flow) and the vocoder, exported once per voice and cached on disk.
+"""A Piper voice's graph split in three for onnxruntime: the prior (text encoder and
+duration predictor, up to the flow's input), the flow and the vocoder, exported once per
+voice and cached on disk.
 
-Split, the vocoder can decode a long latent in windows (stages/families/piper/vits/stream.py
-explains why the windows join exactly), so a long sentence's first audio is ready after
-one window. Exporting needs torch and onnx (the `torch` extra); the cached files then
+Split, the flow and the vocoder can run on a long latent in windows, each with the
+context either side that reaches it (stages/families/piper/vits/stream.py explains why
+the windows join exactly), so a long sentence's first audio is ready after one window,
+and the windows of one sentence can run side by side on free cores. Exporting needs torch and onnx (the `torch` extra); the cached files then
 load with onnxruntime alone.
 """
 from __future__ import annotations
@@ -23,8 +25,9 @@ from voxpipe.procutil import exclusive_lock
 # Format 3 takes the noise as inputs (dp_noise, z_noise), drawn from the chunk's seed, so
 # a chunk renders the same audio every time and on every engine. Older caches drew their
 # noise inside the graph: they are not read (a voice is exported again on first use).
-PARTS_FORMAT = 3
-READABLE_FORMATS = (3,)  # newest first
+# Format 4 splits the acoustic part into the prior and the flow (windowed flow).
+PARTS_FORMAT = 4
+READABLE_FORMATS = (4,)  # newest first
 
 
 class PartsError(Exception):
@@ -33,10 +36,16 @@ class PartsError(Exception):
 
 @dataclass(frozen=True)
 class VoiceParts:
-    acoustic: Path  # (input, input_lengths, scales, dp_noise, z_noise[, sid]) -> (z, frames, durations)
+    prior: Path  # (input, input_lengths, scales, dp_noise, z_noise[, sid]) -> (z_p, frames, durations)
+    flow: Path  # (z_p[, sid]) -> z, one item
     vocoder: Path  # (z, frames[, sid]) -> audio
     radius: int  # latent frames either side that reach a frame's audio
+    flow_radius: int  # frames of z_p either side that reach a frame of z
     hop: int  # audio samples per latent frame
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return self.prior, self.flow, self.vocoder
 
 
 def default_cache_dir() -> Path:
@@ -67,10 +76,11 @@ def _read_any(root: Path, key: str) -> VoiceParts | None:
 def _read(folder: Path) -> VoiceParts | None:
     try:
         meta = json.loads((folder / "parts.json").read_text())
-        parts = VoiceParts(folder / "acoustic.onnx", folder / "vocoder.onnx", int(meta["radius"]), int(meta["hop"]))
+        parts = VoiceParts(folder / "prior.onnx", folder / "flow.onnx", folder / "vocoder.onnx",
+                           int(meta["radius"]), int(meta["flow_radius"]), int(meta["hop"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return parts if parts.acoustic.is_file() and parts.vocoder.is_file() else None
+    return parts if all(f.is_file() for f in parts.files) else None
 
 
 
@@ -82,14 +92,16 @@ def _export(model_path: Path, name: str, num_speakers: int, folder: Path) -> Non
     except ImportError as exc:
         raise PartsError(f"splitting a voice's graph needs torch and onnx ({exc}); "
                          "install voxpipe's torch extra") from exc
-    from voxpipe.stages.families.piper.vits.export import export_acoustic, export_vocoder
+    from voxpipe.stages.families.piper.vits.export import export_flow, export_prior, export_vocoder
     from voxpipe.stages.families.piper.vits.load import load_piper_onnx
-    from voxpipe.stages.engines.receptive_field import receptive_radius
+    from voxpipe.stages.engines.receptive_field import flow_radius, receptive_radius
 
     model = load_piper_onnx(model_path, name, num_speakers)
-    export_acoustic(model, folder / "acoustic.onnx")
+    export_prior(model, folder / "prior.onnx")
+    export_flow(model, folder / "flow.onnx")
     export_vocoder(model, folder / "vocoder.onnx")
-    meta = {"radius": receptive_radius(model.dec), "hop": model.hop_length, "source": model_path.name}
+    meta = {"radius": receptive_radius(model.dec), "flow_radius": flow_radius(model.flow),
+            "hop": model.hop_length, "source": model_path.name}
     (folder / "parts.json").write_text(json.dumps(meta))
 
 

@@ -1,4 +1,5 @@
-"""ONNX export of a VitsModel: the acoustic part, the vocoder, or Piper's one-graph model.
+"""ONNX export of a VitsModel: the acoustic part (whole, or as prior and flow), the
+vocoder, or Piper's one-graph model.
 
 These use the TorchScript-based exporter (dynamo=False), the route Piper's own export
 takes: it needs no onnxscript (torch 2.13's default dynamo exporter does; with it
@@ -36,6 +37,36 @@ class AcousticGraph(nn.Module):
                 sid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         return self.model.acoustic_timed(ids, lengths, scales[0], scales[1], scales[2], sid=sid,
                                          dp_noise=dp_noise, z_noise=z_noise)
+
+
+class PriorGraph(nn.Module):
+    """AcousticGraph without the flow: (..., z_noise, sid?) -> (z_p [B, C, frames], frames,
+    durations). The flow then runs on windows of z_p (FlowGraph), so a long sentence's
+    first audio waits for the flow over its first window only."""
+
+    def __init__(self, model: VitsModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: Tensor, lengths: Tensor, scales: Tensor, dp_noise: Tensor, z_noise: Tensor,
+                sid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        z_p, frames, durations, _ = self.model.prior_timed(ids, lengths, scales[0], scales[1], scales[2], sid=sid,
+                                                           dp_noise=dp_noise, z_noise=z_noise)
+        return z_p, frames, durations
+
+
+class FlowGraph(nn.Module):
+    """(z_p [1, C, frames], sid?) -> z: the flow over one item's frames (or a window of
+    them: frames within `flow_radius` of a cut edge are wrong and are dropped)."""
+
+    def __init__(self, model: VitsModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z_p: Tensor, sid: Tensor | None = None) -> Tensor:
+        g = self.model.speaker(sid, z_p.shape[0], z_p.device)
+        mask = torch.ones_like(z_p[:, :1, :])
+        return self.model.flow(z_p, mask, g=g)
 
 
 class VocoderGraph(nn.Module):
@@ -84,6 +115,28 @@ def export_acoustic(model: VitsModel, path: Path) -> Path:
             "dp_noise": {0: "batch", 2: "phonemes"}, "z_noise": {0: "batch", 2: "noise_frames"},
             "z": {0: "batch", 2: "frames"}, "frames": {0: "batch"}, "durations": {0: "batch", 1: "phonemes"}}
     return _export(AcousticGraph(model), args, path, inputs, ["z", "frames", "durations"], axes)
+
+
+def export_prior(model: VitsModel, path: Path) -> Path:
+    ids, lengths, scales, sid = _example(model)
+    gen = torch.Generator().manual_seed(1)
+    dp_noise = torch.randn(ids.shape[0], 2, ids.shape[1], generator=gen)
+    z_noise = torch.randn(ids.shape[0], model.cfg.inter_channels, 7 * ids.shape[1], generator=gen)
+    args = (ids, lengths, scales, dp_noise, z_noise) + (() if sid is None else (sid,))
+    inputs = ["input", "input_lengths", "scales", "dp_noise", "z_noise"] + (["sid"] if sid is not None else [])
+    axes = {"input": {0: "batch", 1: "phonemes"}, "input_lengths": {0: "batch"}, "sid": {0: "batch"},
+            "dp_noise": {0: "batch", 2: "phonemes"}, "z_noise": {0: "batch", 2: "noise_frames"},
+            "z_p": {0: "batch", 2: "frames"}, "frames": {0: "batch"}, "durations": {0: "batch", 1: "phonemes"}}
+    return _export(PriorGraph(model), args, path, inputs, ["z_p", "frames", "durations"], axes)
+
+
+def export_flow(model: VitsModel, path: Path) -> Path:
+    z_p = torch.randn(1, model.cfg.inter_channels, 40, generator=torch.Generator().manual_seed(2))
+    sid = torch.zeros(1, dtype=torch.long) if model.cfg.n_speakers > 1 else None
+    args = (z_p,) if sid is None else (z_p, sid)
+    inputs = ["z_p"] + (["sid"] if sid is not None else [])
+    axes = {"z_p": {2: "frames"}, "z": {2: "frames"}}
+    return _export(FlowGraph(model), args, path, inputs, ["z"], axes)
 
 
 def export_vocoder(model: VitsModel, path: Path) -> Path:

@@ -678,6 +678,19 @@ class VitsModel(nn.Module):
         """`acoustic`, plus the frames each phoneme id lasts [B, T] (0 past an item's length):
         what word timings are made of. `dp_noise` [B, 2, T] and `z_noise` [B, C, >= frames]
         give the noise as tensors instead (the exported graph's inputs)."""
+        z_p, y_lengths, durations, y_mask = self.prior_timed(ids, lengths, noise_scale, length_scale, noise_w, sid,
+                                                             seeds, pad_frames, dp_noise, z_noise)
+        z = self.flow(z_p, y_mask, g=self.speaker(sid, ids.shape[0], ids.device))
+        return z * y_mask, y_lengths, durations
+
+    def prior_timed(self, ids: Tensor, lengths: Tensor, noise_scale: Tensor | float = 0.667,
+                    length_scale: Tensor | float = 1.0, noise_w: Tensor | float = 0.8, sid: Tensor | None = None,
+                    seeds: Sequence[int] | None = None,
+                    pad_frames: Callable[[int], int] | None = None, dp_noise: Tensor | None = None,
+                    z_noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Everything before the flow: (z_p [B, C, frames], frames [B], durations [B, T],
+        frame mask [B, 1, frames]). The flow sees only a few frames either side of each
+        frame (`flow_radius`), so z_p can go through it in windows."""
         batch = ids.shape[0]
         g = self.speaker(sid, batch, ids.device)
         x, m_p, logs_p, x_mask = self.enc_p(ids, lengths)
@@ -710,8 +723,7 @@ class VitsModel(nn.Module):
         prior_noise = (_given(z_noise, m_p) if z_noise is not None else
                        _seeded(m_p, y_lengths, seeds, lambda seed, n: noise.latent_noise(seed, channels, n)))
         z_p = m_p + prior_noise * torch.exp(logs_p) * _per_item(noise_scale, x)
-        z = self.flow(z_p, y_mask, g=g)
-        return z * y_mask, y_lengths, w_ceil[:, 0, :]
+        return z_p, y_lengths, w_ceil[:, 0, :], y_mask
 
     def vocode(self, z: Tensor, y_lengths: Tensor | None = None, sid: Tensor | None = None) -> Tensor:
         """Latent [B, C, frames] -> audio [B, frames * hop]; pass y_lengths for ragged batches."""
