@@ -10,6 +10,7 @@ Every Ray process is stopped at the end, whatever happened."""
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pytest
 
 pytest.importorskip("ray.serve")
@@ -32,6 +34,7 @@ from voxpipe.daemon.cluster.app import FleetArgs, build_from  # noqa: E402
 from voxpipe.daemon.cluster.local import LocalCluster, free_port  # noqa: E402
 from voxpipe.daemon.cluster.node_daemon import daemon_pids  # noqa: E402
 from voxpipe.daemon.cluster.voices import write_fleet_voices  # noqa: E402
+from tests.daemon_proc import same_audio  # noqa: E402
 from voxpipe.ipc.client import Client  # noqa: E402
 from voxpipe.ipc.errors import VoxpipeError  # noqa: E402
 
@@ -209,6 +212,60 @@ def test_killed_daemon_mid_request_loses_and_repeats_nothing(fleet: Fleet) -> No
     # Serve replaces the replica whose daemon died: three live daemons again.
     wait_for(lambda: len(daemon_pids(work)) == 3 and pid not in daemon_pids(work), 120,
              "Serve to replace the replica")
+
+
+PIPER_TEXT = ("The committee met on a grey and windy morning by the harbour to decide at last what should be done "
+              "about the old lighthouse that had stood empty on the rocks for as long as anyone could remember.")
+
+
+def stream_killing_mid_chunk(url: str, work: Path, text: str) -> tuple[bytes, int, int]:
+    """Stream /tts (joe, noise on, no seed) and SIGKILL the daemon of the replica serving it
+    once the first audio arrives: the sentence is one chunk, decoded in windows, so the
+    rest of it is still to come. (the audio, the seed the response names, the killed pid)."""
+    query = urllib.parse.urlencode({"text": text, "text_lang": "en", "ref_audio_path": "joe", "media_type": "raw",
+                                    "streaming_mode": 1, "first_chunk": "false"})
+    connection = http.client.HTTPConnection(urllib.parse.urlparse(url).netloc, timeout=180)
+    try:
+        connection.request("GET", f"{urllib.parse.urlparse(url).path}/tts?{query}")
+        reply = connection.getresponse()
+        assert reply.status == 200, reply.read()
+        seed = int(reply.headers["X-Voxpipe-Seed"])
+        audio, killed = bytearray(), 0
+        while part := reply.read1(1 << 16):
+            audio += part
+            if not killed:
+                killed, active = busiest_daemon(work)
+                assert active > 0, "the request finished before the kill: the test needs a longer sentence"
+                os.kill(killed, signal.SIGKILL)
+        return bytes(audio), seed, killed
+    finally:
+        connection.close()
+
+
+def test_a_replica_killed_mid_chunk_with_noise_on_resumes_seamlessly(fleet: Fleet) -> None:
+    """The real onnx engine and the bundled voice, noise on, no seed: the client's audio
+    equals an undisturbed render with the seed the response names, within 4 int16 steps."""
+    work = fleet.root / "piper"
+    args = FleetArgs.parse({"daemon": {"engine": "onnx", "workers": 1, "work_root": str(work)}, "replicas": 2,
+                            "replica_resources": {"num_cpus": 0.5}, "max_ongoing_requests": 4})
+    try:
+        serve.run(build_from(args), name="piper", route_prefix="/piper")
+    except RuntimeError as exc:
+        raise AssertionError(f"{exc}\n{serve_log_tail(fleet)}") from None
+    try:
+        url = f"{fleet.url}/piper"
+        audio, seed, killed = stream_killing_mid_chunk(url, work, PIPER_TEXT)
+        stats = get_json(f"{url}/fleet/stats")[1]["fleet"]
+        assert stats["resumed"] >= 1 and stats["failed"] == 0, stats
+        status, reference = tts(url, "joe", PIPER_TEXT, stream=True, seed=seed)
+        assert status == 200
+        got, want = np.frombuffer(audio, dtype=np.int16), np.frombuffer(reference, dtype=np.int16)
+        assert len(got) == len(want), f"{len(got) - len(want):+d} samples"
+        assert same_audio(got, want), f"differs by up to {int(np.abs(got.astype(np.int32) - want).max())} steps"
+        assert killed not in daemon_pids(work)
+    finally:
+        serve.delete("piper")
+    wait_for(lambda: not daemon_pids(work), 60, "the piper replicas' daemons to stop")
 
 
 def serve_log_tail(fleet: Fleet, lines: int = 40) -> str:

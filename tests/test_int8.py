@@ -17,6 +17,7 @@ pytest.importorskip("onnxruntime.quantization")
 
 from voxpipe.daemon.cli import build_parser  # noqa: E402
 from voxpipe.config import Config, ConfigError, load_config, validate  # noqa: E402
+from voxpipe.stages.families.piper import noise  # noqa: E402
 from voxpipe.stages.families.piper.engines import create_engine, quantize  # noqa: E402
 from voxpipe.stages.engines.base import EngineSettings  # noqa: E402
 from voxpipe.stages.families.piper.item import SynthesisItem
@@ -53,6 +54,11 @@ def _audio(session, ids: np.ndarray, sid: int | None = None) -> np.ndarray:
              "scales": np.array([0.0, 1.0, 0.0], dtype=np.float32)}  # noise off: deterministic
     if sid is not None:
         feeds["sid"] = np.array([sid], dtype=np.int64)
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    if "dp_noise" in inputs:  # seeded graphs take their (here silenced) noise as inputs
+        feeds["dp_noise"] = noise.duration_noise(0, len(ids))[None]
+    if "z_noise" in inputs:
+        feeds["z_noise"] = noise.latent_noise(0, inputs["z_noise"][1], 8 * len(ids) + 64)[None]
     return session.run(None, feeds)[0].reshape(-1)
 
 

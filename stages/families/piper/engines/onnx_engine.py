@@ -11,15 +11,18 @@ other busy engine processes leave free (stages/engines/busy_board.py), so a lone
 uses the whole machine and a loaded one keeps one core per worker. Past its first window
 a sentence's windows run side by side in lanes, one-thread calls on free cores.
 
-Noise: the split graphs take their noise as inputs, drawn from the chunk's seed, so a
-chunk renders the same audio every time, and the same as the torch engine's. The one-piece
-graph (no torch to split it, or precision "int8") draws its own: seeds do not hold there.
+Noise: every graph takes its noise as inputs, drawn from the chunk's seed, so a chunk
+renders the same audio every time, and the same on the split graphs, the one-piece graph
+(no torch to split it, or precision "int8") and the torch engine. The one-piece graph is
+the voice's own with its random ops rewritten into inputs (onnx_seeded.py, needs the onnx
+package); where that cannot be done it runs as shipped, drawing its own noise (logged).
 
 The engine returns the model's own level: the voice's gain is the pipeline's
 (stages/families/piper/loudness.py), the same on every engine.
 
 settings.options: "max_threads" (0: the usable cores), "split" (bool),
-"parts_cache_dir", "busy_dir", "int8_method", "int8_cache_dir".
+"parts_cache_dir" (also the seeded one-piece graphs), "busy_dir", "int8_method",
+"int8_cache_dir".
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from voxpipe.stages.families.piper import noise
-from voxpipe.stages.families.piper.engines import onnx_parts
+from voxpipe.stages.families.piper.engines import onnx_parts, onnx_seeded
 from voxpipe.stages.families.piper.engines.windows import round_windows
 from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice
 from voxpipe.stages.families.piper.item import SynthesisItem
@@ -57,6 +60,11 @@ class Graph:
 
     sessions: dict[int, object]  # threads -> onnxruntime.InferenceSession
     inputs: frozenset[str]
+
+    @property
+    def seeded(self) -> bool:
+        """Whether the graph takes its noise as inputs (else it draws its own)."""
+        return onnx_seeded.LATENT_INPUT in self.inputs
 
     def run(self, threads: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         fitting = [n for n in self.sessions if n <= threads]
@@ -131,7 +139,19 @@ class OnnxEngine(Engine):
         return Graph(sessions, inputs)
 
     def _whole(self, spec: VoiceSpec, path: Path) -> OnnxVoice:
-        return OnnxVoice(whole=self._graph(spec, path, {"input", "input_lengths", "scales"}))
+        whole = self._graph(spec, path, {"input", "input_lengths", "scales"})
+        channels = whole.input_dim(onnx_seeded.LATENT_INPUT, 1) if whole.seeded else 0
+        return OnnxVoice(whole=whole, channels=channels)
+
+    def _seeded_path(self, spec: VoiceSpec) -> Path:
+        """The voice's one-piece graph with noise inputs, or as shipped (logged) where the
+        rewrite cannot be made: then its noise is its own and seeds do not hold."""
+        cache = self.settings.options.get("parts_cache_dir")
+        try:
+            return onnx_seeded.seeded_graph(spec.model_path, spec.name, Path(cache) if cache else None)
+        except onnx_seeded.SeedingError as exc:
+            _LOG.warning("%s; voice %r draws its own noise (a seed does not replay it)", exc, spec.name)
+            return spec.model_path
 
     def _parts(self, spec: VoiceSpec) -> OnnxVoice | None:
         """The voice as prior, flow and vocoder, or None (logged) where they cannot be made."""
@@ -152,7 +172,7 @@ class OnnxEngine(Engine):
     def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
         if self.settings.precision == "int8":
             return self._load_int8(spec)
-        model = (self._parts(spec) if self.use_split else None) or self._whole(spec, spec.model_path)
+        model = (self._parts(spec) if self.use_split else None) or self._whole(spec, self._seeded_path(spec))
         nbytes = (model.extra_bytes or spec.model_path.stat().st_size) * len(self.cores.counts())
         voice = LoadedVoice(spec=spec, model=model, nbytes=nbytes)
         self._probe(voice)
@@ -160,7 +180,8 @@ class OnnxEngine(Engine):
 
     def _load_int8(self, spec: VoiceSpec) -> LoadedVoice:
         """The voice's int8 model, built on first use. A warm load opens that file alone; the
-        first one also checks the voice in float32 and measures the int8 error against it."""
+        first one also checks the voice in float32 and measures the int8 error against it.
+        It is quantized from the seeded one-piece graph, so a seed replays it too."""
         from voxpipe.stages.families.piper.engines import quantize
 
         method = str(self.settings.options.get("int8_method", quantize.DEFAULT_METHOD))
@@ -172,11 +193,12 @@ class OnnxEngine(Engine):
         snr = quantize.read_measured_snr(target) if target.is_file() else None
         float_voice = None
         if snr is None:
-            float_voice = LoadedVoice(spec=spec, model=self._whole(spec, spec.model_path), nbytes=0)
+            source = self._seeded_path(spec)
+            float_voice = LoadedVoice(spec=spec, model=self._whole(spec, source), nbytes=0)
             self._probe(float_voice)
             try:
                 calibration = quantize.voice_calibration(spec) if method == "static" else None
-                quantize.int8_model(spec.model_path, method, calibration, target=target)
+                quantize.int8_model(source, method, calibration, target=target)
             except (quantize.QuantizeError, PhonemizeError, OSError) as exc:
                 raise EngineError(f"voice {spec.name!r}: no int8 model: {exc}") from exc
         voice = LoadedVoice(spec=spec, model=self._whole(spec, target),
@@ -210,7 +232,7 @@ class OnnxEngine(Engine):
         item = SynthesisItem(_probe_ids(voice.spec), 0.667, 1.0, 0.8)
         for threads in self.cores.counts():
             if not model.split:
-                self._run(voice, model.whole, threads, self._feeds(item))  # type: ignore[arg-type]
+                self._whole_audio(voice, item, threads)
                 continue
             z_p, total, _ = self._prior(voice, item, threads)
             self._decode(voice, z_p, total, 0, total, item, threads)
@@ -304,19 +326,18 @@ class OnnxEngine(Engine):
         durations = None
         with self.cores.call() as threads:
             if not model.split:
-                audio = self._run(voice, model.whole, threads, self._feeds(item))[0]  # type: ignore[arg-type]
+                audio = self._whole_audio(voice, item, threads)
             else:
                 z_p, total, durations = self._prior(voice, item, threads)
                 windows = round_windows(0, total, total, self.cores.lanes_for(threads))
                 audio = np.concatenate(list(self._decode_round(voice, z_p, total, windows, item, threads)))
         return np.ascontiguousarray(audio.reshape(-1), dtype=np.float32), durations
 
-    def _prior(self, voice: LoadedVoice, item: SynthesisItem,
-               threads: int) -> tuple[np.ndarray, int, np.ndarray | None]:
-        """(z_p, frames, samples per phoneme id or None where the graph predates durations).
-        The noise comes from the item's seed (stages/families/piper/noise.py), as in the
-        torch engine. The prior's is drawn before the frame count is known: wide enough
-        for nearly every sentence, and drawn again to the right width when it was not."""
+    def _run_seeded(self, voice: LoadedVoice, graph: Graph, item: SynthesisItem, threads: int) -> list[np.ndarray]:
+        """Run a graph whose second output is the frame count on noise from the item's seed
+        (stages/families/piper/noise.py), as in the torch engine. The prior's noise is drawn
+        before the frame count is known: wide enough for nearly every sentence, and drawn
+        again to the right width when it was not."""
         model = self._model(voice)
         seed = concrete_seed(item.seed)
         feeds = self._feeds(item)
@@ -325,10 +346,23 @@ class OnnxEngine(Engine):
         width = _noise_frames(phonemes, item.length_scale)
         while True:
             feeds["z_noise"] = noise.latent_noise(seed, model.channels, width)[None]
-            out = self._run(voice, model.prior, threads, feeds)  # type: ignore[arg-type]
+            out = self._run(voice, graph, threads, feeds)
             if int(out[1][0]) <= width:
-                break
+                return out
             width = int(out[1][0])
+
+    def _whole_audio(self, voice: LoadedVoice, item: SynthesisItem, threads: int) -> np.ndarray:
+        """The one-piece graph's audio of one item."""
+        graph: Graph = self._model(voice).whole  # type: ignore[assignment]
+        if not graph.seeded:
+            return self._run(voice, graph, threads, self._feeds(item))[0]
+        return self._run_seeded(voice, graph, item, threads)[0]
+
+    def _prior(self, voice: LoadedVoice, item: SynthesisItem,
+               threads: int) -> tuple[np.ndarray, int, np.ndarray | None]:
+        """(z_p, frames, samples per phoneme id or None where the graph predates durations)."""
+        model = self._model(voice)
+        out = self._run_seeded(voice, model.prior, item, threads)  # type: ignore[arg-type]
         durations = (np.asarray(out[2][0], dtype=np.float64) * model.hop) if len(out) > 2 else None
         return out[0], int(out[1][0]), durations
 

@@ -11,6 +11,9 @@ Two recipes:
 - "static": QDQ with per-channel int8 weights and activation ranges calibrated on a few
   phoneme sequences run through the whole model; onnxruntime fuses it to QLinearConv.
 
+The graph quantized is the voice's with its random ops rewritten into noise inputs
+(onnx_seeded.py), so a seeded chunk renders the same int8 audio every time.
+
 Quantized files are cached by the source model's content, onnxruntime's version and the
 recipe, so a worker builds one once and every later load reuses it.
 """
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
 
 METHODS = ("static", "dynamic")
 DEFAULT_METHOD = "static"
-RECIPE_VERSION = 1  # part of the cache key: bump when a recipe changes
+RECIPE_VERSION = 2  # part of the cache key: bump when a recipe changes (2: noise inputs)
 DECODER_SCOPE = "/dec/"
 DECODER_WEIGHTS = "dec."
 _QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul"]
@@ -118,7 +121,10 @@ def cache_key(model_path: Path, method: str) -> str:
 class _Reader:
     """onnxruntime's CalibrationDataReader protocol: one feed dict per call, None at the end."""
 
-    def __init__(self, calibration: Calibration) -> None:
+    def __init__(self, calibration: Calibration, noise_inputs: frozenset[str] = frozenset(),
+                 channels: int = 0) -> None:
+        from voxpipe.stages.families.piper import noise
+
         feeds = []
         for n, ids in enumerate(calibration.phoneme_ids):
             for scales in calibration.scales:
@@ -127,6 +133,10 @@ class _Reader:
                         "scales": np.array(scales, dtype=np.float32)}
                 if calibration.num_speakers > 1:
                     feed["sid"] = np.array([n % calibration.num_speakers], dtype=np.int64)
+                if "dp_noise" in noise_inputs:
+                    feed["dp_noise"] = noise.duration_noise(n, len(ids))[None]
+                if "z_noise" in noise_inputs:  # wider than speech takes; extra frames are unused
+                    feed["z_noise"] = noise.latent_noise(n, channels, 8 * len(ids) + 64)[None]
                 feeds.append(feed)
         self._feeds: Iterator[dict[str, np.ndarray]] = iter(feeds)
 
@@ -138,14 +148,37 @@ class _Reader:
 
 
 def quantize_vocoder(source: Path, target: Path, method: str, calibration: Calibration | None = None) -> None:
-    """Write an INT8 copy of Piper model `source` to `target`, its vocoder quantized by `method`."""
+    """Write an INT8 copy of Piper model `source` to `target`, its vocoder quantized by `method`
+    and its noise taken as inputs (a graph that draws its own is rewritten first)."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
-                                          quantize_static)
+
+    from voxpipe.stages.families.piper.engines import onnx_seeded
 
     if method not in METHODS:
         raise QuantizeError(f"unknown int8 method {method!r}; choose one of {', '.join(METHODS)}")
     model = onnx.load(str(source))
+    if any(n.op_type in onnx_seeded.RANDOM_OPS for n in model.graph.node):
+        try:
+            onnx_seeded.seed_inputs(model)
+        except onnx_seeded.SeedingError as exc:
+            raise QuantizeError(f"{source.name}: {exc}") from exc
+        seeded = target.with_name(f".{target.stem}.seeded.onnx")
+        onnx.save(model, str(seeded))
+        try:
+            _quantize(model, seeded, target, method, calibration)
+        finally:
+            seeded.unlink(missing_ok=True)
+        return
+    _quantize(model, source, target, method, calibration)
+
+
+def _quantize(model: onnx.ModelProto, source: Path, target: Path, method: str,
+              calibration: Calibration | None) -> None:
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+
+    from voxpipe.stages.families.piper.engines import onnx_seeded
+
     nodes = decoder_nodes(model)
     # Only the op types the vocoder has: the calibrator records every tensor of these types
     # in the whole graph, so an extra type costs calibration time for nothing.
@@ -159,7 +192,11 @@ def quantize_vocoder(source: Path, target: Path, method: str, calibration: Calib
         return
     if calibration is None or not calibration.phoneme_ids:
         raise QuantizeError("static int8 needs calibration phoneme sequences")
-    reader = _Reader(calibration)
+    noise_inputs = frozenset(i.name for i in model.graph.input) & {onnx_seeded.DURATION_INPUT,
+                                                                    onnx_seeded.LATENT_INPUT}
+    channels = next((int(i.type.tensor_type.shape.dim[1].dim_value) for i in model.graph.input
+                     if i.name == onnx_seeded.LATENT_INPUT), 0)
+    reader = _Reader(calibration, noise_inputs, channels)
     CalibrationDataReader.register(_Reader)  # an ABC: isinstance checks pass without inheriting
     quantize_static(source, target, reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=ops,
                     nodes_to_quantize=nodes, per_channel=True, activation_type=QuantType.QUInt8,
