@@ -13,7 +13,7 @@ MIN_LANE_FRAMES = 64  # narrower, a lane's context costs more than its second co
 
 
 def round_windows(start: int, total: int, size: int, lanes: int,
-                  min_lane: int = MIN_LANE_FRAMES) -> list[tuple[int, int]]:
+                  min_lane: int | None = None) -> list[tuple[int, int]]:
     """The windows [(start, end), ...] of the round that begins at `start`: up to `lanes`
     windows of about `size` frames each, contiguous. A round that would leave less than
     half a window behind takes the rest too (a last window that short would cost its
@@ -26,6 +26,6 @@ def round_windows(start: int, total: int, size: int, lanes: int,
     span = min(remaining, size * lanes)
     if remaining - span < size // 2:
         span = remaining
-    count = max(1, min(lanes, span // max(1, min_lane)))
+    count = max(1, min(lanes, span // max(1, min_lane or MIN_LANE_FRAMES)))
     edges = [start + span * i // count for i in range(count + 1)]
     return list(zip(edges[:-1], edges[1:]))
