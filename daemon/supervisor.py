@@ -4,6 +4,7 @@ what dies or hangs, and drains on SIGTERM."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import multiprocessing
 import os
@@ -26,7 +27,7 @@ from voxpipe.daemon.notify import Notifier
 from voxpipe.procutil import set_title
 from voxpipe.daemon.usage import UsageState
 from voxpipe.daemon.stage_entry import run_stage
-from voxpipe.ipc import sockets
+from voxpipe.ipc import liveness, sockets
 from voxpipe.ipc.errors import ProtocolError
 from voxpipe.ipc.messages import (Drain, Heartbeat, MergerLost, ProducerLost, Rescan, Reset, Stop, SupervisorReport,
                                   WorkerLost)
@@ -114,14 +115,18 @@ class Supervisor:
         path = sockets.ipc_path(self.endpoint)
         base = path.parent if path else sockets.runtime_dir()
         base.mkdir(parents=True, exist_ok=True, mode=0o770)
-        lock_path = (path.with_name(path.name + ".lock") if path else base / "tcp.lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        lock_path = liveness.lock_path(self.endpoint) or base / "tcp.lock"
+        # Readable by whoever may reach the socket: clients read the daemon's liveness from it.
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
             raise SupervisorError(f"another voxpipe daemon is serving {self.endpoint}") from None
         self._lock_fd = fd
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o644)  # a lock left by an older daemon may be private
+        liveness.keep_fresh(fd)
         for stale in base.glob("run-*"):
             self._remove_stale_run_dir(stale)
         return base
@@ -411,6 +416,7 @@ class Supervisor:
             if now >= next_report:
                 next_report = now + self.config.heartbeat_s
                 self._report()
+                liveness.keep_fresh(self._lock_fd)  # clients waiting on a silent socket check it
             healthy = self.healthy()
             if healthy and not was_healthy and self.drain_deadline is None:
                 self.notifier.send(f"STATUS=serving on {self.endpoint}")  # recovered from a restart
@@ -459,7 +465,7 @@ class Supervisor:
             shutil.rmtree(self.layout.run_dir, ignore_errors=True)
         path = sockets.ipc_path(self.endpoint)
         if path is not None and self._lock_fd >= 0:
-            for leftover in (path, path.with_name(path.name + ".lock")):
+            for leftover in (path, liveness.lock_path(self.endpoint)):
                 try:
                     leftover.unlink()
                 except FileNotFoundError:

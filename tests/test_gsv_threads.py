@@ -82,7 +82,8 @@ def _render(runner, voice, chunk, peer: int | None) -> tuple[list, list[int], np
         rendering.add(torch.get_num_threads())
         return render(*args)
 
-    runner.decoder.step, runner_module.render_windows, runner.decoder._logits = counted_step, counted_render, kept_logits
+    runner.decoder.step, runner.decoder._logits = counted_step, kept_logits
+    runner_module.render_windows = counted_render
     try:
         if peer is not None:
             fcntl.flock(peer, fcntl.LOCK_EX)
@@ -93,7 +94,8 @@ def _render(runner, voice, chunk, peer: int | None) -> tuple[list, list[int], np
             assert not result.failed
             pieces += [p.audio for p in result.pieces]
     finally:
-        runner.decoder.step, runner_module.render_windows = step, render
+        runner.decoder.step, runner.decoder._logits = step, step_logits
+        runner_module.render_windows = render
         if peer is not None:
             fcntl.flock(peer, fcntl.LOCK_UN)
     return logits, tokens, np.concatenate(pieces), decoding, rendering
