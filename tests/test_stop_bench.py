@@ -1,7 +1,7 @@
 """`voxpipe bench stop` on a tiny run: both ways of stopping a daemon under load, every
 client told with the error that way owes it (`shutting_down` when the restart budget is
-spent, `unavailable` when the whole daemon is SIGKILLed), timed from the stop, and the
-JSON holds a figure per client."""
+spent, `unavailable` when the whole daemon is SIGKILLed, a lost connection over HTTP
+then), timed from the stop, and the JSON holds a figure per client."""
 from __future__ import annotations
 
 import argparse
@@ -18,18 +18,24 @@ def test_every_client_is_told_after_either_stop(tmp_path, capsys):
     out = tmp_path / "stop.json"
     parser = argparse.ArgumentParser()
     stop.add_arguments(parser)
-    args = parser.parse_args(["--clients", "4", "--workers", "1", "--restart-budget", "1", "--json", str(out)])
+    args = parser.parse_args(["--clients", "4", "--http-clients", "1", "--workers", "1", "--restart-budget", "1",
+                              "--ways", "budget,sigkill", "--json", str(out)])
     assert stop.run(args) == 0
-    assert "| budget | 4 | 4 |" in capsys.readouterr().out
+    assert "| budget | 5 | 5 |" in capsys.readouterr().out
     runs = {r["way"]: r for r in json.loads(out.read_text())["runs"]}
-    assert runs["budget"]["codes"] == {"shutting_down": 4} and runs["budget"]["kills"] == 2
-    assert runs["sigkill"]["codes"] == {"unavailable": 4}
+    ended = {way: {c["client"].rsplit("-", 1)[0]: c["code"] for c in run["per_client"]} for way, run in runs.items()}
+    assert runs["budget"]["kills"] == 2
+    # An HTTP answer cut after its first audio can only end with the connection.
+    assert ended["budget"].pop("http") in ("shutting_down", "connection_lost")
+    assert set(ended["budget"].values()) == {"shutting_down"}
+    assert ended["sigkill"].pop("http") == "connection_lost"
+    assert set(ended["sigkill"].values()) == {"unavailable"}
     for run in runs.values():
-        assert run["early"] == 0 and len(run["per_client"]) == 4
+        assert run["ok"] and run["early"] == 0 and len(run["per_client"]) == 5
         # Told by the endpoint lock, before the old 10 s of silence would have said it.
         assert all(0 <= c["told_s"] < 10.0 for c in run["per_client"]), run
         assert {c["client"].rsplit("-", 1)[0] for c in run["per_client"]} == {
-            "async-stream", "async-whole", "sync-stream", "sync-whole"}
+            "async-stream", "async-whole", "sync-stream", "sync-whole", "http"}
 
 
 def test_an_unknown_way_is_refused(capsys):

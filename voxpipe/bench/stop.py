@@ -1,31 +1,39 @@
 """A daemon stopped under load: how soon is every client told?
 
-    voxpipe bench stop [--clients 8] [--ways budget,sigkill] [--voices joe] [--json PATH]
+    voxpipe bench stop [--clients 8] [--http-clients 2] [--ways budget,sigkill,frontend]
+                       [--voices joe] [--json PATH]
 
 For each way of stopping, starts a daemon of its own, puts `--clients` clients on it
-(sync and async, half of each streaming), each sending requests one after another, and
-once every client has one in flight stops the daemon:
+(sync and async, half of each streaming) and `--http-clients` over its HTTP gateway
+(OpenAI speech API), each sending requests one after another, and once every client has
+one in flight stops the daemon:
 
 - `budget`: SIGKILL a worker, wait for its replacement, again, until the supervisor's
   restart budget (`--restart-budget` restarts) is spent and it stops the daemon; the stop
   is the last kill. Clients should get the retriable `shutting_down`.
 - `sigkill`: SIGKILL every process of the daemon at once (a vanished daemon). Clients
-  should get the retriable `unavailable`.
+  should get the retriable `unavailable` (HTTP clients: their connection is lost).
+- `frontend`: SIGKILL the frontend alone, which the supervisor restarts: not a stop, the
+  control. No client should fail; each should have audio again.
 
-Reports, per client, the seconds from the stop to its typed error, and per way the max
-and median; prints a Markdown table and writes everything to JSON. The clients run with
-the client library's defaults (`gone_after` included), as users' do.
+Reports, per client, how it ended (its typed error, `connection_lost`, or `audio` for the
+control) and the seconds from the stop to that, and per way the max and median; prints a
+Markdown table and writes everything to JSON. The clients run with the client library's
+defaults (`gone_after` included), as users' do.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,7 +42,8 @@ from voxpipe.bench.stats import percentile
 from voxpipe.ipc.client import AsyncClient, Client
 from voxpipe.ipc.errors import VoxpipeError
 
-WAYS = ("budget", "sigkill")
+WAYS = ("budget", "sigkill", "frontend")
+AUDIO = "audio"  # how a client ended that got audio after the stop (the `frontend` way)
 # Long enough that every client has one in flight when the daemon stops.
 TEXT = ("The lighthouse keeper climbed the narrow stairs every evening at dusk, carrying a lamp, a book "
         "and a flask of tea, and from the gallery he watched the fishing boats come home across the bay "
@@ -45,9 +54,9 @@ TOLD_WITHIN_S = 60.0  # a client not told by then counts as untold
 @dataclass
 class ClientOutcome:
     client: str  # e.g. "async-stream-3"
-    served: int = 0  # requests that ended in audio before its error
-    code: str | None = None  # the typed error it got; None: untold
-    told_s: float | None = None  # seconds from the stop to that error (negative: before the stop)
+    served: int = 0  # requests that ended in audio
+    code: str | None = None  # how it ended: its typed error, connection_lost, or `audio`; None: never
+    told_s: float | None = None  # seconds from the stop to that (negative: before the stop)
 
 
 @dataclass
@@ -59,7 +68,13 @@ class StopRun:
 
     @property
     def told(self) -> list[float]:
+        """Seconds from the stop to each client's end, of those that ended after it."""
         return [c.told_s for c in self.clients if c.told_s is not None and c.told_s >= 0]
+
+    def ok(self) -> bool:
+        """Every client told after the stop (an error; the control: audio again)."""
+        wanted = (lambda code: code == AUDIO) if self.way == "frontend" else (lambda code: code not in (None, AUDIO))
+        return all(wanted(c.code) and c.told_s is not None and c.told_s >= 0 for c in self.clients)
 
     def summary(self) -> dict:
         told = self.told
@@ -68,13 +83,13 @@ class StopRun:
             codes[c.code or "untold"] = codes.get(c.code or "untold", 0) + 1
         return {"way": self.way, "clients": len(self.clients), "told": len(told), "kills": self.kills,
                 "codes": codes, "p50_s": percentile(told, 50) if told else None, "max_s": max(told) if told else None,
-                "early": sum(1 for c in self.clients if c.told_s is not None and c.told_s < 0)}
+                "early": sum(1 for c in self.clients if c.told_s is not None and c.told_s < 0), "ok": self.ok()}
 
 
 def table(runs: list[StopRun]) -> str:
     def s(value: float | None) -> str:
         return f"{value:.2f}" if value is not None else "-"
-    lines = ["| stop | clients | told | errors | p50 s | max s |", "|---|---:|---:|---|---:|---:|"]
+    lines = ["| stop | clients | told | how they ended | p50 s | max s |", "|---|---:|---:|---|---:|---:|"]
     for run in runs:
         row = run.summary()
         codes = ", ".join(f"{k} {v}" for k, v in sorted(row["codes"].items()))
@@ -84,10 +99,21 @@ def table(runs: list[StopRun]) -> str:
 
 
 class _Stop:
-    """The moment of the stop, shared by the clients (they time their errors from it)."""
+    """The moment of the stop, shared by the clients (they time their ends from it);
+    `control`: the frontend way, where a client ends at its first audio after the stop."""
 
-    def __init__(self) -> None:
+    def __init__(self, control: bool) -> None:
         self.at: float | None = None
+        self.control = control
+
+    def served(self, outcome: ClientOutcome) -> bool:
+        """Count an answer with audio; True when it ends the client (the control's first
+        request sent after the stop, or one in flight across it, that came back)."""
+        outcome.served += 1
+        if self.control and self.at is not None and time.monotonic() > self.at:
+            _ended(outcome, AUDIO, self)
+            return True
+        return False
 
 
 def _sync_client(endpoint: str, voice: str, streaming: bool, outcome: ClientOutcome, stop: _Stop) -> None:
@@ -99,9 +125,10 @@ def _sync_client(endpoint: str, voice: str, streaming: bool, outcome: ClientOutc
                         pass
                 else:
                     client.synthesize(TEXT, voice)
-                outcome.served += 1
+                if stop.served(outcome):
+                    return
     except VoxpipeError as exc:
-        _told(outcome, exc, stop)
+        _ended(outcome, exc.code, stop)
 
 
 async def _async_client(client: AsyncClient, voice: str, streaming: bool, outcome: ClientOutcome,
@@ -113,15 +140,48 @@ async def _async_client(client: AsyncClient, voice: str, streaming: bool, outcom
                     pass
             else:
                 await client.synthesize(TEXT, voice)
-            outcome.served += 1
+            if stop.served(outcome):
+                return
     except VoxpipeError as exc:
-        _told(outcome, exc, stop)
+        _ended(outcome, exc.code, stop)
 
 
-def _told(outcome: ClientOutcome, exc: VoxpipeError, stop: _Stop) -> None:
+def _http_client(port: int, voice: str, outcome: ClientOutcome, stop: _Stop) -> None:
+    """OpenAI speech requests over the daemon's gateway; an error answer ends it with its
+    code, a cut connection (the gateway died mid-answer) with `connection_lost`."""
+    body = json.dumps({"model": "voxpipe", "voice": voice, "input": TEXT, "response_format": "pcm"})
+    while True:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TOLD_WITHIN_S * 2)
+        try:
+            conn.request("POST", "/v1/audio/speech", body=body, headers={"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            data = reply.read()
+        except (OSError, http.client.HTTPException):
+            _ended(outcome, "connection_lost", stop)
+            return
+        finally:
+            conn.close()
+        if reply.status >= 400:
+            try:
+                code = str(json.loads(data)["error"]["code"])
+            except (ValueError, KeyError, TypeError):
+                code = f"http_{reply.status}"
+            _ended(outcome, code, stop)
+            return
+        if stop.served(outcome):
+            return
+
+
+def _ended(outcome: ClientOutcome, code: str, stop: _Stop) -> None:
     now = time.monotonic()
-    outcome.code = exc.code
+    outcome.code = code
     outcome.told_s = now - stop.at if stop.at is not None else -1.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _workers(daemon: BenchDaemon) -> list[dict]:
@@ -167,14 +227,28 @@ def _stop_by_sigkill(daemon: BenchDaemon, stop: _Stop, run: StopRun) -> None:
     daemon.proc.wait(10)
 
 
+def _kill_frontend(daemon: BenchDaemon, stop: _Stop, run: StopRun) -> None:
+    frontend = next(p for p in daemon.status()["processes"] if p["role"] == "frontend")
+    stop.at = time.monotonic()
+    os.kill(frontend["pid"], signal.SIGKILL)
+    run.kills += 1
+
+
+STOPS = {"budget": _stop_by_budget, "sigkill": _stop_by_sigkill, "frontend": _kill_frontend}
+
+
 async def stop_under_load(way: str, workdir: Path, clients: int = 8, workers: int = 2, voices: list[str] | None = None,
-                          restart_budget: int = 2, engine: str = "onnx") -> StopRun:
+                          restart_budget: int = 2, engine: str = "onnx", http_clients: int = 0) -> StopRun:
     if way not in WAYS:
         raise ValueError(f"way must be one of {', '.join(WAYS)}, not {way!r}")
     voices = voices or ["joe"]
-    config = (f"supervisor.restart_budget = {restart_budget}", "supervisor.restart_window_s = 600.0")
+    port = free_port() if http_clients else 0
+    config = (f"supervisor.restart_budget = {restart_budget}", "supervisor.restart_window_s = 600.0",
+              *([f'http.bind = "127.0.0.1:{port}"'] if port else []))
     daemon = BenchDaemon(workdir / way, DaemonSettings(engine=engine, workers=workers, config=config)).start()
-    run, stop = StopRun(way), _Stop()
+    run, stop = StopRun(way), _Stop(control=way == "frontend")
+    # A thread for every sync and HTTP client, and room for the status checks and the stop.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(clients + http_clients + 4))
     try:
         async_client = await AsyncClient(daemon.endpoint, timeout=TOLD_WITHIN_S * 2).connect()
         tasks = []
@@ -187,9 +261,18 @@ async def stop_under_load(way: str, workdir: Path, clients: int = 8, workers: in
                                                                    outcome, stop)))
             else:
                 tasks.append(asyncio.create_task(_async_client(async_client, voice, streaming, outcome, stop)))
-        while not await asyncio.to_thread(_all_in_flight, daemon, clients):
+        for i in range(http_clients):
+            outcome = ClientOutcome(f"http-{i}")
+            run.clients.append(outcome)
+            tasks.append(asyncio.create_task(asyncio.to_thread(_http_client, port, voices[i % len(voices)],
+                                                               outcome, stop)))
+        # Stop once every client still going has a request in flight (one that failed
+        # before the stop, e.g. `busy`, counts as early), or after a minute regardless.
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline and not await asyncio.to_thread(
+                _all_in_flight, daemon, sum(c.code is None for c in run.clients)):
             await asyncio.sleep(0.05)
-        await asyncio.to_thread(_stop_by_budget if way == "budget" else _stop_by_sigkill, daemon, stop, run)
+        await asyncio.to_thread(STOPS[way], daemon, stop, run)
         run.stop_at = stop.at or 0.0
         await asyncio.wait(tasks, timeout=TOLD_WITHIN_S)
         for task in tasks:
@@ -206,6 +289,8 @@ async def stop_under_load(way: str, workdir: Path, clients: int = 8, workers: in
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, default=8, help="clients on the daemon (default 8): sync and "
                         "async, half of each streaming")
+    parser.add_argument("--http-clients", type=int, default=0,
+                        help="clients over the daemon's HTTP gateway as well (OpenAI speech API; default 0)")
     parser.add_argument("--ways", default=",".join(WAYS), help=f"how to stop it, comma-separated: {', '.join(WAYS)}")
     parser.add_argument("--voices", default="joe", help="comma-separated voices the clients take in turn (default joe)")
     parser.add_argument("--workers", type=int, default=2, help="synthesis workers (default 2)")
@@ -228,13 +313,13 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="voxpipe-bench-stop-") as tmp:
         for way in ways:
             runs.append(asyncio.run(stop_under_load(way, Path(tmp), args.clients, args.workers, voices,
-                                                    args.restart_budget, args.engine)))
+                                                    args.restart_budget, args.engine, args.http_clients)))
     print(table(runs))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"runs": [{**r.summary(), "per_client": [asdict(c) for c in r.clients]}
                                               for r in runs]}, indent=2) + "\n")
     print(f"wrote {args.json}")
-    return 0 if all(r.summary()["told"] == len(r.clients) for r in runs) else 1
+    return 0 if all(r.ok() for r in runs) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
