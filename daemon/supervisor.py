@@ -80,6 +80,7 @@ class Supervisor:
         self.rescan_requested = False
         self.exit_reason: str | None = None
         self._lock_fd = -1
+        self._next_touch = 0.0  # time.monotonic() to touch the endpoint lock next (ipc/liveness.py)
         self.layout: RunLayout | None = None
         self.usage = UsageState(config.state_path())
         self._usage_seen: dict[str, int] = {}  # frontend's cumulative per-voice counts last seen
@@ -263,6 +264,10 @@ class Supervisor:
         self.notifier.send("READY=1", f"STATUS=serving on {self.endpoint}")
 
     def _poll(self, timeout_s: float) -> None:
+        now = time.monotonic()
+        if now >= self._next_touch:  # while starting too: clients of a silent socket look at it
+            self._next_touch = now + liveness.TOUCH_EVERY_S
+            liveness.keep_fresh(self._lock_fd)
         poller = zmq.Poller()
         poller.register(self.beats, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
@@ -416,7 +421,6 @@ class Supervisor:
             if now >= next_report:
                 next_report = now + self.config.heartbeat_s
                 self._report()
-                liveness.keep_fresh(self._lock_fd)  # clients waiting on a silent socket check it
             healthy = self.healthy()
             if healthy and not was_healthy and self.drain_deadline is None:
                 self.notifier.send(f"STATUS=serving on {self.endpoint}")  # recovered from a restart

@@ -1,7 +1,7 @@
 """Whether the daemon at a local (ipc://) endpoint still lives, read from its endpoint lock.
 
 The supervisor holds an exclusive flock on `<socket>.lock` for its whole life and touches
-the file every heartbeat (`keep_fresh`). A client whose daemon went silent asks
+the file every `TOUCH_EVERY_S` (`keep_fresh`). A client whose daemon went silent asks
 `DaemonLiveness.gone()`: a lock nobody holds (the supervisor exited or was killed) or one
 whose file has not been touched for `STALE_AFTER_S` (the supervisor hangs) means the
 daemon is gone, so the client fails at once; a held, fresh lock means the daemon lives and
@@ -18,8 +18,9 @@ from pathlib import Path
 
 from voxpipe.ipc import sockets
 
-# The supervisor touches its lock every `heartbeat_s` (0.5 s by default); a file this much
-# older belongs to a supervisor that stopped running (SIGSTOP, a hung machine).
+# The supervisor touches its lock this often; a file STALE_AFTER_S older belongs to a
+# supervisor that stopped running (SIGSTOP, a hung machine).
+TOUCH_EVERY_S = 0.5
 STALE_AFTER_S = 3.0
 
 
