@@ -159,3 +159,17 @@ def test_async_clients_are_told_at_once_when_the_whole_daemon_is_killed(tmp_path
                    and "killed" in r.message for r in results), results
     finally:
         daemon.stop()
+
+
+def test_sync_client_is_told_when_the_whole_daemon_hangs(tmp_path):
+    daemon = Daemon(tmp_path, workers=1).start()
+    try:
+        with Client(daemon.endpoint, timeout=TIMEOUT, gone_after=TIMEOUT) as client:
+            with pytest.raises(VoxpipeError) as err:
+                for _ in client.stream(TEXT, "joe"):
+                    os.killpg(daemon.proc.pid, signal.SIGSTOP)  # its supervisor stops touching the lock
+        assert err.value.code == "unavailable" and err.value.retriable, err.value
+        assert "has not run" in err.value.message, err.value
+    finally:
+        os.killpg(daemon.proc.pid, signal.SIGCONT)
+        daemon.stop()

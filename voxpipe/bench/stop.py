@@ -13,6 +13,9 @@ one in flight stops the daemon:
   is the last kill. Clients should get the retriable `shutting_down`.
 - `sigkill`: SIGKILL every process of the daemon at once (a vanished daemon). Clients
   should get the retriable `unavailable` (HTTP clients: their connection is lost).
+- `hang`: SIGSTOP every process of the daemon (a hung daemon or machine), SIGKILLed once
+  the clients are done. ZeroMQ clients should get `unavailable`; HTTP clients hang with
+  the gateway, which is part of the daemon, until their own timeout.
 - `frontend`: SIGKILL the frontend alone, which the supervisor restarts: not a stop, the
   control. No client should fail; each should have audio again.
 
@@ -42,7 +45,7 @@ from voxpipe.bench.stats import percentile
 from voxpipe.ipc.client import AsyncClient, Client
 from voxpipe.ipc.errors import VoxpipeError
 
-WAYS = ("budget", "sigkill", "frontend")
+WAYS = ("budget", "sigkill", "hang", "frontend")
 AUDIO = "audio"  # how a client ended that got audio after the stop (the `frontend` way)
 # Long enough that every client has one in flight when the daemon stops.
 TEXT = ("The lighthouse keeper climbed the narrow stairs every evening at dusk, carrying a lamp, a book "
@@ -227,6 +230,12 @@ def _stop_by_sigkill(daemon: BenchDaemon, stop: _Stop, run: StopRun) -> None:
     daemon.proc.wait(10)
 
 
+def _stop_by_sigstop(daemon: BenchDaemon, stop: _Stop, run: StopRun) -> None:
+    assert daemon.proc is not None
+    stop.at = time.monotonic()
+    os.killpg(daemon.proc.pid, signal.SIGSTOP)  # the finally of stop_under_load kills it
+
+
 def _kill_frontend(daemon: BenchDaemon, stop: _Stop, run: StopRun) -> None:
     frontend = next(p for p in daemon.status()["processes"] if p["role"] == "frontend")
     stop.at = time.monotonic()
@@ -234,7 +243,7 @@ def _kill_frontend(daemon: BenchDaemon, stop: _Stop, run: StopRun) -> None:
     run.kills += 1
 
 
-STOPS = {"budget": _stop_by_budget, "sigkill": _stop_by_sigkill, "frontend": _kill_frontend}
+STOPS = {"budget": _stop_by_budget, "sigkill": _stop_by_sigkill, "hang": _stop_by_sigstop, "frontend": _kill_frontend}
 
 
 async def stop_under_load(way: str, workdir: Path, clients: int = 8, workers: int = 2, voices: list[str] | None = None,
@@ -291,7 +300,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "async, half of each streaming")
     parser.add_argument("--http-clients", type=int, default=0,
                         help="clients over the daemon's HTTP gateway as well (OpenAI speech API; default 0)")
-    parser.add_argument("--ways", default=",".join(WAYS), help=f"how to stop it, comma-separated: {', '.join(WAYS)}")
+    parser.add_argument("--ways", default="budget,sigkill,frontend",
+                        help=f"how to stop it, comma-separated: {', '.join(WAYS)} (default: all but hang)")
     parser.add_argument("--voices", default="joe", help="comma-separated voices the clients take in turn (default joe)")
     parser.add_argument("--workers", type=int, default=2, help="synthesis workers (default 2)")
     parser.add_argument("--engine", default="onnx", help="the workers' engine (default onnx)")
