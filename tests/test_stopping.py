@@ -15,6 +15,7 @@ import pytest
 from tests.daemon_proc import Daemon, free_port, longform
 from voxpipe.ipc.client import AsyncClient, Client
 from voxpipe.ipc.errors import VoxpipeError
+from voxpipe.ipc.shm import remove_stale_pools
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -131,6 +132,7 @@ def test_sync_client_is_told_at_once_when_the_whole_daemon_is_killed(tmp_path):
         assert "gone" in err.value.message and "killed" in err.value.message, err.value
     finally:
         daemon.stop()
+        remove_stale_pools()  # the killed daemon's shared memory
 
 
 def test_async_clients_are_told_at_once_when_the_whole_daemon_is_killed(tmp_path):
@@ -159,6 +161,7 @@ def test_async_clients_are_told_at_once_when_the_whole_daemon_is_killed(tmp_path
                    and "killed" in r.message for r in results), results
     finally:
         daemon.stop()
+        remove_stale_pools()
 
 
 def test_sync_client_is_told_when_the_whole_daemon_hangs(tmp_path):

@@ -44,6 +44,7 @@ from voxpipe.bench.daemon import BenchDaemon, DaemonSettings
 from voxpipe.bench.stats import percentile
 from voxpipe.ipc.client import AsyncClient, Client
 from voxpipe.ipc.errors import VoxpipeError
+from voxpipe.ipc.shm import remove_stale_pools
 
 WAYS = ("budget", "sigkill", "hang", "frontend")
 AUDIO = "audio"  # how a client ended that got audio after the stop (the `frontend` way)
@@ -292,6 +293,7 @@ async def stop_under_load(way: str, workdir: Path, clients: int = 8, workers: in
         if daemon.proc is not None and daemon.proc.poll() is None:
             os.killpg(daemon.proc.pid, signal.SIGKILL)
             daemon.proc.wait(10)
+        remove_stale_pools()  # a killed daemon's shared memory: nobody else unlinks it
     return run
 
 
