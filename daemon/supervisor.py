@@ -4,6 +4,7 @@ what dies or hangs, and drains on SIGTERM."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import multiprocessing
 import os
@@ -26,7 +27,7 @@ from voxpipe.daemon.notify import Notifier
 from voxpipe.procutil import set_title
 from voxpipe.daemon.usage import UsageState
 from voxpipe.daemon.stage_entry import run_stage
-from voxpipe.ipc import sockets
+from voxpipe.ipc import liveness, sockets
 from voxpipe.ipc.errors import ProtocolError
 from voxpipe.ipc.messages import (Drain, Heartbeat, MergerLost, ProducerLost, Rescan, Reset, Stop, SupervisorReport,
                                   WorkerLost)
@@ -79,6 +80,7 @@ class Supervisor:
         self.rescan_requested = False
         self.exit_reason: str | None = None
         self._lock_fd = -1
+        self._next_touch = 0.0  # time.monotonic() to touch the endpoint lock next (ipc/liveness.py)
         self.layout: RunLayout | None = None
         self.usage = UsageState(config.state_path())
         self._usage_seen: dict[str, int] = {}  # frontend's cumulative per-voice counts last seen
@@ -114,14 +116,18 @@ class Supervisor:
         path = sockets.ipc_path(self.endpoint)
         base = path.parent if path else sockets.runtime_dir()
         base.mkdir(parents=True, exist_ok=True, mode=0o770)
-        lock_path = (path.with_name(path.name + ".lock") if path else base / "tcp.lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        lock_path = liveness.lock_path(self.endpoint) or base / "tcp.lock"
+        # Readable by whoever may reach the socket: clients read the daemon's liveness from it.
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
             raise SupervisorError(f"another voxpipe daemon is serving {self.endpoint}") from None
         self._lock_fd = fd
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o644)  # a lock left by an older daemon may be private
+        liveness.keep_fresh(fd)
         for stale in base.glob("run-*"):
             self._remove_stale_run_dir(stale)
         return base
@@ -258,6 +264,10 @@ class Supervisor:
         self.notifier.send("READY=1", f"STATUS=serving on {self.endpoint}")
 
     def _poll(self, timeout_s: float) -> None:
+        now = time.monotonic()
+        if now >= self._next_touch:  # while starting too: clients of a silent socket look at it
+            self._next_touch = now + liveness.TOUCH_EVERY_S
+            liveness.keep_fresh(self._lock_fd)
         poller = zmq.Poller()
         poller.register(self.beats, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
@@ -459,7 +469,7 @@ class Supervisor:
             shutil.rmtree(self.layout.run_dir, ignore_errors=True)
         path = sockets.ipc_path(self.endpoint)
         if path is not None and self._lock_fd >= 0:
-            for leftover in (path, path.with_name(path.name + ".lock")):
+            for leftover in (path, liveness.lock_path(self.endpoint)):
                 try:
                     leftover.unlink()
                 except FileNotFoundError:

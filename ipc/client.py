@@ -20,6 +20,7 @@ import zmq
 from voxpipe.ipc import codec, sockets
 from voxpipe.ipc.errors import ProtocolError, VoxpipeError
 from voxpipe.ipc.exchange import Audio, AudioFragment, RequestExchange, Word, collect
+from voxpipe.ipc.liveness import DaemonLiveness
 from voxpipe.ipc.security import SecurityError, needs_curve, secure_client
 from voxpipe.ipc.messages import (PROTOCOL_VERSION, Cancel, Error, Hello, Ping, Pong, Reference, Result,
                                   StatusQuery, StatusReply, SynthesisOptions, SynthesisRequest, TimelineEvent, Welcome,
@@ -38,8 +39,13 @@ CONNECT_TIMEOUT_S = 5.0
 PROBE_S = 1.0  # while waiting, ping after this much silence to learn of a frontend restart
 # A request whose daemon has said nothing for this long (not even a pong to the probes
 # above) fails `unavailable` instead of waiting out its timeout: the daemon is gone. It
-# must outlast a frontend restart, whose successor answers the probes once it is up.
+# must outlast a frontend restart, whose successor answers the probes once it is up
+# (measured 1.6-4.4 s on a loaded 2-core machine).
 GONE_AFTER_S = 10.0
+# On a local (ipc://) endpoint a silent daemon is looked at sooner: after a probe went
+# unanswered, the endpoint lock tells a daemon that was killed or hangs (fail now) from
+# one restarting its frontend (wait, up to gone_after). ipc/liveness.py
+LOOK_AFTER_S = 2 * PROBE_S
 HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS = 1000, 3000  # ZeroMQ's own: drops a connection whose peer went silent
 
 __all__ = ["Audio", "AudioFragment", "AsyncClient", "Client", "Reference", "SynthesisStream", "Word", "run_async"]
@@ -102,9 +108,16 @@ def _client_socket(ctx: zmq.Context) -> zmq.Socket:
     return sock
 
 
-def _gone(exchange: RequestExchange, last_heard: float, gone_after: float) -> VoxpipeError | None:
-    """The error for a request whose daemon has been silent too long, else None."""
+def _gone(exchange: RequestExchange, last_heard: float, gone_after: float,
+          liveness: DaemonLiveness) -> VoxpipeError | None:
+    """The error for a request whose daemon is gone (its lock says so after a silent
+    probe, or it has been silent too long), else None."""
     silent = time.monotonic() - max(last_heard, exchange.started)
+    if silent < min(LOOK_AFTER_S, gone_after):
+        return None
+    why = liveness.gone()
+    if why is not None:
+        return VoxpipeError("unavailable", f"the daemon is gone: {why}", exchange.request_id)
     if silent < gone_after:
         return None
     return VoxpipeError("unavailable", f"the daemon stopped answering (nothing for {silent:.1f} s); "
@@ -166,6 +179,7 @@ class Client:
         self.endpoint = endpoint or sockets.default_endpoint()
         self.timeout = timeout
         self.gone_after = gone_after
+        self._liveness = DaemonLiveness(self.endpoint)
         self._last_heard = 0.0  # time.monotonic() of the daemon's last message
         self._ctx = zmq.Context.instance()
         self._sock = _client_socket(self._ctx)
@@ -214,7 +228,7 @@ class Client:
             if remaining <= 0:
                 raise exchange.timed_out()
             if not self._sock.poll(int(min(remaining, PROBE_S) * 1000) + 1):
-                gone = _gone(exchange, self._last_heard, self.gone_after)
+                gone = _gone(exchange, self._last_heard, self.gone_after, self._liveness)
                 if gone is not None:
                     raise gone
                 try:
@@ -328,6 +342,7 @@ class AsyncClient:
         self.endpoint = endpoint or sockets.default_endpoint()
         self.timeout = timeout
         self.gone_after = gone_after
+        self._liveness = DaemonLiveness(self.endpoint)
         self._last_heard = 0.0  # time.monotonic() of the daemon's last message
         self._exchanges: dict[str, RequestExchange] = {}
         self._curve_keys_dir = curve_keys_dir
@@ -370,7 +385,7 @@ class AsyncClient:
         while True:
             await asyncio.sleep(PROBE_S)
             for rid, exchange in list(self._exchanges.items()):
-                gone = _gone(exchange, self._last_heard, self.gone_after)
+                gone = _gone(exchange, self._last_heard, self.gone_after, self._liveness)
                 queue = self._queues.get(rid)
                 if gone is not None and queue is not None:
                     queue.put_nowait((Error(rid, gone.code, gone.message), None))

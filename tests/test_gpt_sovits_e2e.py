@@ -45,11 +45,10 @@ def voices(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, voices):
-    # Threads fixed: a call's torch threads otherwise follow how busy the machine's other
-    # engine processes are (other tests' daemons too), and float sums in another order can
-    # flip a random-weight voice's sampled token where two are nearly equal.
+    # A call's threads follow how busy the machine is (other tests' daemons too); the
+    # engine decides tokens at a fixed count, so seeded renders still repeat exactly.
     with Daemon(tmp_path_factory.mktemp("gsv-daemon"), workers=1, voices_dir=str(voices),
-                preload=[VOICE], worker={"max_threads": 1}) as d:
+                preload=[VOICE]) as d:
         yield d
 
 
@@ -70,6 +69,11 @@ def test_say_writes_32khz_audio(daemon, tmp_path):
     assert len(audio) > 32000 // 2 and np.abs(audio).max() > 100
 
 
+def assert_close(a: np.ndarray, b: np.ndarray) -> None:
+    assert a.shape == b.shape
+    assert np.abs(a.astype(np.int32) - b.astype(np.int32)).max() <= 4
+
+
 def test_streamed_by_chunk_and_seeded(daemon):
     with daemon.client() as client:
         fragments = list(client.stream(TEXT, VOICE, top_k=1, repetition_penalty=1.0, noise_scale=0.0))
@@ -78,8 +82,10 @@ def test_streamed_by_chunk_and_seeded(daemon):
     assert len(fragments) >= 2  # more than one chunk, each sent when ready
     assert all(f.sample_rate == 32000 for f in fragments)
     streamed = np.concatenate([f.samples for f in fragments])
-    assert np.array_equal(streamed, again.samples)  # greedy decoding, no noise: deterministic
-    assert np.array_equal(sampled[0].samples, sampled[1].samples)  # same seed, same audio
+    # Calls may get other thread counts (the machine's load): the same tokens, and audio
+    # within the seamless replay's 4 int16 steps.
+    assert_close(streamed, again.samples)  # greedy decoding, no noise: deterministic
+    assert_close(sampled[0].samples, sampled[1].samples)  # same seed, same audio
     assert not np.array_equal(sampled[0].samples, sampled[2].samples)
 
 

@@ -162,7 +162,7 @@ def test_wheel_holds_one_namespace(tmp_path):
     assert "voxpipe/stages/http/static/index.html" in names
     assert "voxpipe/daemon/commands/say.py" in names
     assert "voxpipe/stages/worker/stage.py" in names
-    for shipped in ("run.py", "gsv_serve.py", "gsv_reference_runner.py", "cluster.py", "soak.py", "firstbyte.py",
-                    "plots.py", "data/texts_en.tsv", "data/texts_zh.tsv", "data/longform_en.txt"):
+    for shipped in ("run.py", "gsv_serve.py", "gsv_reference_runner.py", "cluster.py", "soak.py", "stop.py",
+                    "firstbyte.py", "plots.py", "data/texts_en.tsv", "data/texts_zh.tsv", "data/longform_en.txt"):
         assert f"voxpipe/bench/{shipped}" in names
     assert not any(name.startswith(("tools/", "tests/")) for name in names)

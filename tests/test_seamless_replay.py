@@ -29,7 +29,8 @@ def daemon(tmp_path_factory):
 
     voices = tmp_path_factory.mktemp("replay-voices")
     families.get("gpt-sovits").write_random_voice(voices, GSV_VOICE, seed=3, version="v2")
-    # Threads fixed (see tests/test_gpt_sovits_e2e.py): the replay must run as the first render did.
+    # Threads fixed for joe's onnx sessions (GPT-SoVITS decides its tokens at a fixed
+    # count already, tests/test_gsv_threads.py): the replay must run as the first render did.
     with Daemon(tmp_path_factory.mktemp("replay"), workers=2, voices_dir=str(voices), preload=["joe", GSV_VOICE],
                 supervisor={"restart_budget": 100}, worker={"max_threads": 1}) as d:
         yield d

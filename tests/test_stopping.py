@@ -15,6 +15,7 @@ import pytest
 from tests.daemon_proc import Daemon, free_port, longform
 from voxpipe.ipc.client import AsyncClient, Client
 from voxpipe.ipc.errors import VoxpipeError
+from voxpipe.ipc.shm import remove_stale_pools
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -111,6 +112,67 @@ def test_clients_notice_a_daemon_that_went_silent_without_a_word(tmp_path):
                 for _ in client.stream(TEXT, "joe"):
                     os.killpg(daemon.proc.pid, signal.SIGSTOP)  # every process of the daemon, at once
         assert err.value.code == "unavailable" and err.value.retriable, err.value
+    finally:
+        os.killpg(daemon.proc.pid, signal.SIGCONT)
+        daemon.stop()
+
+
+# Clients below wait up to TIMEOUT for a silent daemon (gone_after): only the endpoint
+# lock can tell them it is gone, well before the old 10 s silence would have.
+
+
+def test_sync_client_is_told_at_once_when_the_whole_daemon_is_killed(tmp_path):
+    daemon = Daemon(tmp_path, workers=1).start()
+    try:
+        with Client(daemon.endpoint, timeout=TIMEOUT, gone_after=TIMEOUT) as client:
+            with pytest.raises(VoxpipeError) as err:
+                for _ in client.stream(TEXT, "joe"):
+                    daemon.kill()  # SIGKILL to every process of the daemon at once
+        assert err.value.code == "unavailable" and err.value.retriable, err.value
+        assert "gone" in err.value.message and "killed" in err.value.message, err.value
+    finally:
+        daemon.stop()
+        remove_stale_pools()  # the killed daemon's shared memory
+
+
+def test_async_clients_are_told_at_once_when_the_whole_daemon_is_killed(tmp_path):
+    daemon = Daemon(tmp_path, workers=1).start()
+
+    async def scenario() -> list[object]:
+        async with AsyncClient(daemon.endpoint, timeout=TIMEOUT, gone_after=TIMEOUT) as client:
+            first_audio = asyncio.Event()
+
+            async def killing() -> None:
+                async for _ in client.stream(TEXT, "joe"):
+                    if not first_audio.is_set():
+                        first_audio.set()
+                        daemon.kill()
+
+            async def streamed() -> None:
+                async for _ in client.stream(TEXT, "joe"):
+                    pass
+
+            return await asyncio.gather(killing(), streamed(), client.synthesize(TEXT, "joe"),
+                                        return_exceptions=True)
+
+    try:
+        results = asyncio.run(scenario())
+        assert all(isinstance(r, VoxpipeError) and r.code == "unavailable" and r.retriable
+                   and "killed" in r.message for r in results), results
+    finally:
+        daemon.stop()
+        remove_stale_pools()
+
+
+def test_sync_client_is_told_when_the_whole_daemon_hangs(tmp_path):
+    daemon = Daemon(tmp_path, workers=1).start()
+    try:
+        with Client(daemon.endpoint, timeout=TIMEOUT, gone_after=TIMEOUT) as client:
+            with pytest.raises(VoxpipeError) as err:
+                for _ in client.stream(TEXT, "joe"):
+                    os.killpg(daemon.proc.pid, signal.SIGSTOP)  # its supervisor stops touching the lock
+        assert err.value.code == "unavailable" and err.value.retriable, err.value
+        assert "has not run" in err.value.message, err.value
     finally:
         os.killpg(daemon.proc.pid, signal.SIGCONT)
         daemon.stop()

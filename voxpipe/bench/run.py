@@ -48,6 +48,8 @@ SUBCOMMANDS = {
                                    "nothing lost, no seams, memory back where it started"),
     "overload": ("voxpipe.bench.overload", "a daemon of its own sent a multiple of what it holds: how fast "
                                            "`busy` answers come, and do the accepted requests finish"),
+    "stop": ("voxpipe.bench.stop", "daemons of its own stopped under load (restart budget spent, SIGKILL of "
+                                   "the whole daemon): seconds until each client is told"),
     "firstbyte": ("voxpipe.bench.firstbyte", "time to first audio over HTTP against the ZeroMQ client, "
                                              "against a daemon serving both"),
 }

@@ -82,7 +82,8 @@ class GptSovitsEngine(Engine):
     @contextlib.contextmanager
     def compute(self) -> Iterator[None]:
         """One unit of model work (a serving step). On a CPU its torch threads follow how
-        many other engine processes are busy (stages/engines/busy_board.py)."""
+        many other engine processes are busy (stages/engines/busy_board.py); the parts
+        that decide tokens keep a fixed count inside it (`deciding`)."""
         if self.cores is None:
             yield
             return
@@ -91,6 +92,23 @@ class GptSovitsEngine(Engine):
                 torch.set_num_threads(threads)
                 self._threads = threads
             yield
+
+    @contextlib.contextmanager
+    def deciding(self) -> Iterator[None]:
+        """Work whose numbers decide tokens (BERT, a reference clip's prompt, the semantic
+        decoder): on a CPU always at the configured `worker.threads`, whatever the call
+        got. Sums split across another number of threads come out in another order, and a
+        last-bit difference flips a sampled token where candidates are nearly tied, so a
+        chunk's tokens must not follow the machine's load (docs/gpt-sovits-serving.md)."""
+        if self.cores is None or self._threads == self.cores.base:
+            yield
+            return
+        elastic = self._threads
+        torch.set_num_threads(self.cores.base)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(elastic)
 
     def load_voice(self, spec: VoiceSpec) -> LoadedVoice:
         """The voice's models and prompt. Every failure is an EngineError naming the voice

@@ -129,6 +129,7 @@ class GptSovitsFamily(Family):
 
         return GsvRunner(settings.max_batch if settings.max_batch > 0 else engine.max_batch,
                          compute=getattr(engine, "compute", contextlib.nullcontext),
+                         deciding=getattr(engine, "deciding", contextlib.nullcontext),
                          conditioning=getattr(engine, "conditioning", None))
 
     def write_random_voice(self, voices_dir: Path, name: str, seed: int = 0, **variant: Any) -> Path:

@@ -71,11 +71,15 @@ class GsvRunner(Runner):
     def __init__(self, max_sequences: int, plan: WindowPlan = WindowPlan(), mel_batch: int | None = None,
                  window_batch: int | None = None,
                  compute: Callable[[], ContextManager[None]] = contextlib.nullcontext,
+                 deciding: Callable[[], ContextManager[None]] = contextlib.nullcontext,
                  conditioning: ConditioningCache | None = None) -> None:
         self.decoder = ContinuousDecoder(max_sequences)
         # Requests' own reference clips: their prompts, computed once (conditioning.py).
         self.conditioning = conditioning if conditioning is not None else ConditioningCache(256 * 2**20)
         self.compute = compute  # wraps each step: the engine's threads for it (GptSovitsEngine.compute)
+        # Wraps what decides tokens (BERT, reference prompts, decoding): a fixed thread count,
+        # so a chunk's tokens do not follow the machine's load; rendering stays elastic.
+        self.deciding = deciding
         self.plan = plan
         self.mel_batch = mel_batch or default_batch()  # v3/v4 texts per CFM call
         self.window_batch = window_batch or default_batch()  # v1-v2ProPlus windows per SoVITS call
@@ -111,7 +115,8 @@ class GsvRunner(Runner):
         per_phone = getattr(getattr(voice.spec, "settings", None), "max_tokens_per_phone", 0.0)
         if max_tokens is None and per_phone > 0:
             max_tokens = max(1, round(per_phone * len(ids)))
-        model = self._model(voice, chunk)
+        with self.deciding():
+            model = self._model(voice, chunk)
         if hasattr(model, "decoder"):  # v3/v4: CFM mel decoder + vocoder, audio per mel chunk
             renderer = MelStreamRenderer(model, ids, 1.0 / item.length_scale, item.sample_steps, item.seed)
         else:
@@ -162,9 +167,11 @@ class GsvRunner(Runner):
     def _step(self) -> StepResult:
         result = StepResult()
         if self.admitted:
-            self._join_admitted(result)
+            with self.deciding():
+                self._join_admitted(result)
         try:
-            events = self.decoder.step()
+            with self.deciding():
+                events = self.decoder.step()
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
