@@ -1,50 +1,32 @@
-"""The rounds of windows a split Piper voice decodes a sentence in
+"""The windows a split Piper voice streams a sentence in
 (stages/families/piper/engines/windows.py)."""
 from __future__ import annotations
 
 import pytest
 
-from voxpipe.stages.families.piper.engines.windows import round_windows
-
-
-def _rounds(total: int, first: int, lanes: int) -> list[list[tuple[int, int]]]:
-    rounds, start, size, lanes_now = [], 0, first, 1
-    while start < total:
-        windows = round_windows(start, total, size, lanes_now)
-        rounds.append(windows)
-        start, size, lanes_now = windows[-1][1], size * 2, lanes
-    return rounds
+from voxpipe.stages.families.piper.engines.windows import stream_windows
 
 
 @pytest.mark.parametrize("total", [1, 40, 63, 64, 95, 96, 97, 300, 1090, 5000])
-@pytest.mark.parametrize("lanes", [1, 2, 4])
-def test_rounds_cover_the_sentence_once_in_order(total, lanes):
-    flat = [w for r in _rounds(total, 64, lanes) for w in r]
-    assert flat[0][0] == 0 and flat[-1][1] == total
-    assert all(a[1] == b[0] for a, b in zip(flat, flat[1:]))
-    assert all(e > s for s, e in flat)
+@pytest.mark.parametrize("first", [1, 16, 64])
+def test_windows_cover_the_sentence_once_in_order(total, first):
+    windows = stream_windows(total, first)
+    assert windows[0][0] == 0 and windows[-1][1] == total
+    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:]))
+    assert all(e > s for s, e in windows)
 
 
-def test_first_window_is_small_and_alone():
-    rounds = _rounds(1090, 64, 2)
-    assert rounds[0] == [(0, 64)]
-    assert len(rounds[1]) == 2  # later rounds run in lanes
-    assert rounds[1] == [(64, 192), (192, 320)]
+def test_first_window_is_small_then_they_grow():
+    assert stream_windows(1090, 64) == [(0, 64), (64, 320), (320, 1090)]
+    assert stream_windows(1090, 64, growth=2) == [(0, 64), (64, 192), (192, 448), (448, 1090)]
 
 
-def test_a_short_leftover_joins_the_round():
-    assert round_windows(0, 90, 64, 1) == [(0, 90)]  # 26 frames left: less than half a window
-    assert round_windows(0, 96, 64, 1) == [(0, 64)]
+def test_a_short_leftover_joins_the_window_before():
+    assert stream_windows(90, 64) == [(0, 90)]  # 26 frames left: less than half a window
+    assert stream_windows(96, 64) == [(0, 64), (64, 96)]
 
 
-def test_lanes_never_narrower_than_the_minimum():
-    assert round_windows(0, 100, 100, 4, min_lane=64) == [(0, 100)]
-    assert round_windows(0, 130, 130, 4, min_lane=64) == [(0, 65), (65, 130)]
-    assert len(round_windows(0, 1000, 1000, 4, min_lane=64)) == 4
-
-
-def test_bad_rounds_are_refused():
-    with pytest.raises(ValueError):
-        round_windows(10, 10, 64, 1)
-    with pytest.raises(ValueError):
-        round_windows(0, 10, 0, 1)
+def test_bad_plans_are_refused():
+    for bad in [(0, 64), (10, 0), (10, 64, 0)]:
+        with pytest.raises(ValueError):
+            stream_windows(*bad)

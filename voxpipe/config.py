@@ -58,7 +58,7 @@ class WorkerConfig:
     batch_phonemes: int = 8192  # ceiling on a batch's padded phonemes (memory may lower it)
     batch_wait_ms: float = 5.0  # wait this long for a batch to fill before running it
     voice_cache_mib: float = 2048.0  # LRU voice cache bound per worker
-    engine_stream_frames: int = 64  # >0: streamed chunks decode in windows, the first this many frames (onnx, torch)
+    engine_stream_frames: int = 32  # >0: streamed chunks decode in windows, the first this many frames (onnx, torch)
     max_threads: int = 0  # onnx and gpt-sovits engines: threads a call may use while other workers idle; 0 = all cores
     loudness: bool = True  # Piper voices: one gain per voice (every engine), measured once, for Piper's level
     level_cache_dir: str = ""  # Piper voices' gains, by model contents; empty: $XDG_CACHE_HOME/voxpipe/piper-level

@@ -43,7 +43,7 @@ credits = 2                   # chunks a worker holds at once
 max_batch = 0                 # chunks per batch; 0 = the engine's choice
 batch_phonemes = 8192         # ceiling on a batch's padded phonemes
 batch_wait_ms = 5.0           # how long a partial batch may wait to fill
-engine_stream_frames = 64     # streamed requests: audio within a sentence, first after this many frames (0 = off)
+engine_stream_frames = 32     # streamed requests: audio within a sentence, first after this many frames (0 = off)
 loudness = true               # Piper voices: one gain per voice on every engine (measured once) for Piper's level
 level_cache_dir = ""          # the measured gains, by model contents; empty: $XDG_CACHE_HOME/voxpipe/piper-level
 gsv_decoder_precision = "auto"   # GPT-SoVITS decoder steps: auto (probed per machine) | fp32 | bf16 | fp16 | int8

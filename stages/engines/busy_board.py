@@ -121,15 +121,6 @@ class CoreShare:
         """Every thread count a call may get."""
         return sorted({self.base, self.most})
 
-    @property
-    def lanes(self) -> int:
-        """The most calls of `base` threads each that this process may run side by side."""
-        return max(1, self.most // self.base)
-
-    def lanes_for(self, threads: int) -> int:
-        """Calls of `base` threads each that fit in `threads`."""
-        return max(1, threads // self.base)
-
     @contextlib.contextmanager
     def call(self) -> Iterator[int]:
         """Marks this process busy for a model call; -> the threads the call may use."""

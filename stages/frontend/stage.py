@@ -285,8 +285,15 @@ class Frontend:
         """Whether a request's plan may grow now: memory stays bounded by what is in
         flight, not by the text, so a request plans ahead only so many chunks."""
         active = self.active.get(rid)
-        return (active is not None and active.progress.outstanding < self.config.frontend.plan_ahead_chunks
-                and self.scheduler.has_room(1))
+        if active is None:
+            return False
+        ahead = self.config.frontend.plan_ahead_chunks
+        if active.first_audio is None:
+            # Before its first audio, plan only what the workers can start now: planning
+            # further ahead would take CPU from the first window, and there is time for it
+            # while that window's audio plays.
+            ahead = min(ahead, max(1, len(self.scheduler.workers)) + 1)
+        return active.progress.outstanding < ahead and self.scheduler.has_room(1)
 
     def _can_plan_ahead(self) -> bool:
         return any(self._may_plan(rid) for rid in self.planning)

@@ -188,6 +188,21 @@ def snapshot(daemon: BenchDaemon, timeout_s: float = SETTLED_TIMEOUT_S) -> CpuSn
     return CpuSnapshot(cpu, engine, roles)
 
 
+def wait_quiet(daemon: BenchDaemon, timeout_s: float = 30.0, probe_s: float = 0.1) -> bool:
+    """Wait until the daemon's processes use next to no CPU (what a cancelled request left
+    running has finished), so the next measurement starts on an idle daemon. False when
+    it never went quiet within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    before = sum(daemon.cpu_by_pid().values())
+    while time.monotonic() < deadline:
+        time.sleep(probe_s)
+        now = sum(daemon.cpu_by_pid().values())
+        if now - before < 0.2 * probe_s:  # under a fifth of one core: loops and heartbeats only
+            return True
+        before = now
+    return False
+
+
 def window(before: CpuSnapshot, after: CpuSnapshot) -> CpuWindow | None:
     """The CPU spent between two snapshots; None without engine figures or if a stage
     process was replaced in between (its CPU would be lost). Short-lived helpers in the

@@ -23,7 +23,7 @@ from typing import Any
 
 from voxpipe.bench import ipc_micro, report, voxpipe_side
 from voxpipe.bench.baseline import BaselineError, PiperBaseline
-from voxpipe.bench.daemon import (BenchDaemon, CpuWindow, DaemonError, DaemonSettings, ForeignLoad, idle_rate,
+from voxpipe.bench.daemon import (BenchDaemon, CpuWindow, DaemonError, DaemonSettings, ForeignLoad, idle_rate, wait_quiet,
                                   snapshot, window)
 from voxpipe.bench.results import PIPER, BenchResults, Micro, Overhead, Sample, ThroughputRun
 from voxpipe.bench.texts import (DEFAULT_TEXTS_DIR, SCALES, BenchText, TextsError, load_classes, load_longform,
@@ -187,7 +187,9 @@ def _latency_phase(args: argparse.Namespace, daemon: BenchDaemon, baseline: Pipe
         for times in SCALES:
             scaled = BenchText(scaled_class(times), "\n\n".join([longform.text] * times))
             say(f"first audio of the long form ×{times} ({scaled.chars} characters)")
-            samples += [voxpipe_side.measure_first_audio(client, scaled) for _ in range(args.longform_reps)]
+            for _ in range(args.longform_reps):
+                wait_quiet(daemon)  # what the last cancelled request left running has finished
+                samples.append(voxpipe_side.measure_first_audio(client, scaled))
     return samples
 
 

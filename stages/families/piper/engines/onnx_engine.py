@@ -1,15 +1,18 @@
 """onnxruntime engine: runs Piper voices. The default on CPU.
 
 A voice runs as its graph split in three (stages/families/piper/engines/onnx_parts.py):
-the prior, then the flow and the vocoder, which run window by window
-(stages/families/piper/engines/windows.py), so a long sentence's first audio is ready
-after one window. Where the split graphs cannot be made (no torch to export them) or for
-precision "int8", the voice's own one-piece graph runs and a stream is one piece.
+the prior, the flow and the vocoder. A streamed sentence's first window goes through
+the flow and the vocoder alone, so a long sentence's first audio is ready after one
+window; the flow then runs once over the rest, and the vocoder over ever wider windows
+(stages/families/piper/engines/windows.py). Where the split graphs cannot be made (no
+torch to export them) or for precision "int8", the voice's own one-piece graph runs and a
+stream is one piece.
 
 Threads: each graph has a session per thread count; a call runs with the cores that the
 other busy engine processes leave free (stages/engines/busy_board.py), so a lone request
-uses the whole machine and a loaded one keeps one core per worker. Past its first window
-a sentence's windows run side by side in lanes, one-thread calls on free cores.
+uses the whole machine and a loaded one keeps one core per worker. (Windows side by side
+on one-thread sessions were tried: on a 2-core machine they were no faster than one
+call on two threads, and each extra boundary costs its context.)
 
 Noise: every graph takes its noise as inputs, drawn from the chunk's seed, so a chunk
 renders the same audio every time, and the same on the split graphs, the one-piece graph
@@ -27,7 +30,6 @@ settings.options: "max_threads" (0: the usable cores), "split" (bool),
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -36,7 +38,7 @@ import numpy as np
 
 from voxpipe.stages.families.piper import noise
 from voxpipe.stages.families.piper.engines import onnx_parts, onnx_seeded
-from voxpipe.stages.families.piper.engines.windows import round_windows
+from voxpipe.stages.families.piper.engines.windows import stream_windows
 from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice
 from voxpipe.stages.families.piper.item import SynthesisItem
 from voxpipe.stages.families.piper.noise import concrete_seed
@@ -108,7 +110,6 @@ class OnnxEngine(Engine):
         options = settings.options
         self.use_split = bool(options.get("split", True))
         self.cores = CoreShare(settings, "onnx engine")
-        self._lanes: ThreadPoolExecutor | None = None  # made on first use
 
     # ------------------------------------------------------------------ loading
 
@@ -164,7 +165,7 @@ class OnnxEngine(Engine):
             return None
         prior = self._graph(spec, parts.prior, {"input", "input_lengths", "scales", "dp_noise", "z_noise"})
         return OnnxVoice(prior=prior, flow=self._graph(spec, parts.flow, {"z_p"}),
-                         vocoder=self._graph(spec, parts.vocoder, {"z", "frames"}),
+                         vocoder=self._graph(spec, parts.vocoder, {"z"}),
                          radius=parts.radius, flow_radius=parts.flow_radius, hop=parts.hop,
                          channels=prior.input_dim("z_noise", 1),
                          extra_bytes=sum(f.stat().st_size for f in parts.files))
@@ -235,14 +236,8 @@ class OnnxEngine(Engine):
                 self._whole_audio(voice, item, threads)
                 continue
             z_p, total, _ = self._prior(voice, item, threads)
-            self._decode(voice, z_p, total, 0, total, item, threads)
-        if model.split and self.cores.lanes > 1:
-            # The lane threads keep their own onnxruntime scratch: allocate it now, too.
-            z_p, total, _ = self._prior(voice, item, self.cores.base)
-            windows = [(0, total)] * self.cores.lanes
-            for future in [self._lane_pool().submit(self._decode, voice, z_p, total, s, e, item, self.cores.base)
-                           for s, e in windows]:
-                future.result()
+            z = self._flow(voice, z_p, 0, total, item, threads)
+            self._vocode(voice, z, 0, total, 0, total, item, threads)
 
     def _probe(self, voice: LoadedVoice) -> None:
         """One tiny inference with the config's largest phoneme id: a config that does not
@@ -270,9 +265,8 @@ class OnnxEngine(Engine):
     def synthesize_stream_timed(self, voice: LoadedVoice, item: SynthesisItem,
                                 window_frames: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """Audio of one item in pieces: the first after one window of `window_frames` latent
-        frames on every free core, then rounds twice as wide each time (the listener is
-        ahead by then, and wider windows waste less on context), each cut into lanes that
-        run side by side on the cores free then (stages/families/piper/engines/windows.py).
+        frames (the flow over that window and its context only), then wider windows
+        (stages/families/piper/engines/windows.py) from one flow call over the rest.
         Joined, the pieces equal the whole decode. The first piece comes with the item's
         samples per phoneme id where known."""
         if window_frames < 1:
@@ -283,15 +277,23 @@ class OnnxEngine(Engine):
             return
         with self.cores.call() as threads:
             z_p, total, durations = self._prior(voice, item, threads)
-        start, size, first = 0, window_frames, True
-        while start < total:
+        windows = stream_windows(total, window_frames)
+        first_end = windows[0][1]
+        # The flow over what the first window's vocoder call reads: z on [0, first_end + radius).
+        reach = min(total, first_end + model.radius)
+        with self.cores.call() as threads:
+            z = self._flow(voice, z_p, 0, reach, item, threads)
+            piece = self._vocode(voice, z, 0, reach, 0, first_end, item, threads)
+        yield piece, durations
+        if first_end == total:
+            return
+        start = max(0, first_end - model.radius)  # z from here on: the rest's first window reads this far back
+        with self.cores.call() as threads:
+            z = self._flow(voice, z_p, start, total, item, threads)
+        for lo, hi in windows[1:]:
             with self.cores.call() as threads:
-                lanes = 1 if first else self.cores.lanes_for(threads)
-                windows = round_windows(start, total, size, lanes)
-                for piece in self._decode_round(voice, z_p, total, windows, item, threads):
-                    yield piece, durations if first else None
-                    first = False
-            start, size = windows[-1][1], size * 2
+                piece = self._vocode(voice, z, start, total, lo, hi, item, threads)
+            yield piece, None
 
     # ------------------------------------------------------------------ the graphs
 
@@ -329,8 +331,8 @@ class OnnxEngine(Engine):
                 audio = self._whole_audio(voice, item, threads)
             else:
                 z_p, total, durations = self._prior(voice, item, threads)
-                windows = round_windows(0, total, total, self.cores.lanes_for(threads))
-                audio = np.concatenate(list(self._decode_round(voice, z_p, total, windows, item, threads)))
+                z = self._flow(voice, z_p, 0, total, item, threads)
+                audio = self._vocode(voice, z, 0, total, 0, total, item, threads)
         return np.ascontiguousarray(audio.reshape(-1), dtype=np.float32), durations
 
     def _run_seeded(self, voice: LoadedVoice, graph: Graph, item: SynthesisItem, threads: int) -> list[np.ndarray]:
@@ -366,47 +368,32 @@ class OnnxEngine(Engine):
         durations = (np.asarray(out[2][0], dtype=np.float64) * model.hop) if len(out) > 2 else None
         return out[0], int(out[1][0]), durations
 
-    def _decode(self, voice: LoadedVoice, z_p: np.ndarray, total: int, start: int, end: int,
+    def _flow(self, voice: LoadedVoice, z_p: np.ndarray, lo: int, hi: int, item: SynthesisItem,
+              threads: int) -> np.ndarray:
+        """z on frames [lo, hi) of the item's `z_p` (its frames are z_p's width): the flow
+        given `flow_radius` frames of context either side, cut back to [lo, hi), so that it
+        equals the same stretch of the flow over the whole item."""
+        model = self._model(voice)
+        total = z_p.shape[2]
+        flow_lo, flow_hi = max(0, lo - model.flow_radius), min(total, hi + model.flow_radius)
+        feeds = {"z_p": np.ascontiguousarray(z_p[:, :, flow_lo:flow_hi]),
+                 "sid": np.array([item.speaker_id], dtype=np.int64)}
+        z = self._run(voice, model.flow, threads, feeds)[0]  # type: ignore[arg-type]
+        return z[:, :, lo - flow_lo:hi - flow_lo]
+
+    def _vocode(self, voice: LoadedVoice, z: np.ndarray, z_lo: int, total: int, start: int, end: int,
                 item: SynthesisItem, threads: int) -> np.ndarray:
-        """Audio of latent frames [start, end): the flow and the vocoder, each given the
-        context either side that reaches the window, so that it equals the same stretch
-        of a whole decode."""
+        """Audio of latent frames [start, end) from `z`, which holds frames [z_lo, z_lo + width)
+        of the item's `total`: the vocoder given `radius` frames of context either side (as
+        far as the item reaches), so that it equals the same stretch of a whole decode."""
         model = self._model(voice)
         lo, hi = max(0, start - model.radius), min(total, end + model.radius)
-        flow_lo, flow_hi = max(0, lo - model.flow_radius), min(total, hi + model.flow_radius)
-        sid = np.array([item.speaker_id], dtype=np.int64)
-        z = self._run(voice, model.flow, threads,  # type: ignore[arg-type]
-                      {"z_p": np.ascontiguousarray(z_p[:, :, flow_lo:flow_hi]), "sid": sid})[0]
-        feeds = {"z": np.ascontiguousarray(z[:, :, lo - flow_lo:hi - flow_lo]),
-                 "frames": np.array([hi - lo], dtype=np.int64), "sid": sid}
+        if lo < z_lo or hi > z_lo + z.shape[2]:
+            raise EngineError(f"voice {voice.spec.name!r}: window [{start}, {end}) reads z outside what was flowed")
+        feeds = {"z": np.ascontiguousarray(z[:, :, lo - z_lo:hi - z_lo]),
+                 "frames": np.array([hi - lo], dtype=np.int64), "sid": np.array([item.speaker_id], dtype=np.int64)}
         audio = self._run(voice, model.vocoder, threads, feeds)[0].reshape(-1)  # type: ignore[arg-type]
         return np.ascontiguousarray(audio[(start - lo) * model.hop:(end - lo) * model.hop], dtype=np.float32)
-
-    def _decode_round(self, voice: LoadedVoice, z_p: np.ndarray, total: int, windows: list[tuple[int, int]],
-                      item: SynthesisItem, threads: int) -> Iterator[np.ndarray]:
-        """The round's windows in order: one on `threads` threads, or several side by side,
-        each a one-thread call (the busy board counts this process once: its lanes are
-        the cores it found free)."""
-        if len(windows) == 1:
-            yield self._decode(voice, z_p, total, *windows[0], item, threads)
-            return
-        pool = self._lane_pool()
-        futures: list[Future] = [pool.submit(self._decode, voice, z_p, total, s, e, item, self.cores.base)
-                                 for s, e in windows]
-        try:
-            for future in futures:
-                yield future.result()
-        finally:
-            for future in futures:  # a consumer that stops early must not leave lanes running
-                future.cancel()
-            for future in futures:
-                if not future.cancelled():
-                    future.exception()
-
-    def _lane_pool(self) -> ThreadPoolExecutor:
-        if self._lanes is None:
-            self._lanes = ThreadPoolExecutor(max_workers=max(1, self.cores.lanes), thread_name_prefix="onnx-lane")
-        return self._lanes
 
 
 def _probe_ids(spec: VoiceSpec) -> np.ndarray:

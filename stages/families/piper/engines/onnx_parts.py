@@ -25,9 +25,10 @@ from voxpipe.procutil import exclusive_lock
 # Format 3 takes the noise as inputs (dp_noise, z_noise), drawn from the chunk's seed, so
 # a chunk renders the same audio every time and on every engine. Older caches drew their
 # noise inside the graph: they are not read (a voice is exported again on first use).
-# Format 4 splits the acoustic part into the prior and the flow (windowed flow).
-PARTS_FORMAT = 4
-READABLE_FORMATS = (4,)  # newest first
+# Format 5 splits the acoustic part into the prior and the flow (windowed flow), and the
+# vocoder takes one item without masks.
+PARTS_FORMAT = 5
+READABLE_FORMATS = (5,)  # newest first
 
 
 class PartsError(Exception):
@@ -38,7 +39,7 @@ class PartsError(Exception):
 class VoiceParts:
     prior: Path  # (input, input_lengths, scales, dp_noise, z_noise[, sid]) -> (z_p, frames, durations)
     flow: Path  # (z_p[, sid]) -> z, one item
-    vocoder: Path  # (z, frames[, sid]) -> audio
+    vocoder: Path  # (z[, sid]) -> audio, one item
     radius: int  # latent frames either side that reach a frame's audio
     flow_radius: int  # frames of z_p either side that reach a frame of z
     hop: int  # audio samples per latent frame
@@ -92,14 +93,14 @@ def _export(model_path: Path, name: str, num_speakers: int, folder: Path) -> Non
     except ImportError as exc:
         raise PartsError(f"splitting a voice's graph needs torch and onnx ({exc}); "
                          "install voxpipe's torch extra") from exc
-    from voxpipe.stages.families.piper.vits.export import export_flow, export_prior, export_vocoder
+    from voxpipe.stages.families.piper.vits.export import export_flow, export_prior, export_single_vocoder
     from voxpipe.stages.families.piper.vits.load import load_piper_onnx
     from voxpipe.stages.engines.receptive_field import flow_radius, receptive_radius
 
     model = load_piper_onnx(model_path, name, num_speakers)
     export_prior(model, folder / "prior.onnx")
     export_flow(model, folder / "flow.onnx")
-    export_vocoder(model, folder / "vocoder.onnx")
+    export_single_vocoder(model, folder / "vocoder.onnx")
     meta = {"radius": receptive_radius(model.dec), "flow_radius": flow_radius(model.flow),
             "hop": model.hop_length, "source": model_path.name}
     (folder / "parts.json").write_text(json.dumps(meta))

@@ -81,6 +81,19 @@ class VocoderGraph(nn.Module):
         return self.model.dec(z, g=g, lengths=frames).squeeze(1)
 
 
+class SingleVocoderGraph(nn.Module):
+    """(z [1, C, frames], sid?) -> audio [1, frames * hop]: one item, so no masks (every
+    frame is the item's), which saves the mask products a padded batch needs."""
+
+    def __init__(self, model: VitsModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: Tensor, sid: Tensor | None = None) -> Tensor:
+        g = self.model.speaker(sid, z.shape[0], z.device)
+        return self.model.dec(z, g=g).squeeze(1)
+
+
 def _example(model: VitsModel, batch: int = 2, length: int = 24) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, model.cfg.n_vocab, (batch, length), generator=gen)
@@ -148,6 +161,14 @@ def export_vocoder(model: VitsModel, path: Path) -> Path:
     axes = {"z": {0: "batch", 2: "frames"}, "frames": {0: "batch"}, "sid": {0: "batch"},
             "audio": {0: "batch", 1: "samples"}}
     return _export(VocoderGraph(model), args, path, inputs, ["audio"], axes)
+
+
+def export_single_vocoder(model: VitsModel, path: Path) -> Path:
+    z = torch.randn(1, model.cfg.inter_channels, 20, generator=torch.Generator().manual_seed(0))
+    sid = torch.zeros(1, dtype=torch.long) if model.cfg.n_speakers > 1 else None
+    args = (z,) if sid is None else (z, sid)
+    inputs = ["z"] + (["sid"] if sid is not None else [])
+    return _export(SingleVocoderGraph(model), args, path, inputs, ["audio"], {"z": {2: "frames"}, "audio": {1: "samples"}})
 
 
 def export_piper(model: VitsModel, path: Path) -> Path:

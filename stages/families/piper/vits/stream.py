@@ -13,12 +13,15 @@ from typing import Iterator
 from torch import Tensor
 
 from voxpipe.stages.engines.receptive_field import receptive_radius
+from voxpipe.stages.families.piper.engines.windows import GROWTH, stream_windows
 from voxpipe.stages.families.piper.vits.model import VitsModel
 
 
 def decode_windows(model: VitsModel, z: Tensor, window_frames: int, context_frames: int | None = None,
-                   sid: Tensor | None = None) -> Iterator[Tensor]:
-    """Yield audio pieces [samples] of one latent z [1, C, frames], window by window.
+                   sid: Tensor | None = None, growth: int = GROWTH) -> Iterator[Tensor]:
+    """Yield audio pieces [samples] of one latent z [1, C, frames], window by window: the
+    first `window_frames` wide, each next `growth` times wider (the plan in
+    stages/families/piper/engines/windows.py; growth 1: equal windows).
 
     Joined, the pieces equal `model.vocode(z)` up to float rounding.
     """
@@ -29,8 +32,7 @@ def decode_windows(model: VitsModel, z: Tensor, window_frames: int, context_fram
     context = receptive_radius(model.dec) if context_frames is None else context_frames
     hop = model.hop_length
     frames = z.shape[2]
-    for start in range(0, frames, window_frames):
-        end = min(start + window_frames, frames)
+    for start, end in stream_windows(frames, window_frames, growth):
         lo, hi = max(0, start - context), min(frames, end + context)
         audio = model.vocode(z[:, :, lo:hi], sid=sid)[0]
         yield audio[(start - lo) * hop:(end - lo) * hop]
