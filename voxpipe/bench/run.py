@@ -23,7 +23,8 @@ from typing import Any
 
 from voxpipe.bench import ipc_micro, report, voxpipe_side
 from voxpipe.bench.baseline import BaselineError, PiperBaseline
-from voxpipe.bench.daemon import (BenchDaemon, CpuWindow, DaemonError, DaemonSettings, ForeignLoad, idle_rate, wait_quiet,
+from voxpipe.bench.daemon import (BenchDaemon, CpuWindow, DaemonError, DaemonSettings, ForeignLoad, idle_rate,
+                                  wait_quiet,
                                   snapshot, window)
 from voxpipe.bench.results import PIPER, BenchResults, Micro, Overhead, Sample, ThroughputRun
 from voxpipe.bench.texts import (DEFAULT_TEXTS_DIR, SCALES, BenchText, TextsError, load_classes, load_longform,
