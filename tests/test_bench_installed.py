@@ -94,7 +94,7 @@ def test_voxpipe_bench_runs_end_to_end_from_the_wheel(installed, cwd):
     saved = json.loads((out / "results.json").read_text())
     shipped = (installed / "voxpipe" / "bench" / "data" / "texts_en.tsv").read_text(encoding="utf-8")
     classes = {line.split("\t")[0] for line in shipped.splitlines() if line.strip() and not line.startswith("#")}
-    scaled = {f"longformx{times}" for times in (10, 50)}  # the long form repeated: first audio only
+    scaled = {f"longformx{times}" for times in (1, 10, 50)}  # the long form repeated: first audio only
     assert {s["cls"] for s in saved["samples"]} == classes | {"longform"} | scaled
     assert saved["micro"] and len(saved["micro"]["ping_s"]) == 20
 

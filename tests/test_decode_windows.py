@@ -17,13 +17,18 @@ def test_windows_cover_the_sentence_once_in_order(total, first):
 
 
 def test_first_window_is_small_then_they_grow():
-    assert stream_windows(1090, 64) == [(0, 64), (64, 320), (320, 1090)]
+    assert stream_windows(1090, 32) == [(0, 32), (32, 288), (288, 1090)]
     assert stream_windows(1090, 64, growth=2) == [(0, 64), (64, 192), (192, 448), (448, 1090)]
 
 
 def test_a_short_leftover_joins_the_window_before():
-    assert stream_windows(90, 64) == [(0, 90)]  # 26 frames left: less than half a window
-    assert stream_windows(96, 64) == [(0, 64), (64, 96)]
+    assert stream_windows(90, 64, whole_under=1) == [(0, 90)]  # 26 frames left: less than half a window
+    assert stream_windows(96, 64, whole_under=1) == [(0, 64), (64, 96)]
+
+
+def test_a_short_sentence_is_one_window():
+    assert stream_windows(95, 32) == [(0, 95)]
+    assert stream_windows(96, 32) == [(0, 32), (32, 96)]
 
 
 def test_bad_plans_are_refused():
