@@ -158,7 +158,7 @@ def _results() -> BenchResults:
         for i in range(3):
             samples.append(Sample(VOXPIPE, cls, chars, 0.1 * chars / 10 + i * 0.01, 0.3 + i * 0.01, chars / 20))
             samples.append(Sample(PIPER, cls, chars, 0.2 * chars / 10, 0.1 * chars / 10 + 0.5, chars / 20))
-    for times, first in ((10, 0.31), (50, 0.33)):  # first audio only, of the long form repeated
+    for times, first in ((1, 0.30), (10, 0.31), (50, 0.33)):  # first audio only, of the long form repeated
         samples.append(Sample(VOXPIPE, scaled_class(times), 1800 * times, first, first, 0.5))
     runs = []
     for clients in (1, 16):
@@ -182,7 +182,7 @@ def test_goals_and_ratios() -> None:
     assert goals["null-engine round trip p50"].met is True
     assert goals["daemon CPU outside the engine"].measured == "3.0%"
     assert goals["first audio vs text length"].met is True
-    assert goals["long form ×50: first audio"].measured == "1.06×"  # 0.33 / 0.31
+    assert goals["long form ×50: first audio"].measured == "1.10×"  # 0.33 / 0.30 (x1, measured alike)
     assert goals["long form ×50: first audio"].met is True
     levels = report.throughput_levels(results.throughput)
     assert [(c, v.system, b.config) for c, v, b in levels] == [(1, VOXPIPE, "pool"), (16, VOXPIPE, "pool")]
@@ -215,7 +215,7 @@ def test_write_report_files(tmp_path) -> None:
         data = (tmp_path / "out" / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert len(saved["samples"]) == 20 and saved["overhead"]["share"] == pytest.approx(0.03)
+    assert len(saved["samples"]) == 21 and saved["overhead"]["share"] == pytest.approx(0.03)
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| longform | | **ratio** | | **0.50×** |" in md
     assert "![throughput_vs_concurrency](throughput_vs_concurrency.png)" in md
@@ -246,9 +246,10 @@ def test_tiny_run_writes_everything(tmp_path, capsys) -> None:
     saved = json.loads((out / "results.json").read_text())
     by_system = {s: [x for x in saved["samples"] if x["system"] == s] for s in (VOXPIPE, PIPER)}
     # 2 rounds over 2 texts plus 2 long-form requests, for each system; voxpipe also gives
-    # the first audio of the long form x10 and x50, twice each
-    assert len(by_system[PIPER]) == 6 and len(by_system[VOXPIPE]) == 6 + 4
-    assert {x["cls"] for x in by_system[VOXPIPE]} == {"short", "medium", LONGFORM, scaled_class(10), scaled_class(50)}
+    # the first audio of the long form x1, x10 and x50, twice each
+    assert len(by_system[PIPER]) == 6 and len(by_system[VOXPIPE]) == 6 + 6
+    assert {x["cls"] for x in by_system[VOXPIPE]} == {"short", "medium", LONGFORM, scaled_class(1), scaled_class(10),
+                                                      scaled_class(50)}
     assert all(0 < x["first_audio_s"] <= x["latency_s"] and x["audio_s"] > 0 for x in saved["samples"])
     clients = sorted({(r["system"], r["clients"]) for r in saved["throughput"]})
     assert clients == [(PIPER, 1), (PIPER, 2), (VOXPIPE, 1), (VOXPIPE, 2)]

@@ -364,6 +364,10 @@ class Frontend:
 
     def _on_chunk_done(self, worker: str, done: ChunkDone) -> None:
         chunk = self.scheduler.done(worker, done.request_id, done.seq)
+        if chunk is None:
+            # Not a chunk this frontend handed that worker: one of the plan a restarted
+            # frontend made before (the resent request's plan may not reach that far yet).
+            return
         active = self.active.get(done.request_id)
         if active is not None and done.ok:
             return self._advance(done.request_id, lambda: active.progress.chunk_done(done.seq, worker))
