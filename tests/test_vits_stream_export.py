@@ -11,7 +11,7 @@ pytest.importorskip("onnx")
 pytestmark = [pytest.mark.slow]  # graph exports and decodes
 
 from voxpipe.stages.families.piper import noise  # noqa: E402
-from voxpipe.stages.families.piper.vits.export import export_acoustic, export_vocoder  # noqa: E402
+from voxpipe.stages.families.piper.vits.export import export_flow, export_prior, export_vocoder  # noqa: E402
 from voxpipe.stages.families.piper.vits.load import load_piper_onnx  # noqa: E402
 from voxpipe.stages.families.piper.vits.random_voice import random_model, tiny_config  # noqa: E402
 from voxpipe.stages.engines.receptive_field import receptive_radius  # noqa: E402
@@ -84,11 +84,25 @@ def test_stream_with_speaker_and_resblock1():
 def exported(request, tmp_path_factory):
     model = random_model(tiny_config(num_speakers=request.param), seed=request.param)
     root = tmp_path_factory.mktemp(f"export{request.param}")
-    acoustic = ort.InferenceSession(str(export_acoustic(model, root / "acoustic.onnx")),
-                                    providers=["CPUExecutionProvider"])
+    prior = ort.InferenceSession(str(export_prior(model, root / "prior.onnx")), providers=["CPUExecutionProvider"])
+    flow = ort.InferenceSession(str(export_flow(model, root / "flow.onnx")), providers=["CPUExecutionProvider"])
     vocoder = ort.InferenceSession(str(export_vocoder(model, root / "vocoder.onnx")),
                                    providers=["CPUExecutionProvider"])
-    return model, acoustic, vocoder
+    return model, (prior, flow), vocoder
+
+
+def _acoustic(parts: tuple, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The exported prior over the batch, then the flow over each item's own frames (as
+    the engine runs them): (z [B, C, frames] zero past each item, frames)."""
+    prior, flow = parts
+    z_p, frames, _durations = prior.run(None, feeds)
+    z = np.zeros_like(z_p)
+    for i, n in enumerate(frames):
+        item = {"z_p": np.ascontiguousarray(z_p[i:i + 1, :, :n])}
+        if "sid" in feeds:
+            item["sid"] = feeds["sid"][i:i + 1]
+        z[i, :, :n] = flow.run(None, item)[0][0]
+    return z, frames
 
 
 # Batch sizes and lengths other than the ones traced, to exercise the dynamic axes.
@@ -113,7 +127,7 @@ def test_exported_parts_match_torch(exported, lengths):
              "dp_noise": dp_noise, "z_noise": z_noise}
     if multi:
         feeds["sid"] = sid
-    z, frames, _durations = acoustic.run(None, feeds)
+    z, frames = _acoustic(acoustic, feeds)
     assert int(frames.max()) <= width
     sid_t = torch.from_numpy(sid) if multi else None
     with torch.inference_mode():
@@ -144,9 +158,9 @@ def test_exported_acoustic_takes_its_noise_as_inputs(exported):
                  "scales": np.array([0.667, 1.0, 0.8], dtype=np.float32),
                  "dp_noise": noise.duration_noise(seed, 20)[None],
                  "z_noise": noise.latent_noise(seed, model.cfg.inter_channels, width)[None]}
-        if "sid" in {i.name for i in acoustic.get_inputs()}:
+        if "sid" in {i.name for i in acoustic[0].get_inputs()}:
             feeds["sid"] = np.array([0], dtype=np.int64)
-        z, frames = acoustic.run(None, feeds)[:2]
+        z, frames = _acoustic(acoustic, feeds)
         return z, int(frames[0])
 
     first, frames = run(5, 400)

@@ -1,5 +1,5 @@
-"""ONNX export of a VitsModel: the acoustic part (whole, or as prior and flow), the
-vocoder, or Piper's one-graph model.
+"""ONNX export of a VitsModel: the acoustic part as prior and flow, the vocoder, or Piper's
+one-graph model.
 
 These use the TorchScript-based exporter (dynamo=False), the route Piper's own export
 takes: it needs no onnxscript (torch 2.13's default dynamo exporter does; with it
@@ -22,26 +22,13 @@ from voxpipe.stages.families.piper.vits.model import VitsModel
 OPSET = 15
 
 
-class AcousticGraph(nn.Module):
-    """(input, input_lengths, scales[3], dp_noise [B, 2, phonemes], z_noise [B, C, >= frames],
-    sid?) -> (z [B, C, frames], frames [B], durations [B, phonemes]: the latent frames each
-    phoneme id lasts). The noise is an input, drawn from the chunk's seed
-    (stages/families/piper/noise.py), so the graph renders what the torch engine does; a
-    z_noise narrower than the frames is zero-padded, and the caller draws again."""
-
-    def __init__(self, model: VitsModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids: Tensor, lengths: Tensor, scales: Tensor, dp_noise: Tensor, z_noise: Tensor,
-                sid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        return self.model.acoustic_timed(ids, lengths, scales[0], scales[1], scales[2], sid=sid,
-                                         dp_noise=dp_noise, z_noise=z_noise)
-
-
 class PriorGraph(nn.Module):
-    """AcousticGraph without the flow: (..., z_noise, sid?) -> (z_p [B, C, frames], frames,
-    durations). The flow then runs on windows of z_p (FlowGraph), so a long sentence's
+    """(input, input_lengths, scales[3], dp_noise [B, 2, phonemes], z_noise [B, C, >= frames],
+    sid?) -> (z_p [B, C, frames], frames [B], durations [B, phonemes]: the latent frames
+    each phoneme id lasts): everything before the flow. The noise is an input, drawn from
+    the chunk's seed (stages/families/piper/noise.py), so the graph renders what the torch
+    engine does; a z_noise narrower than the frames is zero-padded, and the caller draws
+    again. The flow then runs on windows of z_p (FlowGraph), so a long sentence's
     first audio waits for the flow over its first window only."""
 
     def __init__(self, model: VitsModel) -> None:
@@ -115,19 +102,6 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
                           output_names=outputs, dynamic_axes={k: v for k, v in axes.items() if k in inputs + outputs},
                           do_constant_folding=False, **legacy)
     return path
-
-
-def export_acoustic(model: VitsModel, path: Path) -> Path:
-    ids, lengths, scales, sid = _example(model)
-    gen = torch.Generator().manual_seed(1)
-    dp_noise = torch.randn(ids.shape[0], 2, ids.shape[1], generator=gen)
-    z_noise = torch.randn(ids.shape[0], model.cfg.inter_channels, 7 * ids.shape[1], generator=gen)
-    args = (ids, lengths, scales, dp_noise, z_noise) + (() if sid is None else (sid,))
-    inputs = ["input", "input_lengths", "scales", "dp_noise", "z_noise"] + (["sid"] if sid is not None else [])
-    axes = {"input": {0: "batch", 1: "phonemes"}, "input_lengths": {0: "batch"}, "sid": {0: "batch"},
-            "dp_noise": {0: "batch", 2: "phonemes"}, "z_noise": {0: "batch", 2: "noise_frames"},
-            "z": {0: "batch", 2: "frames"}, "frames": {0: "batch"}, "durations": {0: "batch", 1: "phonemes"}}
-    return _export(AcousticGraph(model), args, path, inputs, ["z", "frames", "durations"], axes)
 
 
 def export_prior(model: VitsModel, path: Path) -> Path:
