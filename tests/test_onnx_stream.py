@@ -59,30 +59,19 @@ def test_windows_join_to_the_whole_decode(joe, window):
 
 
 @pytest.mark.slow
-def test_too_little_context_would_show(joe):
-    # Guards the test above: windows decoded without their context do differ at the seams.
+@pytest.mark.parametrize("context", ["radius", "flow_radius"])
+def test_too_little_context_would_show(joe, context):
+    # Guards the test above: windows whose vocoder (radius) or flow (flow_radius) runs
+    # without its context do differ at the seams.
     engine, voice, phonemizer = joe
     item = _item(phonemizer)
     whole = engine.synthesize(voice, [item])[0]
-    radius, voice.model.radius = voice.model.radius, 0
+    kept = getattr(voice.model, context)
+    setattr(voice.model, context, 0)
     try:
         joined = np.concatenate(list(engine.synthesize_stream(voice, item, 16)))
     finally:
-        voice.model.radius = radius
-    assert np.abs(joined - whole).max() > 1e-3
-
-
-@pytest.mark.slow
-def test_too_little_flow_context_would_show(joe):
-    # The flow runs on windows too: without its own context the seams differ.
-    engine, voice, phonemizer = joe
-    item = _item(phonemizer)
-    whole = engine.synthesize(voice, [item])[0]
-    radius, voice.model.flow_radius = voice.model.flow_radius, 0
-    try:
-        joined = np.concatenate(list(engine.synthesize_stream(voice, item, 16)))
-    finally:
-        voice.model.flow_radius = radius
+        setattr(voice.model, context, kept)
     assert np.abs(joined - whole).max() > 1e-3
 
 
