@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voxpipe.stages.families.piper.engines.windows import stream_windows
+from voxpipe.stages.families.piper.engines.windows import MIN_ROW_FRAMES, row_count, stream_windows, vocoder_rows
 
 
 @pytest.mark.parametrize("total", [1, 40, 63, 64, 95, 96, 97, 300, 1090, 5000])
@@ -35,3 +35,31 @@ def test_bad_plans_are_refused():
     for bad in [(0, 64), (10, 0), (10, 64, 0)]:
         with pytest.raises(ValueError):
             stream_windows(*bad)
+
+
+@pytest.mark.parametrize("start,end,total", [(0, 644, 644), (32, 644, 644), (0, 32, 644), (5, 400, 700),
+                                             (288, 1090, 1090), (0, 97, 97), (600, 1301, 2000)])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4])
+def test_rows_cover_the_window_each_with_its_context(start, end, total, rows):
+    radius = 13
+    span_lo, span_hi = max(0, start - radius), min(total, end + radius)
+    width, plan = vocoder_rows(start, end, span_lo, span_hi, radius, rows)
+    assert 1 <= len(plan) <= rows
+    assert plan[0][1] == start and plan[-1][2] == end
+    assert all(a[2] == b[1] for a, b in zip(plan, plan[1:]))  # each frame kept once, in order
+    for read_from, own_start, own_end in plan:
+        assert span_lo <= read_from and read_from + width <= span_hi  # only what the call may read
+        assert own_start - read_from >= radius or read_from == 0  # context on the left, or the item's edge
+        assert read_from + width - own_end >= radius or read_from + width == total  # and on the right
+
+
+def test_rows_one_per_thread_when_wide_enough():
+    assert row_count(MIN_ROW_FRAMES - 1, 2) == 1
+    assert row_count(2 * MIN_ROW_FRAMES, 2) == 2
+    assert row_count(2 * MIN_ROW_FRAMES, 8) == 2
+    assert row_count(10_000, 1) == 1
+
+
+def test_a_row_plan_needs_frames():
+    with pytest.raises(ValueError):
+        vocoder_rows(10, 10, 0, 20, 13, 2)

@@ -58,6 +58,21 @@ def test_windows_join_to_the_whole_decode(joe, window):
     assert np.abs(joined - whole).max() <= 1e-4
 
 
+@pytest.mark.parametrize("start,end", [(0, 10_000), (32, 10_000), (0, 32), (40, 300)])
+def test_rows_side_by_side_join_to_one_call(joe, start, end):
+    """A wide window on two threads goes as two rows of the 2-D vocoder graph side by side,
+    a narrow one as the 1-D graph on both; either equals the window on one thread."""
+    engine, voice, phonemizer = joe
+    item = _item(phonemizer)
+    z_p, total, _ = engine._prior(voice, item, 1)
+    z = engine._flow(voice, z_p, 0, total, item, 1)
+    end = min(end, total)
+    one = engine._vocode(voice, z, 0, total, start, end, item, 1)
+    two = engine._vocode(voice, z, 0, total, start, end, item, 2)
+    assert len(one) == len(two) == (end - start) * voice.model.hop
+    np.testing.assert_allclose(two, one, atol=1e-5)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("context", ["radius", "flow_radius"])
 def test_too_little_context_would_show(joe, context):

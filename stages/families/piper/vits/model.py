@@ -572,9 +572,13 @@ class Generator(nn.Module):
                 module.weight.data = w.unsqueeze(2).contiguous(memory_format=torch.channels_last).squeeze(2)
         return self
 
-    def forward(self, z: Tensor, g: Tensor | None = None, lengths: Tensor | None = None) -> Tensor:
-        """z [B, C, frames] -> audio [B, 1, frames * hop]."""
-        flat = torch.onnx.is_in_onnx_export()
+    def forward(self, z: Tensor, g: Tensor | None = None, lengths: Tensor | None = None,
+                rows: bool | None = None) -> Tensor:
+        """z [B, C, frames] -> audio [B, 1, frames * hop]. Inside, each item is a row of a 2-D
+        convolution ([B, C, 1, samples]): faster on CPU in torch and in onnxruntime (whose
+        blocked-layout convolutions take 2-D ones only). `rows` None: 1-D in ONNX exports
+        (the graphs TensorRT and the padded batch take), 2-D otherwise."""
+        flat = torch.onnx.is_in_onnx_export() if rows is None else not rows
         masks: list[Tensor | None] = [None] * (len(self.ups) + 1)
         if lengths is not None:
             masks = self._masks(lengths, z.shape[2], flat)
