@@ -13,6 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from voxpipe.stages.engines.rows_layout import as_rows, channels_last_weights, conv_rows
+
 LRELU_SLOPE = 0.1
 
 
@@ -210,19 +212,6 @@ def _padding(kernel_size: int, dilation: int = 1) -> int:
     return (kernel_size * dilation - dilation) // 2
 
 
-def _conv(conv: nn.Conv1d | nn.ConvTranspose1d, x: Tensor) -> Tensor:
-    """A 1-D convolution of `x` [B, C, T], or of `x` [B, C, 1, T] as the 2-D convolution
-    with the same taps (the Generator's layout)."""
-    if x.dim() == 3:
-        return conv(x)
-    weight = conv.weight.unsqueeze(2)
-    if isinstance(conv, nn.ConvTranspose1d):
-        return F.conv_transpose2d(x, weight, conv.bias, stride=(1, conv.stride[0]), padding=(0, conv.padding[0]),
-                                  output_padding=(0, conv.output_padding[0]))
-    return F.conv2d(x, weight, conv.bias, stride=(1, conv.stride[0]), padding=(0, conv.padding[0]),  # type: ignore[index]
-                    dilation=(1, conv.dilation[0]))
-
-
 class ResBlock1(nn.Module):
     def __init__(self, channels: int, kernel_size: int, dilations: Sequence[int]) -> None:
         super().__init__()
@@ -233,7 +222,7 @@ class ResBlock1(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         for c1, c2 in zip(self.convs1, self.convs2):
-            x = _conv(c2, F.leaky_relu(_conv(c1, F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE)) + x
+            x = conv_rows(F.leaky_relu(conv_rows(F.leaky_relu(x, LRELU_SLOPE), c1), LRELU_SLOPE), c2) + x
         return x
 
 
@@ -245,7 +234,7 @@ class ResBlock2(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         for c in self.convs:
-            x = _conv(c, F.leaky_relu(x, LRELU_SLOPE)) + x
+            x = conv_rows(F.leaky_relu(x, LRELU_SLOPE), c) + x
         return x
 
 
@@ -253,9 +242,9 @@ class Generator(nn.Module):
     """HiFi-GAN generator `dec`: latent [B, C, T] -> audio [B, 1, T * prod(upsample_rates)].
 
     Inside, every convolution runs as the 2-D one with the same taps on [B, C, 1, T] in
-    channels-last order, weights stored to match: on CPU oneDNN's fastest layout (a
-    full-size v2 decoder 1.34-1.48x faster than 1-D on one or two threads, the audio
-    equal to 1e-8)."""
+    channels-last order, weights stored to match (stages/engines/rows_layout.py): a
+    full-size v2 decoder 1.34-1.48x faster than 1-D on one or two CPU threads, the audio
+    equal to 1e-8."""
 
     def __init__(self, in_channels: int, resblock: str, resblock_kernel_sizes: Sequence[int],
                  resblock_dilation_sizes: Sequence[Sequence[int]], upsample_rates: Sequence[int],
@@ -275,26 +264,17 @@ class Generator(nn.Module):
         self.conv_post = nn.Conv1d(ch, 1, 7, 1, padding=3, bias=False)
         if gin_channels:
             self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1)
-        self._channels_last_weights()
-
-    @torch.no_grad()
-    def _channels_last_weights(self) -> None:
-        """Store each conv weight [O, I, k] as a view of a channels-last [O, I, 1, k] tensor,
-        so the 2-D convolutions read it without a reorder per call; loading a checkpoint
-        copies into these tensors and keeps their layout."""
-        for module in (self.conv_pre, *self.ups, *self.resblocks.modules(), self.conv_post):
-            if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
-                weight = module.weight.data
-                module.weight.data = weight.unsqueeze(2).contiguous(memory_format=torch.channels_last).squeeze(2)
+        for part in (self.conv_pre, self.ups, self.resblocks, self.conv_post):  # not `cond`: it stays 1-D
+            channels_last_weights(part)
 
     def forward(self, x: Tensor, g: Tensor | None = None) -> Tensor:
-        x = _conv(self.conv_pre, x.unsqueeze(2).contiguous(memory_format=torch.channels_last))
+        x = conv_rows(as_rows(x), self.conv_pre)
         if g is not None:
             x = x + self.cond(g).unsqueeze(2)
         for i, up in enumerate(self.ups):
-            x = _conv(up, F.leaky_relu(x, LRELU_SLOPE))
+            x = conv_rows(F.leaky_relu(x, LRELU_SLOPE), up)
             xs = self.resblocks[i * self.num_kernels](x)
             for j in range(1, self.num_kernels):
                 xs = xs + self.resblocks[i * self.num_kernels + j](x)
             x = xs * (1.0 / self.num_kernels)
-        return torch.tanh(_conv(self.conv_post, F.leaky_relu(x))).squeeze(2)
+        return torch.tanh(conv_rows(F.leaky_relu(x), self.conv_post)).squeeze(2)

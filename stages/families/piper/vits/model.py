@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from voxpipe.stages.engines.rows_layout import as_rows, channels_last_weights, conv_rows
 from voxpipe.stages.families.piper import noise
 
 LRELU_SLOPE = 0.1
@@ -479,24 +480,11 @@ class ResidualCouplingBlock(nn.Module):
 # --------------------------------------------------------------------------- vocoder
 #
 # The generator runs its 1-D convolutions as 2-D ones on [B, C, 1, T] tensors in
-# channels-last layout: oneDNN's NHWC kernels are several times faster on CPU than its
-# NCW path for these long, narrow signals. `channels_last_weights` stores the weights in
-# the matching layout once so no convolution reorders them. ONNX export takes the plain
-# 1-D path so the graph keeps Piper's Conv nodes and parameter names.
-
-
-def _conv(x: Tensor, conv: nn.Conv1d) -> Tensor:
-    if x.dim() == 3:
-        return conv(x)
-    return F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]),
-                    padding=(0, conv.padding[0]), dilation=(1, conv.dilation[0]))  # type: ignore[index]
-
-
-def _conv_t(x: Tensor, conv: nn.ConvTranspose1d) -> Tensor:
-    if x.dim() == 3:
-        return conv(x)
-    return F.conv_transpose2d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]),
-                              padding=(0, conv.padding[0]))
+# channels-last layout (stages/engines/rows_layout.py): oneDNN's NHWC kernels are several
+# times faster on CPU than its NCW path for these long, narrow signals.
+# `channels_last_weights` stores the weights in the matching layout once so no
+# convolution reorders them. ONNX export takes the plain 1-D path so the graph keeps
+# Piper's Conv nodes and parameter names (the 2-D vocoder graph is exported on request).
 
 
 def _mask_(x: Tensor, mask: Tensor | None) -> Tensor:
@@ -515,8 +503,8 @@ class ResBlock1(nn.Module):
         for c1, c2 in zip(self.convs1, self.convs2):
             a = act if act is not None else _mask_(F.leaky_relu(x, LRELU_SLOPE), mask)
             act = None
-            y = _mask_(F.leaky_relu_(_conv(a, c1), LRELU_SLOPE), mask)
-            y = _conv(y, c2)
+            y = _mask_(F.leaky_relu_(conv_rows(a, c1), LRELU_SLOPE), mask)
+            y = conv_rows(y, c2)
             y += x  # fresh buffer: in place saves an allocation on long signals
             x = y
         return x
@@ -532,7 +520,7 @@ class ResBlock2(nn.Module):
         for conv in self.convs:
             a = act if act is not None else _mask_(F.leaky_relu(x, LRELU_SLOPE), mask)
             act = None
-            y = _conv(a, conv)
+            y = conv_rows(a, conv)
             y += x
             x = y
         return x
@@ -563,13 +551,9 @@ class Generator(nn.Module):
             for k, d in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes))
         self.conv_post = _same_conv(ch // 2 ** len(self.ups), 1, cfg.post_kernel_size, bias=cfg.post_bias)
 
-    @torch.no_grad()
     def channels_last_weights(self) -> "Generator":
         """Re-store each conv weight as a view of a channels-last [O, I, 1, k] tensor."""
-        for module in self.modules():
-            if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)):
-                w = module.weight.data
-                module.weight.data = w.unsqueeze(2).contiguous(memory_format=torch.channels_last).squeeze(2)
+        channels_last_weights(self)
         return self
 
     def forward(self, z: Tensor, g: Tensor | None = None, lengths: Tensor | None = None,
@@ -582,19 +566,19 @@ class Generator(nn.Module):
         masks: list[Tensor | None] = [None] * (len(self.ups) + 1)
         if lengths is not None:
             masks = self._masks(lengths, z.shape[2], flat)
-        x = z if flat else z.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        x = _conv(x if masks[0] is None else x * masks[0], self.conv_pre)
+        x = z if flat else as_rows(z)
+        x = conv_rows(x if masks[0] is None else x * masks[0], self.conv_pre)
         if g is not None:
             x = x + (self.cond(g) if flat else self.cond(g).unsqueeze(2))
         n = self.num_kernels
         for i, up in enumerate(self.ups):
-            x = _conv_t(_mask_(F.leaky_relu_(x, LRELU_SLOPE), masks[i]), up)
+            x = conv_rows(_mask_(F.leaky_relu_(x, LRELU_SLOPE), masks[i]), up)
             act = _mask_(F.leaky_relu(x, LRELU_SLOPE), masks[i + 1])
             xs = self.resblocks[i * n](x, masks[i + 1], act)
             for j in range(1, n):
                 xs += self.resblocks[i * n + j](x, masks[i + 1], act)
             x = xs.div_(n)
-        x = _conv(_mask_(F.leaky_relu_(x), masks[-1]), self.conv_post)
+        x = conv_rows(_mask_(F.leaky_relu_(x), masks[-1]), self.conv_post)
         x = torch.tanh_(x)
         return x if flat else x.squeeze(2)
 
