@@ -10,9 +10,10 @@ stream is one piece.
 
 Threads: each graph has a session per thread count; a call runs with the cores that the
 other busy engine processes leave free (stages/engines/busy_board.py), so a lone request
-uses the whole machine and a loaded one keeps one core per worker. (Windows side by side
-on one-thread sessions were tried: on a 2-core machine they were no faster than one
-call on two threads, and each extra boundary costs its context.)
+uses the whole machine and a loaded one keeps one core per worker. The vocoder is there
+twice: 1-D, for a narrow window on several threads, and 2-D (onnxruntime's blocked
+convolutions, 1.2x faster on one thread, no faster on two), for one-thread calls and for
+a wide window on several threads, cut into rows that run side by side, one per thread.
 
 Noise: every graph takes its noise as inputs, drawn from the chunk's seed, so a chunk
 renders the same audio every time, and the same on the split graphs, the one-piece graph

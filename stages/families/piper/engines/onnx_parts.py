@@ -98,7 +98,7 @@ def _export(model_path: Path, name: str, num_speakers: int, folder: Path) -> Non
     except ImportError as exc:
         raise PartsError(f"splitting a voice's graph needs torch and onnx ({exc}); "
                          "install voxpipe's torch extra") from exc
-    from voxpipe.stages.families.piper.vits.export import export_flow, export_prior, export_rows_vocoder, export_single_vocoder
+    from voxpipe.stages.families.piper.vits.export import export_flow, export_prior, export_single_vocoder
     from voxpipe.stages.families.piper.vits.load import load_piper_onnx
     from voxpipe.stages.engines.receptive_field import flow_radius, receptive_radius
 
@@ -106,7 +106,7 @@ def _export(model_path: Path, name: str, num_speakers: int, folder: Path) -> Non
     export_prior(model, folder / "prior.onnx")
     export_flow(model, folder / "flow.onnx")
     export_single_vocoder(model, folder / "vocoder.onnx")
-    export_rows_vocoder(model, folder / "vocoder_rows.onnx")
+    export_single_vocoder(model, folder / "vocoder_rows.onnx", rows=True)
     meta = {"radius": receptive_radius(model.dec), "flow_radius": flow_radius(model.flow),
             "hop": model.hop_length, "source": model_path.name}
     (folder / "parts.json").write_text(json.dumps(meta))

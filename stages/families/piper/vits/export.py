@@ -142,22 +142,16 @@ def export_vocoder(model: VitsModel, path: Path) -> Path:
     return _export(VocoderGraph(model), args, path, inputs, ["audio"], axes)
 
 
-def export_single_vocoder(model: VitsModel, path: Path) -> Path:
-    z = torch.randn(1, model.cfg.inter_channels, 20, generator=torch.Generator().manual_seed(0))
-    sid = torch.zeros(1, dtype=torch.long) if model.cfg.n_speakers > 1 else None
+def export_single_vocoder(model: VitsModel, path: Path, rows: bool = False) -> Path:
+    """SingleVocoderGraph: one item, or with `rows` 2-D convolutions and any number of rows."""
+    z = torch.randn(2 if rows else 1, model.cfg.inter_channels, 20, generator=torch.Generator().manual_seed(0))
+    sid = torch.zeros(1, dtype=torch.long) if model.cfg.n_speakers > 1 else None  # one speaker for every row
     args = (z,) if sid is None else (z, sid)
     inputs = ["z"] + (["sid"] if sid is not None else [])
-    return _export(SingleVocoderGraph(model), args, path, inputs, ["audio"], {"z": {2: "frames"}, "audio": {1: "samples"}})
-
-
-def export_rows_vocoder(model: VitsModel, path: Path) -> Path:
-    """SingleVocoderGraph with 2-D convolutions and any number of rows."""
-    z = torch.randn(2, model.cfg.inter_channels, 20, generator=torch.Generator().manual_seed(0))
-    sid = torch.zeros(1, dtype=torch.long) if model.cfg.n_speakers > 1 else None
-    args = (z,) if sid is None else (z, sid)
-    inputs = ["z"] + (["sid"] if sid is not None else [])
-    return _export(SingleVocoderGraph(model, rows=True), args, path, inputs, ["audio"],
-                   {"z": {0: "rows", 2: "frames"}, "audio": {0: "rows", 1: "samples"}})
+    axes = {"z": {2: "frames"}, "audio": {1: "samples"}}
+    if rows:
+        axes = {"z": {0: "rows", 2: "frames"}, "audio": {0: "rows", 1: "samples"}}
+    return _export(SingleVocoderGraph(model, rows=rows), args, path, inputs, ["audio"], axes)
 
 
 def export_piper(model: VitsModel, path: Path) -> Path:
