@@ -117,7 +117,12 @@ def test_supervisor_gauges(daemon):
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_totals_survive_a_worker_restart(daemon):
-    before = scrape(daemon.url)
+    # Counters of its own to carry over: under xdist this test may be the module's first.
+    with daemon.client() as client:
+        client.synthesize("Counted before the restart.", "joe")
+    before = wait_for(lambda: (s := scrape(daemon.url)) and value(s, "voxpipe_requests_total", outcome="ok") > 0
+                      and value(s, "voxpipe_voice_cache_hits_total", worker="w0") > 0 and s,
+                      what="the request in the metrics")
     with daemon.client() as client:
         worker = next(p for p in client.status()["processes"] if p["name"] == "w0")
     os.kill(worker["pid"], signal.SIGKILL)
