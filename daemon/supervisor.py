@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import fcntl
+import math
 import multiprocessing
 import os
 import shutil
@@ -37,6 +38,12 @@ from voxpipe.stages.runtime import StageArgs
 
 
 USAGE_SAVE_S = 30.0  # how often voice popularity is written to the state directory
+# The longest the supervisor sleeps with nothing to do. It wakes at once for a heartbeat,
+# a stage that exits (its process sentinel) or a signal (a wakeup pipe); the rest of its
+# duties (touching the endpoint lock, reports, hang checks) run at this pace or slower.
+# A daemon that wakes often when idle slows the model calls of a lone request on a small
+# machine (docs/benchmarks.md, "A quiet daemon").
+IDLE_WAIT_S = 0.5
 
 
 class SupervisorError(Exception):
@@ -87,6 +94,16 @@ class Supervisor:
         self.metrics: MetricsExporter | None = None
         self.devices = DeviceProbe(config.gpu.enabled)
         self.allocator = "system"  # the workers' malloc, in words (set when they are planned)
+        self._wakeup_fd = self._wakeup_write_fd = -1  # the signal wakeup pipe (see watch_signals)
+
+    def watch_signals(self) -> None:
+        """Have signals wake the main loop at once (call from the main thread, after the
+        handlers are installed): SIGTERM starts the drain without waiting for a timeout."""
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd)
+        self._wakeup_fd, self._wakeup_write_fd = read_fd, write_fd
 
     # ---- setup --------------------------------------------------------------------------
     def _plan_workers(self) -> list[tuple[str, str, dict[str, str]]]:
@@ -250,7 +267,7 @@ class Supervisor:
             if time.monotonic() > deadline:
                 slow = ", ".join(s.name for s in self.stages.values() if not s.ready)
                 raise SupervisorError(f"stages not ready after {self.config.supervisor.start_timeout_s:.0f} s: {slow}")
-            self._poll(0.1)
+            self._poll(0.1)  # starting: a short wait keeps readiness prompt
             # A stage that dies while starting is restarted like any other, within the
             # restart budget: a transient failure (a GPU still busy) does not stop us.
             self._check_health()
@@ -271,7 +288,15 @@ class Supervisor:
         poller = zmq.Poller()
         poller.register(self.beats, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
-        events = dict(poller.poll(int(timeout_s * 1000)))
+        if self._wakeup_fd >= 0:
+            poller.register(self._wakeup_fd, zmq.POLLIN)
+        for stage in self.stages.values():  # readable once the stage's process has exited
+            if stage.process is not None and stage.restart_at is None:
+                poller.register(stage.process.sentinel, zmq.POLLIN)
+        events = dict(poller.poll(int(max(0.0, timeout_s) * 1000)))
+        if self._wakeup_fd in events:
+            with contextlib.suppress(OSError):
+                os.read(self._wakeup_fd, 512)  # the handler already ran; this only woke us
         if self.beats in events:
             for _ in range(1024):
                 try:
@@ -398,7 +423,7 @@ class Supervisor:
         was_healthy = True  # start() announced READY and "serving"
         next_save = time.monotonic() + USAGE_SAVE_S
         while self.exit_reason is None:
-            self._poll(0.1)
+            self._poll(self._idle_wait(next_report, next_watchdog if watchdog else math.inf))
             now = time.monotonic()
             if self.rescan_requested:
                 self.rescan_requested = False
@@ -430,6 +455,13 @@ class Supervisor:
                 self.notifier.send("WATCHDOG=1")
         log(self.exit_reason)
         return 1
+
+    def _idle_wait(self, *due: float) -> float:
+        """Seconds until the main loop has something to do by the clock: a report, a
+        watchdog ping, touching the endpoint lock, a stage's delayed restart."""
+        restarts = [s.restart_at for s in self.stages.values() if s.restart_at is not None]
+        soonest = min([*due, self._next_touch, *restarts, time.monotonic() + IDLE_WAIT_S])
+        return max(0.0, soonest - time.monotonic())
 
     def _drained(self) -> bool:
         """True once the frontend, in a heartbeat sent after draining began, has no requests."""
@@ -467,6 +499,12 @@ class Supervisor:
         self.devices.close()
         if self.layout is not None:
             shutil.rmtree(self.layout.run_dir, ignore_errors=True)
+        if self._wakeup_fd >= 0:
+            signal.set_wakeup_fd(-1)
+            for fd in (self._wakeup_fd, self._wakeup_write_fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._wakeup_fd = self._wakeup_write_fd = -1
         path = sockets.ipc_path(self.endpoint)
         if path is not None and self._lock_fd >= 0:
             for leftover in (path, liveness.lock_path(self.endpoint)):
@@ -495,6 +533,7 @@ def run_supervisor(config: Config) -> int:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_reload)
+    supervisor.watch_signals()
     try:
         supervisor.setup()
         supervisor.start()

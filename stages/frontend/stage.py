@@ -35,6 +35,7 @@ MAX_REQUEST_ID = 64
 STOPPING = "the daemon is shutting down; try again later"
 STOP_LINGER_MS = 2000  # how long the closing client socket may take to deliver the last answers
 PLAN_SLICE_S = 0.005  # planning runs in slices this long between socket reads
+BUSY_POLL_MS, IDLE_POLL_MS = 100, 1000  # the loop's longest sleep with requests open, and without
 T = TypeVar("T")
 MAX_LOGGED_VOICE = 80  # a refused request's voice name is the client's: log no more of it
 MAX_QUICK_REFUSALS = 4096  # `busy` answers per turn without a full decode (each a few microseconds)
@@ -111,7 +112,7 @@ class Frontend:
         for sock in handlers:
             poller.register(sock, zmq.POLLIN)
         while self.running:
-            for sock, _ in poller.poll(0 if self.admitted or self._can_plan_ahead() else 100):
+            for sock, _ in poller.poll(self._poll_ms()):
                 handlers[sock]()
             self._plan_admitted()
             self._plan_ahead()
@@ -119,6 +120,14 @@ class Frontend:
             self._dispatch()
             self._expire()
             self.rt.stats = self._stats()
+
+    def _poll_ms(self) -> int:
+        """No wait while there is planning to do; a short one while requests are open (their
+        deadlines, vanished clients); long when idle, where any wakeup is waste: it costs a
+        lone request's model call on a small machine (docs/benchmarks.md, "A quiet daemon")."""
+        if self.admitted or self._can_plan_ahead():
+            return 0
+        return BUSY_POLL_MS if self.active or self.planning else IDLE_POLL_MS
 
     def _messages(self, sock: zmq.Socket, router: bool):
         for _ in range(256):  # bounded per turn so no socket starves the others

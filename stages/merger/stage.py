@@ -19,6 +19,7 @@ from voxpipe.ipc.shm import PoolError, PoolFull, ShmPool, StaleHandle
 from voxpipe.stages.merger.crossfade import CrossfadeJoiner, to_pcm16
 from voxpipe.stages.runtime import StageArgs, StageRuntime
 
+BUSY_POLL_MS, IDLE_POLL_MS = 250, 1000  # the loop's longest sleep with requests open, and without
 FINISHED_MEMORY = 4096  # finished request ids remembered, to ignore late duplicate chunks
 
 
@@ -83,7 +84,8 @@ class Merger:
         poller.register(self.inbox, zmq.POLLIN)
         poller.register(self.rt.control, zmq.POLLIN)
         while self.running:
-            events = dict(poller.poll(250))
+            # Open requests have deadlines to watch; an idle merger sleeps until a message.
+            events = dict(poller.poll(BUSY_POLL_MS if self.requests else IDLE_POLL_MS))
             for sock in (self.inbox, self.rt.control):
                 if sock in events:
                     self._drain(sock)

@@ -26,7 +26,9 @@ from voxpipe.stages.voices import VoiceCatalog, VoiceError
 from voxpipe.stages.worker.chunk_queue import ChunkQueue
 from voxpipe.stages.worker.lanes import Lane, Lanes
 
-IDLE_POLL_MS = 100
+# With nothing queued the loop sleeps until a message comes: every wakeup of an idle stage
+# costs a lone request's model call on a small machine (docs/benchmarks.md, "A quiet daemon").
+IDLE_POLL_MS = 1000
 
 
 def engine_settings(args: StageArgs) -> EngineSettings:
