@@ -316,6 +316,12 @@ def bench(args: argparse.Namespace) -> tuple[BenchResults, Path]:
             results.samples = _latency_phase(args, daemon, baseline, classes, longform, say)
             results.setup["latency_foreign_cores"] = foreign.cores()
             idle_s = 3.0 if args.quick else 10.0  # /proc counts CPU in 10 ms ticks: long enough to resolve
+            # The latency phase ends on cancelled long forms: let their tail finish first,
+            # or it counts as idle CPU (a worker showed 52-67 ms per s, the daemon 77).
+            # Over 1 s probes: /proc counts CPU in 10 ms ticks, and the idle daemon itself
+            # takes 10-20 ms per s.
+            if not wait_quiet(daemon, probe_s=1.0, max_cores=0.04):
+                say("the daemon did not go quiet within 30 s; its idle CPU is measured anyway")
             say(f"measuring the idle daemon's CPU for {idle_s:.0f} s")
             idle = idle_rate(daemon, idle_s)
             runs, cpu = _throughput_phase(args, daemon, baseline, loads, say)
