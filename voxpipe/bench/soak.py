@@ -72,9 +72,20 @@ def same_audio(a: np.ndarray, b: np.ndarray, steps: int = SEAM_STEPS) -> bool:
     return len(a) == len(b) and (len(a) == 0 or int(np.abs(a - b).max()) <= steps)
 
 
-def _processes(endpoint: str) -> list[dict]:
+def _processes(endpoint: str, since: float | None = None, timeout: float = 60.0) -> list[dict]:
+    """The daemon's processes; with `since` (time.monotonic()), once every stage's figures
+    were made after it (their `stats_at`): an idle stage makes them only when its loop
+    turns, up to a second apart, so a fixed wait can read figures from before the end."""
+    deadline = time.monotonic() + timeout
     with Client(endpoint) as client:
-        return client.status()["processes"]
+        while True:
+            processes = client.status()["processes"]
+            stale = since is not None and any(p.get("role") != "supervisor" and p.get("alive")
+                                              and (p.get("stats") or {}).get("stats_at", 0.0) < since
+                                              for p in processes)
+            if not stale or time.monotonic() > deadline:
+                return processes
+            time.sleep(0.05)
 
 
 def rss_anon(pid: int) -> int:
@@ -90,10 +101,11 @@ def rss_anon(pid: int) -> int:
     return 0
 
 
-def _snapshot(endpoint: str) -> tuple[dict[str, int], dict[str, int]]:
-    """RSS of the long-lived stages (frontend, merger) and free slots of every pool."""
+def _snapshot(endpoint: str, since: float | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    """RSS of the long-lived stages (frontend, merger) and free slots of every pool (with
+    `since`: as the stages saw them after that time)."""
     rss, free = {}, {}
-    for proc in _processes(endpoint):
+    for proc in _processes(endpoint, since):
         if proc["role"] in ("frontend", "merger") and proc.get("pid"):
             rss[proc["name"]] = rss_anon(proc["pid"])
         pool = proc.get("stats", {}).get("pool")
@@ -262,8 +274,8 @@ async def soak(endpoint: str, duration: float | None = None, concurrency: int = 
     await _settle(endpoint)
     if check:
         await _check(endpoint, answers, report, concurrency)
-    await asyncio.sleep(1.5)  # a heartbeat or two, so pool figures are current
-    report.rss_after, report.shm_free_after = _snapshot(endpoint)
+    # Every answer is in: pool figures made from now on count every slot freed for them.
+    report.rss_after, report.shm_free_after = await asyncio.to_thread(_snapshot, endpoint, time.monotonic())
     return report
 
 
