@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from voxpipe.bench.daemon import fresh_status
 from voxpipe.bench.texts import DEFAULT_TEXTS_DIR
 from voxpipe.ipc.client import Client
 from voxpipe.ipc.errors import VoxpipeError
@@ -143,16 +144,10 @@ def settled_status(daemon: Daemon, timeout: float = 60.0) -> dict:
     began (their `stats_at`): the counters that travel by heartbeat then count everything
     the daemon finished before the call. Waits on that state, not on a guess of time."""
     since = time.monotonic()
-    deadline = since + timeout
     with Client(daemon.endpoint) as client:
-        while True:
-            status = client.status()
-            stale = [p.get("name") for p in status.get("processes", []) if p.get("role") != "supervisor"
-                     and (p.get("stats") or {}).get("stats_at", 0.0) < since]
-            if not stale:
-                return status
-            assert time.monotonic() < deadline, f"no fresh stats from {stale} in {timeout} s"
-            time.sleep(0.05)
+        status, stale = fresh_status(client.status, since, timeout)
+    assert not stale, f"no fresh stats from {stale} in {timeout} s"
+    return status
 
 
 def wait_idle(daemon: Daemon, timeout: float = 60.0) -> dict:

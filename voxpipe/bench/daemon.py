@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Collection
 
 from voxpipe.ipc.client import Client
 from voxpipe.ipc.errors import VoxpipeError
@@ -159,6 +159,29 @@ class CpuSnapshot:
 SETTLED_TIMEOUT_S = 10.0  # twenty heartbeats: a worker silent this long has no figures to give
 
 
+def stale_stages(status: dict[str, Any], since: float, roles: Collection[str] | None = None) -> list[str]:
+    """The stages (of `roles`; else all but the supervisor) whose reported figures were
+    made before `since` (time.monotonic(): their `stats_at` is CLOCK_MONOTONIC too)."""
+    return [str(p.get("name")) for p in status.get("processes", [])
+            if (p.get("role") in roles if roles is not None else p.get("role") != "supervisor")
+            and float((p.get("stats") or {}).get("stats_at", 0.0)) < since]
+
+
+def fresh_status(read: Callable[[], dict[str, Any]], since: float, timeout_s: float,
+                 roles: Collection[str] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The daemon's status (from `read`) once every stage's figures were made after
+    `since`, so they count everything it finished before then; stages report through
+    heartbeats, and an idle one makes its figures only when its loop turns. After
+    `timeout_s`, the status as it is: (status, the stages still stale)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = read()
+        stale = stale_stages(status, since, roles)
+        if not stale or time.monotonic() > deadline:
+            return status, stale
+        time.sleep(0.05)
+
+
 def snapshot(daemon: BenchDaemon, timeout_s: float = SETTLED_TIMEOUT_S) -> CpuSnapshot:
     """CPU of every daemon process now, and the engine CPU the workers report. Workers
     report through heartbeats, so the engine figure is read once every worker's reported
@@ -168,15 +191,8 @@ def snapshot(daemon: BenchDaemon, timeout_s: float = SETTLED_TIMEOUT_S) -> CpuSn
     within `timeout_s` leaves the engine figure unknown (None)."""
     since = time.monotonic()
     cpu = daemon.cpu_by_pid()
-    deadline = since + timeout_s
-    while True:
-        status = daemon.status()
-        workers = [proc.get("stats") or {} for proc in status.get("processes", []) if proc.get("role") == "worker"]
-        if all(float(stats.get("stats_at", 0.0)) >= since for stats in workers) or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    fresh = all(float(stats.get("stats_at", 0.0)) >= since for stats in workers)
-    engine: float | None = 0.0 if fresh else None
+    status, stale = fresh_status(daemon.status, since, timeout_s, roles=("worker",))
+    engine: float | None = None if stale else 0.0
     roles = {}
     for proc in status.get("processes", []):
         pid, role = proc.get("pid"), proc.get("role", "?")

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from voxpipe.bench.daemon import fresh_status
 from voxpipe.ipc.client import AsyncClient, AudioFragment, Client, run_async
 from voxpipe.ipc.errors import ERROR_CODES, VoxpipeError
 
@@ -73,19 +74,12 @@ def same_audio(a: np.ndarray, b: np.ndarray, steps: int = SEAM_STEPS) -> bool:
 
 
 def _processes(endpoint: str, since: float | None = None, timeout: float = 60.0) -> list[dict]:
-    """The daemon's processes; with `since` (time.monotonic()), once every stage's figures
-    were made after it (their `stats_at`): an idle stage makes them only when its loop
-    turns, up to a second apart, so a fixed wait can read figures from before the end."""
-    deadline = time.monotonic() + timeout
+    """The daemon's processes; with `since` (time.monotonic()), as the stages saw them
+    after it (an idle stage's figures can be up to a second old: no fixed wait will do)."""
     with Client(endpoint) as client:
-        while True:
-            processes = client.status()["processes"]
-            stale = since is not None and any(p.get("role") != "supervisor" and p.get("alive")
-                                              and (p.get("stats") or {}).get("stats_at", 0.0) < since
-                                              for p in processes)
-            if not stale or time.monotonic() > deadline:
-                return processes
-            time.sleep(0.05)
+        if since is None:
+            return client.status()["processes"]
+        return fresh_status(client.status, since, timeout)[0]["processes"]
 
 
 def rss_anon(pid: int) -> int:
