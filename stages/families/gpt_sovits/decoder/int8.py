@@ -51,25 +51,27 @@ class Int8Linear:
         self.bias = None if bias is None else bias.detach().float().cpu()
         self.weight_sums = q.dequantize().sum(dim=1)  # [out]: what a shift of every input adds
         self.out_features = w.shape[0]
+        # An extra row holding -1 and 1: with every row mapped into [-1, 1], the call's
+        # range (fbgemm quantizes the activations with one range per call) is then exactly
+        # [-1, 1] whatever the other rows hold.
+        self.guard = torch.zeros(1, w.shape[1])
+        self.guard[0, 0], self.guard[0, -1] = -1.0, 1.0
 
     def __call__(self, x: Tensor) -> Tensor:
-        """The product with each row mapped onto exactly [-1, 1] first: fbgemm quantizes
-        the activations with one range for the whole call, and this makes that range the
-        same whatever the other rows hold, so a row's result does not depend on its batch
-        (a sequence's sampled tokens are then the same alone and batched)."""
+        """The product with each row mapped onto [-1, 1] first, beside the guard row: the
+        activations' quantization is then the same whatever the other rows hold, so a row's
+        result does not depend on its batch (a sequence's sampled tokens are then the same
+        alone and batched)."""
         shape = x.shape
         rows = x.reshape(-1, shape[-1]).float()
-        low, high = rows.amin(dim=1, keepdim=True), rows.amax(dim=1, keepdim=True)
-        width = (high - low).clamp(min=1e-12)
-        mapped = ((rows - low) / width * 2.0 - 1.0).clamp_(-1.0, 1.0)
-        mapped.scatter_(1, rows.argmin(dim=1, keepdim=True), -1.0)
-        mapped.scatter_(1, rows.argmax(dim=1, keepdim=True), 1.0)
-        y = torch.ops.quantized.linear_dynamic(mapped.contiguous(), self.packed, True)
-        # mapped = (rows - low) * 2 / width - 1, so rows W^T = (y + (1 + 2 low / width) sums) * width / 2
-        y = (y + (1.0 + 2.0 * low / width) * self.weight_sums) * (width / 2.0)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.view(*shape[:-1], self.out_features)
+        low, high = torch.aminmax(rows, dim=1, keepdim=True)
+        half = (high - low).clamp_(min=1e-12).mul_(0.5)
+        mapped = torch.cat([torch.sub(rows, low).div_(half).sub_(1.0).clamp_(-1.0, 1.0), self.guard])
+        y = torch.ops.quantized.linear_dynamic(mapped, self.packed, True)[:-1]
+        # mapped = (rows - low) / half - 1, so rows W^T = y * half + (half + low) * sums
+        shift = half + low
+        out = shift * self.weight_sums if self.bias is None else torch.addcmul(self.bias, shift, self.weight_sums)
+        return out.addcmul_(y, half).view(*shape[:-1], self.out_features)
 
 
 class Int8Block:
