@@ -72,9 +72,9 @@ def _render(runner, voice, chunk, peer: int | None) -> tuple[list, list[int], np
         logits.extend(t.clone() for t in out.values())
         return out
 
-    def counted_step():
+    def counted_step(*args):
         decoding.add(torch.get_num_threads())
-        events = step()
+        events = step(*args)
         tokens.extend(e.token for e in events if e.token is not None)
         return events
 

@@ -173,7 +173,8 @@ def test_the_runner_renders_due_windows_together_as_one_at_a_time(voice):
         return real(windows)
 
     def serve(window_batch: int) -> dict[str, list[np.ndarray]]:
-        runner = GsvRunner(max_sequences=4, window_batch=window_batch)
+        # Every text prefilled in the first step (as on a GPU), so their windows fall due together.
+        runner = GsvRunner(max_sequences=4, window_batch=window_batch, prefills_per_step=None)
         spec = SimpleNamespace(model=model, spec=SimpleNamespace(name="w", sample_rate=model.sample_rate))
         for i, r in enumerate(make_requests(4)):
             item = dataclasses.replace(_item(r), top_k=1, repetition_penalty=1.0)
@@ -197,6 +198,50 @@ def test_the_runner_renders_due_windows_together_as_one_at_a_time(voice):
     for key, pieces in one_at_a_time.items():
         assert len(together[key]) == len(pieces) >= 1
         for a, b in zip(pieces, together[key]):
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+
+
+def test_a_burst_is_prefilled_one_a_step_and_first_windows_go_first(voice):
+    """On a CPU a burst of texts joins one prefill per step, each step renders one window,
+    and no text's later window is rendered while another's first one waits; the pieces are
+    the ones the all-at-once schedule renders."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from voxpipe.bench.gsv_serve import _item, make_requests
+    from voxpipe.stages.families.gpt_sovits.item import item_chunk
+    from voxpipe.stages.families.gpt_sovits.runner import GsvRunner
+
+    model = voice[0]
+    spec = SimpleNamespace(model=model, spec=SimpleNamespace(name="w", sample_rate=model.sample_rate))
+
+    def serve(prefills_per_step: int | None, window_batch: int) -> tuple[dict[str, list[np.ndarray]], list[int]]:
+        runner = GsvRunner(max_sequences=4, window_batch=window_batch, prefills_per_step=prefills_per_step)
+        for i, r in enumerate(make_requests(4)):
+            item = dataclasses.replace(_item(r), top_k=1, repetition_penalty=1.0)
+            runner.admit(spec, item_chunk(item, f"r{i}"), max_tokens=30 + 10 * i)
+        pieces: dict[str, list[np.ndarray]] = {}
+        started: list[int] = []  # sequences past their prefill, after each step
+        while len(runner):
+            result = runner.step()
+            started.append(sum(1 for s in runner.decoder.running.values() if s.steps > 0)
+                           + sum(1 for p in result.pieces if p.last))
+            rendered = [p for p in result.pieces if len(p.audio) > 1]
+            assert len(rendered) <= window_batch
+            if any(p.part > 0 for p in rendered):  # a later window went: no first one was waiting
+                assert not [k for k, s in runner.streams.items() if s.parts_sent == 0 and s.pending]
+            for piece in result.pieces:
+                assert piece.part == len(pieces.get(piece.chunk.request_id, []))  # in order
+                pieces.setdefault(piece.chunk.request_id, []).append(piece.audio)
+        return pieces, started
+
+    scheduled, started = serve(1, 1)
+    assert started[:3] == [1, 2, 3]  # one prefill a step
+    at_once, _ = serve(None, 4)
+    assert scheduled.keys() == at_once.keys() == {"r0", "r1", "r2", "r3"}
+    for key, pieces in at_once.items():
+        assert len(scheduled[key]) == len(pieces) >= 2
+        for a, b in zip(pieces, scheduled[key]):
             np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
 
 

@@ -8,18 +8,25 @@ of memory evicts the newest sequence back to the worker's queue and lowers the b
 limit instead of failing a request; an evicted chunk restarts from its seed, so its tokens
 are the same.
 
-v1-v2ProPlus voices' audio comes in windows while tokens arrive (models/windowed.py), the
-windows a step makes ready of several requests in one SoVITS call (`window_batch`). A
-v3/v4 text's mel decoding starts when its tokens are complete and goes one CFM chunk per
-step, the chunks of several texts of one voice in one call (`mel_batch`), interleaved
-with the decoding steps of the texts still producing tokens.
+v1-v2ProPlus voices' audio comes in windows while tokens arrive (models/windowed.py). A
+window that falls due waits in its stream's queue; each step renders up to `window_batch`
+of them (one SoVITS call), most urgent first: the first window of a request with no audio
+yet, oldest first, then the window whose stream runs out of audio soonest. A window costs
+as much as several decoding steps on a CPU, so rendering every window that fell due
+before the next step would hold back every other request's decoding and, with one piece
+sent only after all of them, the first audio of all of them. Likewise each step prefills
+at most `prefills_per_step` joining texts (a CPU's default: one), so a burst of
+arrivals does not stop the texts already decoding. A v3/v4 text's mel decoding starts
+when its tokens are complete and goes one CFM chunk per step, the chunks of several texts
+of one voice in one call (`mel_batch`), interleaved with the decoding steps of the texts
+still producing tokens.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, ContextManager
 
 import numpy as np
@@ -52,6 +59,17 @@ class Stream:
     admitted_at: float
     parts_sent: int = 0
     samples_sent: int = 0  # for its words, timed over its whole audio
+    pending: list[Window] = field(default_factory=list)  # due windows not rendered yet, in order
+    decoded: bool = False  # its tokens are complete: the last pending window is its last piece
+    first_piece_at: float = 0.0  # when its first piece went out (monotonic)
+
+    def urgency(self) -> tuple[int, float]:
+        """Sort key of its next window, smallest first: a request's first audio (its first
+        chunk with nothing sent), oldest first; then when the audio sent so far has played
+        (a later chunk of a request: from when it was admitted)."""
+        if self.parts_sent == 0:
+            return (0, self.admitted_at) if self.chunk.seq == 0 else (1, self.admitted_at)
+        return 1, self.first_piece_at + self.samples_sent / self.sample_rate
 
 
 @dataclass
@@ -69,7 +87,7 @@ class _Admitted:
 
 class GsvRunner(Runner):
     def __init__(self, max_sequences: int, plan: WindowPlan = WindowPlan(), mel_batch: int | None = None,
-                 window_batch: int | None = None,
+                 window_batch: int | None = None, prefills_per_step: int | None = -1,
                  compute: Callable[[], ContextManager[None]] = contextlib.nullcontext,
                  deciding: Callable[[], ContextManager[None]] = contextlib.nullcontext,
                  conditioning: ConditioningCache | None = None) -> None:
@@ -82,7 +100,9 @@ class GsvRunner(Runner):
         self.deciding = deciding
         self.plan = plan
         self.mel_batch = mel_batch or default_batch()  # v3/v4 texts per CFM call
-        self.window_batch = window_batch or default_batch()  # v1-v2ProPlus windows per SoVITS call
+        self.window_batch = window_batch or default_batch()  # v1-v2ProPlus windows per SoVITS call, one call a step
+        # Joining texts prefilled per step (None: all); -1: the machine's default.
+        self.prefills_per_step = default_prefills() if prefills_per_step == -1 else prefills_per_step
         self.streams: dict[Key, Stream] = {}
         self.admitted: list[_Admitted] = []  # join the decoder at the next step
 
@@ -171,7 +191,7 @@ class GsvRunner(Runner):
                 self._join_admitted(result)
         try:
             with self.deciding():
-                events = self.decoder.step()
+                events = self.decoder.step(self.prefills_per_step)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -182,14 +202,14 @@ class GsvRunner(Runner):
             self.decoder.max_sequences = max(1, len(self.decoder))
             return result
         finished = {e.seq.key for e in events if e.finished}
-        due: dict[Key, list[Window]] = {}  # v1-v2ProPlus windows, rendered together below
         for key in dict.fromkeys(e.seq.key for e in events):
             stream = self.streams.get(key)
             if stream is None:
                 continue
             renderer = stream.renderer
             if isinstance(renderer, WindowedRenderer) and renderer.windowed:
-                due[key] = renderer.due(stream.seq.tokens, key in finished)
+                stream.pending += renderer.due(stream.seq.tokens, key in finished)
+                stream.decoded = key in finished
                 continue
             try:
                 pieces = renderer.push(stream.seq.tokens, key in finished)
@@ -198,7 +218,7 @@ class GsvRunner(Runner):
                 continue
             # A v3/v4 text ends when its last mel chunk is rendered (`_render_mels`).
             self._emit(result, key, pieces, key in finished and not renderer.rendering)
-        self._render_windows(result, due, finished)
+        self._render_windows(result)
         self._render_mels(result)
         result.batch = len(self.streams) + sum(p.last for p in result.pieces)  # the texts this step served
         return result
@@ -225,9 +245,18 @@ class GsvRunner(Runner):
             self.decoder.add(seq)
             self.streams[a.key].seq = seq
 
-    def _render_windows(self, result: StepResult, due: dict[Key, list[Window]], finished: set[Key]) -> None:
-        """The v1-v2ProPlus windows this step made ready, several per SoVITS call."""
-        windows = [w for ws in due.values() for w in ws]
+    def _render_windows(self, result: StepResult) -> None:
+        """Up to `window_batch` of the due v1-v2ProPlus windows in one SoVITS call, the most
+        urgent first (`Stream.urgency`), at most one per stream; the rest wait for the next
+        steps. A decoded stream with nothing left to render ends with an empty piece."""
+        for key, stream in list(self.streams.items()):
+            if stream.decoded and not stream.pending:
+                self._emit(result, key, [], True)
+        queued = sorted((s.urgency(), i, key) for i, (key, s) in enumerate(self.streams.items()) if s.pending)
+        keys = [key for _, _, key in queued[:self.window_batch]]
+        if not keys:
+            return
+        windows = [self.streams[key].pending.pop(0) for key in keys]
         try:
             audio = render_windows(windows, self.window_batch)
         except Exception as exc:
@@ -236,9 +265,9 @@ class GsvRunner(Runner):
             result.oom_events += 1  # one at a time for this step, smaller calls from now on
             self.window_batch = max(1, self.window_batch // 2)
             audio = render_windows(windows, 1)
-        pieces = iter(audio)
-        for key, ws in due.items():
-            self._emit(result, key, [next(pieces) for _ in ws], key in finished)
+        for key, piece in zip(keys, audio):
+            stream = self.streams[key]
+            self._emit(result, key, [piece], stream.decoded and not stream.pending)
 
     def _render_mels(self, result: StepResult) -> None:
         """One CFM chunk for each v3/v4 text whose tokens are complete, the texts of one
@@ -264,6 +293,8 @@ class GsvRunner(Runner):
 
     def _emit(self, result: StepResult, key: Key, pieces: list[np.ndarray], last: bool) -> None:
         stream = self.streams[key]
+        if stream.parts_sent == 0 and pieces:
+            stream.first_piece_at = time.monotonic()
         # A shared-memory slot needs at least one sample.
         pieces = [p if len(p) else np.zeros(1, np.float32) for p in pieces]
         if last and not pieces:
@@ -296,6 +327,15 @@ class GsvRunner(Runner):
     def _fail(self, result: StepResult, key: Key, message: str) -> None:
         self.decoder.remove(key[0])
         result.failed.append((self.streams.pop(key).chunk, "engine_error", message))
+
+
+def default_prefills() -> int | None:
+    """Joining texts prefilled per step: all of them where a GPU runs them (a prefill
+    there takes about a step), one on a CPU, where a full-size prefill costs as much as
+    several batched steps (docs/gpt-sovits-serving.md)."""
+    import torch
+
+    return None if torch.cuda.is_available() else 1
 
 
 def default_batch() -> int:

@@ -160,13 +160,20 @@ class ContinuousDecoder:
         return pool
 
     @torch.inference_mode()
-    def step(self) -> list[StepEvent]:
-        """One decoding step of every running sequence: prefills alone, the rest batched per model."""
-        if not self.running:
+    def step(self, max_prefills: int | None = None) -> list[StepEvent]:
+        """One decoding step of every running sequence: prefills alone, the rest batched per
+        model. `max_prefills` (None: all) caps the joining sequences prefilled in this step,
+        oldest first; the others wait for a later step. A prefill costs as much as many
+        steps on a CPU: a burst of arrivals prefilled at once holds back every sequence
+        already running, and the first audio of all of them."""
+        seqs = list(self.running.values())
+        if max_prefills is not None:
+            waiting = {id(s) for s in [s for s in seqs if s.steps == 0][max(0, max_prefills):]}
+            seqs = [s for s in seqs if id(s) not in waiting]
+        if not seqs:
             return []
         self.steps += 1
-        self.peak_batch = max(self.peak_batch, len(self.running))
-        seqs = list(self.running.values())
+        self.peak_batch = max(self.peak_batch, len(seqs))
         try:
             logits = self._logits(seqs)
         except BaseException:  # e.g. out of memory: joining sequences start over at the next step
