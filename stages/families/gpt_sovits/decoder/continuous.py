@@ -2,8 +2,9 @@
 
 Sequences from different requests (and voices) share each decoding step, each with its
 own KV cache, length, sampling settings and seeded generator. A sequence joins at the
-next step after `add` (its prompt prefill runs alone in that step) and leaves at its EOS,
-its token limit, or `remove`, without waiting for the others.
+next step after `add` that has room for its prefill (`step(max_prefills)`; the prefill
+runs alone in that step) and leaves at its EOS, its token limit, or `remove`, without
+waiting for the others.
 
 By default every model decodes through a `StaticDecoder` (static_decoder.py): a slot per
 sequence in one KV cache and one step over the whole batch, each layer one shared matrix
