@@ -155,14 +155,26 @@ def test_windows_of_several_requests_render_together_as_alone(voice):
     assert render_windows(windows[:1], batch=1)[0].tobytes() == alone[0].tobytes()
 
 
-def test_the_runner_renders_due_windows_together_as_one_at_a_time(voice):
+def _burst(model, max_tokens: list[int], **options):
+    """A `GsvRunner` (its `options`) with the bench's first texts admitted at once, greedy,
+    text i ending at max_tokens[i] tokens."""
     import dataclasses
     from types import SimpleNamespace
 
     from voxpipe.bench.gsv_serve import _item, make_requests
-    from voxpipe.stages.families.gpt_sovits.models import windowed
     from voxpipe.stages.families.gpt_sovits.item import item_chunk
     from voxpipe.stages.families.gpt_sovits.runner import GsvRunner
+
+    runner = GsvRunner(max_sequences=len(max_tokens), **options)
+    spec = SimpleNamespace(model=model, spec=SimpleNamespace(name="w", sample_rate=model.sample_rate))
+    for i, (r, limit) in enumerate(zip(make_requests(len(max_tokens)), max_tokens)):
+        item = dataclasses.replace(_item(r), top_k=1, repetition_penalty=1.0)
+        runner.admit(spec, item_chunk(item, f"r{i}"), max_tokens=limit)
+    return runner
+
+
+def test_the_runner_renders_due_windows_together_as_one_at_a_time(voice):
+    from voxpipe.stages.families.gpt_sovits.models import windowed
 
     model = voice[0]
     calls: list[int] = []
@@ -174,11 +186,7 @@ def test_the_runner_renders_due_windows_together_as_one_at_a_time(voice):
 
     def serve(window_batch: int) -> dict[str, list[np.ndarray]]:
         # Every text prefilled in the first step (as on a GPU), so their windows fall due together.
-        runner = GsvRunner(max_sequences=4, window_batch=window_batch, prefills_per_step=None)
-        spec = SimpleNamespace(model=model, spec=SimpleNamespace(name="w", sample_rate=model.sample_rate))
-        for i, r in enumerate(make_requests(4)):
-            item = dataclasses.replace(_item(r), top_k=1, repetition_penalty=1.0)
-            runner.admit(spec, item_chunk(item, f"r{i}"), max_tokens=40)
+        runner = _burst(model, [40] * 4, window_batch=window_batch, prefills_per_step=None)
         pieces: dict[str, list[np.ndarray]] = {}
         while len(runner):
             for piece in runner.step().pieces:
@@ -205,21 +213,10 @@ def test_a_burst_is_prefilled_one_a_step_and_first_windows_go_first(voice):
     """On a CPU a burst of texts joins one prefill per step, each step renders one window,
     and no text's later window is rendered while another's first one waits; the pieces are
     the ones the all-at-once schedule renders."""
-    import dataclasses
-    from types import SimpleNamespace
-
-    from voxpipe.bench.gsv_serve import _item, make_requests
-    from voxpipe.stages.families.gpt_sovits.item import item_chunk
-    from voxpipe.stages.families.gpt_sovits.runner import GsvRunner
-
     model = voice[0]
-    spec = SimpleNamespace(model=model, spec=SimpleNamespace(name="w", sample_rate=model.sample_rate))
 
     def serve(prefills_per_step: int | None, window_batch: int) -> tuple[dict[str, list[np.ndarray]], list[int]]:
-        runner = GsvRunner(max_sequences=4, window_batch=window_batch, prefills_per_step=prefills_per_step)
-        for i, r in enumerate(make_requests(4)):
-            item = dataclasses.replace(_item(r), top_k=1, repetition_penalty=1.0)
-            runner.admit(spec, item_chunk(item, f"r{i}"), max_tokens=30 + 10 * i)
+        runner = _burst(model, [30, 40, 50, 60], window_batch=window_batch, prefills_per_step=prefills_per_step)
         pieces: dict[str, list[np.ndarray]] = {}
         started: list[int] = []  # sequences past their prefill, after each step
         while len(runner):
