@@ -7,11 +7,16 @@ import pytest
 from tests.daemon_proc import Daemon
 from voxpipe.bench.overload import overload
 from voxpipe.ipc.client import run_async
+from voxpipe.stages.families.piper.engines.null_engine import EMULATED_GPU_ENV
 
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_tiny_overload_run_accounts_for_every_request(tmp_path):
+def test_tiny_overload_run_accounts_for_every_request(tmp_path, monkeypatch):
+    # Each chunk holds its slot for half a second (sleeping, no core): the accepted four are
+    # still running while the rest of the burst lands, however slowly a busy machine sends
+    # it. With the null engine's instant chunks a slot could free up mid-burst.
+    monkeypatch.setenv(EMULATED_GPU_ENV, "500")
     with Daemon(tmp_path, workers=1, extra_args=["--engine", "null"], limits={"max_active_requests": 4}) as daemon:
         result = run_async(overload(daemon.endpoint, capacity=4, factor=3))
     assert result.sent == 12
