@@ -50,7 +50,8 @@ def test_a_voice_caps_its_tokens_per_phone(tmp_path):
     spec = VoiceCatalog(tmp_path).get("capped")
     assert spec.settings.max_tokens_per_phone == 2.5
     engine = GptSovitsEngine(EngineSettings(threads=1, options={"gsv_decoder_precision": "fp32",
-                                                                "gsv_renderer_precision": "fp32"}))
+                                                                "gsv_renderer_precision": "fp32",
+                                                                "gsv_prefill_precision": "fp32"}))
     voice = engine.load_voice(spec)
     runner = GptSovitsFamily().runner(engine, RunnerSettings())
     ids = [95, 36, 138, 181, 12, 40, 7, 8]

@@ -66,6 +66,25 @@ def test_int8_decoder_steps_stay_near_fp32(model):
 
 
 @pytest.mark.slow
+@needs_int8
+def test_int8_prefills_stay_near_fp32_and_leave_the_steps_as_they_were(model):
+    """Int8 prefills (the same int8 products as the steps, over every row of the prefill):
+    each text's first logits within 5 % of their range of fp32's, the same first greedy
+    token; with fp32 steps after them, later logits stay near too (only the cached keys
+    and values of the prefill differ)."""
+    seqs, tokens = _fed(model)
+    reference = _static_logits(StaticDecoder(model.t2s, 4, CAPACITY), seqs, tokens)
+    seqs, tokens = _fed(model)
+    got = _static_logits(StaticDecoder(model.t2s, 4, CAPACITY, int8_prefill=True), seqs, tokens)
+    for g, r in zip(got, reference):
+        span = (r.max() - r.min()).item()
+        assert (g[:1] - r[:1]).abs().max().item() <= 0.05 * span
+        assert g[0].argmax() == r[0].argmax()
+        assert (g - r).abs().max().item() <= 0.05 * span
+        assert not torch.equal(g[:1], r[:1])  # int8 did run: fp32 would be equal
+
+
+@pytest.mark.slow
 def test_bf16_vocoder_stays_within_its_bound(model):
     """bf16 is a candidate only on CPUs with bf16 units or GPUs, but it runs anywhere: its
     audio stays within the renderer's 30 dB of fp32's."""
@@ -102,6 +121,9 @@ def test_auto_probes_once_caches_and_reports(voices_dir, tmp_path):
     second = load()
     assert second.details["precision"] == first.details["precision"].replace("(probed)", "(cached)")
     assert first.model.t2s.precision == second.model.t2s.precision in precision.CHOICES["decoder"]
+    assert first.model.t2s.prefill_precision == second.model.t2s.prefill_precision in precision.CHOICES["prefill"]
+    if int8_available():
+        assert any(n.startswith("prefill: fp32 ") for n in notes), notes
     # The same weights elsewhere (another folder, other file times) share the choice;
     # other weights are probed again, under another key.
     import shutil
@@ -118,9 +140,9 @@ def test_auto_probes_once_caches_and_reports(voices_dir, tmp_path):
 def test_configured_precision_is_applied_without_a_probe(voices_dir, tmp_path):
     spec = VoiceCatalog(voices_dir).get("g")
     options = {"gsv_precision_cache_dir": str(tmp_path), "gsv_decoder_precision": "fp32",
-               "gsv_renderer_precision": "fp32"}
+               "gsv_renderer_precision": "fp32", "gsv_prefill_precision": "fp32"}
     voice = GptSovitsEngine(EngineSettings(threads=1, options=options)).load_voice(spec)
-    assert voice.details["precision"] == "decoder fp32, renderer fp32 (configured)"
+    assert voice.details["precision"] == "decoder fp32, prefill fp32, renderer fp32 (configured)"
     assert not list(tmp_path.glob("*.json"))
 
 
@@ -141,16 +163,22 @@ def test_a_slower_or_inexact_candidate_never_wins(model, monkeypatch):
     """The probe keeps fp32 unless a candidate within bounds is MIN_GAIN faster."""
     timings = {"fp32": 1.0, "int8": 0.5, "bf16": 0.99}
 
-    def run(_model, candidate):
-        return timings[candidate], ("same" if candidate != "int8" else "other")
+    def run(_model, candidate, prefill="fp32"):
+        seconds = timings[candidate] if prefill == "fp32" else timings[prefill]
+        return precision._Decoded(seconds, seconds, ["same" if "int8" not in (candidate, prefill) else "other"])
 
     monkeypatch.setattr(precision, "_decode", run)
     monkeypatch.setattr(precision, "_same_tokens", lambda ref, out: (out == ref, "" if out == ref else "differs"))
     notes: list[str] = []
-    assert precision._probe("decoder", model, ["fp32", "bf16", "int8"], notes) == "fp32"
+    decodes = precision._Decodes(model)
+    assert precision._probe("decoder", model, ["fp32", "bf16", "int8"], notes, decodes, "fp32") == "fp32"
     timings["bf16"] = 0.5
-    assert precision._probe("decoder", model, ["fp32", "bf16", "int8"], notes) == "bf16"
+    decodes = precision._Decodes(model)
+    assert precision._probe("decoder", model, ["fp32", "bf16", "int8"], notes, decodes, "fp32") == "bf16"
     assert notes[-1].endswith("-> bf16") and "differs" in notes[-1]
+    # The prefill beside the steps' choice: int8 prefills that move a token lose too.
+    assert precision._probe("prefill", model, ["fp32", "int8"], notes, decodes, "bf16") == "fp32"
+    assert notes[-1].startswith("prefill: fp32 500 ms, int8 500 ms (differs)")
 
 
 @pytest.mark.slow
@@ -160,9 +188,10 @@ def test_voice_toml_precision_table_is_checked(voices_dir, tmp_path):
     shutil.copytree(voices_dir, tmp_path / "v")
     toml = tmp_path / "v" / "g" / "voice.toml"
     text = toml.read_text(encoding="utf-8")
-    toml.write_text(text + '\n[precision]\ndecoder = "int8"\nrenderer = "auto"\n', encoding="utf-8")
-    assert read_voice_toml(tmp_path / "v" / "g").precision == {"decoder": "int8", "renderer": "auto"}
-    for bad, needle in (('renderer = "int8"', "precision.renderer 'int8'"), ('vocoder = "fp32"', "unknown part")):
+    toml.write_text(text + '\n[precision]\ndecoder = "int8"\nrenderer = "auto"\nprefill = "int8"\n', encoding="utf-8")
+    assert read_voice_toml(tmp_path / "v" / "g").precision == {"decoder": "int8", "renderer": "auto", "prefill": "int8"}
+    for bad, needle in (('renderer = "int8"', "precision.renderer 'int8'"), ('vocoder = "fp32"', "unknown part"),
+                        ('prefill = "bf16"', "precision.prefill 'bf16'")):
         toml.write_text(text + f"\n[precision]\n{bad}\n", encoding="utf-8")
         with pytest.raises(VoiceConfigError, match=needle):
             read_voice_toml(tmp_path / "v" / "g")
@@ -176,6 +205,11 @@ def test_daemon_config_checks_the_precisions():
     config.worker.gsv_renderer_precision = "int8"
     with pytest.raises(ConfigError, match="gsv_renderer_precision"):
         validate(config)
+    config = Config()
+    assert config.worker.gsv_prefill_precision == "auto"
+    config.worker.gsv_prefill_precision = "fp16"
+    with pytest.raises(ConfigError, match="gsv_prefill_precision"):
+        validate(config)
 
 
 def test_status_shows_each_voices_precision():
@@ -183,8 +217,8 @@ def test_status_shows_each_voices_precision():
 
     status = {"ready": True, "processes": [{"role": "worker", "name": "w0", "pid": 1, "alive": True, "ready": True,
                                             "stats": {"voices": ["g"], "voice_details": {
-                                                "g": {"precision": "decoder int8, renderer fp32 (probed)"}}}}]}
-    assert "voice g: decoder int8, renderer fp32 (probed)" in render(status)
+                                                "g": {"precision": "decoder int8, prefill int8, renderer fp32 (probed)"}}}}]}
+    assert "voice g: decoder int8, prefill int8, renderer fp32 (probed)" in render(status)
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ from typing import Any
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # engines refuse the ones they lack
 ALLOCATORS = ("auto", "system", "tcmalloc", "jemalloc")  # daemon/allocator.py
-GSV_PRECISIONS = {"decoder": ("auto", "fp32", "bf16", "fp16", "int8"), "renderer": ("auto", "fp32", "bf16", "fp16")}
+GSV_PRECISIONS = {"decoder": ("auto", "fp32", "bf16", "fp16", "int8"), "renderer": ("auto", "fp32", "bf16", "fp16"),
+                  "prefill": ("auto", "fp32", "int8")}
 INT8_METHODS = ("static", "dynamic")  # stages/families/piper/engines/quantize.py's recipes
 
 
@@ -62,10 +63,12 @@ class WorkerConfig:
     max_threads: int = 0  # onnx and gpt-sovits engines: threads a call may use while other workers idle; 0 = all cores
     loudness: bool = True  # Piper voices: one gain per voice (every engine), measured once, for Piper's level
     level_cache_dir: str = ""  # Piper voices' gains, by model contents; empty: $XDG_CACHE_HOME/voxpipe/piper-level
-    # GPT-SoVITS voices (a voice.toml's [precision] table overrides): the decoder's steps
-    # and the vocoder; "auto" probes each voice once per machine for the fastest within bounds.
+    # GPT-SoVITS voices (a voice.toml's [precision] table overrides): the decoder's steps,
+    # its prefills and the vocoder; "auto" probes each voice once per machine for the
+    # fastest within bounds.
     gsv_decoder_precision: str = "auto"  # auto | fp32 | bf16 | fp16 | int8
     gsv_renderer_precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    gsv_prefill_precision: str = "auto"  # auto | fp32 | int8 (CPU)
     gsv_precision_cache_dir: str = ""  # the probes' choices; empty: $XDG_CACHE_HOME/voxpipe/gsv-precision
     gsv_conditioning_mib: float = 256.0  # per worker: requests' reference clips' prompts kept (LRU)
     allocator: str = "system"  # workers' malloc: system | auto (tcmalloc where installed) | tcmalloc | jemalloc
@@ -328,6 +331,9 @@ def validate(config: Config) -> Config:
         (config.worker.gsv_renderer_precision in GSV_PRECISIONS["renderer"],
          f"worker.gsv_renderer_precision: expected one of {', '.join(GSV_PRECISIONS['renderer'])}, "
          f"got {config.worker.gsv_renderer_precision!r}"),
+        (config.worker.gsv_prefill_precision in GSV_PRECISIONS["prefill"],
+         f"worker.gsv_prefill_precision: expected one of {', '.join(GSV_PRECISIONS['prefill'])}, "
+         f"got {config.worker.gsv_prefill_precision!r}"),
     ]
     checks += [(bool(re.fullmatch(r"[\w.]+:\w+", target)), f"families.{name}: expected \"module:Class\", got {target!r}")
                for name, target in config.families.items()]

@@ -168,10 +168,14 @@ def write_voice(voices: Path, size: str):
 
 
 def wanted_precision(value: str) -> dict[str, str]:
-    """--precision as the parts take it: int8 is the decoder's alone (its vocoder: auto)."""
+    """--precision as the parts take it: int8 is the decoder's steps and prefills (its
+    vocoder: auto); bf16 and fp16 are no prefill's (fp32)."""
     from voxpipe.stages.families.gpt_sovits.voice_config import PRECISIONS
 
-    return {part: value if value == "auto" or value in PRECISIONS[part] else "auto" for part in PRECISIONS}
+    wanted = {part: value if value == "auto" or value in PRECISIONS[part] else "auto" for part in PRECISIONS}
+    if value in ("bf16", "fp16"):
+        wanted["prefill"] = "fp32"
+    return wanted
 
 
 def apply_precision(model, value: str, cache: Path) -> str:
@@ -247,6 +251,7 @@ class DaemonSide:
                   f"worker.allocator = {json.dumps(malloc)}",
                   f"worker.gsv_decoder_precision = {json.dumps(wanted['decoder'])}",
                   f"worker.gsv_renderer_precision = {json.dumps(wanted['renderer'])}",
+                  f"worker.gsv_prefill_precision = {json.dumps(wanted['prefill'])}",
                   f"worker.gsv_precision_cache_dir = {json.dumps(str(cache))}")
         # workers 0 and threads 1 are the daemon's defaults: cores / threads workers.
         self.daemon = BenchDaemon(work, DaemonSettings(engine="onnx", workers=0, threads=1, config=config))
@@ -260,8 +265,8 @@ class DaemonSide:
         for proc in self.daemon.status().get("processes", []):
             chosen = ((proc.get("stats") or {}).get("voice_details") or {}).get(VOICE, {}).get("precision", "")
             if chosen.startswith("decoder "):
-                decoder, renderer = chosen.split(" (")[0].split(", ")
-                seen.add(f"{decoder.split()[1]}/{renderer.split()[1]}")
+                parts = dict(item.split() for item in chosen.split(" (")[0].split(", "))
+                seen.add(f"{parts['decoder']}/{parts['renderer']}")
         return "/".join(sorted(seen)) if len(seen) != 1 else seen.pop()
 
     def serve(self, reqs: list[Request]) -> Run:

@@ -150,7 +150,8 @@ class GptSovitsEngine(Engine):
         per machine, precision.py)."""
         options = self.settings.options
         wanted = {"decoder": str(options.get("gsv_decoder_precision", precision.AUTO)),
-                  "renderer": str(options.get("gsv_renderer_precision", precision.AUTO)), **voice_wants}
+                  "renderer": str(options.get("gsv_renderer_precision", precision.AUTO)),
+                  "prefill": str(options.get("gsv_prefill_precision", precision.AUTO)), **voice_wants}
         cache = options.get("gsv_precision_cache_dir")
         return precision.choose(model, wanted, Path(cache) if cache else None)
 

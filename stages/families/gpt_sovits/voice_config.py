@@ -28,6 +28,7 @@
 
     [precision]                     # optional; default: the daemon's worker.gsv_*_precision (auto)
     decoder = "auto"                # the decoder's batched steps: auto | fp32 | bf16 | fp16 | int8
+    prefill = "auto"                # the decoder's prefills (a text's first pass): auto | fp32 | int8
     renderer = "auto"               # v1-v2ProPlus's vocoder: auto | fp32 | bf16 | fp16
 
 Relative paths are relative to the voice directory. Reading it needs no torch (the
@@ -49,7 +50,8 @@ MEL_SAMPLE_RATE = {"v3": 24000, "v4": 48000}
 SAMPLE_STEPS = {"v3": 32, "v4": 8}
 STEP_RANGE = {"v3": (4, 128), "v4": (4, 32)}  # CFM steps a request may ask for
 # The precisions of a voice's parts (precision.py runs them; "auto" probes per machine).
-PRECISIONS = {"decoder": ("fp32", "bf16", "fp16", "int8"), "renderer": ("fp32", "bf16", "fp16")}
+PRECISIONS = {"decoder": ("fp32", "bf16", "fp16", "int8"), "renderer": ("fp32", "bf16", "fp16"),
+              "prefill": ("fp32", "int8")}
 DEFAULTS = {"top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.35, "noise_scale": 0.5,
             "speed": 1.0}
 PRETRAINED_DIRNAME = ".gsv-pretrained"

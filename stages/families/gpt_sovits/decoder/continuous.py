@@ -157,7 +157,8 @@ class ContinuousDecoder:
                 del self._pools[other]
             dtype = self.static_dtype or HALF.get(model.precision)
             pool = self._pools[model] = StaticDecoder(model, self.max_sequences, self.static_capacity,
-                                                      dtype, self.exact, int8=model.precision == "int8")
+                                                      dtype, self.exact, int8=model.precision == "int8",
+                                                      int8_prefill=model.prefill_precision == "int8")
         return pool
 
     @torch.inference_mode()

@@ -8,7 +8,8 @@ per sequence, so seeded draws do not depend on the batch.
 
 Optionally the decoder runs in half precision (`dtype`, weights and cache; meant for CUDA
 and CPUs with bf16 units): it then decodes with its own converted copy of the model and
-hands out float32 logits; or, on the CPU, with int8 weights in its steps (`int8`).
+hands out float32 logits; or, on the CPU, with int8 weights in its steps (`int8`) and
+in its prefills too (`int8_prefill`).
 """
 from __future__ import annotations
 
@@ -31,11 +32,12 @@ DEFAULT_CAPACITY = DEFAULT_PREFILL_LIMIT + MAX_DECODE_STEPS
 class StaticDecoder:
     def __init__(self, model: Text2Semantic, slots: int, capacity: int = DEFAULT_CAPACITY,
                  dtype: torch.dtype | None = None, exact: bool | None = None, graphs: bool | None = None,
-                 int8: bool = False) -> None:
+                 int8: bool = False, int8_prefill: bool = False) -> None:
         """`exact` (default off) runs the linear layers one row at a time, so a row's
         numbers do not depend on the others (on the CPU); off, each layer is one shared
         product over the batch. `graphs` (default: on CUDA) replays each bucket's step as
-        a CUDA graph. `int8`: the steps' products with int8 weights (int8.py; CPU)."""
+        a CUDA graph. `int8`: the steps' products with int8 weights (int8.py; CPU);
+        `int8_prefill`: the prefills' products too."""
         weight = model.ar_predict_layer.weight
         device = weight.device
         dtype = weight.dtype if dtype is None else dtype
@@ -45,8 +47,10 @@ class StaticDecoder:
             # Graphs need fixed addresses: a full-width cache. Eager steps widen it as needed.
             self.cache = SlotCache(len(model.h.layers), slots, capacity, model.cfg.hidden_dim, model.cfg.n_heads,
                                    dtype, device, growable=not graphs)
-            quantized = Int8Decoder(self.model) if int8 else None
-            self.step_runner = StaticStep(self.model, self.cache, bool(exact) and not int8, graphs, quantized)
+            quantized = Int8Decoder(self.model) if int8 or int8_prefill else None
+            self.prefill_products = quantized if int8_prefill else None
+            self.step_runner = StaticStep(self.model, self.cache, bool(exact) and not int8, graphs,
+                                          quantized if int8 else None)
         self.buckets = bucket_sizes(slots)
 
     @property
@@ -74,8 +78,9 @@ class StaticDecoder:
 
     def prefill(self, slot: int, state: PrefillState) -> Tensor:
         """The prefill of a joined sequence, eager and alone, exactly as a lone decode runs
-        it; its keys/values then move into the slot -> float32 logits [1, vocab]."""
-        h = self.model.run_layers(state.xy, state.caches, state.mask)
+        it (or with int8 products); its keys/values then move into the slot -> float32
+        logits [1, vocab]."""
+        h = self.model.run_layers(state.xy, state.caches, state.mask, self.prefill_products)
         self.cache.store(slot, state.caches)
         state.caches = []
         return self.model.ar_predict_layer(h[:, -1]).float()

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from voxpipe.stages.families.gpt_sovits.models.checkpoints import load_exact
+
+if TYPE_CHECKING:
+    from voxpipe.stages.families.gpt_sovits.decoder.int8 import Int8Block, Int8Decoder
 
 BERT_DIM = 1024
 MAX_DECODE_STEPS = 1500  # a hard ceiling, as in GPT-SoVITS
@@ -103,16 +106,22 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=1e-5)
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
 
-    def forward(self, x: Tensor, cache: "LayerCache", mask: Tensor | None) -> Tensor:
+    def forward(self, x: Tensor, cache: "LayerCache", mask: Tensor | None, int8: "Int8Block | None" = None) -> Tensor:
+        """`int8`: the layer's four products with int8 weights (decoder/int8.py), the rest as is."""
         b, t, d = x.shape
-        qkv = F.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)
+        if int8 is not None:
+            qkv = int8.qkv(x)
+        else:
+            qkv = F.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)
         q, k, v = qkv.chunk(3, dim=-1)
         k, v = cache.append(k, v)
         n = self.n_heads
         attn = F.scaled_dot_product_attention(q.view(b, t, n, -1).transpose(1, 2), k.view(b, -1, n, d // n).transpose(1, 2),
                                               v.view(b, -1, n, d // n).transpose(1, 2), mask)
-        attn = self.self_attn.out_proj(attn.transpose(1, 2).reshape(b, t, d))
-        x = self.norm1(x + attn)
+        attn = attn.transpose(1, 2).reshape(b, t, d)
+        x = self.norm1(x + (int8.out(attn) if int8 is not None else self.self_attn.out_proj(attn)))
+        if int8 is not None:
+            return self.norm2(x + int8.ff2(F.relu(int8.ff1(x))))
         return self.norm2(x + self.linear2(F.relu(self.linear1(x))))
 
 
@@ -152,9 +161,11 @@ class Text2Semantic(nn.Module):
         self.h.layers = nn.ModuleList(Block(cfg.hidden_dim, cfg.n_heads) for _ in range(cfg.n_layers))
         self.ar_predict_layer = nn.Linear(cfg.hidden_dim, cfg.vocab_size, bias=False)
         self.register_buffer("pe", sine_positions(4000, cfg.embedding_dim), persistent=False)
-        # The precision its batched serving steps run in (fp32, bf16, fp16, int8): the
-        # engine's choice for the voice (precision.py). The model itself stays as loaded.
+        # The precision its batched serving steps run in (fp32, bf16, fp16, int8), and its
+        # serving prefills (fp32, int8): the engine's choice for the voice (precision.py).
+        # The model itself stays as loaded.
         self.precision = "fp32"
+        self.prefill_precision = "fp32"
 
     def _positions(self, length: int) -> Tensor:
         if length > self.pe.shape[1]:
@@ -192,10 +203,12 @@ class Text2Semantic(nn.Module):
         positions = self.ar_audio_position.alpha * self._positions(y_len + MAX_DECODE_STEPS)[:, y_len:]
         return PrefillState(xy, allowed.view(1, 1, total, total), caches, tokens, y_len, positions, x_len, total)
 
-    def run_layers(self, h: Tensor, caches: list[LayerCache], mask: Tensor | None) -> Tensor:
-        """The transformer over h [1, t, d], appending its keys/values to `caches`."""
-        for layer, cache in zip(self.h.layers, caches):
-            h = layer(h, cache, mask)
+    def run_layers(self, h: Tensor, caches: list[LayerCache], mask: Tensor | None,
+                   int8: "Int8Decoder | None" = None) -> Tensor:
+        """The transformer over h [1, t, d], appending its keys/values to `caches`;
+        `int8`: every layer's products with int8 weights."""
+        for i, (layer, cache) in enumerate(zip(self.h.layers, caches)):
+            h = layer(h, cache, mask, int8.blocks[i] if int8 is not None else None)
         return h
 
     @torch.inference_mode()
