@@ -242,6 +242,23 @@ def test_a_burst_is_prefilled_one_a_step_and_first_windows_go_first(voice):
             np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
 
 
+def test_texts_waiting_to_render_hold_their_places(voice):
+    """A text whose tokens are all decoded but whose windows still wait holds its place
+    in the runner: no new text is admitted until its last piece is out, so new first
+    windows cannot keep going ahead of its later ones."""
+    # One prefill a step: the first text's last window falls due with a later text's first
+    # window, which goes first; the first text then waits to render, done decoding.
+    runner = _burst(voice[0], [19, 30, 60], window_batch=1, prefills_per_step=1)
+    waited = False
+    while len(runner):
+        runner.step()
+        if len(runner) == 3 and any(s.decoded and s.pending for s in runner.streams.values()):
+            waited = True
+            assert len(runner.decoder) < 3  # the decoder alone would take another text
+        assert runner.has_room() == (len(runner) < 3)
+    assert waited and runner.has_room()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_windows_of_several_requests_render_together_as_alone(tmp_path):

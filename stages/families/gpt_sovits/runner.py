@@ -110,7 +110,10 @@ class GsvRunner(Runner):
         return len(self.streams)
 
     def has_room(self) -> bool:
-        return len(self.decoder) + len(self.admitted) < self.decoder.max_sequences
+        # Every text until its last piece, not only those decoding: on a CPU the renderer
+        # is the slower half, and texts whose tokens are done but whose windows still wait
+        # would otherwise make room for new ones, whose first windows go ahead of theirs.
+        return len(self.streams) < self.decoder.max_sequences
 
     @property
     def capacity(self) -> int:
