@@ -12,9 +12,9 @@ Three parts run in a precision of their own:
 machine can run is timed on a few fixed texts and compared with fp32, and the fastest
 within bounds wins: the decoder's greedy tokens on the probe texts equal fp32's, the
 vocoder's audio is at least 30 dB SNR against fp32's. The prefill is probed after the
-steps, beside the steps' choice: int8 prefills must leave every greedy token as fp32's too. bf16 is a candidate only where the
-CPU has bf16 units (AVX512-BF16, AMX) or on a GPU: elsewhere it is emulated and many
-times slower. The choice is cached per machine, model files and library versions, so
+steps, beside the steps' choice: int8 prefills must leave every greedy token as fp32's
+too. bf16 is a candidate only where the CPU has bf16 units (AVX512-BF16, AMX) or on a
+GPU: elsewhere it is emulated and many times slower. The choice is cached per machine, model files and library versions, so
 later loads (and the other workers) skip the probe; it is logged and shown in
 `voxpipe status`. An explicit precision the machine cannot run falls back to fp32, and
 says so.

@@ -109,20 +109,18 @@ class Block(nn.Module):
     def forward(self, x: Tensor, cache: "LayerCache", mask: Tensor | None, int8: "Int8Block | None" = None) -> Tensor:
         """`int8`: the layer's four products with int8 weights (decoder/int8.py), the rest as is."""
         b, t, d = x.shape
-        if int8 is not None:
-            qkv = int8.qkv(x)
-        else:
+        if int8 is None:
             qkv = F.linear(x, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias)
+            out, ff1, ff2 = self.self_attn.out_proj, self.linear1, self.linear2
+        else:
+            qkv, out, ff1, ff2 = int8.qkv(x), int8.out, int8.ff1, int8.ff2
         q, k, v = qkv.chunk(3, dim=-1)
         k, v = cache.append(k, v)
         n = self.n_heads
         attn = F.scaled_dot_product_attention(q.view(b, t, n, -1).transpose(1, 2), k.view(b, -1, n, d // n).transpose(1, 2),
                                               v.view(b, -1, n, d // n).transpose(1, 2), mask)
-        attn = attn.transpose(1, 2).reshape(b, t, d)
-        x = self.norm1(x + (int8.out(attn) if int8 is not None else self.self_attn.out_proj(attn)))
-        if int8 is not None:
-            return self.norm2(x + int8.ff2(F.relu(int8.ff1(x))))
-        return self.norm2(x + self.linear2(F.relu(self.linear1(x))))
+        x = self.norm1(x + out(attn.transpose(1, 2).reshape(b, t, d)))
+        return self.norm2(x + ff2(F.relu(ff1(x))))
 
 
 @dataclass
