@@ -27,6 +27,7 @@ from voxpipe.daemon import allocator
 from voxpipe.daemon.notify import Notifier
 from voxpipe.procutil import set_title
 from voxpipe.daemon.usage import UsageState
+from voxpipe.daemon.hang import CpuWatch
 from voxpipe.daemon.stage_entry import run_stage
 from voxpipe.ipc import liveness, sockets
 from voxpipe.ipc.errors import ProtocolError
@@ -61,6 +62,7 @@ class Stage:
     restart_at: float | None = None
     beating: bool = False  # has sent a heartbeat since it was (re)started
     stats: dict = field(default_factory=dict)
+    watch: CpuWatch | None = None  # its CPU time, looked at while it is silent
 
     @property
     def name(self) -> str:
@@ -254,6 +256,7 @@ class Supervisor:
                 else:
                     os.environ[key] = value
         stage.process, stage.started, stage.last_beat = process, time.monotonic(), time.monotonic()
+        stage.watch = CpuWatch(process.pid)
         stage.ready, stage.restart_at, stage.beating = False, None, False
 
     def start(self) -> None:
@@ -320,6 +323,8 @@ class Supervisor:
             return  # a beat from a process we already replaced
         stage.last_beat = time.monotonic()
         stage.beating = True
+        if stage.watch is not None:
+            stage.watch.heard()
         if stage.args.role == "frontend" and beat.ready and not stage.ready and stage.restarts:
             # A replaced frontend lost every request in progress: clients resend theirs,
             # so the merger and workers drop what they hold for the old ones.
@@ -350,6 +355,9 @@ class Supervisor:
             # Before its first heartbeat a stage is still importing: give it the start timeout.
             silence_allowed = sup.hang_timeout_s if stage.beating else sup.start_timeout_s
             silent = now - stage.last_beat > silence_allowed
+            if (silent and alive and stage.beating and stage.watch is not None
+                    and now - stage.last_beat <= sup.max_busy_s and stage.watch.working(now)):
+                silent = False  # one call holds its interpreter (an import, a load): working, not hung
             busy_too_long = float(stage.stats.get("busy_for", 0.0)) > sup.max_busy_s
             if alive and not silent and not busy_too_long:
                 continue
