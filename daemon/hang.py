@@ -10,22 +10,16 @@ hung; one whose CPU time stands still is hung.
 """
 from __future__ import annotations
 
-import os
+from voxpipe.procutil import process_cpu
 
 LOOK_S = 1.0  # how long apart two looks at a silent stage's CPU time are
 MIN_SHARE = 0.05  # of one core, between two looks: less is standing still
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process (Linux), None if it is gone or unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": comm may hold spaces
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """User + system CPU seconds of a process, None if it is gone or unreadable."""
+    found = process_cpu(pid)
+    return None if found is None else found[1]
 
 
 class CpuWatch:

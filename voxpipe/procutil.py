@@ -12,6 +12,19 @@ from pathlib import Path
 from typing import Iterator
 
 PR_SET_PDEATHSIG = 1
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu(pid: int) -> tuple[int, float] | None:
+    """(session id, user + system CPU seconds) of a process (Linux), None if it is gone
+    or unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": comm may hold spaces
+    return int(fields[3]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def die_with_parent(expected_parent: int) -> None:

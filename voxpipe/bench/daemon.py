@@ -17,8 +17,7 @@ from typing import Any, Callable, Collection
 
 from voxpipe.ipc.client import Client
 from voxpipe.ipc.errors import VoxpipeError
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+from voxpipe.procutil import CLOCK_TICKS, process_cpu
 
 
 class DaemonError(Exception):
@@ -31,16 +30,6 @@ class DaemonSettings:
     workers: int = 2
     threads: int = 1
     config: tuple[str, ...] = ()  # more TOML lines for the config (top-level; dotted keys for tables)
-
-
-def process_cpu(pid: int) -> tuple[int, float] | None:
-    """(session id, user+system CPU seconds) of a process, None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
-    return int(fields[3]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def session_cpu(session: int) -> dict[int, float]:
