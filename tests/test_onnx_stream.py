@@ -283,3 +283,62 @@ def test_silent_reference_is_a_level_error():
     a, b = np.full(40, 0.5, np.float32), np.r_[np.full(10, 0.5), np.full(30, 0.2)].astype(np.float32) * 2
     gain = loudness.peak_gain([a, b])
     assert gain == pytest.approx(np.sqrt(((a ** 2).sum() * 4 + (b ** 2).sum()) / ((a ** 2).sum() + (b ** 2).sum())))
+
+
+# ---------------------------------------------------------------- spinning threads
+
+
+class _CountingSession:
+    """An onnxruntime session that counts its calls (the real session runs them)."""
+
+    def __init__(self, session) -> None:
+        self.session, self.calls = session, 0
+
+    def run(self, *args, **kwargs):
+        self.calls += 1
+        return self.session.run(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+
+def test_only_a_one_chunk_request_spins_its_threads_and_renders_the_same(tmp_path):
+    """Several-thread sessions come twice: threads that sleep between operators, and
+    threads that spin (stopped at the end of each call). A request that is one chunk
+    takes the spinning ones; a chunk with siblings the sleeping ones; audio is equal."""
+    spec = VoiceCatalog(None).get("joe")
+    engine = _engine(tmp_path, max_threads=2)
+    if engine.cores.counts() != [1, 2]:
+        pytest.skip("needs two usable cores")
+    voice = engine.load_voice(spec)
+    graphs = [voice.model.prior, voice.model.flow, voice.model.vocoder]
+    for graph in graphs:
+        assert set(graph.spinning) == {2} and set(graph.sessions) == {1, 2}
+        assert graph.spinning[2].get_session_options().get_session_config_entry("session.force_spinning_stop") == "1"
+        assert graph.sessions[2].get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        graph.spinning[2] = _CountingSession(graph.spinning[2])
+        graph.sessions[2] = _CountingSession(graph.sessions[2])
+    ids = Phonemizer(spec).text_to_ids("Hello there.")
+    alone = SynthesisItem(ids, 0.667, 1.0, 0.8, seed=11, whole_request=True)
+    sibling = dataclasses.replace(alone, whole_request=False)
+    spun = engine.synthesize(voice, [alone])[0]
+    assert [g.spinning[2].calls for g in graphs] == [1, 1, 1]
+    assert [g.sessions[2].calls for g in graphs] == [0, 0, 0]
+    slept = engine.synthesize(voice, [sibling])[0]
+    assert [g.sessions[2].calls for g in graphs] == [1, 1, 1]
+    assert [g.spinning[2].calls for g in graphs] == [1, 1, 1]
+    assert spun.shape == slept.shape and np.abs(spun - slept).max() <= 1e-4
+
+
+def test_a_chunk_is_a_whole_request_only_when_its_plan_is_one_chunk():
+    from voxpipe.ipc.messages import Chunk, FamilyInputs
+    from voxpipe.stages.families.piper.family import piper_item
+
+    options = {"noise_scale": 0.667, "length_scale": 1.0, "noise_w": 0.8, "speaker_id": 0}
+
+    def chunk(count: int) -> Chunk:
+        return Chunk("r", 0, count, "joe", "piper", "Hi.", FamilyInputs([1, 0, 2], options), 5, False, 1e9)
+
+    assert piper_item(chunk(1)).whole_request
+    assert not piper_item(chunk(3)).whole_request
+    assert not piper_item(chunk(0)).whole_request  # the plan is still being made: siblings may come

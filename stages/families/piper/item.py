@@ -16,3 +16,6 @@ class SynthesisItem:
     noise_w: float
     speaker_id: int = 0
     seed: int | None = None
+    # The request is this one chunk: no other chunk of its own runs beside it on another
+    # worker, so a call on several threads may keep them spinning (onnx_engine.py).
+    whole_request: bool = False

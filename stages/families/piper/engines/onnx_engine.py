@@ -10,7 +10,12 @@ stream is one piece.
 
 Threads: each graph has a session per thread count; a call runs with the cores that the
 other busy engine processes leave free (stages/engines/busy_board.py), so a lone request
-uses the whole machine and a loaded one keeps one core per worker. The vocoder is there
+uses the whole machine and a loaded one keeps one core per worker. A multi-thread session
+is there twice: its threads sleep between operators, or they spin (and stop at the end of
+each call). Spinning saves a thread's wake-up at each of the prior's and flow's ~1,000
+small operators (a one-chunk request 10-15% faster on 2 cores), but a spinning thread
+takes the core of a worker that starts meanwhile, as a request's other chunks do: only a
+request that is one chunk (SynthesisItem.whole_request) spins. The vocoder is there
 twice: 1-D, for a narrow window on several threads, and 2-D (onnxruntime's blocked
 convolutions, 1.2x faster on one thread, no faster on two), for one-thread calls and for
 a wide window on several threads, cut into rows that run side by side, one per thread.
@@ -60,19 +65,22 @@ def _noise_frames(phonemes: int, length_scale: float) -> int:
 
 @dataclass
 class Graph:
-    """One ONNX graph with a session per thread count."""
+    """One ONNX graph with a session per thread count, and for several threads one
+    whose threads spin between operators."""
 
     sessions: dict[int, object]  # threads -> onnxruntime.InferenceSession
     inputs: frozenset[str]
+    spinning: dict[int, object] = field(default_factory=dict)  # threads (> 1) -> session
 
     @property
     def seeded(self) -> bool:
         """Whether the graph takes its noise as inputs (else it draws its own)."""
         return onnx_seeded.LATENT_INPUT in self.inputs
 
-    def run(self, threads: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, threads: int, feeds: dict[str, np.ndarray], spin: bool = False) -> list[np.ndarray]:
         fitting = [n for n in self.sessions if n <= threads]
-        session = self.sessions[max(fitting) if fitting else min(self.sessions)]
+        count = max(fitting) if fitting else min(self.sessions)
+        session = (self.spinning.get(count) if spin else None) or self.sessions[count]
         return session.run(None, {k: v for k, v in feeds.items() if k in self.inputs})  # type: ignore[attr-defined]
 
     def input_dim(self, name: str, axis: int) -> int:
@@ -122,13 +130,16 @@ class OnnxEngine(Engine):
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         return ["CPUExecutionProvider"]
 
-    def _session(self, spec: VoiceSpec, path: Path, threads: int):  # -> onnxruntime.InferenceSession
+    def _session(self, spec: VoiceSpec, path: Path, threads: int,
+                 spin: bool = False):  # -> onnxruntime.InferenceSession
         options = self._ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = self._ort.ExecutionMode.ORT_SEQUENTIAL
-        if threads > 1:
-            # Spinning threads would steal the core of a worker that starts meanwhile.
+        if threads > 1 and spin:
+            # Spin between operators, not after the call: the next call may be another worker's.
+            options.add_session_config_entry("session.force_spinning_stop", "1")
+        elif threads > 1:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return self._ort.InferenceSession(str(path), sess_options=options, providers=self._providers())
@@ -136,12 +147,18 @@ class OnnxEngine(Engine):
             raise EngineError(f"voice {spec.name!r}: cannot load {path.name}: {exc}") from exc
 
     def _graph(self, spec: VoiceSpec, path: Path, needed: set[str], counts: Sequence[int] | None = None) -> Graph:
-        sessions = {n: self._session(spec, path, n) for n in (counts or self.cores.counts())}
+        counts = counts or self.cores.counts()
+        sessions = {n: self._session(spec, path, n) for n in counts}
         inputs = frozenset(i.name for i in next(iter(sessions.values())).get_inputs())
         if not needed <= inputs:
             raise EngineError(f"voice {spec.name!r}: {path.name} is not a Piper VITS model "
                               f"(inputs {sorted(inputs)})")
-        return Graph(sessions, inputs)
+        spinning = {n: self._session(spec, path, n, spin=True) for n in counts if n > 1}
+        return Graph(sessions, inputs, spinning)
+
+    def _sessions_per_graph(self) -> int:
+        """Each holds its own copy of the weights: one per thread count, two for several."""
+        return sum(1 if n == 1 else 2 for n in self.cores.counts())
 
     def _whole(self, spec: VoiceSpec, path: Path) -> OnnxVoice:
         whole = self._graph(spec, path, {"input", "input_lengths", "scales"})
@@ -179,7 +196,7 @@ class OnnxEngine(Engine):
         if self.settings.precision == "int8":
             return self._load_int8(spec)
         model = (self._parts(spec) if self.use_split else None) or self._whole(spec, self._seeded_path(spec))
-        nbytes = (model.extra_bytes or spec.model_path.stat().st_size) * len(self.cores.counts())
+        nbytes = (model.extra_bytes or spec.model_path.stat().st_size) * self._sessions_per_graph()
         voice = LoadedVoice(spec=spec, model=model, nbytes=nbytes)
         self._probe(voice)
         return voice
@@ -208,7 +225,7 @@ class OnnxEngine(Engine):
             except (quantize.QuantizeError, PhonemizeError, OSError) as exc:
                 raise EngineError(f"voice {spec.name!r}: no int8 model: {exc}") from exc
         voice = LoadedVoice(spec=spec, model=self._whole(spec, target),
-                            nbytes=target.stat().st_size * len(self.cores.counts()))
+                            nbytes=target.stat().st_size * self._sessions_per_graph())
         self._probe(voice)
         if float_voice is not None:
             try:
@@ -235,14 +252,18 @@ class OnnxEngine(Engine):
         """Run every session once (a call gets the one for the cores free then, and each
         has its own first-run allocations)."""
         model = self._model(voice)
-        item = SynthesisItem(_probe_ids(voice.spec), 0.667, 1.0, 0.8)
         for threads in self.cores.counts():
-            if not model.split:
-                self._whole_audio(voice, item, threads)
-                continue
-            z_p, total, _ = self._prior(voice, item, threads)
-            z = self._flow(voice, z_p, 0, total, item, threads)
-            self._vocode(voice, z, 0, total, 0, total, item, threads)
+            for item in (SynthesisItem(_probe_ids(voice.spec), 0.667, 1.0, 0.8, whole_request=spin)
+                         for spin in ((False, True) if threads > 1 else (False,))):
+                self._warm_call(voice, model, item, threads)
+
+    def _warm_call(self, voice: LoadedVoice, model: OnnxVoice, item: SynthesisItem, threads: int) -> None:
+        if not model.split:
+            self._whole_audio(voice, item, threads)
+            return
+        z_p, total, _ = self._prior(voice, item, threads)
+        z = self._flow(voice, z_p, 0, total, item, threads)
+        self._vocode(voice, z, 0, total, 0, total, item, threads)
 
     def _probe(self, voice: LoadedVoice) -> None:
         """One tiny inference with the config's largest phoneme id: a config that does not
@@ -316,9 +337,10 @@ class OnnxEngine(Engine):
                 "scales": np.array([item.noise_scale, item.length_scale, item.noise_w], dtype=np.float32),
                 "sid": np.array([item.speaker_id], dtype=np.int64)}
 
-    def _run(self, voice: LoadedVoice, graph: Graph, threads: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _run(self, voice: LoadedVoice, graph: Graph, threads: int, feeds: dict[str, np.ndarray],
+             item: SynthesisItem) -> list[np.ndarray]:
         try:
-            return graph.run(threads, feeds)
+            return graph.run(threads, feeds, spin=item.whole_request)
         except Exception as exc:
             raise EngineError(f"voice {voice.spec.name!r}: inference failed: {exc}") from exc
 
@@ -353,7 +375,7 @@ class OnnxEngine(Engine):
         width = _noise_frames(phonemes, item.length_scale)
         while True:
             feeds["z_noise"] = noise.latent_noise(seed, model.channels, width)[None]
-            out = self._run(voice, graph, threads, feeds)
+            out = self._run(voice, graph, threads, feeds, item)
             if int(out[1][0]) <= width:
                 return out
             width = int(out[1][0])
@@ -362,7 +384,7 @@ class OnnxEngine(Engine):
         """The one-piece graph's audio of one item."""
         graph: Graph = self._model(voice).whole  # type: ignore[assignment]
         if not graph.seeded:
-            return self._run(voice, graph, threads, self._feeds(item))[0]
+            return self._run(voice, graph, threads, self._feeds(item), item)[0]
         return self._run_seeded(voice, graph, item, threads)[0]
 
     def _prior(self, voice: LoadedVoice, item: SynthesisItem,
@@ -383,7 +405,7 @@ class OnnxEngine(Engine):
         flow_lo, flow_hi = max(0, lo - model.flow_radius), min(total, hi + model.flow_radius)
         feeds = {"z_p": np.ascontiguousarray(z_p[:, :, flow_lo:flow_hi]),
                  "sid": np.array([item.speaker_id], dtype=np.int64)}
-        z = self._run(voice, model.flow, threads, feeds)[0]  # type: ignore[arg-type]
+        z = self._run(voice, model.flow, threads, feeds, item)[0]  # type: ignore[arg-type]
         return z[:, :, lo - flow_lo:hi - flow_lo]
 
     def _vocode(self, voice: LoadedVoice, z: np.ndarray, z_lo: int, total: int, start: int, end: int,
@@ -413,7 +435,7 @@ class OnnxEngine(Engine):
         def render(row: tuple[int, int, int]) -> np.ndarray:
             read_from, own_start, own_end = row
             feeds = {"z": np.ascontiguousarray(z[:, :, read_from - z_lo:read_from - z_lo + width]), "sid": sid}
-            audio = self._run(voice, graph, threads, feeds)[0].reshape(-1)
+            audio = self._run(voice, graph, threads, feeds, item)[0].reshape(-1)
             return audio[(own_start - read_from) * hop:(own_end - read_from) * hop]
 
         if len(plan) > 1 and self._lanes is None:
