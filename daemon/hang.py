@@ -34,6 +34,12 @@ class CpuWatch:
         """A heartbeat came: the next silence starts afresh."""
         self._look = None
 
+    def look(self, now: float) -> None:
+        """Take a silence's first look early (from its first missed beat), so that a verdict
+        is ready when the hang timeout comes instead of one look later."""
+        if self._look is None:
+            self.working(now)
+
     def working(self, now: float) -> bool:
         """Whether the silent process used CPU between the last two looks (at least
         LOOK_S apart; the first look of a silence gives it the benefit of the doubt)."""

@@ -354,9 +354,12 @@ class Supervisor:
             alive = stage.process.is_alive()
             # Before its first heartbeat a stage is still importing: give it the start timeout.
             silence_allowed = sup.hang_timeout_s if stage.beating else sup.start_timeout_s
-            silent = now - stage.last_beat > silence_allowed
-            if (silent and alive and stage.beating and stage.watch is not None
-                    and now - stage.last_beat <= sup.max_busy_s and stage.watch.working(now)):
+            quiet_for = now - stage.last_beat
+            watched = alive and stage.beating and stage.watch is not None and quiet_for <= sup.max_busy_s
+            if watched and quiet_for > 2 * self.config.heartbeat_s:
+                stage.watch.look(now)  # a beat is missing: the CPU clock's first look
+            silent = quiet_for > silence_allowed
+            if silent and watched and stage.watch.working(now):
                 silent = False  # one call holds its interpreter (an import, a load): working, not hung
             busy_too_long = float(stage.stats.get("busy_for", 0.0)) > sup.max_busy_s
             if alive and not silent and not busy_too_long:

@@ -48,3 +48,20 @@ def test_a_gone_process_is_not_working():
     child.wait()
     assert process_cpu_s(child.pid) is None
     assert not CpuWatch(child.pid).working(0.0)
+
+
+def test_an_early_look_gives_a_verdict_as_soon_as_a_look_interval_has_passed():
+    # The supervisor looks when a stage first misses a beat; by the hang timeout a stopped
+    # stage is judged at once rather than given one more look interval.
+    child = _spinning()
+    try:
+        _wait_for_cpu(child.pid, 0.05)
+        os.kill(child.pid, signal.SIGSTOP)
+        _wait_for_cpu(child.pid, 0.0)
+        watch = CpuWatch(child.pid)
+        watch.look(0.0)
+        watch.look(0.5)  # a second early look keeps the first
+        assert not watch.working(LOOK_S)
+    finally:
+        child.kill()
+        child.wait()
