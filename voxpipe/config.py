@@ -18,6 +18,7 @@ from typing import Any
 
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # engines refuse the ones they lack
+VOCODER_PRECISIONS = ("auto", "fp32", "bf16")  # Piper voices' vocoder on the onnx engine
 ALLOCATORS = ("auto", "system", "tcmalloc", "jemalloc")  # daemon/allocator.py
 GSV_PRECISIONS = {"decoder": ("auto", "fp32", "bf16", "fp16", "int8"), "renderer": ("auto", "fp32", "bf16", "fp16"),
                   "prefill": ("auto", "fp32", "int8")}
@@ -63,6 +64,10 @@ class WorkerConfig:
     max_threads: int = 0  # onnx and gpt-sovits engines: threads a call may use while other workers idle; 0 = all cores
     loudness: bool = True  # Piper voices: one gain per voice (every engine), measured once, for Piper's level
     level_cache_dir: str = ""  # Piper voices' gains, by model contents; empty: $XDG_CACHE_HOME/voxpipe/piper-level
+    # Piper voices on the onnx engine: the vocoder's precision; "auto" probes each voice once
+    # per machine (bf16 is a candidate on CPUs with bf16 units only).
+    vocoder_precision: str = "auto"  # auto | fp32 | bf16
+    vocoder_precision_cache_dir: str = ""  # the probes' choices; empty: $XDG_CACHE_HOME/voxpipe/vocoder-precision
     # GPT-SoVITS voices (a voice.toml's [precision] table overrides): the decoder's steps,
     # its prefills and the vocoder; "auto" probes each voice once per machine for the
     # fastest within bounds.
@@ -321,6 +326,9 @@ def validate(config: Config) -> Config:
         (config.worker.int8_method in INT8_METHODS,
          f"worker.int8_method: expected one of {', '.join(INT8_METHODS)}, got {config.worker.int8_method!r}"),
         (config.gpu.tensorrt_max_frames >= 16, "gpu.tensorrt_max_frames must be >= 16"),
+        (config.worker.vocoder_precision in VOCODER_PRECISIONS,
+         f"worker.vocoder_precision: expected one of {', '.join(VOCODER_PRECISIONS)}, "
+         f"got {config.worker.vocoder_precision!r}"),
         (config.worker.precision in PRECISIONS,
          f"worker.precision: expected one of {', '.join(PRECISIONS)}, got {config.worker.precision!r}"),
         (config.worker.allocator in ALLOCATORS,

@@ -46,6 +46,8 @@ batch_wait_ms = 5.0           # how long a partial batch may wait to fill
 engine_stream_frames = 32     # streamed requests: audio within a sentence, first after this many frames (0 = off)
 loudness = true               # Piper voices: one gain per voice on every engine (measured once) for Piper's level
 level_cache_dir = ""          # the measured gains, by model contents; empty: $XDG_CACHE_HOME/voxpipe/piper-level
+vocoder_precision = "auto"    # Piper voices (onnx engine): auto (probed per machine; bf16 only with bf16 units) | fp32 | bf16
+vocoder_precision_cache_dir = ""  # where auto's choices are kept; empty: $XDG_CACHE_HOME/voxpipe/vocoder-precision
 gsv_decoder_precision = "auto"   # GPT-SoVITS decoder steps: auto (probed per machine) | fp32 | bf16 | fp16 | int8
 gsv_renderer_precision = "auto"  # GPT-SoVITS vocoder: auto | fp32 | bf16 | fp16
 gsv_prefill_precision = "auto"   # GPT-SoVITS decoder prefills: auto | fp32 | int8 (a voice.toml [precision] overrides all three)

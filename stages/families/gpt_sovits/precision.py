@@ -22,7 +22,6 @@ says so.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -30,12 +29,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
+from voxpipe.stages.engines import choice_cache
 from voxpipe.stages.engines.busy_board import usable_cores
+from voxpipe.stages.engines.machine import BF16_FLAGS, PROBE_FLAGS, cpu_flags, cpu_model
 from voxpipe.stages.families.gpt_sovits.voice_config import PRECISIONS
 
 AUTO = "auto"
@@ -77,20 +78,8 @@ def check(part: str, value: str) -> str:
     return value
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux), empty where they cannot be read."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def cpu_has_bf16() -> bool:
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu_flags() & BF16_FLAGS)
 
 
 def runnable(part: str, device: torch.device) -> list[str]:
@@ -177,7 +166,7 @@ def _machine_words(device: torch.device) -> str:
 def cache_key(model: Any, wanted: dict[str, str]) -> str:
     """Machine, libraries and the model files' contents: a choice holds while none of them changes."""
     device = model.device
-    flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "fma"})
+    flags = sorted(cpu_flags() & PROBE_FLAGS)
     files = [file_digest(p) for p in (model.files.gpt, model.files.sovits)]
     fields = {"probe": PROBE_VERSION, "cpu": cpu_model(), "flags": flags, "cores": usable_cores(),
               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -204,58 +193,24 @@ def file_digest(path: Path) -> str:
     return digest
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "voxpipe" / "gsv-precision"
 
 
-@contextlib.contextmanager
-def _probe_lock(cache_dir: Path | None, key: str) -> Iterator[None]:
-    """An exclusive lock on the probe of `key` (a lock file beside its cached choice); no
-    lock where the cache folder cannot be written (each process then probes alone)."""
-    directory = cache_dir or default_cache_dir()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        handle = open(directory / f".{key}.lock", "a")
-    except OSError:
-        yield
-        return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or the process dies
-        yield
+def _probe_lock(cache_dir: Path | None, key: str) -> contextlib.AbstractContextManager[None]:
+    return choice_cache.probe_lock(cache_dir or default_cache_dir(), key)
 
 
 def _read_cache(cache_dir: Path | None, key: str) -> dict | None:
-    path = (cache_dir or default_cache_dir()) / f"{key}.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not all(data.get(p) in CHOICES[p] for p in ALL_PARTS):
+    data = choice_cache.read(cache_dir or default_cache_dir(), key)
+    if data is None or not all(data.get(p) in CHOICES[p] for p in ALL_PARTS):
         return None
     return data
 
 
 def _write_cache(cache_dir: Path | None, key: str, data: dict) -> None:
-    directory = cache_dir or default_cache_dir()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        temporary = directory / f".{key}.{os.getpid()}.tmp"
-        temporary.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        temporary.replace(directory / f"{key}.json")  # whole or not at all, whoever writes last
-    except OSError as exc:
-        _LOG.warning("cannot cache the precision choice in %s: %s", directory, exc)
+    choice_cache.write(cache_dir or default_cache_dir(), key, data)
 
 
 # ------------------------------------------------------------------------- probes

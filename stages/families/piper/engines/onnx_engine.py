@@ -44,7 +44,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from voxpipe.stages.families.piper import noise
-from voxpipe.stages.families.piper.engines import onnx_parts, onnx_seeded
+from voxpipe.stages.families.piper.engines import onnx_parts, onnx_seeded, vocoder_precision
+from voxpipe.stages.families.piper.engines.vocoder_precision import TorchVocoder, VocoderChoice
 from voxpipe.stages.families.piper.engines.windows import row_count, stream_windows, vocoder_rows
 from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice
 from voxpipe.stages.families.piper.item import SynthesisItem
@@ -104,6 +105,7 @@ class OnnxVoice:
     hop: int = 256
     channels: int = 0  # latent channels: the prior noise's height
     extra_bytes: int = field(default=0, repr=False)
+    torch_vocoder: TorchVocoder | None = None  # the vocoder in a reduced precision (vocoder_precision.py)
 
     @property
     def split(self) -> bool:
@@ -199,7 +201,53 @@ class OnnxEngine(Engine):
         nbytes = (model.extra_bytes or spec.model_path.stat().st_size) * self._sessions_per_graph()
         voice = LoadedVoice(spec=spec, model=model, nbytes=nbytes)
         self._probe(voice)
+        if model.split:
+            self._choose_vocoder(voice)
         return voice
+
+    def _choose_vocoder(self, voice: LoadedVoice) -> None:
+        """The vocoder's precision on this machine (vocoder_precision.py), applied to `voice`."""
+        spec, model, options = voice.spec, self._model(voice), self.settings.options
+        wanted = str(options.get("vocoder_precision", vocoder_precision.AUTO))
+        built: dict[str, TorchVocoder] = {}
+
+        def torch_vocoder(precision: str) -> TorchVocoder:
+            if precision not in built:
+                built[precision] = TorchVocoder(spec.model_path, spec.name, piper_settings(spec).num_speakers, precision)
+            return built[precision]
+
+        def renderer(precision: str) -> vocoder_precision.Render:
+            # The probe sentence's latent, noise off; the vocoder as a lone request runs it.
+            from voxpipe.stages.families.piper.phonemize import Phonemizer
+
+            threads = max(self.cores.counts())
+            item = SynthesisItem(Phonemizer(spec).text_to_ids(vocoder_precision.PROBE_TEXT), 0.0,
+                                 piper_settings(spec).length_scale, 0.0, whole_request=True)
+            z_p, total, _ = self._prior(voice, item, threads)
+            z = self._flow(voice, z_p, 0, total, item, threads)
+            if precision == "fp32":
+                return lambda: self._vocode_graphs(voice, z, 0, total, 0, total, item, threads)
+            vocoder = torch_vocoder(precision)
+            return lambda: vocoder.render(z, item.speaker_id, threads)
+
+        cache = options.get("vocoder_precision_cache_dir")
+        try:
+            choice = vocoder_precision.choose(
+                wanted, renderer, lambda: vocoder_precision.cache_key(onnx_parts.cache_key(spec.model_path), wanted),
+                Path(str(cache)) if cache else None, bool(options.get("bf16_anywhere", False)))
+        except vocoder_precision.VocoderPrecisionError as exc:
+            raise EngineError(f"voice {spec.name!r}: {exc}") from None
+        if choice.precision != "fp32":
+            try:
+                model.torch_vocoder = torch_vocoder(choice.precision)
+            except Exception as exc:  # torch missing, or weights it cannot read
+                choice = VocoderChoice(notes=[*choice.notes, f"vocoder {choice.precision} cannot be built here "
+                                              f"({type(exc).__name__}: {exc}): fp32"])
+            else:
+                voice.nbytes += model.torch_vocoder.nbytes
+        _LOG.info("voice %r: vocoder %s (%s)%s", spec.name, choice.precision, choice.how,
+                  "".join(f"; {note}" for note in choice.notes))
+        voice.details.update(choice.details())
 
     def _load_int8(self, spec: VoiceSpec) -> LoadedVoice:
         """The voice's int8 model, built on first use. A warm load opens that file alone; the
@@ -412,14 +460,36 @@ class OnnxEngine(Engine):
                 item: SynthesisItem, threads: int) -> np.ndarray:
         """Audio of latent frames [start, end) from `z`, which holds frames [z_lo, z_lo + width)
         of the item's `total`: the vocoder given `radius` frames of context either side (as
-        far as the item reaches), so that it equals the same stretch of a whole decode. The
-        2-D graph (1.2x faster on one thread, no faster on more) runs one-thread calls, and a
-        wide window on several threads as rows side by side, one per thread (windows.py);
-        a narrow one on several threads runs the 1-D graph on all of them."""
+        far as the item reaches), so that it equals the same stretch of a whole decode: in
+        fp32 on the onnx graphs, in a reduced precision on the voice's torch generator
+        (vocoder_precision.py)."""
+        model = self._model(voice)
+        if model.torch_vocoder is None:
+            return self._vocode_graphs(voice, z, z_lo, total, start, end, item, threads)
+        lo, hi = self._vocoder_span(voice, z, z_lo, total, start, end)
+        try:
+            audio = model.torch_vocoder.render(z[:, :, lo - z_lo:hi - z_lo], item.speaker_id, threads)
+        except Exception as exc:  # torch raises its own errors
+            raise EngineError(f"voice {voice.spec.name!r}: inference failed: {exc}") from exc
+        return audio[(start - lo) * model.hop:(end - lo) * model.hop]
+
+    def _vocoder_span(self, voice: LoadedVoice, z: np.ndarray, z_lo: int, total: int, start: int,
+                      end: int) -> tuple[int, int]:
+        """The latent frames [lo, hi) a vocoder call for frames [start, end) reads."""
         model = self._model(voice)
         lo, hi = max(0, start - model.radius), min(total, end + model.radius)
         if lo < z_lo or hi > z_lo + z.shape[2]:
             raise EngineError(f"voice {voice.spec.name!r}: window [{start}, {end}) reads z outside what was flowed")
+        return lo, hi
+
+    def _vocode_graphs(self, voice: LoadedVoice, z: np.ndarray, z_lo: int, total: int, start: int, end: int,
+                       item: SynthesisItem, threads: int) -> np.ndarray:
+        """_vocode on the fp32 onnx graphs. The 2-D graph (1.2x faster on one thread, no
+        faster on more) runs one-thread calls, and a wide window on several threads as rows
+        side by side, one per thread (windows.py); a narrow one on several threads runs the
+        1-D graph on all of them."""
+        model = self._model(voice)
+        lo, hi = self._vocoder_span(voice, z, z_lo, total, start, end)
         rows = row_count(end - start, threads) if model.vocoder_rows is not None else 1
         if threads > 1 and rows == 1:  # a narrow window: the 1-D graph on every thread
             return self._vocode_rows(voice, model.vocoder, z, z_lo, [(lo, start, end)], hi - lo, item, threads)  # type: ignore[arg-type]
