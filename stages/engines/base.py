@@ -25,6 +25,17 @@ class EngineSettings:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StreamPiece:
+    """One window of an item's audio streamed by an engine."""
+
+    audio: np.ndarray
+    per_id: np.ndarray | None = None  # samples per input id, on the first piece where the engine knows them
+    # The item's last piece. An engine that knows it says so, so the piece goes out as the
+    # chunk's end; one that cannot tell ends its stream instead (an empty last part follows).
+    last: bool = False
+
+
 @dataclass
 class LoadedVoice:
     """A voice resident in one worker: its spec, the engine's model object, its size."""
@@ -76,20 +87,20 @@ class Engine(abc.ABC):
         override this or `synthesize_stream_timed` (whose pieces this then yields)."""
         if type(self).synthesize_stream_timed is Engine.synthesize_stream_timed:
             raise EngineError(f"engine {self.name!r} cannot stream inside a chunk")
-        for piece, _ in self.synthesize_stream_timed(voice, item, window_frames):
-            yield piece
+        for piece in self.synthesize_stream_timed(voice, item, window_frames):
+            yield piece.audio
 
     def synthesize_timed(self, voice: LoadedVoice, items: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """`synthesize`, with each item's samples per input id (they sum to its audio's
         length) where the engine knows them; None where it does not. Engines that can override it."""
         return [(audio, None) for audio in self.synthesize(voice, items)]
 
-    def synthesize_stream_timed(self, voice: LoadedVoice, item: Any,
-                                window_frames: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    def synthesize_stream_timed(self, voice: LoadedVoice, item: Any, window_frames: int) -> Iterator[StreamPiece]:
         """`synthesize_stream`'s pieces, the first with the item's samples per input id
-        where the engine knows them (see synthesize_timed), the others with None."""
-        for piece in self.synthesize_stream(voice, item, window_frames):
-            yield piece, None
+        where the engine knows them (see synthesize_timed), the last marked where the
+        engine knows it."""
+        for audio in self.synthesize_stream(voice, item, window_frames):
+            yield StreamPiece(audio)
 
     @property
     def can_stream(self) -> bool:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from voxpipe.ipc.messages import Chunk
-from voxpipe.stages.engines.base import Engine, EngineError, LoadedVoice, is_out_of_memory
+from voxpipe.stages.engines.base import Engine, EngineError, LoadedVoice, StreamPiece, is_out_of_memory
 from voxpipe.stages.families.base import Piece, Runner, RunnerSettings, StepResult
 from voxpipe.stages.families.words import WordTimer
 from voxpipe.stages.worker.batching import BatchBudget, take_batch
@@ -32,7 +32,7 @@ class _Window:
 
     chunk: Chunk
     voice: LoadedVoice
-    pieces: Iterator[tuple[np.ndarray, np.ndarray | None]] | None = None
+    pieces: Iterator[StreamPiece] | None = None
     part: int = 0
     started: float = 0.0
     samples: int = 0  # so far
@@ -160,7 +160,8 @@ class BatchRunner(Runner):
         return [] if self.word_timer is None else self.word_timer(chunk, durations, total)
 
     def _window_step(self) -> StepResult:
-        """One window of the first streamed chunk; an empty last part marks its end."""
+        """One window of the first streamed chunk. The engine marks its last window, which
+        then ends the chunk; where it cannot tell, an empty last part follows its stream."""
         result = StepResult()
         window = self.windows[0]
         if window.pieces is None:
@@ -168,27 +169,27 @@ class BatchRunner(Runner):
             window.pieces = self.engine.synthesize_stream_timed(window.voice, self.make_item(window.chunk),
                                                                 self.settings.stream_frames)
         try:
-            audio, durations = next(window.pieces, (None, None))
+            piece = next(window.pieces, None)
         except EngineError as exc:
             self.windows.pop(0)
             result.failed.append((window.chunk, "engine_error", str(exc)))
             return result
-        last = audio is None
+        audio = np.zeros(0, np.float32) if piece is None else piece.audio
+        last = piece is None or piece.last
         if last:
             self.windows.pop(0)
-        elif self.level is not None:
+        if len(audio) and self.level is not None:
             audio = self.level(window.voice, audio)
         chunk = window.chunk
+        window.samples += len(audio)
         words = []
-        if durations is not None and window.part == 0:
-            words, window.timed = self._words(chunk, durations, int(round(float(np.sum(durations))))), True
+        if piece is not None and piece.per_id is not None and window.part == 0:
+            words, window.timed = self._words(chunk, piece.per_id, int(round(float(np.sum(piece.per_id))))), True
         elif last and not window.timed:
             words = self._words(chunk, None, window.samples)
-        window.samples += 0 if last else len(audio)
         result.batch = 1
-        result.pieces.append(Piece(chunk, np.zeros(0, np.float32) if last else audio, window.voice.spec.sample_rate,
-                                   window.part, last, time.monotonic() - window.started,
-                                   window.started - chunk.submitted_at, words))
+        result.pieces.append(Piece(chunk, audio, window.voice.spec.sample_rate, window.part, last,
+                                   time.monotonic() - window.started, window.started - chunk.submitted_at, words))
         window.part += 1
         return result
 

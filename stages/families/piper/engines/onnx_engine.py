@@ -47,7 +47,7 @@ from voxpipe.stages.families.piper import noise
 from voxpipe.stages.families.piper.engines import onnx_parts, onnx_seeded, vocoder_precision
 from voxpipe.stages.families.piper.engines.vocoder_precision import TorchVocoder, VocoderChoice
 from voxpipe.stages.families.piper.engines.windows import row_count, stream_windows, vocoder_rows
-from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice
+from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, LoadedVoice, StreamPiece
 from voxpipe.stages.families.piper.item import SynthesisItem
 from voxpipe.stages.families.piper.noise import concrete_seed
 from voxpipe.stages.engines.busy_board import CoreShare
@@ -337,17 +337,18 @@ class OnnxEngine(Engine):
         return [self._raw_timed(voice, item) for item in items]
 
     def synthesize_stream_timed(self, voice: LoadedVoice, item: SynthesisItem,
-                                window_frames: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+                                window_frames: int = 64) -> Iterator[StreamPiece]:
         """Audio of one item in pieces: the first after one window of `window_frames` latent
         frames (the flow over that window and its context only), then wider windows
         (stages/families/piper/engines/windows.py) from one flow call over the rest.
         Joined, the pieces equal the whole decode. The first piece comes with the item's
-        samples per phoneme id where known."""
+        samples per phoneme id where known; the last is marked."""
         if window_frames < 1:
             raise EngineError(f"voice {voice.spec.name!r}: window_frames must be positive")
         model = self._model(voice)
         if not model.split:
-            yield self.synthesize_timed(voice, [item])[0]
+            audio, durations = self.synthesize_timed(voice, [item])[0]
+            yield StreamPiece(audio, durations, last=True)
             return
         with self.cores.call() as threads:
             z_p, total, durations = self._prior(voice, item, threads)
@@ -358,7 +359,7 @@ class OnnxEngine(Engine):
         with self.cores.call() as threads:
             z = self._flow(voice, z_p, 0, reach, item, threads)
             piece = self._vocode(voice, z, 0, reach, 0, first_end, item, threads)
-        yield piece, durations
+        yield StreamPiece(piece, durations, last=first_end == total)
         if first_end == total:
             return
         start = max(0, first_end - model.radius)  # z from here on: the rest's first window reads this far back
@@ -367,7 +368,7 @@ class OnnxEngine(Engine):
         for lo, hi in windows[1:]:
             with self.cores.call() as threads:
                 piece = self._vocode(voice, z, start, total, lo, hi, item, threads)
-            yield piece, None
+            yield StreamPiece(piece, last=hi == total)
 
     # ------------------------------------------------------------------ the graphs
 
