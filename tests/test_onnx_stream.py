@@ -44,11 +44,14 @@ def _item(phonemizer: Phonemizer, text: str = SENTENCE, noise: float = 0.0, sid:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("window", [1, 16, 64, 10_000])
-def test_windows_join_to_the_whole_decode(joe, window):
+@pytest.mark.parametrize("window,whole_request", [(1, False), (16, False), (64, False), (10_000, False),
+                                                  (1, True), (16, True), (64, True)])
+def test_windows_join_to_the_whole_decode(joe, window, whole_request):
+    """A chunk with siblings streams window by window; a one-chunk request's first window
+    renders beside the rest's flow (on the engine's lane thread): both join exactly."""
     engine, voice, phonemizer = joe
     assert voice.model.split  # the default: acoustic part + vocoder
-    item = _item(phonemizer)
+    item = dataclasses.replace(_item(phonemizer), whole_request=whole_request)
     whole = engine.synthesize(voice, [item])[0]
     pieces = list(engine.synthesize_stream(voice, item, window))
     hop = voice.model.hop
