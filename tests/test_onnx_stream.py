@@ -44,14 +44,14 @@ def _item(phonemizer: Phonemizer, text: str = SENTENCE, noise: float = 0.0, sid:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("window,whole_request", [(1, False), (16, False), (64, False), (10_000, False),
-                                                  (1, True), (16, True), (64, True)])
-def test_windows_join_to_the_whole_decode(joe, window, whole_request):
-    """A chunk with siblings streams window by window; a one-chunk request's first window
-    renders beside the rest's flow (on the engine's lane thread): both join exactly."""
+@pytest.mark.parametrize("window,leads", [(1, False), (16, False), (64, False), (10_000, False),
+                                          (1, True), (16, True), (64, True)])
+def test_windows_join_to_the_whole_decode(joe, window, leads):
+    """A chunk's first window renders beside the rest's flow (on the engine's lane thread);
+    the first of several chunks renders them one after the other: both join exactly."""
     engine, voice, phonemizer = joe
     assert voice.model.split  # the default: acoustic part + vocoder
-    item = dataclasses.replace(_item(phonemizer), whole_request=whole_request)
+    item = dataclasses.replace(_item(phonemizer), leads_siblings=leads)
     whole = engine.synthesize(voice, [item])[0]
     pieces = list(engine.synthesize_stream(voice, item, window))
     hop = voice.model.hop
@@ -345,3 +345,8 @@ def test_a_chunk_is_a_whole_request_only_when_its_plan_is_one_chunk():
     assert piper_item(chunk(1)).whole_request
     assert not piper_item(chunk(3)).whole_request
     assert not piper_item(chunk(0)).whole_request  # the plan is still being made: siblings may come
+    # Only the first of several leads its siblings (its first audio is the request's).
+    assert piper_item(chunk(3)).leads_siblings and piper_item(chunk(0)).leads_siblings
+    assert not piper_item(chunk(1)).leads_siblings
+    second = dataclasses.replace(chunk(3), seq=1)
+    assert not piper_item(second).leads_siblings and not piper_item(second).whole_request

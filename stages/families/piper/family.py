@@ -62,7 +62,8 @@ class PiperTextFrontend:
 def piper_item(chunk: Chunk) -> SynthesisItem:
     o = chunk.inputs.options
     return SynthesisItem(np.asarray(chunk.inputs.ids, dtype=np.int64), o["noise_scale"], o["length_scale"],
-                         o["noise_w"], o["speaker_id"], chunk.seed, whole_request=chunk.count == 1)
+                         o["noise_w"], o["speaker_id"], chunk.seed, whole_request=chunk.count == 1,
+                         leads_siblings=chunk.seq == 0 and chunk.count != 1)
 
 
 class PiperFamily(Family):

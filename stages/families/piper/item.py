@@ -19,3 +19,6 @@ class SynthesisItem:
     # The request is this one chunk: no other chunk of its own runs beside it on another
     # worker, so a call on several threads may keep them spinning (onnx_engine.py).
     whole_request: bool = False
+    # The first of several chunks: its first audio is the request's, so it renders for the
+    # soonest first window rather than the soonest end (onnx_engine.py).
+    leads_siblings: bool = False

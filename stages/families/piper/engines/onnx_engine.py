@@ -344,11 +344,12 @@ class OnnxEngine(Engine):
         Joined, the pieces equal the whole decode. The first piece comes with the item's
         samples per phoneme id where known; the last is marked.
 
-        A request that is this one item, with several threads to hand, renders its first
-        window (flow and vocoder) on one thread while the rest's flow runs on another: the
-        first window's flow is then no longer paid on top of the rest's (a medium sentence
-        7-15% sooner done, its first audio 8-17 ms later; 2 cores). A chunk with siblings
-        keeps the sooner first audio: its request's other chunks take the other core."""
+        With several threads to hand, the first window (flow and vocoder) renders on one
+        thread while the rest's flow runs on another: the first window's flow is then no
+        longer paid on top of the rest's (a medium sentence 7-15% sooner done, its first
+        audio 8-17 ms later; 2 cores). The first of several chunks keeps the sooner first
+        audio instead: its first audio is the request's, and its siblings take the other
+        core anyway."""
         if window_frames < 1:
             raise EngineError(f"voice {voice.spec.name!r}: window_frames must be positive")
         model = self._model(voice)
@@ -364,7 +365,7 @@ class OnnxEngine(Engine):
         reach = min(total, first_end + model.radius)
         rest: Future[np.ndarray] | None = None  # z on [reach, total), flowed beside the first window
         with self.cores.call() as threads:
-            if threads > 1 and first_end < total and item.whole_request:
+            if threads > 1 and first_end < total and not item.leads_siblings:
                 rest = self._lane_pool().submit(self._flow, voice, z_p, reach, total, item, 1)
                 threads = 1
             z = self._flow(voice, z_p, 0, reach, item, threads)
