@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a local Ray cluster, Serve a
 from ray import serve  # noqa: E402
 
 from voxpipe.daemon.cluster.app import FleetArgs, build_from  # noqa: E402
-from voxpipe.daemon.cluster.local import LocalCluster, free_port  # noqa: E402
+from voxpipe.daemon.cluster.local import LocalCluster, free_port, run_app, start_serve  # noqa: E402
 from voxpipe.daemon.cluster.node_daemon import daemon_pids  # noqa: E402
 from voxpipe.daemon.cluster.voices import write_fleet_voices  # noqa: E402
 from tests.daemon_proc import same_audio  # noqa: E402
@@ -61,11 +61,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     fleet = Fleet(tmp_path_factory.mktemp("fleet"))
     try:
         fleet.cluster.start()
-        serve.start(http_options={"host": "127.0.0.1", "port": fleet.port})
+        start_serve(fleet.port)
         args = FleetArgs.parse({"daemon": fleet.daemon("main"), "replicas": 3, "voices_per_replica": 2,
                                 "replica_resources": {"num_cpus": 0.5}, "max_ongoing_requests": 16,
                                 "affinity_slack": 2})
-        serve.run(build_from(args), name="voxpipe", route_prefix="/")
+        run_app(build_from(args), "voxpipe", "/", fleet.port)
         yield fleet
     finally:
         fleet.cluster.stop()
@@ -249,7 +249,7 @@ def test_a_replica_killed_mid_chunk_with_noise_on_resumes_seamlessly(fleet: Flee
     args = FleetArgs.parse({"daemon": {"engine": "onnx", "workers": 1, "work_root": str(work)}, "replicas": 2,
                             "replica_resources": {"num_cpus": 0.5}, "max_ongoing_requests": 4})
     try:
-        serve.run(build_from(args), name="piper", route_prefix="/piper")
+        run_app(build_from(args), "piper", "/piper", fleet.port)
     except RuntimeError as exc:
         raise AssertionError(f"{exc}\n{serve_log_tail(fleet)}") from None
     try:
@@ -293,7 +293,7 @@ def test_autoscaling_adds_a_replica_under_load(fleet: Fleet) -> None:
                             "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
                                             "upscale_delay_s": 1, "downscale_delay_s": 600}})
     try:
-        serve.run(build_from(args), name="scaling", route_prefix="/scaling")
+        run_app(build_from(args), "scaling", "/scaling", fleet.port)
     except RuntimeError as exc:
         raise AssertionError(f"{exc}\n{serve_log_tail(fleet)}") from None
     try:

@@ -27,10 +27,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def _local(args: argparse.Namespace) -> int:
-    from ray import serve
-
     from voxpipe.daemon.cluster.app import FleetArgs, FleetArgsError, build_from
-    from voxpipe.daemon.cluster.local import LocalCluster, LocalClusterError
+    from voxpipe.daemon.cluster.local import LocalCluster, LocalClusterError, run_app, start_serve
 
     try:
         fleet_args = FleetArgs.parse({"daemon": {"engine": args.engine, "voices_dir": args.voices_dir},
@@ -40,8 +38,8 @@ def _local(args: argparse.Namespace) -> int:
         return 2
     try:
         with LocalCluster(nodes=args.nodes) as cluster:
-            serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-            serve.run(build_from(fleet_args), name="voxpipe", route_prefix="/")
+            start_serve(args.port)
+            run_app(build_from(fleet_args), "voxpipe", "/", args.port)
             print(f"voxpipe fleet: {args.replicas} replicas on {args.nodes} Ray nodes (GCS {cluster.address}); "
                   f"HTTP on http://127.0.0.1:{args.port}; Ctrl-C stops it", file=sys.stderr)
             try:

@@ -3,6 +3,7 @@ nodes started with `ray start`, each with a small CPU count, all in a private te
 folder so that tearing it down touches only its own processes."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,41 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_serve(port: int) -> None:
+    """Serve's HTTP proxy on 127.0.0.1:port, one on the head node only. By default Serve
+    starts a proxy on every node holding a replica, all bound to the same port
+    (SO_REUSEPORT): on one machine the kernel then hands a connection to any of them,
+    including one started a moment ago that has not yet heard of the application's
+    routes and answers 404."""
+    from ray import serve
+
+    serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
+
+
+def run_app(app: Any, name: str, route_prefix: str, port: int, timeout: float = 60.0) -> None:
+    """serve.run, then wait until the proxy routes route_prefix: serve.run returns when the
+    application runs, and the proxy learns its route a moment later."""
+    from ray import serve
+
+    serve.run(app, name=name, route_prefix=route_prefix)
+    wait_for_route(port, route_prefix, timeout)
+
+
+def wait_for_route(port: int, route_prefix: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    seen: Any = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/routes", timeout=5) as reply:
+                seen = json.loads(reply.read())
+            if isinstance(seen, dict) and route_prefix in seen:
+                return
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            seen = exc
+        time.sleep(0.2)
+    raise LocalClusterError(f"Serve's proxy did not route {route_prefix} within {timeout:.0f} s (last: {seen!r})")
 
 
 def keep_on_loopback() -> None:

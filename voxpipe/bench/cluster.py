@@ -261,11 +261,11 @@ class Fleet:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "Fleet":
-        from ray import serve
+        from voxpipe.daemon.cluster.local import start_serve
 
         self.cluster.start()
         try:
-            serve.start(http_options={"host": "127.0.0.1", "port": self.port})
+            start_serve(self.port)
         except BaseException:
             self.cluster.stop()
             raise
@@ -275,13 +275,14 @@ class Fleet:
                affinity_slack: int = DEFAULT_AFFINITY_SLACK) -> None:
         from ray import serve
         from voxpipe.daemon.cluster.app import FleetArgs, build_from
+        from voxpipe.daemon.cluster.local import run_app
 
         args = FleetArgs.parse({"daemon": self.daemon, "replicas": replicas, "routing": routing,
                                 "voices_per_replica": voices_per_replica, "max_ongoing_requests": max_ongoing,
                                 "affinity_slack": affinity_slack})
         if "voxpipe" in serve.status().applications:
             serve.delete("voxpipe")  # fresh replicas: no voice held from the run before
-        serve.run(build_from(args), name="voxpipe", route_prefix="/")
+        run_app(build_from(args), "voxpipe", "/", self.port)
 
     def __exit__(self, *exc: Any) -> None:
         self.cluster.stop()
