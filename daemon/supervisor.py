@@ -396,10 +396,13 @@ class Supervisor:
             self._send("frontend", WorkerLost(stage.name))
             self._send("merger", ProducerLost(stage.name, dead_pid))
         elif stage.args.role == "merger":
-            self._send("frontend", MergerLost(self.layout.MERGER_POOL, dead_pid))
+            generation = stage.args.merger_generation + 1
+            for other in self.stages.values():  # a stage started from now on knows it from the start
+                other.args.merger_generation = generation
+            self._send("frontend", MergerLost(self.layout.MERGER_POOL, dead_pid, generation))
             for name, other in self.stages.items():  # their chunks streamed in parts start over
                 if other.args.role == "worker":
-                    self._send(name, MergerLost(self.layout.MERGER_POOL, dead_pid))
+                    self._send(name, MergerLost(self.layout.MERGER_POOL, dead_pid, generation))
         quick = now - stage.started < 5.0
         stage.restart_at = now + (min(5.0, 0.2 * 2 ** min(stage.restarts, 5)) if quick else 0.0)
         self.notifier.send(f"STATUS=restarting {stage.name}: {why}")

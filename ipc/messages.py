@@ -308,6 +308,10 @@ class ChunkDone:
     ok: bool
     code: str = ""
     message: str = ""
+    # The merger restarts the worker knew of when it sent this (MergerLost.generation): a
+    # chunk reported done before the worker heard of the latest restart may have sent
+    # its audio, or part of it, to the merger that died.
+    merger_generation: int = 0
 
 
 @dataclass
@@ -410,6 +414,7 @@ class MergerLost:
     TAG: ClassVar[int] = 58
     pool: str
     pid: int
+    generation: int = 0  # how many times the merger has been replaced, this time included
 
 
 CONTROL_MESSAGES: tuple[type, ...] = (Stop, Drain, Rescan, Reset, WorkerLost, ProducerLost, MergerLost)

@@ -33,6 +33,7 @@ class StageArgs:
     env: dict[str, str] = field(default_factory=dict)
     device: str = "cpu"
     preload: list[str] = field(default_factory=list)  # voices a worker loads before it is ready
+    merger_generation: int = 0  # merger restarts so far (MergerLost.generation), for a stage started late
 
 
 class StageRuntime:

@@ -3,6 +3,8 @@ engines' per-phoneme durations, the runners' pieces and the merger's placement a
 crossfades."""
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +103,7 @@ def test_engines_give_durations_that_add_up_to_the_audio(tmp_path, engine_name):
     assert float(durations.sum()) == pytest.approx(len(audio))
     streamed = list(engine.synthesize_stream_timed(voice, piper_item(chunk), 4))
     assert streamed[0].per_id is not None and all(p.per_id is None for p in streamed[1:])
+    assert [p.last for p in streamed] == [False] * (len(streamed) - 1) + [True]
     np.testing.assert_allclose(streamed[0].per_id, durations)
 
     for stream_frames in (0, 4):
@@ -114,10 +117,26 @@ def test_engines_give_durations_that_add_up_to_the_audio(tmp_path, engine_name):
         assert [w.text for w in words] == text_words(text)
         _check_spans(words, total)
         assert words[0].start > 0 or words[-1].end < total or total == 0  # real durations, not a flat spread
-        # A streamed chunk ends with an empty last part after its windows.
+        # The engine marks its last window: the chunk ends with audio, not an empty part after it.
         assert [p.last for p in pieces] == [False] * (len(pieces) - 1) + [True]
-        if stream_frames:
-            assert len(pieces) > 2 and not len(pieces[-1].audio) and all(len(p.audio) for p in pieces[:-1])
+        assert all(len(p.audio) for p in pieces) and (len(pieces) > 1) == bool(stream_frames)
+
+    class Unmarked(type(engine)):  # type: ignore[misc]
+        """Streams the same windows without saying which is the last."""
+
+        def synthesize_stream_timed(self, voice, item, window_frames):
+            for piece in super().synthesize_stream_timed(voice, item, window_frames):
+                yield dataclasses.replace(piece, last=False)
+
+    unmarked = Unmarked(EngineSettings(options=options))
+    runner = BatchRunner(unmarked, RunnerSettings(stream_frames=4), piper_item, chunk_word_spans)
+    runner.admit(unmarked.load_voice(spec), _chunk(text, ids, extras, stream=True))
+    pieces = []
+    while len(runner):
+        pieces += runner.step(0.0).pieces
+    assert pieces[-1].last and not len(pieces[-1].audio)  # the stream's end ends the chunk
+    assert not any(p.last for p in pieces[:-1])
+    assert [w.text for p in pieces for w in p.words] == text_words(text)
 
 
 def test_merger_places_words_across_crossfades():

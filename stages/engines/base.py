@@ -31,6 +31,9 @@ class StreamPiece:
 
     audio: np.ndarray
     per_id: np.ndarray | None = None  # samples per input id, on the first piece where the engine knows them
+    # The item's last piece. An engine that knows it says so, so the piece goes out as the
+    # chunk's end; one that cannot tell ends its stream instead (an empty last part follows).
+    last: bool = False
 
 
 @dataclass
@@ -94,7 +97,8 @@ class Engine(abc.ABC):
 
     def synthesize_stream_timed(self, voice: LoadedVoice, item: Any, window_frames: int) -> Iterator[StreamPiece]:
         """`synthesize_stream`'s pieces, the first with the item's samples per input id
-        where the engine knows them (see synthesize_timed)."""
+        where the engine knows them (see synthesize_timed), the last marked where the
+        engine knows it."""
         for audio in self.synthesize_stream(voice, item, window_frames):
             yield StreamPiece(audio)
 

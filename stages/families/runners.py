@@ -160,9 +160,8 @@ class BatchRunner(Runner):
         return [] if self.word_timer is None else self.word_timer(chunk, durations, total)
 
     def _window_step(self) -> StepResult:
-        """One window of the first streamed chunk; an empty last part marks its end. (Ending
-        the chunk with its last window instead, where the engine knows it, broke recovery
-        from a merger restart mid-request: tests/test_recovery.py.)"""
+        """One window of the first streamed chunk. The engine marks its last window, which
+        then ends the chunk; where it cannot tell, an empty last part follows its stream."""
         result = StepResult()
         window = self.windows[0]
         if window.pieces is None:
@@ -176,7 +175,7 @@ class BatchRunner(Runner):
             result.failed.append((window.chunk, "engine_error", str(exc)))
             return result
         audio = np.zeros(0, np.float32) if piece is None else piece.audio
-        last = piece is None
+        last = piece is None or piece.last
         if last:
             self.windows.pop(0)
         if len(audio) and self.level is not None:

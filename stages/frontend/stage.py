@@ -103,6 +103,7 @@ class Frontend:
         self.metrics = recorder()
         self.recent = RecentWindow(60.0)  # throughput and latency for `voxpipe status`
         self.voice_usage: dict[str, int] = {}  # accepted requests per voice, for preloading
+        self.merger_generation = args.merger_generation  # merger restarts heard of (see ChunkDone)
 
     # ---- loop ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -378,6 +379,13 @@ class Frontend:
             # frontend made before (the resent request's plan may not reach that far yet).
             return
         active = self.active.get(done.request_id)
+        if active is not None and done.ok and done.merger_generation < self.merger_generation:
+            # Sent before its worker heard that the merger died (MergerLost reached this
+            # frontend first): its audio may have gone, all or in part, to the dead merger,
+            # and the restart's reruns did not count it done. Run it again; audio that did
+            # reach the new merger makes the rerun a duplicate there. Not an attempt.
+            self.scheduler.submit([chunk])
+            return None
         if active is not None and done.ok:
             return self._advance(done.request_id, lambda: active.progress.chunk_done(done.seq, worker))
         if done.ok or chunk is None or active is None or done.code == "cancelled":
@@ -484,6 +492,7 @@ class Frontend:
                 self._retry(chunk, "its worker died")
             self._rerun_unmerged_chunks_of(control.worker)
         elif isinstance(control, MergerLost):
+            self.merger_generation = max(self.merger_generation, control.generation)
             self._drain_merger()  # every fragment the old merger sent, first
             self.fragment_pool.reclaim_owner(control.pid, set())
             self._rerun_merged_chunks()

@@ -190,7 +190,8 @@ class Merger:
             ready = np.concatenate([state.carry, *pieces])
             if not done:
                 # One sample waits for the next fragment, so the last fragment always has
-                # audio to carry the words that come with a chunk's last (empty) window.
+                # audio to carry the words that come with a chunk's last window (empty
+                # where the engine could not tell its last).
                 ready, state.carry = ready[:-1], ready[-1:]
             if len(ready) and not self._emit(request_id, state, ready):
                 return

@@ -77,6 +77,7 @@ class Worker:
         self.merger = sockets.make_socket(runtime.ctx, zmq.PUSH)
         self.merger.connect(args.layout.merger_endpoint)
         self.queue = ChunkQueue()  # chunks no runner has taken yet
+        self.merger_generation = args.merger_generation  # merger restarts heard of (see ChunkDone)
         self.chunks_done = 0
         self.batches = self.batch_items = self.last_batch_size = self.oom_events = 0
         self.engine_cpu_s = 0.0  # CPU time inside runner steps: the rest of the daemon's is overhead
@@ -161,6 +162,7 @@ class Worker:
         elif isinstance(message, MergerLost):
             # Parts already sent went to the dead merger: every chunk in a runner starts
             # over from its first part (seeded, so its audio is the same).
+            self.merger_generation = max(self.merger_generation, message.generation)
             for lane in self.lanes:
                 for chunk in lane.runner.clear():
                     self.queue.push(chunk)
@@ -256,7 +258,7 @@ class Worker:
 
     def _done(self, chunk: Chunk, ok: bool, code: str = "", message: str = "") -> None:
         self.chunks_done += 1
-        sockets.send(self.frontend, ChunkDone(chunk.request_id, chunk.seq, ok, code, message))
+        sockets.send(self.frontend, ChunkDone(chunk.request_id, chunk.seq, ok, code, message, self.merger_generation))
 
     def _stats(self) -> dict:
         queued = len(self.queue) + sum(lane.runner.stats().get("queued", 0) for lane in self.lanes)

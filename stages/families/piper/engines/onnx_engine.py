@@ -342,7 +342,7 @@ class OnnxEngine(Engine):
         frames (the flow over that window and its context only), then wider windows
         (stages/families/piper/engines/windows.py) from one flow call over the rest.
         Joined, the pieces equal the whole decode. The first piece comes with the item's
-        samples per phoneme id where known.
+        samples per phoneme id where known; the last is marked.
 
         With several threads to hand, the first window (flow and vocoder) renders on one
         thread while the rest's flow runs on another: the first window's flow is then no
@@ -355,7 +355,7 @@ class OnnxEngine(Engine):
         model = self._model(voice)
         if not model.split:
             audio, durations = self.synthesize_timed(voice, [item])[0]
-            yield StreamPiece(audio, durations)
+            yield StreamPiece(audio, durations, last=True)
             return
         with self.cores.call() as threads:
             z_p, total, durations = self._prior(voice, item, threads)
@@ -370,7 +370,7 @@ class OnnxEngine(Engine):
                 threads = 1
             z = self._flow(voice, z_p, 0, reach, item, threads)
             piece = self._vocode(voice, z, 0, reach, 0, first_end, item, threads)
-        yield StreamPiece(piece, durations)
+        yield StreamPiece(piece, durations, last=first_end == total)
         if first_end == total:
             return
         start = max(0, first_end - model.radius)  # z from here on: the rest's first window reads this far back
@@ -382,7 +382,7 @@ class OnnxEngine(Engine):
         for lo, hi in windows[1:]:
             with self.cores.call() as threads:
                 piece = self._vocode(voice, z, start, total, lo, hi, item, threads)
-            yield StreamPiece(piece)
+            yield StreamPiece(piece, last=hi == total)
 
     def _lane_pool(self) -> ThreadPoolExecutor:
         """Threads beside the caller's own for one-thread calls side by side: a vocoder

@@ -32,6 +32,7 @@ from voxpipe.stages.families.piper.spec import piper_settings  # noqa: E402
 from voxpipe.stages.families.piper.vits.cuda_graphs import GraphedVocoder, Replay, StaticInputs, VocodeFn  # noqa: E402
 from voxpipe.stages.families.piper.vits.load import load_piper_onnx  # noqa: E402
 from voxpipe.stages.families.piper.vits.model import VitsModel, bucket_length  # noqa: E402
+from voxpipe.stages.families.piper.engines.windows import stream_windows  # noqa: E402
 from voxpipe.stages.families.piper.vits.stream import decode_windows  # noqa: E402
 from voxpipe.stages.voices import VoiceSpec  # noqa: E402
 
@@ -214,7 +215,7 @@ class TorchEngine(Engine):
 
     def synthesize_stream_timed(self, voice: LoadedVoice, item: SynthesisItem,
                                 window_frames: int = 64) -> Iterator[StreamPiece]:
-        """`synthesize_stream`'s pieces, the first with the samples per phoneme id."""
+        """`synthesize_stream`'s pieces, the first with the samples per phoneme id, the last marked."""
         model = self._model(voice)
         inputs = self._inputs(voice, model, [item])
         try:
@@ -225,13 +226,11 @@ class TorchEngine(Engine):
                 per_id: np.ndarray | None = (durations[0, :len(item.phoneme_ids)].float().cpu().numpy()
                                              .astype(np.float64) * model.hop_length)
                 pieces = decode_windows(model, z[:, :, :int(frames[0])], window_frames, sid=inputs["sid"])
-            while True:
+            count = len(stream_windows(int(frames[0]), window_frames))
+            for index in range(count):
                 with torch.inference_mode():
-                    piece = next(pieces, None)
-                    if piece is None:
-                        return
-                    out = piece.float().cpu().numpy()
-                yield StreamPiece(np.ascontiguousarray(out, dtype=np.float32), per_id)
+                    out = next(pieces).float().cpu().numpy()
+                yield StreamPiece(np.ascontiguousarray(out, dtype=np.float32), per_id, last=index == count - 1)
                 per_id = None
         except RuntimeError as exc:
             self._fail(voice, exc)
