@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from voxpipe.stages.engines.base import EngineSettings  # noqa: E402
+from voxpipe.stages.engines.signal_quality import snr_db  # noqa: E402
 from voxpipe.stages.families.gpt_sovits import precision  # noqa: E402
 from voxpipe.stages.families.gpt_sovits.decoder.int8 import int8_available  # noqa: E402
 from voxpipe.stages.families.gpt_sovits.decoder.static_decoder import StaticDecoder  # noqa: E402
@@ -99,8 +100,8 @@ def test_bf16_vocoder_stays_within_its_bound(model):
         synth.set_vocoder_precision("fp32")
     assert synth.vocoder_half is None
     assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
-    assert precision.snr_db(fp32, bf16) >= precision.MIN_RENDERER_SNR_DB
-    assert precision.snr_db(fp32, fp32) == float("inf")
+    assert snr_db(fp32, bf16) >= precision.MIN_RENDERER_SNR_DB
+    assert snr_db(fp32, fp32) == float("inf")
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from voxpipe.config import Config, ConfigError, load_config, validate  # noqa: E
 from voxpipe.stages.families.piper import noise  # noqa: E402
 from voxpipe.stages.families.piper.engines import create_engine, quantize  # noqa: E402
 from voxpipe.stages.engines.base import EngineSettings  # noqa: E402
+from voxpipe.stages.engines.signal_quality import snr_db  # noqa: E402
 from voxpipe.stages.families.piper.item import SynthesisItem
 from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice  # noqa: E402
 from voxpipe.stages.families.piper.phonemize import Phonemizer  # noqa: E402
@@ -68,12 +69,14 @@ def _audio(session, ids: np.ndarray, sid: int | None = None) -> np.ndarray:
 def test_snr_of_a_known_signal():
     t = np.arange(16000) / 16000.0
     reference = np.sin(2 * np.pi * 220 * t).astype(np.float32)
-    assert quantize.snr_db(reference, reference * 1.1) == pytest.approx(20.0, abs=1e-4)  # error = 0.1 * signal
+    assert snr_db(reference, reference * 1.1) == pytest.approx(20.0, abs=1e-4)  # error = 0.1 * signal
     noise = np.where(np.arange(t.size) % 2, 0.01, -0.01)  # power 1e-4 against the sine's 0.5
-    assert quantize.snr_db(reference, reference + noise) == pytest.approx(10 * np.log10(0.5 / 1e-4), abs=0.01)
-    assert quantize.snr_db(reference, reference) == float("inf")
+    assert snr_db(reference, reference + noise) == pytest.approx(10 * np.log10(0.5 / 1e-4), abs=0.01)
+    assert snr_db(reference, reference) == float("inf")
     with pytest.raises(ValueError, match="lengths differ"):
-        quantize.snr_db(reference, reference[:-1])
+        snr_db(reference, reference[:-1])
+    assert snr_db(reference, np.concatenate([reference, [1.0]]), trim=True) == float("inf")  # the common start
+    assert snr_db(np.zeros(4), np.ones(4)) == float("-inf")  # a silent reference
 
 
 @pytest.mark.slow
@@ -109,7 +112,7 @@ def test_int8_model_keeps_the_float_length(voices, static_cache, tmp_path, metho
     for sid in (0, 2):
         reference, test = _audio(float_session, ids, sid), _audio(int8_session, ids, sid)
         assert len(test) == len(reference) > 0
-        snr = quantize.snr_db(reference, test)
+        snr = snr_db(reference, test)
         assert np.isfinite(snr) and snr > 0  # changed, but still the same audio
 
 
@@ -168,7 +171,7 @@ def test_engine_int8_option(voices, static_cache, caplog):
         item = SynthesisItem(phonemizer.text_to_ids(text), 0.0, 1.0, 0.0, speaker_id=0)
         reference, audio = fp32.synthesize(float_voice, [item])[0], engine.synthesize(voice, [item])[0]
         assert len(audio) == len(reference)
-    assert quantize.snr_db(reference, audio) == pytest.approx(snr, abs=1e-3)  # the recorded figure is the probe's
+    assert snr_db(reference, audio) == pytest.approx(snr, abs=1e-3)  # the recorded figure is the probe's
     stamps = [f.stat().st_mtime_ns for f in (model, model.with_suffix(".json"))]
     engine.load_voice(spec)  # warm: the cached model and its measured error are reused
     assert [f.stat().st_mtime_ns for f in (model, model.with_suffix(".json"))] == stamps

@@ -14,7 +14,8 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
 from voxpipe.stages.engines.base import EngineSettings  # noqa: E402
-from voxpipe.stages.families.piper.engines import create_engine, onnx_seeded, quantize  # noqa: E402
+from voxpipe.stages.engines.signal_quality import snr_db  # noqa: E402
+from voxpipe.stages.families.piper.engines import create_engine, onnx_seeded  # noqa: E402
 from voxpipe.stages.families.piper.item import SynthesisItem  # noqa: E402
 from voxpipe.stages.families.piper.phonemize import Phonemizer  # noqa: E402
 from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice  # noqa: E402
@@ -109,4 +110,4 @@ def test_int8_replays_a_seed_bitwise(tiny, caplog):
     float_engine = _engine(options, split=False)
     reference = float_engine.synthesize(float_engine.load_voice(spec), [item])[0]
     assert first.shape == reference.shape  # the durations are float's: only the vocoder is int8
-    assert quantize.snr_db(reference, first) > 0
+    assert snr_db(reference, first) > 0

@@ -15,9 +15,10 @@ pytest.importorskip("onnxruntime")
 
 from voxpipe.config import ConfigError, load_config  # noqa: E402
 from voxpipe.stages.engines.base import EngineSettings  # noqa: E402
+from voxpipe.stages.engines.signal_quality import snr_db  # noqa: E402
 from voxpipe.stages.families.piper.engines import create_engine, vocoder_precision  # noqa: E402
 from voxpipe.stages.families.piper.engines.vocoder_precision import (  # noqa: E402
-    MIN_SNR_DB, VocoderPrecisionError, choose, snr_db)
+    MIN_SNR_DB, VocoderPrecisionError, choose)
 from voxpipe.stages.families.piper.item import SynthesisItem  # noqa: E402
 from voxpipe.stages.families.piper.phonemize import Phonemizer  # noqa: E402
 from voxpipe.stages.families.piper.vits.random_voice import write_random_piper_voice  # noqa: E402

@@ -22,6 +22,7 @@ import numpy as np
 
 from voxpipe.stages.families.piper.engines import create_engine, quantize
 from voxpipe.stages.engines.base import Engine, EngineSettings, LoadedVoice
+from voxpipe.stages.engines.signal_quality import snr_db
 from voxpipe.stages.families.piper.item import SynthesisItem
 from voxpipe.stages.families.piper.phonemize import Phonemizer
 from voxpipe.stages.voices import VoiceCatalog
@@ -85,7 +86,7 @@ def measure(texts: list[BenchText], voice_name: str, voices_dir: Path | None, me
             same = len(audio[method]) == len(ref)
             rows.append(Row(method, bench.cls, bench.text, len(item.phoneme_ids), len(ref) / spec.sample_rate,
                             statistics.median(times["fp32"]), statistics.median(times[method]),
-                            quantize.snr_db(ref, audio[method]) if same else None, (len(ref), len(audio[method]))))
+                            snr_db(ref, audio[method]) if same else None, (len(ref), len(audio[method]))))
         notes = "  ".join(f"{r.method} {_snr(r.snr_db)} dB ×{r.fp32_s / r.int8_s:.2f}" for r in rows[-len(methods):])
         say(f"[{n}/{len(texts)}] {bench.cls:8} {len(item.phoneme_ids):4} ids  {notes}")
     return rows, sizes

@@ -30,7 +30,9 @@ import numpy as np
 import torch
 
 from voxpipe.bench.texts import DEFAULT_TEXTS_DIR, LONGFORM, BenchText, load_classes, load_longform
-from voxpipe.stages.families.gpt_sovits.precision import MIN_RENDERER_SNR_DB, cpu_flags, cpu_model, snr_db
+from voxpipe.stages.engines.machine import cpu_flags, cpu_model
+from voxpipe.stages.engines.signal_quality import snr_db
+from voxpipe.stages.families.gpt_sovits.precision import MIN_RENDERER_SNR_DB
 from voxpipe.stages.families.piper.item import SynthesisItem
 from voxpipe.stages.families.piper.phonemize import Phonemizer
 from voxpipe.stages.families.piper.spec import bundled_voice
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             reference, base_s = renderers.render("fp32", z, ids)
             for name in args.precisions:
                 audio, seconds = renderers.render(name, z, ids)
-                rows.append((text.cls, text.text, name, snr_db(reference, audio),
+                rows.append((text.cls, text.text, name, snr_db(reference, audio, trim=True),
                              log_mel_distance(reference, audio, rate), seconds / base_s))
             print(f"[{k}/{len(texts)}] {text.cls:9} " + "  ".join(
                 f"{r[2]} {r[3]:5.1f} dB {r[4]:.3f} dB-mel {r[5]:.2f}x time" for r in rows[-len(args.precisions):]),

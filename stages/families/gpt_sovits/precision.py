@@ -37,6 +37,7 @@ import torch
 from voxpipe.stages.engines import choice_cache
 from voxpipe.stages.engines.busy_board import usable_cores
 from voxpipe.stages.engines.machine import BF16_FLAGS, PROBE_FLAGS, cpu_flags, cpu_model
+from voxpipe.stages.engines.signal_quality import snr_db
 from voxpipe.stages.families.gpt_sovits.voice_config import PRECISIONS
 
 AUTO = "auto"
@@ -337,17 +338,9 @@ def _render(model: Any, precision: str) -> tuple[float, np.ndarray]:
 
 
 def _close_audio(reference: np.ndarray, audio: np.ndarray) -> tuple[bool, str]:
-    snr = snr_db(reference, audio)
+    snr = snr_db(reference, audio, trim=True)
     if snr >= MIN_RENDERER_SNR_DB:
         return True, f"{snr:.1f} dB"
     return False, f"{snr:.1f} dB SNR, under {MIN_RENDERER_SNR_DB:g}"
 
 
-def snr_db(reference: np.ndarray, other: np.ndarray) -> float:
-    """Signal-to-noise ratio of `other` against `reference`, in dB (inf when equal)."""
-    n = min(len(reference), len(other))
-    error = float(np.sum((reference[:n].astype(np.float64) - other[:n]) ** 2))
-    power = float(np.sum(reference[:n].astype(np.float64) ** 2))
-    if error == 0:
-        return float("inf")
-    return 10.0 * float(np.log10(max(power, 1e-30) / error))

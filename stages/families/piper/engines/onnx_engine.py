@@ -51,6 +51,7 @@ from voxpipe.stages.engines.base import Engine, EngineError, EngineSettings, Loa
 from voxpipe.stages.families.piper.item import SynthesisItem
 from voxpipe.stages.families.piper.noise import concrete_seed
 from voxpipe.stages.engines.busy_board import CoreShare
+from voxpipe.stages.engines.signal_quality import snr_db
 from voxpipe.stages.families.piper.phonemize import PhonemizeError
 from voxpipe.stages.families.piper.spec import piper_settings
 from voxpipe.stages.voices import VoiceSpec
@@ -294,7 +295,7 @@ class OnnxEngine(Engine):
         ids = Phonemizer(voice.spec).text_to_ids(quantize.PROBE_TEXT)
         item = SynthesisItem(ids, 0.0, piper_settings(voice.spec).length_scale, 0.0)
         reference, test = self._raw(float_voice, item), self._raw(voice, item)
-        return quantize.snr_db(reference, test) if len(reference) == len(test) else float("-inf")
+        return snr_db(reference, test) if len(reference) == len(test) else float("-inf")
 
     def warm_up(self, voice: LoadedVoice) -> None:
         """Run every session once (a call gets the one for the cores free then, and each

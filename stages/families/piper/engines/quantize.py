@@ -83,22 +83,6 @@ def decoder_nodes(model: onnx.ModelProto) -> list[str]:
     return found
 
 
-def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-noise ratio of `test` against `reference` in dB; inf when identical.
-    Lengths must match: a shifted signal's error says nothing about quantization."""
-    ref = np.asarray(reference, dtype=np.float64).reshape(-1)
-    out = np.asarray(test, dtype=np.float64).reshape(-1)
-    if ref.shape != out.shape:
-        raise ValueError(f"lengths differ: {ref.size} vs {out.size} samples")
-    noise = float(np.sum((ref - out) ** 2))
-    signal = float(np.sum(ref ** 2))
-    if noise == 0.0:
-        return float("inf")
-    if signal == 0.0:
-        return float("-inf")
-    return 10.0 * float(np.log10(signal / noise))
-
-
 def default_cache_dir() -> Path:
     """$XDG_CACHE_HOME/voxpipe/int8 (the systemd unit points XDG_CACHE_HOME at its CacheDirectory)."""
     base = os.environ.get("XDG_CACHE_HOME")

@@ -29,6 +29,7 @@ import numpy as np
 from voxpipe.stages.engines import choice_cache
 from voxpipe.stages.engines.busy_board import usable_cores
 from voxpipe.stages.engines.machine import BF16_FLAGS, PROBE_FLAGS, cpu_flags, cpu_model
+from voxpipe.stages.engines.signal_quality import snr_db
 
 AUTO = "auto"
 CHOICES = ("fp32", "bf16")
@@ -135,7 +136,7 @@ def _probe(renderer: Callable[[str], Render]) -> tuple[str, str]:
         if reference is None:
             reference, results[candidate] = audio, (seconds, True, "")
             continue
-        snr = snr_db(reference, audio)
+        snr = snr_db(reference, audio) if len(audio) == len(reference) else float("-inf")
         within = snr >= MIN_SNR_DB
         results[candidate] = (seconds, within, f"{snr:.1f} dB" + ("" if within else f", under {MIN_SNR_DB:g}"))
     fp32_s = results["fp32"][0]
@@ -146,17 +147,6 @@ def _probe(renderer: Callable[[str], Render]) -> tuple[str, str]:
     note = "vocoder: " + ", ".join(f"{c} {s * 1000:.0f} ms" + (f" ({why})" if why else "")
                                    for c, (s, _, why) in results.items()) + f" -> {best}"
     return best, note
-
-
-def snr_db(reference: np.ndarray, other: np.ndarray) -> float:
-    """Signal-to-noise ratio of `other` against `reference`, in dB (inf when equal, -inf
-    when their lengths differ)."""
-    if len(reference) != len(other):
-        return float("-inf")
-    error = float(np.sum((reference.astype(np.float64) - other) ** 2))
-    if error == 0:
-        return float("inf")
-    return 10.0 * float(np.log10(max(float(np.sum(reference.astype(np.float64) ** 2)), 1e-30) / error))
 
 
 class TorchVocoder:
