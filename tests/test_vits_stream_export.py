@@ -11,7 +11,8 @@ pytest.importorskip("onnx")
 pytestmark = [pytest.mark.slow]  # graph exports and decodes
 
 from voxpipe.stages.families.piper import noise  # noqa: E402
-from voxpipe.stages.families.piper.vits.export import export_flow, export_prior, export_vocoder  # noqa: E402
+from voxpipe.stages.families.piper.vits.export import (export_flow, export_prior,  # noqa: E402
+                                                     export_single_vocoder, export_vocoder)
 from voxpipe.stages.families.piper.vits.load import load_piper_onnx  # noqa: E402
 from voxpipe.stages.families.piper.vits.random_voice import random_model, tiny_config  # noqa: E402
 from voxpipe.stages.engines.receptive_field import receptive_radius  # noqa: E402
@@ -78,6 +79,46 @@ def test_stream_with_speaker_and_resblock1():
         full = model.vocode(z, sid=sid)[0]
         joined = torch.cat(list(decode_windows(model, z, 9, sid=sid)))
     assert (joined - full).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("frames", [1, 7, 70])
+def test_last_stage_on_halves_equals_one_row(joe_model, frames):
+    """The last stage on each row's two halves, each with the margin that reaches it,
+    renders what the row renders whole."""
+    z = torch.randn(2, joe_model.cfg.inter_channels, frames, generator=torch.Generator().manual_seed(frames))
+    with torch.inference_mode():
+        whole = joe_model.dec(z, rows=True)
+        halves = joe_model.dec(z, rows=True, halves=True)
+    assert halves.shape == whole.shape == (2, 1, frames * joe_model.hop_length)
+    assert (halves - whole).abs().max().item() <= 1e-5
+
+
+def test_halves_with_too_little_margin_would_show(joe_model, monkeypatch):
+    # Guards the test above: halves cut with less margin than reaches them do differ.
+    from voxpipe.stages.families.piper.vits import model as vits_model
+
+    monkeypatch.setattr(vits_model, "tail_reach", lambda dec: 8)
+    z = torch.randn(1, joe_model.cfg.inter_channels, 40, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        assert (joe_model.dec(z, rows=True, halves=True) - joe_model.dec(z, rows=True)).abs().max().item() > 1e-3
+
+
+def test_halves_with_speaker_and_resblock1_and_odd_hop():
+    # Another block type, a speaker embedding and an odd hop (the first half takes the odd sample).
+    cfg = tiny_config(num_speakers=2)
+    cfg = type(cfg)(**{**cfg.__dict__, "resblock": "1", "resblock_kernel_sizes": (3, 7),
+                       "resblock_dilation_sizes": ((1, 3, 5), (1, 3, 5)), "upsample_rates": (3, 5, 3),
+                       "upsample_kernel_sizes": (7, 11, 7)})
+    model = random_model(cfg, seed=6)
+    sid = torch.tensor([1])
+    for frames in (1, 2, 9, 31):
+        z = torch.randn(1, cfg.inter_channels, frames, generator=torch.Generator().manual_seed(frames))
+        with torch.inference_mode():
+            g = model.speaker(sid, 1, z.device)
+            whole = model.dec(z, g=g, rows=True)
+            halves = model.dec(z, g=g, rows=True, halves=True)
+        assert halves.shape == whole.shape == (1, 1, frames * 45)
+        assert (halves - whole).abs().max().item() <= 1e-5
 
 
 @pytest.fixture(scope="module", params=[1, 3], ids=["single", "multi"])
@@ -169,3 +210,20 @@ def test_exported_acoustic_takes_its_noise_as_inputs(exported):
     assert other.shape != first.shape or not np.allclose(first, other)
     narrow, narrow_frames = run(5, frames - 3)
     assert narrow_frames == frames and not np.array_equal(narrow, first)
+
+
+def test_exported_single_vocoder_matches_torch(exported, tmp_path):
+    """The engine's vocoder graph (2-D, its last stage on half-rows) at row counts and
+    lengths other than the ones traced, against torch's plain decode."""
+    model = exported[0]
+    multi = model.cfg.n_speakers > 1
+    session = ort.InferenceSession(str(export_single_vocoder(model, tmp_path / "v.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    sid = np.array([model.cfg.n_speakers - 1], dtype=np.int64)
+    for rows, frames in ((1, 1), (3, 37)):
+        z = np.random.default_rng(frames).standard_normal((rows, model.cfg.inter_channels, frames)).astype(np.float32)
+        audio = session.run(None, {"z": z, **({"sid": sid} if multi else {})})[0]
+        with torch.inference_mode():
+            expected = model.vocode(torch.from_numpy(z), sid=torch.from_numpy(sid).repeat(rows) if multi else None)
+        assert audio.shape == (rows, frames * model.hop_length)
+        assert np.abs(audio - expected.numpy()).max() <= 1e-4

@@ -39,6 +39,14 @@ def receptive_radius(dec: nn.Module) -> int:
     return math.ceil(reach) + 1  # +1: window edges fall between the samples of a frame
 
 
+def tail_reach(dec: nn.Module) -> int:
+    """Output samples either side that reach an output sample through the generator's last
+    stage after its upsampling (its residual blocks, then conv_post)."""
+    n = dec.num_kernels
+    last = len(dec.ups) - 1
+    return max(_block_reach(block) for block in dec.resblocks[last * n:(last + 1) * n]) + _reach(dec.conv_post)
+
+
 def flow_radius(flow: nn.Module) -> int:
     """Latent frames either side that can change a frame of a VITS flow's output: each
     coupling layer's WaveNet stack reads its convolutions' reach one after another, and

@@ -35,3 +35,19 @@ def channels_last_weights(module: nn.Module) -> None:
     for conv in module.modules():
         if isinstance(conv, (nn.Conv1d, nn.ConvTranspose1d)):
             conv.weight.data = conv.weight.data.unsqueeze(2).contiguous(memory_format=torch.channels_last).squeeze(2)
+
+
+def split_halves(x: Tensor, margin: int) -> Tensor:
+    """[B, C, 1, L] -> [B, C, 2, W]: the signal's first and second half (the first takes the
+    odd sample) as two rows, each with up to `margin` samples of the other beside it
+    (W = min(L, ceil(L/2) + margin), both rows the whole signal where it is that short).
+    Negative starts, not computed ones, so an ONNX export keeps L dynamic."""
+    half = (x.shape[-1] + 1) // 2
+    return torch.cat([x[..., :half + margin], x[..., -(half + margin):]], dim=2)
+
+
+def join_halves(x: Tensor, length: int) -> Tensor:
+    """The inverse of split_halves: [B, C, 2, W] -> [B, C, 1, length], each row's margin
+    (where the cut's zero padding reached) dropped."""
+    half = (length + 1) // 2
+    return torch.cat([x[:, :, :1, :half], x[:, :, 1:, -(length - half):]], dim=3)

@@ -15,10 +15,10 @@ is there twice: its threads sleep between operators, or they spin (and stop at t
 each call). Spinning saves a thread's wake-up at each of the prior's and flow's ~1,000
 small operators (a one-chunk request 10-15% faster on 2 cores), but a spinning thread
 takes the core of a worker that starts meanwhile, as a request's other chunks do: only a
-request that is one chunk (SynthesisItem.whole_request) spins. The vocoder is there
-twice: 1-D, for a narrow window on several threads, and 2-D (onnxruntime's blocked
-convolutions, 1.2x faster on one thread, no faster on two), for one-thread calls and for
-a wide window on several threads, cut into rows that run side by side, one per thread.
+request that is one chunk (SynthesisItem.whole_request) spins. The vocoder's graph is
+2-D (onnxruntime's blocked convolutions) with its last stage on two half-rows, so a call
+shares all of its work among threads; a wide window on several threads is cut into
+rows that run side by side instead, one call per thread (windows.py, row_count).
 
 Noise: every graph takes its noise as inputs, drawn from the chunk's seed, so a chunk
 renders the same audio every time, and the same on the split graphs, the one-piece graph
@@ -99,8 +99,7 @@ class OnnxVoice:
     whole: Graph | None = None
     prior: Graph | None = None
     flow: Graph | None = None
-    vocoder: Graph | None = None
-    vocoder_rows: Graph | None = None  # 2-D convolutions, one-thread sessions: rows side by side
+    vocoder: Graph | None = None  # 2-D convolutions, any number of rows
     radius: int = 0  # vocoder context frames either side of a window
     flow_radius: int = 0  # flow context frames either side of the vocoder's input
     hop: int = 256
@@ -159,6 +158,10 @@ class OnnxEngine(Engine):
         spinning = {n: self._session(spec, path, n, spin=True) for n in counts if n > 1}
         return Graph(sessions, inputs, spinning)
 
+    def _vocoder_counts(self) -> tuple[int, ...]:
+        """The vocoder's thread counts: the cores' and 1, for rows side by side."""
+        return tuple(sorted({1, *self.cores.counts()}))
+
     def _sessions_per_graph(self) -> int:
         """Each holds its own copy of the weights: one per thread count, two for several."""
         return sum(1 if n == 1 else 2 for n in self.cores.counts())
@@ -189,8 +192,7 @@ class OnnxEngine(Engine):
             return None
         prior = self._graph(spec, parts.prior, {"input", "input_lengths", "scales", "dp_noise", "z_noise"})
         return OnnxVoice(prior=prior, flow=self._graph(spec, parts.flow, {"z_p"}),
-                         vocoder=self._graph(spec, parts.vocoder, {"z"}),
-                         vocoder_rows=self._graph(spec, parts.vocoder_rows, {"z"}, counts=(1,)),
+                         vocoder=self._graph(spec, parts.vocoder, {"z"}, counts=self._vocoder_counts()),
                          radius=parts.radius, flow_radius=parts.flow_radius, hop=parts.hop,
                          channels=prior.input_dim("z_noise", 1),
                          extra_bytes=sum(f.stat().st_size for f in parts.files))
@@ -313,6 +315,8 @@ class OnnxEngine(Engine):
         z_p, total, _ = self._prior(voice, item, threads)
         z = self._flow(voice, z_p, 0, total, item, threads)
         self._vocode(voice, z, 0, total, 0, total, item, threads)
+        if 1 not in self.cores.counts():  # the vocoder's one-thread session: rows side by side
+            self._vocode_rows(voice, model.vocoder, z, 0, [(0, 0, total)], total, item, 1)  # type: ignore[arg-type]
 
     def _probe(self, voice: LoadedVoice) -> None:
         """One tiny inference with the config's largest phoneme id: a config that does not
@@ -507,17 +511,15 @@ class OnnxEngine(Engine):
 
     def _vocode_graphs(self, voice: LoadedVoice, z: np.ndarray, z_lo: int, total: int, start: int, end: int,
                        item: SynthesisItem, threads: int) -> np.ndarray:
-        """_vocode on the fp32 onnx graphs. The 2-D graph (1.2x faster on one thread, no
-        faster on more) runs one-thread calls, and a wide window on several threads as rows
-        side by side, one per thread (windows.py); a narrow one on several threads runs the
-        1-D graph on all of them."""
+        """_vocode on the fp32 onnx graph: one call on all `threads`, or a wide window as
+        rows side by side, one call per thread (windows.py, row_count)."""
         model = self._model(voice)
         lo, hi = self._vocoder_span(voice, z, z_lo, total, start, end)
-        rows = row_count(end - start, threads) if model.vocoder_rows is not None else 1
-        if threads > 1 and rows == 1:  # a narrow window: the 1-D graph on every thread
+        rows = row_count(end - start, threads)
+        if rows == 1:
             return self._vocode_rows(voice, model.vocoder, z, z_lo, [(lo, start, end)], hi - lo, item, threads)  # type: ignore[arg-type]
         width, plan = vocoder_rows(start, end, lo, hi, model.radius, rows)
-        return self._vocode_rows(voice, model.vocoder_rows, z, z_lo, plan, width, item, 1)  # type: ignore[arg-type]
+        return self._vocode_rows(voice, model.vocoder, z, z_lo, plan, width, item, 1)  # type: ignore[arg-type]
 
     def _vocode_rows(self, voice: LoadedVoice, graph: Graph, z: np.ndarray, z_lo: int,
                      plan: list[tuple[int, int, int]], width: int, item: SynthesisItem, threads: int) -> np.ndarray:

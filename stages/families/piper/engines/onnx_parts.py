@@ -30,8 +30,10 @@ from voxpipe.procutil import exclusive_lock
 # Format 6 adds the vocoder with 2-D convolutions (vocoder_rows.onnx), the layout of
 # onnxruntime's blocked convolutions: 1.2x faster on one thread, so one-thread calls and
 # windows side by side (one per thread) use it.
-PARTS_FORMAT = 6
-READABLE_FORMATS = (6,)  # newest first
+# Format 7 keeps one vocoder, 2-D, its last stage on each row's two halves: faster than
+# the 1-D graph on any number of threads, so that graph is gone.
+PARTS_FORMAT = 7
+READABLE_FORMATS = (7,)  # newest first
 
 
 class PartsError(Exception):
@@ -42,15 +44,14 @@ class PartsError(Exception):
 class VoiceParts:
     prior: Path  # (input, input_lengths, scales, dp_noise, z_noise[, sid]) -> (z_p, frames, durations)
     flow: Path  # (z_p[, sid]) -> z, one item
-    vocoder: Path  # (z[, sid]) -> audio, one item
-    vocoder_rows: Path  # (z [rows, C, frames][, sid]) -> audio [rows, samples]: 2-D convolutions
+    vocoder: Path  # (z [rows, C, frames][, sid]) -> audio [rows, samples]: 2-D convolutions
     radius: int  # latent frames either side that reach a frame's audio
     flow_radius: int  # frames of z_p either side that reach a frame of z
     hop: int  # audio samples per latent frame
 
     @property
     def files(self) -> tuple[Path, ...]:
-        return self.prior, self.flow, self.vocoder, self.vocoder_rows
+        return self.prior, self.flow, self.vocoder
 
 
 def default_cache_dir() -> Path:
@@ -82,7 +83,6 @@ def _read(folder: Path) -> VoiceParts | None:
     try:
         meta = json.loads((folder / "parts.json").read_text())
         parts = VoiceParts(folder / "prior.onnx", folder / "flow.onnx", folder / "vocoder.onnx",
-                           folder / "vocoder_rows.onnx",
                            int(meta["radius"]), int(meta["flow_radius"]), int(meta["hop"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -106,7 +106,6 @@ def _export(model_path: Path, name: str, num_speakers: int, folder: Path) -> Non
     export_prior(model, folder / "prior.onnx")
     export_flow(model, folder / "flow.onnx")
     export_single_vocoder(model, folder / "vocoder.onnx")
-    export_single_vocoder(model, folder / "vocoder_rows.onnx", rows=True)
     meta = {"radius": receptive_radius(model.dec), "flow_radius": flow_radius(model.flow),
             "hop": model.hop_length, "source": model_path.name}
     (folder / "parts.json").write_text(json.dumps(meta))

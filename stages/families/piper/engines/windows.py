@@ -33,16 +33,15 @@ def stream_windows(total: int, first: int, growth: int = GROWTH, whole_under: in
     return windows
 
 
-MIN_ROW_FRAMES = 96  # a row narrower than this costs its context more than its thread saves
+MIN_ROW_FRAMES = 160  # a row narrower than this costs its context more than its thread saves
 
 
 def row_count(frames: int, threads: int, min_row: int = MIN_ROW_FRAMES) -> int:
     """How many rows a vocoder call over `frames` frames splits into on `threads` threads:
-    one per thread, each at least `min_row` frames of its own. The 2-D vocoder graph is
-    1.2x faster than the 1-D one on one thread and no faster on two, so rows side by side
-    on one thread each beat one call on all of them once a row is wide enough to pay for
-    its context (measured on 2 cores against the 1-D graph on both: 180 frames 1.06x,
-    250 1.08x, 400 1.12x, 900 1.19x; 128 1.02x, 96 0.93x)."""
+    one per thread, each at least `min_row` frames of its own. One call shares its work
+    among threads less well than rows side by side do, but each row renders its context
+    again: measured on 2 cores, one two-thread call against two one-thread rows, `joe`,
+    median ms: 120 frames 59.7 / 65.5, 200 76.6 / 82.4, 300 121.6 / 119.8, 500 217.4 / 209.0."""
     return max(1, min(threads, frames // min_row))
 
 

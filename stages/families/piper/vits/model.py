@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from voxpipe.stages.engines.rows_layout import as_rows, channels_last_weights, conv_rows
+from voxpipe.stages.engines.receptive_field import tail_reach
+from voxpipe.stages.engines.rows_layout import as_rows, channels_last_weights, conv_rows, join_halves, split_halves
 from voxpipe.stages.families.piper import noise
 
 LRELU_SLOPE = 0.1
@@ -557,11 +558,17 @@ class Generator(nn.Module):
         return self
 
     def forward(self, z: Tensor, g: Tensor | None = None, lengths: Tensor | None = None,
-                rows: bool | None = None) -> Tensor:
+                rows: bool | None = None, halves: bool = False) -> Tensor:
         """z [B, C, frames] -> audio [B, 1, frames * hop]. Inside, each item is a row of a 2-D
         convolution ([B, C, 1, samples]): faster on CPU in torch and in onnxruntime (whose
         blocked-layout convolutions take 2-D ones only). `rows` None: 1-D in ONNX exports
-        (the graphs TensorRT and the padded batch take), 2-D otherwise."""
+        (the graphs TensorRT and the padded batch take), 2-D otherwise.
+
+        `halves` (2-D, no `lengths`): the last stage runs on each item's two halves as two
+        rows, each with the margin of the other that reaches it, so the audio is the same.
+        onnxruntime's blocked convolutions share a call's work among threads by rows and
+        by sets of 32 output channels, and the last stage has 32 channels: as one row it
+        runs on one thread whatever the session has, and it is a third of the work."""
         flat = torch.onnx.is_in_onnx_export() if rows is None else not rows
         masks: list[Tensor | None] = [None] * (len(self.ups) + 1)
         if lengths is not None:
@@ -571,8 +578,13 @@ class Generator(nn.Module):
         if g is not None:
             x = x + (self.cond(g) if flat else self.cond(g).unsqueeze(2))
         n = self.num_kernels
+        halves = halves and not flat and lengths is None
+        margin = tail_reach(self) if halves else 0
         for i, up in enumerate(self.ups):
             x = conv_rows(_mask_(F.leaky_relu_(x, LRELU_SLOPE), masks[i]), up)
+            if halves and i == len(self.ups) - 1:
+                length = x.shape[-1]
+                x = split_halves(x, margin)
             act = _mask_(F.leaky_relu(x, LRELU_SLOPE), masks[i + 1])
             xs = self.resblocks[i * n](x, masks[i + 1], act)
             for j in range(1, n):
@@ -580,6 +592,8 @@ class Generator(nn.Module):
             x = xs.div_(n)
         x = conv_rows(_mask_(F.leaky_relu_(x), masks[-1]), self.conv_post)
         x = torch.tanh_(x)
+        if halves:
+            x = join_halves(x, length)
         return x if flat else x.squeeze(2)
 
     def _masks(self, lengths: Tensor, frames: int, flat: bool) -> list[Tensor | None]:
