@@ -31,7 +31,8 @@ from voxpipe.procutil import exclusive_lock
 # onnxruntime's blocked convolutions: 1.2x faster on one thread, so one-thread calls and
 # windows side by side (one per thread) use it.
 # Format 7 keeps one vocoder, 2-D, its last stage on each row's two halves: faster than
-# the 1-D graph on any number of threads, so that graph is gone.
+# the 1-D graph on any number of threads, so that graph is gone. The prior's and the
+# flow's convolutions are 2-D too (conv_rows.py).
 PARTS_FORMAT = 7
 READABLE_FORMATS = (7,)  # newest first
 
@@ -94,17 +95,20 @@ def _read(folder: Path) -> VoiceParts | None:
 def _export(model_path: Path, name: str, num_speakers: int, folder: Path) -> None:
     try:
         import torch  # noqa: F401  (both are optional: the torch extra)
-        import onnx  # noqa: F401
+        import onnx
     except ImportError as exc:
         raise PartsError(f"splitting a voice's graph needs torch and onnx ({exc}); "
                          "install voxpipe's torch extra") from exc
+    from voxpipe.stages.families.piper.engines.conv_rows import convs_as_rows
     from voxpipe.stages.families.piper.vits.export import export_flow, export_prior, export_single_vocoder
     from voxpipe.stages.families.piper.vits.load import load_piper_onnx
     from voxpipe.stages.engines.receptive_field import flow_radius, receptive_radius
 
     model = load_piper_onnx(model_path, name, num_speakers)
-    export_prior(model, folder / "prior.onnx")
-    export_flow(model, folder / "flow.onnx")
+    for path in (export_prior(model, folder / "prior.onnx"), export_flow(model, folder / "flow.onnx")):
+        graph = onnx.load(str(path))
+        convs_as_rows(graph)
+        onnx.save(graph, str(path))
     export_single_vocoder(model, folder / "vocoder.onnx")
     meta = {"radius": receptive_radius(model.dec), "flow_radius": flow_radius(model.flow),
             "hop": model.hop_length, "source": model_path.name}
