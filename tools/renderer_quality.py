@@ -96,7 +96,7 @@ class Renderers:
             engine, voice = self.engines[name]
             if engine._model(voice).vocoder is not None:  # the split vocoder graph over the same latent
                 frames = z.shape[2]
-                audio = engine._vocode_window(voice, z.numpy(), frames, 0, frames, self.item, engine.cores.base)
+                audio = engine._vocode(voice, z.numpy(), 0, frames, 0, frames, self.item, engine.cores.base)
             else:  # int8: one quantized graph from the ids (noise off: its fp32 acoustic part makes the same latent)
                 audio = engine.synthesize(voice, [SynthesisItem(ids, 0.0, 1.0, 0.0)])[0]
         return audio, time.perf_counter() - started
